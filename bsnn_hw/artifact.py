@@ -1,0 +1,196 @@
+"""The `.bsnn` model artifact, format version 1 (docs/artifact.md).
+
+Layout::
+
+    offset 0        4 bytes   magic b"BSNN"
+    offset 4        4 bytes   H, the header length, uint32 little-endian
+    offset 8        H bytes   header: UTF-8 JSON (sorted keys) with every parameter
+    offset 8+H      P bytes   payload: packed weight bits of every layer, P = header["payload_bytes"]
+    offset 8+H+P   32 bytes   SHA-256 of all the bytes before it
+
+Weights are packed per layer, row (neuron) by row, each row LSB-first into ceil(n_in/8) bytes
+(:func:`bsnn_hw.contract.pack_bits`); each layer's ``weights`` entry gives its offset and length in the payload.
+No pickle anywhere. Every load error is an :class:`ArtifactError` with a one-line message.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import contract
+from .network import Layer, Network
+
+MAGIC = b"BSNN"
+FORMAT_VERSION = 1
+LAYER_TYPES = ("dense",)      # room for "conv2d", "pool" later
+WEIGHT_BITS = (1,)            # room for multi-bit weights later
+_DIGEST = 32
+
+
+class ArtifactError(ValueError):
+    """A model file that cannot be loaded: the message names what is wrong and what was expected."""
+
+
+def to_bytes(net: Network) -> bytes:
+    payload = bytearray()
+    layers = []
+    for layer in net.layers:
+        packed = contract.pack_bits(layer.weights).tobytes()
+        layers.append({
+            "type": "dense",
+            "n_in": layer.n_in,
+            "n_out": layer.n_out,
+            "weight_bits": 1,
+            "weights": {"offset": len(payload), "nbytes": len(packed)},
+            "threshold": None if layer.threshold is None else [int(t) for t in layer.threshold],
+            "leak_shift": layer.leak_shift,
+            "reset": layer.reset,
+            "membrane_bits": layer.membrane_bits,
+            "fire_once": layer.fire_once,
+        })
+        payload += packed
+    header = {
+        "format": "bsnn",
+        "format_version": FORMAT_VERSION,
+        "contract_version": contract.CONTRACT_VERSION,
+        "network": {"timesteps": net.timesteps, "readout": net.readout, "encoding": net.encoding, "seed": net.seed},
+        "layers": layers,
+        "payload_bytes": len(payload),
+        "metadata": net.metadata,
+    }
+    try:
+        head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    except TypeError as e:
+        raise TypeError(f"network metadata must be JSON-serializable: {e}") from None
+    body = MAGIC + struct.pack("<I", len(head)) + head + bytes(payload)
+    return body + hashlib.sha256(body).digest()
+
+
+def checksum(net: Network) -> str:
+    return to_bytes(net)[-_DIGEST:].hex()
+
+
+def save(net: Network, path) -> None:
+    """Write atomically: a temporary file beside ``path``, renamed over it once complete."""
+    data = to_bytes(net)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path) -> Network:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a directory, expected a .bsnn model file") from None
+    return from_bytes(data, str(path))
+
+
+def _field(d: dict, key: str, where: str, types, what: str):
+    if key not in d:
+        raise ArtifactError(f"{where}: missing field {key!r} ({what})")
+    value = d[key]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+        raise ArtifactError(f"{where}: field {key!r} must be {what}, not {value!r}")
+    return value
+
+
+def _tuple(t):
+    return t if isinstance(t, tuple) else (t,)
+
+
+def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
+    if len(data) < 8:
+        raise ArtifactError(f"{name}: truncated: {len(data)} bytes, shorter than the 8-byte preamble")
+    if data[:4] != MAGIC:
+        raise ArtifactError(f"{name}: not a .bsnn model file (magic {data[:4]!r}, expected {MAGIC!r})")
+    (hlen,) = struct.unpack("<I", data[4:8])
+    if len(data) < 8 + hlen:
+        raise ArtifactError(f"{name}: truncated: header says {hlen} header bytes, file has {len(data) - 8} after "
+                            f"the preamble")
+    try:
+        header = json.loads(data[8:8 + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{name}: header is not valid JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != "bsnn":
+        raise ArtifactError(f"{name}: header does not declare format 'bsnn'")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{name}: format version {version!r} is not supported (this bsnn-hw reads version "
+                            f"{FORMAT_VERSION})")
+    cv = header.get("contract_version")
+    if cv != contract.CONTRACT_VERSION:
+        raise ArtifactError(f"{name}: numeric contract version {cv!r} is not supported (expected "
+                            f"{contract.CONTRACT_VERSION})")
+    plen = _field(header, "payload_bytes", name, int, "a non-negative int")
+    expected = 8 + hlen + plen + _DIGEST
+    if len(data) < expected:
+        raise ArtifactError(f"{name}: truncated: {len(data)} bytes, expected {expected} (header + {plen} payload "
+                            f"bytes + {_DIGEST}-byte checksum)")
+    if len(data) > expected:
+        raise ArtifactError(f"{name}: {len(data) - expected} unexpected trailing bytes after the checksum")
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ArtifactError(f"{name}: checksum mismatch: the file is corrupted (SHA-256 of the contents does not "
+                            f"match the stored one)")
+    payload = data[8 + hlen:8 + hlen + plen]
+
+    net_h = _field(header, "network", name, dict, "an object")
+    layers_h = _field(header, "layers", name, list, "a list of layers")
+    layers = []
+    for i, lh in enumerate(layers_h):
+        where = f"{name}: layer {i}"
+        if not isinstance(lh, dict):
+            raise ArtifactError(f"{where}: must be an object, not {lh!r}")
+        ltype = _field(lh, "type", where, str, "a string")
+        if ltype not in LAYER_TYPES:
+            raise ArtifactError(f"{where}: layer type {ltype!r} is not supported (supported: "
+                                f"{', '.join(LAYER_TYPES)})")
+        wbits = _field(lh, "weight_bits", where, int, "an int")
+        if wbits not in WEIGHT_BITS:
+            raise ArtifactError(f"{where}: {wbits}-bit weights are not supported (supported: 1)")
+        n_in = _field(lh, "n_in", where, int, "a positive int")
+        n_out = _field(lh, "n_out", where, int, "a positive int")
+        if n_in < 1 or n_out < 1:
+            raise ArtifactError(f"{where}: n_in and n_out must be positive, not {n_in} and {n_out}")
+        wref = _field(lh, "weights", where, dict, "an object")
+        off = _field(wref, "offset", where + " weights", int, "an int")
+        nbytes = _field(wref, "nbytes", where + " weights", int, "an int")
+        need = n_out * contract.ceil_div(n_in, 8)
+        if nbytes != need:
+            raise ArtifactError(f"{where}: weights take {nbytes} bytes but {n_out} rows of {n_in} bits need {need}")
+        if off < 0 or off + nbytes > plen:
+            raise ArtifactError(f"{where}: weights at bytes {off}..{off + nbytes} lie outside the {plen}-byte payload")
+        packed = np.frombuffer(payload[off:off + nbytes], dtype=np.uint8).reshape(n_out, -1)
+        weights = contract.unpack_bits(packed, n_in)
+        th = lh.get("threshold")
+        if th is not None:
+            if not isinstance(th, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in th):
+                raise ArtifactError(f"{where}: threshold must be a list of ints or null")
+            th = np.array(th, dtype=np.int64)
+        try:
+            layers.append(Layer(weights, th, lh.get("leak_shift"), lh.get("reset"), lh.get("membrane_bits"),
+                                lh.get("fire_once")))
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"{where}: {e}") from None
+    try:
+        return Network(layers, net_h.get("timesteps"), net_h.get("readout"), net_h.get("encoding"),
+                       net_h.get("seed", 1), metadata=header.get("metadata") or {})
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{name}: {e}") from None

@@ -1,0 +1,283 @@
+"""The ``bsnn-hw`` command line.
+
+Core sub-commands live here (inspect, random, run); the others are loaded lazily from their packages so that
+``bsnn-hw inspect`` does not import torch or Amaranth:
+``train`` (bsnn_hw.train.cli), ``generate`` and ``synth`` (bsnn_hw.hdl.cli), ``verify`` (bsnn_hw.sim.cli).
+
+Every error a user can cause is one line on stderr ("Error: ..."), a non-zero exit, no traceback, and no
+half-written output (files are written through :func:`bsnn_hw.io.atomic_write`).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import click
+import numpy as np
+
+from . import __version__, contract
+from .artifact import ArtifactError
+
+LAZY_COMMANDS = {
+    "train": ("bsnn_hw.train.cli", "train", "Train a binarized SNN and export a .bsnn artifact."),
+    "generate": ("bsnn_hw.hdl.cli", "generate", "Generate Verilog and a manifest from a .bsnn artifact."),
+    "synth": ("bsnn_hw.hdl.cli", "synth", "Synthesize the generated Verilog with Yosys; resources and Fmax."),
+    "verify": ("bsnn_hw.sim.cli", "verify", "Run the RTL on data and compare it bit for bit with the golden model."),
+}
+
+# Exceptions that carry a user-facing message; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ArtifactError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user; exit status 1."""
+
+
+class Group(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr, help_text = LAZY_COMMANDS[name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as e:
+                reason = one_line(e)
+
+                @click.command(name, help=help_text, context_settings={"ignore_unknown_options": True})
+                @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+                def unavailable(args):
+                    raise UserError(f"'{name}' is not available in this installation ({reason})")
+                return unavailable
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except USER_ERRORS as e:
+            raise UserError(one_line(e)) from None
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)) and e.filename:
+        text = f"{e.filename}: {e.strerror}"
+    return " ".join(text.split())
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bsnn-hw")
+def main():
+    """bsnn-hw: binarized spiking neural networks from training to verified Verilog."""
+
+
+def load_model(path):
+    from . import load
+    return load(path)
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+# --- inspect -------------------------------------------------------------------------------------------------------
+
+def describe(net) -> dict:
+    layers = []
+    for i, layer in enumerate(net.layers):
+        fires = net.layer_fires(i)
+        th = layer.threshold
+        layers.append({
+            "index": i, "type": "dense", "n_in": layer.n_in, "n_out": layer.n_out,
+            "threshold_min": None if (th is None or not fires) else int(th.min()),
+            "threshold_max": None if (th is None or not fires) else int(th.max()),
+            "fires": fires, **layer.params(),
+            "weight_bits": layer.n_in * layer.n_out,
+            "synaptic_ops": net.timesteps * layer.n_in * layer.n_out,
+        })
+    return {
+        "sizes": net.sizes, "timesteps": net.timesteps, "readout": net.readout, "encoding": net.encoding,
+        "seed": net.seed, "layers": layers, "weight_memory_bits": net.weight_bits(),
+        "synaptic_ops_per_inference": net.synaptic_ops(), "checksum": net.checksum(),
+        "contract_version": contract.CONTRACT_VERSION, "metadata": net.metadata,
+    }
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def inspect(model, as_json):
+    """Show a model's layers, parameters, weight memory and synaptic operations per inference."""
+    net = load_model(model)
+    info = describe(net)
+    if as_json:
+        emit_json(info)
+        return
+    from rich.console import Console
+    from rich.table import Table
+    console = Console(width=max(Console().width, 110))
+    console.print(f"[bold]{model}[/]  {'-'.join(map(str, net.sizes))}  T={net.timesteps}  readout={net.readout}  "
+                  f"encoding={net.encoding}" + (f" (seed {net.seed})" if net.encoding == "rate" else ""))
+    table = Table()
+    for col in ("layer", "in", "out", "threshold", "leak", "reset", "M", "fire-once", "weight bits", "syn. ops"):
+        table.add_column(col, justify="right")
+    for lay in info["layers"]:
+        th = ("never fires" if not lay["fires"] else
+              str(lay["threshold_min"]) if lay["threshold_min"] == lay["threshold_max"]
+              else f"{lay['threshold_min']}..{lay['threshold_max']}")
+        leak = "none" if lay["leak_shift"] is None else f">>>{lay['leak_shift']}"
+        table.add_row(str(lay["index"]), str(lay["n_in"]), str(lay["n_out"]), th, leak, lay["reset"],
+                      str(lay["membrane_bits"]), "yes" if lay["fire_once"] else "no",
+                      f"{lay['weight_bits']:,}", f"{lay['synaptic_ops']:,}")
+    console.print(table)
+    console.print(f"weight memory: {info['weight_memory_bits']:,} bits ({info['weight_memory_bits'] / 8192:.1f} KiB)"
+                  f"   synaptic operations per inference: {info['synaptic_ops_per_inference']:,}")
+    console.print(f"checksum: {info['checksum']}")
+    if net.metadata:
+        console.print(f"metadata: {json.dumps(net.metadata, sort_keys=True)[:400]}")
+
+
+# --- random --------------------------------------------------------------------------------------------------------
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.replace(",", "-").split("-")]
+    except ValueError:
+        raise UserError(f"--sizes must look like 784-128-10, not {text!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise UserError(f"--sizes needs at least two positive sizes (inputs, then each layer), not {text!r}")
+    return sizes
+
+
+@main.command()
+@click.option("--sizes", required=True, help="Layer sizes, inputs first, e.g. 784-128-10.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .bsnn file.")
+@click.option("--timesteps", "-T", default=16, show_default=True, type=int)
+@click.option("--leak-shift", default="4", show_default=True, help="Leak shift k (lambda = 1 - 2^-k), or 'none'.")
+@click.option("--reset", type=click.Choice(contract.RESET_MODES), default="subtract", show_default=True)
+@click.option("--membrane-bits", "-M", default=16, show_default=True, type=int)
+@click.option("--fire-once", is_flag=True)
+@click.option("--readout", type=click.Choice(contract.READOUTS), default="count", show_default=True)
+@click.option("--encoding", type=click.Choice(contract.ENCODINGS), default="rate", show_default=True)
+@click.option("--threshold", type=int, default=None, help="One threshold for every neuron (default: random).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights.")
+def random(sizes, out, timesteps, leak_shift, reset, membrane_bits, fire_once, readout, encoding, threshold, seed):
+    """Write a random, untrained model (to try the hardware flow without training)."""
+    from .network import random_network
+    leak = None if leak_shift.lower() in ("none", "") else _int_option("--leak-shift", leak_shift)
+    net = random_network(parse_sizes(sizes), timesteps=timesteps, leak_shift=leak, reset=reset,
+                         membrane_bits=membrane_bits, fire_once=fire_once, readout=readout, encoding=encoding,
+                         threshold=threshold, seed=seed)
+    net.save(out)
+    click.echo(f"wrote {out}: {'-'.join(map(str, net.sizes))}, T={timesteps}, {net.weight_bits():,} weight bits")
+
+
+def _int_option(name, text):
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{name} must be an int or 'none', not {text!r}") from None
+
+
+# --- run -----------------------------------------------------------------------------------------------------------
+
+def load_inputs(path, net):
+    """Inputs for ``run``: .npy or .npz (key "x", optional "y" labels). uint8 (batch, n_in) intensities, encoded
+    with the model's encoding, or bool (batch, T, n_in) spike trains used as they are."""
+    from pathlib import Path
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path}: no such input file")
+    labels = None
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if "x" not in z:
+                    raise UserError(f"{path}: expected an array named 'x' (and optionally 'y'), found "
+                                    f"{', '.join(z.files) or 'none'}")
+                x = z["x"]
+                labels = z["y"] if "y" in z else None
+        else:
+            x = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy/.npz array file ({one_line(e)})") from None
+    if x.dtype == bool:
+        if x.ndim != 3 or x.shape[1:] != (net.timesteps, net.n_in):
+            raise UserError(f"{path}: spike trains must have shape (batch, {net.timesteps}, {net.n_in}), "
+                            f"not {x.shape}")
+        spikes = x
+    elif x.dtype == np.uint8:
+        if net.encoding == "direct":
+            raise UserError(f"{path}: the model's encoding is 'direct', so inputs must be bool spike trains "
+                            f"(batch, {net.timesteps}, {net.n_in}), not uint8 intensities")
+        if x.ndim != 2 or x.shape[1] != net.n_in:
+            raise UserError(f"{path}: intensities must have shape (batch, {net.n_in}), not {x.shape}")
+        spikes = net.encode(x)
+    else:
+        raise UserError(f"{path}: inputs must be uint8 intensities or bool spike trains, not {x.dtype}")
+    if labels is not None and labels.shape != (spikes.shape[0],):
+        raise UserError(f"{path}: labels 'y' must have shape ({spikes.shape[0]},), not {labels.shape}")
+    return spikes, labels
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("inputs", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Samples listed in the table.")
+def run(model, inputs, as_json, limit):
+    """Run the golden model on stored inputs (.npy/.npz): spike counts and predictions."""
+    from . import golden
+    net = load_model(model)
+    spikes, labels = load_inputs(inputs, net)
+    res = golden.simulate(net, spikes)
+    out = {
+        "model": str(model), "samples": int(spikes.shape[0]),
+        "prediction": res.prediction, "counts": [c for c in res.counts],
+        "spikes_per_layer": [float(c.sum(1).mean()) for c in res.counts],
+    }
+    if net.readout != "count":
+        out["membrane"] = res.membrane[-1]
+    if labels is not None:
+        out["accuracy"] = float((res.prediction == labels).mean())
+    if as_json:
+        emit_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    table = Table(title=f"golden model: {spikes.shape[0]} samples")
+    table.add_column("sample", justify="right")
+    if labels is not None:
+        table.add_column("label", justify="right")
+    table.add_column("prediction", justify="right")
+    table.add_column("output spike counts" if net.readout == "count" else "output (counts / membrane)")
+    for b in range(min(limit, spikes.shape[0])):
+        row = [str(b)] + ([str(int(labels[b]))] if labels is not None else []) + [str(int(res.prediction[b]))]
+        val = " ".join(map(str, res.counts[-1][b]))
+        if net.readout == "membrane":
+            val = " ".join(map(str, res.membrane[-1][b]))
+        row.append(val)
+        table.add_row(*row)
+    console.print(table)
+    console.print("mean spikes per sample by layer: " + ", ".join(f"{v:.1f}" for v in out["spikes_per_layer"]))
+    if labels is not None:
+        console.print(f"accuracy: {out['accuracy'] * 100:.2f}%")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

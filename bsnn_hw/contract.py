@@ -1,0 +1,168 @@
+"""The numeric contract, v1: every encoding and integer rule, defined once.
+
+Everything that must agree bit for bit between the trainer's hardware-exact mode, the golden model and the RTL is
+defined here and imported from here: the +-1 <-> bit encoding, bit order and packing, the membrane range and its
+saturation, the shift leak and its rounding, and the input encoders' pseudo-random generator. ``docs/spec.md`` states
+the same rules in prose; a change here is a change of the contract and bumps ``CONTRACT_VERSION``.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+CONTRACT_VERSION = 1
+
+RESET_MODES = ("subtract", "zero")
+READOUTS = ("count", "membrane", "first")
+ENCODINGS = ("direct", "rate", "latency")
+MEMBRANE_BITS_MIN, MEMBRANE_BITS_MAX = 2, 32
+
+
+# --- +-1 <-> bit -------------------------------------------------------------------------------------------------
+# Bit 1 means weight +1, bit 0 means weight -1 (as FINN's ``Binary`` type).
+
+def weight_to_bit(w: np.ndarray) -> np.ndarray:
+    """+-1 (or any sign-carrying number, > 0 is +1) to bits: True = +1."""
+    return np.asarray(w) > 0
+
+
+def bit_to_weight(b: np.ndarray) -> np.ndarray:
+    """Bits to +-1 integers (int8): True -> +1, False -> -1."""
+    return np.where(np.asarray(b, dtype=bool), np.int8(1), np.int8(-1))
+
+
+# --- bit order and packing -----------------------------------------------------------------------------------------
+# Index i of a bit vector is bit (i mod 8) of byte i // 8 (LSB first); in a W-bit word, index i is bit (i mod W) of
+# word i // W. Padding bits past the end are 0.
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """Pack the last axis of a bool array LSB-first into uint8: (..., n) -> (..., ceil(n/8))."""
+    return np.packbits(np.asarray(bits, dtype=bool), axis=-1, bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: (..., ceil(n/8)) uint8 -> (..., n) bool."""
+    return np.unpackbits(np.asarray(packed, dtype=np.uint8), axis=-1, count=n, bitorder="little").astype(bool)
+
+
+def pack_words(bits: np.ndarray, width: int) -> list[int]:
+    """Pack a 1-D bool vector into ``width``-bit integers, LSB first, zero padded: index i is bit i % width of
+    word i // width."""
+    bits = np.asarray(bits, dtype=bool).ravel()
+    if width < 1:
+        raise ValueError(f"word width must be at least 1, not {width!r}")
+    nwords = -(-bits.size // width)
+    padded = np.zeros(nwords * width, dtype=bool)
+    padded[: bits.size] = bits
+    words = []
+    for w in range(nwords):
+        chunk = padded[w * width:(w + 1) * width]
+        words.append(int(sum(1 << i for i in np.flatnonzero(chunk))))
+    return words
+
+
+def unpack_words(words, width: int, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_words`."""
+    out = np.zeros(len(words) * width, dtype=bool)
+    for w, value in enumerate(words):
+        for i in range(width):
+            out[w * width + i] = (int(value) >> i) & 1
+    return out[:n]
+
+
+# --- membrane arithmetic -------------------------------------------------------------------------------------------
+
+def membrane_range(bits: int) -> tuple[int, int]:
+    """The signed ``bits``-bit range [-2^(bits-1), 2^(bits-1) - 1]."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def saturate(v, bits: int):
+    """Clamp to the signed ``bits``-bit range (works on ints and integer arrays)."""
+    lo, hi = membrane_range(bits)
+    if isinstance(v, np.ndarray):
+        return np.clip(v, lo, hi)
+    return min(max(v, lo), hi)
+
+
+def leak(v, shift: int | None):
+    """The leak term ``v >>> shift``: arithmetic shift right, rounding toward minus infinity; 0 without a leak."""
+    if shift is None:
+        return v * 0
+    return v >> shift
+
+
+def synaptic_sum(spikes: np.ndarray, weight_bits: np.ndarray) -> np.ndarray:
+    """I[j] = sum_i s[i] * (2 B[j,i] - 1) = 2 popcount(s & B[j]) - popcount(s), the XNOR-popcount of the contract.
+
+    ``spikes`` (..., n_in) bool, ``weight_bits`` (n_out, n_in) bool -> (..., n_out) int64."""
+    s = np.asarray(spikes, dtype=np.int64)
+    return s @ bit_to_weight(weight_bits).astype(np.int64).T
+
+
+# --- input encoders' pseudo-random generator -------------------------------------------------------------------------
+# A 16-bit maximal-length Galois LFSR, feedback polynomial x^16 + x^14 + x^13 + x^11 + 1 (toggle mask 0xB400).
+# One step: out = state & 1; state >>= 1; if out: state ^= 0xB400. The state is never 0; the period is 65535.
+# One draw advances the LFSR by LFSR_STEPS_PER_DRAW steps and returns the low 8 bits of the new state (in hardware an
+# unrolled 8-step update, one draw per clock).
+
+LFSR_BITS = 16
+LFSR_TAPS = 0xB400
+LFSR_PERIOD = (1 << LFSR_BITS) - 1
+LFSR_STEPS_PER_DRAW = 8
+
+
+def lfsr_step(state: int) -> int:
+    """One step of the contract's Galois LFSR."""
+    out = state & 1
+    state >>= 1
+    if out:
+        state ^= LFSR_TAPS
+    return state
+
+
+@functools.lru_cache(maxsize=1)
+def lfsr_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(sequence, position): ``sequence[k]`` is the state k steps after state 1; ``position[s]`` is the k with
+    ``sequence[k] == s`` (position[0] is unused)."""
+    seq = np.empty(LFSR_PERIOD, dtype=np.uint16)
+    state = 1
+    for k in range(LFSR_PERIOD):
+        seq[k] = state
+        state = lfsr_step(state)
+    assert state == 1, "LFSR polynomial is not maximal-length"
+    pos = np.zeros(1 << LFSR_BITS, dtype=np.int64)
+    pos[seq] = np.arange(LFSR_PERIOD)
+    return seq, pos
+
+
+def lfsr_draws(seed, count: int) -> np.ndarray:
+    """The first ``count`` 8-bit draws of the LFSR seeded with ``seed`` (an int, or an int array for several
+    independent streams): draw n is the low byte of the state 8*(n+1) steps after the seed. Shape seed.shape + (count,),
+    dtype uint8."""
+    seed = np.asarray(seed, dtype=np.int64)
+    check_seed(seed)
+    seq, pos = lfsr_tables()
+    steps = LFSR_STEPS_PER_DRAW * (np.arange(count, dtype=np.int64) + 1)
+    idx = (pos[seed][..., None] + steps) % LFSR_PERIOD
+    return (seq[idx] & 0xFF).astype(np.uint8)
+
+
+def check_seed(seed) -> None:
+    s = np.asarray(seed)
+    if not np.issubdtype(s.dtype, np.integer):
+        raise TypeError(f"rate-encoding seed must be an integer, not {s.dtype}")
+    if s.size and (s.min() < 1 or s.max() > LFSR_PERIOD):
+        bad = s.min() if s.min() < 1 else s.max()
+        raise ValueError(f"rate-encoding seed must be in 1..{LFSR_PERIOD} (the LFSR's nonzero states), not {int(bad)}")
+
+
+def latency_step(x: np.ndarray, timesteps: int) -> np.ndarray:
+    """Spike step of the latency code: t(x) = ((255 - x) * T) // 256 for x >= 1; -1 (no spike) for x == 0."""
+    x = np.asarray(x, dtype=np.int64)
+    return np.where(x > 0, ((255 - x) * timesteps) // 256, -1)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)

@@ -1,0 +1,76 @@
+"""Input encoders: uint8 intensities (batch, n) -> spike trains bool (batch, T, n), bit-exact per docs/spec.md.
+
+- :func:`rate`: Bernoulli spikes from the contract's 16-bit LFSR. Every sample's stream starts from its seed, and the
+  draws are taken in the order (t, i): step-major, then input index. Input i spikes at step t iff
+  ``draw[t * n + i] < x[i]``, so P(spike) = x / 256 and an intensity of 0 never spikes.
+- :func:`latency`: at most one spike per input, at step ``((255 - x) * T) // 256``; 0 never spikes.
+- :func:`direct`: spike trains supplied by the caller, checked for shape and type.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import contract
+
+
+def _check_intensities(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise TypeError(f"inputs must be uint8 intensities (0..255), not {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"inputs must have shape (batch, n), not {x.shape}")
+    return x
+
+
+def _check_timesteps(timesteps) -> int:
+    if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool):
+        raise TypeError(f"timesteps must be an int, not {timesteps!r}")
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, not {timesteps}")
+    return int(timesteps)
+
+
+def rate(x, timesteps: int, seed=1) -> np.ndarray:
+    """Rate (Bernoulli) code. ``seed`` is an int in 1..65535 shared by every sample, or an int array (batch,) of
+    per-sample seeds. Returns bool (batch, T, n)."""
+    x = _check_intensities(x)
+    timesteps = _check_timesteps(timesteps)
+    batch, n = x.shape
+    seed = np.asarray(seed, dtype=np.int64)
+    if seed.ndim == 0:
+        draws = contract.lfsr_draws(seed, timesteps * n).reshape(1, timesteps, n)
+    elif seed.shape == (batch,):
+        draws = contract.lfsr_draws(seed, timesteps * n).reshape(batch, timesteps, n)
+    else:
+        raise ValueError(f"seed must be an int or an array of shape ({batch},), not shape {seed.shape}")
+    return draws < x[:, None, :]
+
+
+def latency(x, timesteps: int) -> np.ndarray:
+    """Latency (time-to-first-spike) code: bool (batch, T, n) with at most one spike per input."""
+    x = _check_intensities(x)
+    timesteps = _check_timesteps(timesteps)
+    t_spike = contract.latency_step(x, timesteps)
+    return np.arange(timesteps)[None, :, None] == t_spike[:, None, :]
+
+
+def direct(spikes, timesteps: int, n_in: int) -> np.ndarray:
+    """Check caller-supplied spike trains: bool (batch, T, n_in)."""
+    spikes = np.asarray(spikes)
+    if spikes.dtype != bool:
+        raise TypeError(f"direct spike trains must be a bool array, not {spikes.dtype}")
+    if spikes.ndim != 3 or spikes.shape[1:] != (timesteps, n_in):
+        raise ValueError(f"spike trains must have shape (batch, {timesteps}, {n_in}), not {spikes.shape}")
+    return spikes
+
+
+def encode(x, timesteps: int, encoding: str, seed=1) -> np.ndarray:
+    """Dispatch on the encoding's name. For "direct", ``x`` already is the spike trains."""
+    if encoding == "rate":
+        return rate(x, timesteps, seed)
+    if encoding == "latency":
+        return latency(x, timesteps)
+    if encoding == "direct":
+        x = np.asarray(x)
+        return direct(x, timesteps, x.shape[-1] if x.ndim == 3 else -1)
+    raise ValueError(f"encoding must be one of {', '.join(contract.ENCODINGS)}, not {encoding!r}")

@@ -1,0 +1,1 @@
+"""cocotb benches and runner: RTL against the golden model on Icarus and Verilator."""
