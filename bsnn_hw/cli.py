@@ -2,7 +2,7 @@
 
 Core sub-commands live here (inspect, random, run); the others are loaded lazily from their packages so that
 ``bsnn-hw inspect`` does not import torch or Amaranth:
-``train`` (bsnn_hw.train.cli), ``generate`` and ``synth`` (bsnn_hw.hdl.cli), ``verify`` (bsnn_hw.sim.cli).
+``train`` (bsnn_hw.train.cli), ``generate`` (bsnn_hw.hdl.cli), ``synth`` (bsnn_hw.hdl.synth), ``verify`` (bsnn_hw.sim.cli).
 
 Every error a user can cause is one line on stderr ("Error: ..."), a non-zero exit, no traceback, and no
 half-written output (files are written through :func:`bsnn_hw.io.atomic_write`).
@@ -22,7 +22,7 @@ from .artifact import ArtifactError
 LAZY_COMMANDS = {
     "train": ("bsnn_hw.train.cli", "train", "Train a binarized SNN and export a .bsnn artifact."),
     "generate": ("bsnn_hw.hdl.cli", "generate", "Generate Verilog and a manifest from a .bsnn artifact."),
-    "synth": ("bsnn_hw.hdl.cli", "synth", "Synthesize the generated Verilog with Yosys; resources and Fmax."),
+    "synth": ("bsnn_hw.hdl.synth", "synth", "Synthesize the generated Verilog with Yosys; resources and Fmax."),
     "verify": ("bsnn_hw.sim.cli", "verify", "Run the RTL on data and compare it bit for bit with the golden model."),
 }
 
