@@ -84,11 +84,20 @@ def save(net: Network, path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600 files; a model file is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load(path) -> Network:
@@ -128,17 +137,21 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
         header = json.loads(data[8:8 + hlen].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{name}: header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ArtifactError(f"{name}: header is not valid JSON (nested too deeply)") from None
     if not isinstance(header, dict) or header.get("format") != "bsnn":
         raise ArtifactError(f"{name}: header does not declare format 'bsnn'")
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise ArtifactError(f"{name}: format version {version!r} is not supported (this bsnn-hw reads version "
                             f"{FORMAT_VERSION})")
     cv = header.get("contract_version")
-    if cv != contract.CONTRACT_VERSION:
+    if type(cv) is not int or cv != contract.CONTRACT_VERSION:
         raise ArtifactError(f"{name}: numeric contract version {cv!r} is not supported (expected "
                             f"{contract.CONTRACT_VERSION})")
     plen = _field(header, "payload_bytes", name, int, "a non-negative int")
+    if plen < 0:
+        raise ArtifactError(f"{name}: field 'payload_bytes' must be a non-negative int, not {plen}")
     expected = 8 + hlen + plen + _DIGEST
     if len(data) < expected:
         raise ArtifactError(f"{name}: truncated: {len(data)} bytes, expected {expected} (header + {plen} payload "
@@ -154,6 +167,7 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
     net_h = _field(header, "network", name, dict, "an object")
     layers_h = _field(header, "layers", name, list, "a list of layers")
     layers = []
+    position = 0                  # layers' weights lie back to back in the payload, in layer order
     for i, lh in enumerate(layers_h):
         where = f"{name}: layer {i}"
         if not isinstance(lh, dict):
@@ -175,10 +189,15 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
         need = n_out * contract.ceil_div(n_in, 8)
         if nbytes != need:
             raise ArtifactError(f"{where}: weights take {nbytes} bytes but {n_out} rows of {n_in} bits need {need}")
-        if off < 0 or off + nbytes > plen:
-            raise ArtifactError(f"{where}: weights at bytes {off}..{off + nbytes} lie outside the {plen}-byte payload")
+        if off != position or off + nbytes > plen:
+            raise ArtifactError(f"{where}: weights at payload bytes {off}..{off + nbytes} must start at byte "
+                                f"{position} (right after the previous layer's) and end within the {plen}-byte "
+                                f"payload")
+        position += nbytes
         packed = np.frombuffer(payload[off:off + nbytes], dtype=np.uint8).reshape(n_out, -1)
         weights = contract.unpack_bits(packed, n_in)
+        if n_in % 8 and (packed[:, -1] >> (n_in % 8)).any():
+            raise ArtifactError(f"{where}: padding bits past n_in = {n_in} in the packed weight rows must be 0")
         th = lh.get("threshold")
         if th is not None:
             if not isinstance(th, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in th):
@@ -189,6 +208,8 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
                                 lh.get("fire_once")))
         except (TypeError, ValueError) as e:
             raise ArtifactError(f"{where}: {e}") from None
+    if position != plen:
+        raise ArtifactError(f"{name}: the layers' weights take {position} bytes but the payload has {plen}")
     try:
         return Network(layers, net_h.get("timesteps"), net_h.get("readout"), net_h.get("encoding"),
                        net_h.get("seed", 1), metadata=header.get("metadata") or {})

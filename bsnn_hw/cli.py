@@ -31,7 +31,11 @@ USER_ERRORS = (ArtifactError, ValueError, TypeError, FileNotFoundError, IsADirec
 
 
 class UserError(click.ClickException):
-    """A one-line error for the user; exit status 1."""
+    """A one-line error for the user; exit status 1. Line breaks in the message (from a file name, say) become
+    spaces."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line_text(message))
 
 
 class Group(click.Group):
@@ -53,6 +57,25 @@ class Group(click.Group):
                 return unavailable
         return super().get_command(ctx, name)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """As click's, except that a usage error (unknown option, bad value, missing argument) is one line too:
+        "Error: <what is wrong> (see '<command> --help')", exit status 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "bsnn-hw"
+            click.echo(f"Error: {one_line_text(e.format_message()).rstrip('.')} (see '{where} --help')", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -66,7 +89,11 @@ def one_line(e: BaseException) -> str:
     text = str(e) or type(e).__name__
     if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)) and e.filename:
         text = f"{e.filename}: {e.strerror}"
-    return " ".join(text.split())
+    return one_line_text(text)
+
+
+def one_line_text(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,8 +107,12 @@ def load_model(path):
     return load(path)
 
 
-def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
+def emit_json(obj, compact: bool = False) -> None:
+    """Print ``obj`` as JSON (numpy values converted); ``compact``: one line, for large outputs."""
+    if compact:
+        click.echo(json.dumps(obj, separators=(",", ":"), default=_json_default))
+    else:
+        click.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
 
 
 def _json_default(o):
@@ -144,11 +175,15 @@ def inspect(model, as_json):
                       str(lay["membrane_bits"]), "yes" if lay["fire_once"] else "no",
                       f"{lay['weight_bits']:,}", f"{lay['synaptic_ops']:,}")
     console.print(table)
-    console.print(f"weight memory: {info['weight_memory_bits']:,} bits ({info['weight_memory_bits'] / 8192:.1f} KiB)"
+    console.print(f"weight memory: {info['weight_memory_bits']:,} bits ({_kib(info['weight_memory_bits'])})"
                   f"   synaptic operations per inference: {info['synaptic_ops_per_inference']:,}")
     console.print(f"checksum: {info['checksum']}")
     if net.metadata:
         console.print(f"metadata: {json.dumps(net.metadata, sort_keys=True)[:400]}")
+
+
+def _kib(bits: int) -> str:
+    return f"{bits / 8192:,.1f} KiB" if bits >= 8192 else f"{contract.ceil_div(bits, 8):,} bytes"
 
 
 # --- random --------------------------------------------------------------------------------------------------------
@@ -202,6 +237,8 @@ def load_inputs(path, net):
     p = Path(path)
     if not p.exists():
         raise UserError(f"{path}: no such input file")
+    if p.suffix not in (".npy", ".npz"):
+        raise UserError(f"{path}: inputs must be a .npy or .npz file, not {p.suffix or 'a file without suffix'!r}")
     labels = None
     try:
         if p.suffix == ".npz":
@@ -213,8 +250,12 @@ def load_inputs(path, net):
                 labels = z["y"] if "y" in z else None
         else:
             x = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{path}: not a readable .npy/.npz array file ({one_line(e)})") from None
+    except UserError:
+        raise
+    except Exception as e:   # noqa: BLE001 - arbitrary bytes reach numpy's parsers, which raise many kinds of error
+        # numpy's fallback for an unrecognised file is pickle, refused here: say what the file is not instead
+        why = "no NumPy array header; object arrays are never loaded" if "pickle" in str(e) else one_line(e)
+        raise UserError(f"{path}: not a readable .npy/.npz array file ({why})") from None
     if x.dtype == bool:
         if x.ndim != 3 or x.shape[1:] != (net.timesteps, net.n_in):
             raise UserError(f"{path}: spike trains must have shape (batch, {net.timesteps}, {net.n_in}), "
@@ -229,6 +270,8 @@ def load_inputs(path, net):
         spikes = net.encode(x)
     else:
         raise UserError(f"{path}: inputs must be uint8 intensities or bool spike trains, not {x.dtype}")
+    if labels is not None and (labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer)):
+        raise UserError(f"{path}: labels 'y' must be integer class indices, not {labels.dtype}")
     if labels is not None and labels.shape != (spikes.shape[0],):
         raise UserError(f"{path}: labels 'y' must have shape ({spikes.shape[0]},), not {labels.shape}")
     return spikes, labels
@@ -255,7 +298,7 @@ def run(model, inputs, as_json, limit):
     if labels is not None:
         out["accuracy"] = float((res.prediction == labels).mean())
     if as_json:
-        emit_json(out)
+        emit_json(out, compact=True)
         return
     from rich.console import Console
     from rich.table import Table

@@ -141,21 +141,45 @@ def lfsr_draws(seed, count: int) -> np.ndarray:
     """The first ``count`` 8-bit draws of the LFSR seeded with ``seed`` (an int, or an int array for several
     independent streams): draw n is the low byte of the state 8*(n+1) steps after the seed. Shape seed.shape + (count,),
     dtype uint8."""
-    seed = np.asarray(seed, dtype=np.int64)
-    check_seed(seed)
-    seq, pos = lfsr_tables()
-    steps = LFSR_STEPS_PER_DRAW * (np.arange(count, dtype=np.int64) + 1)
-    idx = (pos[seed][..., None] + steps) % LFSR_PERIOD
-    return (seq[idx] & 0xFF).astype(np.uint8)
+    seed = check_seed(seed)
+    if count < 0:
+        raise ValueError(f"count must be non-negative, not {count}")
+    _, pos = lfsr_tables()
+    draws = _draw_sequence()
+    # The seed is the state 8q steps after state 1 (8 is invertible mod the odd period), so draw n is
+    # draws[(q + 1 + n) mod P]: every stream is a contiguous, cyclic slice of one sequence.
+    start = (pos[seed] * pow(LFSR_STEPS_PER_DRAW, -1, LFSR_PERIOD) + 1) % LFSR_PERIOD
+    ext = np.tile(draws, ceil_div(LFSR_PERIOD + count, LFSR_PERIOD))          # length >= P + count
+    windows = np.lib.stride_tricks.sliding_window_view(ext, count) if count else np.zeros((LFSR_PERIOD, 0), np.uint8)
+    return windows[start]
 
 
-def check_seed(seed) -> None:
+@functools.lru_cache(maxsize=1)
+def _draw_sequence() -> np.ndarray:
+    """draws[m] = low byte of the state 8m steps after state 1, m = 0..P-1."""
+    seq, _ = lfsr_tables()
+    m = np.arange(LFSR_PERIOD, dtype=np.int64)
+    return (seq[(LFSR_STEPS_PER_DRAW * m) % LFSR_PERIOD] & 0xFF).astype(np.uint8)
+
+
+def check_seed(seed) -> np.ndarray:
+    """Check rate-encoding seed(s): an int, or an integer array, each in 1..65535 (the LFSR's nonzero states).
+    Returns them as int64; refuses bools, floats (never rounded) and out-of-range values."""
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"rate-encoding seed must be an integer, not {seed!r}")
+    if isinstance(seed, (int, np.integer)):
+        if not 1 <= seed <= LFSR_PERIOD:
+            raise ValueError(f"rate-encoding seed must be in 1..{LFSR_PERIOD} (the LFSR's nonzero states), "
+                             f"not {int(seed)}")
+        return np.asarray(seed, dtype=np.int64)
     s = np.asarray(seed)
-    if not np.issubdtype(s.dtype, np.integer):
-        raise TypeError(f"rate-encoding seed must be an integer, not {s.dtype}")
+    if s.dtype == bool or not np.issubdtype(s.dtype, np.integer):
+        what = repr(seed) if s.ndim == 0 else f"an array of {s.dtype}"
+        raise TypeError(f"rate-encoding seed must be an integer or an integer array, not {what}")
     if s.size and (s.min() < 1 or s.max() > LFSR_PERIOD):
         bad = s.min() if s.min() < 1 else s.max()
         raise ValueError(f"rate-encoding seed must be in 1..{LFSR_PERIOD} (the LFSR's nonzero states), not {int(bad)}")
+    return s.astype(np.int64)
 
 
 def latency_step(x: np.ndarray, timesteps: int) -> np.ndarray:

@@ -36,7 +36,7 @@ def rate(x, timesteps: int, seed=1) -> np.ndarray:
     x = _check_intensities(x)
     timesteps = _check_timesteps(timesteps)
     batch, n = x.shape
-    seed = np.asarray(seed, dtype=np.int64)
+    seed = contract.check_seed(seed)
     if seed.ndim == 0:
         draws = contract.lfsr_draws(seed, timesteps * n).reshape(1, timesteps, n)
     elif seed.shape == (batch,):

@@ -9,7 +9,14 @@ Layer l at step t, for every neuron j (all integers, exact)::
     out    = fire, or fire and no earlier spike in the sample when fire_once
 
 A layer's input at step t is the previous layer's output at step t, so the model runs layer by layer: the synaptic
-input of all T steps is one integer product, and only the membrane recurrence loops over t.
+input of all T steps is one product (``method="matmul"``: a float32 matrix product, exact because every partial sum
+is an integer below 2^24; ``method="popcount"``: the XNOR-popcount of the contract on packed bits, kept as the
+cross-check), and only the membrane recurrence loops over t.
+
+Exactness of the fast path: the membrane is held in the narrowest of int16/int32/int64 that provably holds every
+intermediate value. |V_t| <= min(2^(M-1), (t+1) * n_in) because the leak and both resets never increase |V|, so
+``V - leak + I`` stays within that bound plus n_in; when T * n_in <= 2^(M-1) - 1 the clamp can never act and is skipped.
+tests/test_golden.py checks both methods against an independent per-neuron loop (tests/reference.py).
 """
 from __future__ import annotations
 
@@ -19,6 +26,10 @@ import numpy as np
 
 from . import contract
 from .network import Network
+
+METHODS = ("matmul", "popcount")
+_BLOCK_ELEMENTS = 1 << 22        # rows per block of the float32 product: 16 MiB of float32 at most
+_CHUNK_ELEMENTS = 1 << 25        # samples per chunk of simulate(): about 32 Mi spikes of the widest layer
 
 
 @dataclasses.dataclass
@@ -38,70 +49,151 @@ class Result:
     spikes: list | None = None
 
 
-def _synaptic_input(spikes: np.ndarray, weights: np.ndarray, method: str) -> np.ndarray:
-    """I for every (batch, step): (B, T, n_in) bool x (n_out, n_in) bool -> (B, T, n_out) int64."""
-    b, t, n_in = spikes.shape
+def _state_dtype(membrane_bits: int, n_in: int, timesteps: int):
+    """The narrowest signed integer type that holds every intermediate membrane value (see the module docstring)."""
+    bound = min(1 << (membrane_bits - 1), timesteps * n_in) + n_in
+    for dtype in (np.int16, np.int32):
+        if bound <= np.iinfo(dtype).max:
+            return dtype
+    return np.int64
+
+
+def _synaptic_input(spikes: np.ndarray, weights: np.ndarray, method: str, dtype=np.int64) -> np.ndarray:
+    """I for every (step, sample): (T, B, n_in) bool x (n_out, n_in) bool -> (T, B, n_out) ``dtype``."""
+    t, b, n_in = spikes.shape
+    n_out = weights.shape[0]
     if method == "matmul":
-        # float32 is exact: every partial sum is an integer of magnitude <= n_in < 2^24.
+        # float32 is exact: every partial sum is an integer of magnitude <= n_in < 2^24. The bool -> float32
+        # conversion runs in row blocks that stay in cache, each followed by its product.
         if n_in >= 1 << 24:
             raise ValueError(f"n_in = {n_in} is too large for the float32 path; use method='popcount'")
-        w = contract.bit_to_weight(weights).astype(np.float32)
-        cur = spikes.reshape(b * t, n_in).astype(np.float32) @ w.T
-        return cur.astype(np.int64).reshape(b, t, -1)
+        w = contract.bit_to_weight(weights).astype(np.float32).T.copy()          # (n_in, n_out)
+        rows = spikes.reshape(t * b, n_in)
+        out = np.empty((t * b, n_out), dtype=dtype)
+        block = max(1, min(rows.shape[0], _BLOCK_ELEMENTS // n_in))
+        buf = np.empty((block, n_in), dtype=np.float32)
+        for i in range(0, rows.shape[0], block):
+            n = min(block, rows.shape[0] - i)
+            np.copyto(buf[:n], rows[i:i + n])
+            np.matmul(buf[:n], w, out=out[i:i + n], casting="unsafe")          # exact integers: the cast is exact
+        return out.reshape(t, b, n_out)
     if method == "popcount":
-        s = np.packbits(spikes, axis=-1, bitorder="little")                    # (B, T, nb)
-        wp = np.packbits(weights, axis=-1, bitorder="little")                  # (n_out, nb)
-        active = np.bitwise_count(s).sum(-1, dtype=np.int64)                   # (B, T)
-        out = np.empty((b, t, weights.shape[0]), dtype=np.int64)
-        for j in range(weights.shape[0]):
-            agree = np.bitwise_count(s & wp[j]).sum(-1, dtype=np.int64)
+        # Bits packed LSB-first (the contract's order) into bytes, padded with zeros to whole 64-bit words.
+        nb = contract.ceil_div(n_in, 64) * 8
+        s = np.zeros((t, b, nb), dtype=np.uint8)
+        s[..., :contract.ceil_div(n_in, 8)] = contract.pack_bits(spikes)
+        wp = np.zeros((n_out, nb), dtype=np.uint8)
+        wp[:, :contract.ceil_div(n_in, 8)] = contract.pack_bits(weights)
+        s, wp = s.view(np.uint64), wp.view(np.uint64)
+        active = np.bitwise_count(s).sum(-1, dtype=np.int64)                     # popcount(s_t)
+        out = np.empty((t, b, n_out), dtype=dtype)
+        for j in range(n_out):
+            agree = np.bitwise_count(s & wp[j]).sum(-1, dtype=np.int64)          # popcount(s_t & B[j])
             out[:, :, j] = 2 * agree - active
         return out
-    raise ValueError(f"method must be 'matmul' or 'popcount', not {method!r}")
+    raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
+
+
+def _run_layer(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: int):
+    """The membrane recurrence of one layer, in place. ``current`` (T, B, n_out) in the state dtype.
+    Returns (spikes (T, B, n_out) bool, counts, membrane, first step (each (B, n_out) int64))."""
+    steps, batch, n_out = current.shape
+    dtype = current.dtype
+    lo, hi = contract.membrane_range(layer.membrane_bits)
+    clamp = timesteps * n_in > hi          # |V| <= T * n_in: below that the clamp never acts
+    if clamp:
+        info = np.iinfo(dtype)
+        lo, hi = dtype.type(max(lo, info.min)), dtype.type(min(hi, info.max))
+    k = layer.leak_shift
+    v = np.zeros((batch, n_out), dtype=dtype)
+    tmp = np.empty_like(v)
+    out = np.zeros((steps, batch, n_out), dtype=bool)
+    counts = np.zeros((batch, n_out), dtype=np.int32)
+    seen = np.zeros((batch, n_out), dtype=bool)          # spiked at or before the current step
+    before = np.zeros((batch, n_out), dtype=np.int32)    # steps before the first spike
+    fired = None
+    if fires:
+        # A threshold beyond the dtype's range can never be crossed (|V| stays below it): cap it to fit the dtype.
+        theta = np.minimum(layer.threshold, np.iinfo(dtype).max).astype(dtype)
+        fire = np.empty((batch, n_out), dtype=bool)
+        fired = np.zeros((batch, n_out), dtype=bool) if layer.fire_once else None
+        subtract = layer.reset == "subtract"
+    # Masked ufuncs (where=) are slow: resets are written as products with the 0/1 fire mask instead.
+    for t in range(steps):
+        if k is not None:
+            np.right_shift(v, k, out=tmp)      # arithmetic shift of a signed integer: rounds toward minus infinity
+            v -= tmp
+        v += current[t]
+        if clamp:
+            np.minimum(v, hi, out=v)
+            np.maximum(v, lo, out=v)
+        if not fires:
+            continue
+        np.greater(v, theta, out=fire)
+        np.logical_or(seen, fire, out=seen)
+        before += ~seen
+        if subtract:
+            np.multiply(fire, theta, out=tmp)  # theta where fire, else 0
+            v -= tmp
+        else:
+            np.logical_not(fire, out=out[t])   # (out[t] is scratch here; it is written below)
+            v *= out[t]
+        if fired is None:
+            out[t] = fire
+            counts += fire
+        else:
+            np.greater(fire, fired, out=out[t])      # fire and not fired before
+            fired |= fire
+    if fired is not None:
+        counts = seen.astype(np.int32)               # fire-once: one spike per neuron that ever fired
+    # (fire-once does not move the first spike: it is the first firing either way)
+    first = np.where(seen, before, -1).astype(np.int64)
+    return out, counts.astype(np.int64), v.astype(np.int64), first
 
 
 def simulate(net: Network, spikes, record: bool = False, method: str = "matmul") -> Result:
-    """Run ``net`` on spike trains ``spikes`` (bool (batch, T, n_in)); see :class:`Result`."""
+    """Run ``net`` on spike trains ``spikes`` (bool (batch, T, n_in)); see :class:`Result`.
+
+    ``method`` chooses how the synaptic input is computed ("matmul" or "popcount"); both are exact and agree bit
+    for bit."""
     spikes = np.asarray(spikes)
     if spikes.dtype != bool:
         raise TypeError(f"spikes must be a bool array, not {spikes.dtype}")
     if spikes.ndim != 3 or spikes.shape[1:] != (net.timesteps, net.n_in):
         raise ValueError(f"spikes must have shape (batch, {net.timesteps}, {net.n_in}), not {spikes.shape}")
-    batch, steps, _ = spikes.shape
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
+    steps = net.timesteps
+    # Samples are independent: long batches run in chunks, which bounds memory and keeps the working set in cache.
+    widest = max(net.sizes)
+    chunk = max(1, _CHUNK_ELEMENTS // (steps * widest))
+    parts = [_simulate_chunk(net, spikes[i:i + chunk], record, method)
+             for i in range(0, max(spikes.shape[0], 1), chunk)]
+    if len(parts) == 1:
+        counts, membranes, firsts, recorded = parts[0]
+    else:
+        counts, membranes, firsts, recorded = (
+            [np.concatenate([p[k][li] for p in parts]) for li in range(len(net.layers))] if parts[0][k] is not None
+            else None for k in range(4))
+    return Result(counts, membranes, firsts, readout(net.readout, counts[-1], membranes[-1], firsts[-1], steps),
+                  recorded if record else None)
+
+
+def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str):
+    steps = net.timesteps
     counts, membranes, firsts, recorded = [], [], [], []
-    x = spikes
+    x = np.ascontiguousarray(spikes.transpose(1, 0, 2))          # time-major (T, B, n): x[t] is contiguous
     for li, layer in enumerate(net.layers):
-        current = _synaptic_input(x, layer.weights, method)
-        lo, hi = contract.membrane_range(layer.membrane_bits)
-        fires = net.layer_fires(li)
-        theta = layer.threshold if fires else None
-        v = np.zeros((batch, layer.n_out), dtype=np.int64)
-        fired = np.zeros((batch, layer.n_out), dtype=bool)
-        out = np.zeros((batch, steps, layer.n_out), dtype=bool)
-        first = np.full((batch, layer.n_out), -1, dtype=np.int64)
-        for t in range(steps):
-            if layer.leak_shift is not None:
-                v = v - (v >> layer.leak_shift)
-            v = np.clip(v + current[:, t], lo, hi)
-            if not fires:
-                continue
-            fire = v > theta
-            if layer.reset == "subtract":
-                v = np.where(fire, v - theta, v)
-            else:
-                v = np.where(fire, 0, v)
-            spike = fire & ~fired if layer.fire_once else fire
-            fired |= fire
-            first = np.where(spike & (first < 0), t, first)
-            out[:, t] = spike
-        counts.append(out.sum(axis=1, dtype=np.int64))
+        dtype = _state_dtype(layer.membrane_bits, layer.n_in, steps)
+        current = _synaptic_input(x, layer.weights, method, dtype)
+        out, count, v, first = _run_layer(current, layer, net.layer_fires(li), steps, layer.n_in)
+        counts.append(count)
         membranes.append(v)
         firsts.append(first)
         if record:
-            recorded.append(out)
+            recorded.append(out.transpose(1, 0, 2))
         x = out
-    return Result(counts, membranes, firsts, readout(net.readout, counts[-1], membranes[-1], firsts[-1], steps),
-                  recorded if record else None)
+    return counts, membranes, firsts, (recorded if record else None)
 
 
 def readout(kind: str, counts: np.ndarray, membrane: np.ndarray, first_step: np.ndarray, timesteps: int) -> np.ndarray:
@@ -119,6 +211,6 @@ def readout(kind: str, counts: np.ndarray, membrane: np.ndarray, first_step: np.
     raise ValueError(f"readout must be one of {', '.join(contract.READOUTS)}, not {kind!r}")
 
 
-def run(net: Network, x, seed=None, record: bool = False) -> Result:
+def run(net: Network, x, seed=None, record: bool = False, method: str = "matmul") -> Result:
     """Encode uint8 inputs with the network's encoding (or take spike trains for "direct") and simulate."""
-    return simulate(net, net.encode(x, seed), record=record)
+    return simulate(net, net.encode(x, seed), record=record, method=method)

@@ -18,6 +18,9 @@ def atomic_write(path, mode: str = "w"):
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)        # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -5,6 +5,7 @@ is rounded. See docs/spec.md for what each parameter means.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -14,6 +15,27 @@ from . import contract
 
 def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_threshold(threshold, n_out: int, membrane_bits: int) -> np.ndarray:
+    """Thresholds as an int64 array (n_out,), each in 1..2^(M-1)-1; floats and bools are refused, never rounded."""
+    hi = (1 << (membrane_bits - 1)) - 1
+    if _is_int(threshold):                       # a scalar, checked before numpy could overflow or wrap it
+        if not 1 <= threshold <= hi:
+            raise ValueError(f"threshold must be in 1..{hi} (2^(M-1)-1 for M = {membrane_bits}), not {threshold}")
+        return np.full(n_out, int(threshold), dtype=np.int64)
+    th = np.asarray(threshold)
+    if th.dtype == bool or not np.issubdtype(th.dtype, np.integer):
+        what = repr(threshold) if th.ndim == 0 else f"an array of {th.dtype}"
+        raise TypeError(f"threshold must be an int or an array of ints (thresholds are never rounded), not {what}")
+    if th.ndim == 0:
+        th = np.full(n_out, th)
+    if th.shape != (n_out,):
+        raise ValueError(f"threshold must have shape ({n_out},) to match {n_out} neurons, not {th.shape}")
+    if th.size and (th.min() < 1 or th.max() > hi):
+        bad = int(th.min() if th.min() < 1 else th.max())
+        raise ValueError(f"threshold must be in 1..{hi} (2^(M-1)-1 for M = {membrane_bits}), not {bad}")
+    return th.astype(np.int64)
 
 
 class Layer:
@@ -62,18 +84,7 @@ class Layer:
             raise TypeError(f"fire_once must be a bool, not {fire_once!r}")
         n_out = w.shape[0]
         if threshold is not None:
-            th = np.asarray(threshold)
-            if th.dtype == bool or not np.issubdtype(th.dtype, np.integer):
-                raise TypeError(f"threshold must hold integers, not {th.dtype} (thresholds are never rounded)")
-            if th.ndim == 0:
-                th = np.full(n_out, th)
-            if th.shape != (n_out,):
-                raise ValueError(f"threshold must have shape ({n_out},) to match {n_out} neurons, not {th.shape}")
-            hi = (1 << (membrane_bits - 1)) - 1
-            if th.size and (th.min() < 1 or th.max() > hi):
-                bad = int(th.min() if th.min() < 1 else th.max())
-                raise ValueError(f"threshold must be in 1..{hi} (2^(M-1)-1 for M = {membrane_bits}), not {bad}")
-            threshold = th.astype(np.int64)
+            threshold = _check_threshold(threshold, n_out, membrane_bits)
         self.weights = w.copy()
         self.weights.setflags(write=False)
         self.threshold = threshold
@@ -132,7 +143,12 @@ class Network:
 
     def __init__(self, layers: Sequence[Layer], timesteps: int, readout: str = "count", encoding: str = "rate",
                  seed: int = 1, metadata: dict | None = None):
-        layers = list(layers)
+        if isinstance(layers, Layer) or isinstance(layers, (str, bytes, dict, np.ndarray)):
+            raise TypeError(f"layers must be a list of bsnn_hw.Layer, not {type(layers).__name__}")
+        try:
+            layers = list(layers)
+        except TypeError:
+            raise TypeError(f"layers must be a list of bsnn_hw.Layer, not {type(layers).__name__}") from None
         if not layers:
             raise ValueError("a network needs at least one layer, not 0")
         for i, layer in enumerate(layers):
@@ -158,6 +174,12 @@ class Network:
             if layer.threshold is None and not last_membrane:
                 raise ValueError(f"layer {i} has no threshold; only the last layer of a network with the "
                                  f"'membrane' readout may omit it")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
+        try:
+            json.dumps(metadata or {})
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"metadata must be JSON-serializable (it is stored in the artifact): {e}") from None
         self.layers = layers
         self.timesteps = int(timesteps)
         self.readout = readout
@@ -230,6 +252,8 @@ def random_network(sizes: Sequence[int], timesteps: int = 16, leak_shift: int | 
     sizes = list(sizes)
     if len(sizes) < 2 or any(not _is_int(s) or s < 1 for s in sizes):
         raise ValueError(f"sizes must be at least two positive ints (inputs, then each layer's outputs), not {sizes}")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, not {seed!r}")
     rng = np.random.default_rng(seed)
     hi = (1 << (membrane_bits - 1)) - 1 if _is_int(membrane_bits) and 2 <= membrane_bits <= 32 else None
     layers = []
