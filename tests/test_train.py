@@ -1,0 +1,278 @@
+"""The trainer: encoders and arithmetic equal the contract's, export equals golden on real data, determinism, resume,
+and the CLI's one-line errors. Every training run here is tiny (seconds)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bsnn_hw import encode, golden
+from bsnn_hw.cli import main
+from bsnn_hw.train import (BSNN, LIF, BinaryLinear, RateEncoder, TrainConfig, binary_matmul, fit, integer_simulate,
+                           latency, to_network)
+
+TINY = dict(dataset="digits", hidden=[32], timesteps=4, epochs=2, batch_size=128, threads=1)
+
+
+# --- encoders and arithmetic --------------------------------------------------------------------------------------
+
+def test_rate_encoder_matches_contract():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 37), dtype=np.uint8)
+    x[0] = 0
+    x[1] = 255
+    seeds = rng.integers(1, 65536, 40)
+    seeds[:4] = [1, 65535, 8, 2]
+    enc = RateEncoder(37, 6)
+    got = enc(torch.from_numpy(x), torch.from_numpy(seeds)).numpy().astype(bool)
+    np.testing.assert_array_equal(got, encode.rate(x, 6, seeds))
+    # One shared seed, as the exported network encodes its inputs.
+    np.testing.assert_array_equal(enc(torch.from_numpy(x), 77).numpy().astype(bool), encode.rate(x, 6, 77))
+    with pytest.raises(ValueError, match="1..65535"):
+        enc(torch.from_numpy(x), 0)
+
+
+def test_latency_matches_contract():
+    x = np.arange(256, dtype=np.uint8).reshape(4, 64)
+    np.testing.assert_array_equal(latency(torch.from_numpy(x), 9).numpy().astype(bool), encode.latency(x, 9))
+
+
+def test_bf16_matmul_is_exact():
+    g = torch.Generator().manual_seed(0)
+    s = (torch.rand(300, 700, generator=g) < 0.6).float()
+    w = torch.where(torch.rand(50, 700, generator=g) > 0.5, 1.0, -1.0)
+    ref = (s.double() @ w.double().t()).float()
+    assert torch.equal(binary_matmul(s, w, "bf16"), ref)
+    assert torch.equal(binary_matmul(s, w, "fp32"), ref)
+
+
+def test_sign_and_straight_through():
+    fc = BinaryLinear(3, 1, scale=None)
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[0.5, 0.0, -2.0]]))
+    out = fc(torch.ones(1, 1, 3))
+    assert out.item() == -1.0            # +1 -1 -1: a latent 0 is bit 0 (-1), as contract.weight_to_bit
+    out.sum().backward()
+    # Straight-through, clipped: no gradient where |w| > 1.
+    assert fc.weight.grad.tolist() == [[1.0, 1.0, 0.0]]
+    assert fc.weight_bits().tolist() == [[True, False, False]]
+
+
+def test_lif_strict_threshold_and_folding():
+    # alpha = 1/3: theta / alpha = 3 exactly. V = 3 must not fire, V = 4 must (then subtract 3).
+    lif = LIF(threshold=1.0, leak_shift=None, reset="subtract")
+    cur = torch.tensor([[[3.0], [0.0], [1.0], [0.0]]])
+    spikes = lif(cur, torch.tensor([1 / 3]))
+    assert spikes.flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert lif.last_membrane.item() == 1.0
+    assert lif.integer_threshold(torch.tensor([1 / 3])).item() == 3
+    # A non-integer theta / alpha = 2.5: an integer V fires iff V > 2 (floor), and reset subtracts 2.
+    spikes = lif(torch.tensor([[[3.0], [0.0]]]), torch.tensor([0.4]))
+    assert spikes.flatten().tolist() == [1.0, 0.0] and lif.last_membrane.item() == 1.0
+    assert lif.integer_threshold(torch.tensor([0.4])).item() == 2
+
+
+def test_lif_refuses_untrainable_widths():
+    with pytest.raises(ValueError, match="membrane_bits must be in 2..24"):
+        LIF(membrane_bits=32)
+    with pytest.raises(ValueError, match="leak_shift must be in 1..7"):
+        LIF(leak_shift=8, membrane_bits=8)
+
+
+@pytest.mark.parametrize("params", [
+    dict(leak_shift=2, reset="subtract", readout="membrane", output_leak_shift=3),
+    dict(leak_shift=None, reset="zero", readout="count", fire_once=True),
+    dict(leak_shift=1, reset="subtract", readout="count", membrane_bits=6, scale="layer"),
+    dict(leak_shift=3, reset="zero", readout="membrane", membrane_bits=5, scale=None),
+])
+def test_exact_forward_equals_golden_on_random_models(params):
+    """The torch model in exact mode makes the golden model's decisions, layer by layer (untrained random weights,
+    negative leaks, saturation, both resets, fire-once, both readouts)."""
+    torch.manual_seed(1)
+    model = BSNN([20, 24, 16, 5], timesteps=12, threshold_init=0.4, **params)
+    with torch.no_grad():
+        for fc in model.fcs:
+            fc.weight.uniform_(-1, 1)
+            if fc.log_scale is not None:
+                fc.log_scale.uniform_(-1.5, 0.0)
+    model.eval()
+    x = np.random.default_rng(2).integers(0, 256, (64, 20), dtype=np.uint8)
+    net = to_network(model, "rate", seed=5)
+    spikes = net.encode(x)
+    ref = golden.simulate(net, spikes)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(spikes).float())
+    pred, counts, membranes = integer_simulate(net, torch.from_numpy(spikes))
+    np.testing.assert_array_equal(pred.numpy(), ref.prediction)
+    for layer in range(3):
+        np.testing.assert_array_equal(counts[layer].numpy(), ref.counts[layer])
+        np.testing.assert_array_equal(membranes[layer].numpy(), ref.membrane[layer])
+    np.testing.assert_array_equal(model.lifs[-1].last_membrane.numpy(), ref.membrane[-1])
+    np.testing.assert_array_equal(logits.argmax(1).numpy(), ref.prediction)
+
+
+# --- training -----------------------------------------------------------------------------------------------------
+
+def test_export_equals_golden_on_digits(tmp_path):
+    """The exported artifact, loaded from disk and run through the golden model on the encoded digits test split,
+    predicts exactly what the trainer's integer evaluation predicts, for every sample."""
+    import bsnn_hw
+    from bsnn_hw.data import load_dataset
+    from bsnn_hw.train.trainer import Encoder, integer_accuracy
+    cfg = TrainConfig(**{**TINY, "hidden": [48], "timesteps": 8, "epochs": 3})
+    res = fit(cfg, out=tmp_path / "d.bsnn", progress=False)
+    net = bsnn_hw.load(tmp_path / "d.bsnn")
+    assert net == res.network
+    x, y = load_dataset("digits", "test")
+    acc, trainer_pred = integer_accuracy(net, Encoder("rate", 64, 8, "cpu"), torch.from_numpy(x),
+                                         torch.from_numpy(y))
+    gold = golden.run(net, x).prediction
+    np.testing.assert_array_equal(gold, trainer_pred)
+    assert acc == pytest.approx(res.metrics["integer_accuracy"]) == pytest.approx((gold == y).mean())
+    assert acc > 0.5                          # it learned something in 3 tiny epochs
+    assert abs(res.metrics["gap_pp"]) <= 0.5
+    meta = net.metadata
+    assert meta["config"]["hidden"] == [48] and meta["metrics"]["integer_accuracy"] == acc
+    assert (tmp_path / "d.png").stat().st_size > 1000 and (tmp_path / "d.bsnn.ckpt").exists()
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_same_seed_same_model():
+    a = fit(TrainConfig(**TINY), progress=False)
+    b = fit(TrainConfig(**TINY), progress=False)
+    c = fit(TrainConfig(**{**TINY, "seed": 1}), progress=False)
+    wa, wb, wc = _weights(a.model), _weights(b.model), _weights(c.model)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert a.network == b.network
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+    cfg = dict(TINY, epochs=3)
+    full = fit(TrainConfig(**cfg), out=tmp_path / "full.bsnn", progress=False)
+
+    def stop(epoch, record):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**cfg), out=tmp_path / "r.bsnn", progress=False, on_epoch_end=stop)
+    assert not (tmp_path / "r.bsnn").exists() and (tmp_path / "r.bsnn.ckpt").exists()
+    logs = []
+    resumed = fit(TrainConfig(**cfg), out=tmp_path / "r.bsnn", resume=True, progress=False, log=logs.append)
+    assert "after epoch 2/3" in logs[0]
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    wf, wr = _weights(full.model), _weights(resumed.model)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert resumed.network == full.network
+    # Different settings cannot resume that checkpoint.
+    with pytest.raises(ValueError, match="cannot resume, settings differ: lr="):
+        fit(TrainConfig(**{**cfg, "lr": 0.01}), out=tmp_path / "r.bsnn", resume=True, progress=False)
+
+
+# --- CLI ----------------------------------------------------------------------------------------------------------
+
+def run_cli(*args):
+    return CliRunner().invoke(main, ["train", *args], catch_exceptions=False)
+
+
+def test_cli_json_and_outputs(tmp_path):
+    out = tmp_path / "m.bsnn"
+    r = run_cli("--epochs", "1", "--hidden", "16", "-T", "4", "--leak-shift", "none", "--reset", "zero",
+                "--out", str(out), "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["sizes"] == [64, 16, 10] and 0 <= m["integer_accuracy"] <= 1 and m["model"] == str(out)
+    assert m["config"]["leak_shift"] is None and m["config"]["reset"] == "zero"
+    import bsnn_hw
+    net = bsnn_hw.load(out)
+    assert net.layers[0].leak_shift is None and net.layers[0].reset == "zero" and net.readout == "membrane"
+    assert (tmp_path / "m.png").exists()
+
+
+def test_cli_config_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('hidden = [8]\ntimesteps = 3\nepochs = 1\nleak_shift = "none"\nreadout = "count"\n')
+    r = run_cli("--config", str(cfg), "--out", str(tmp_path / "m.bsnn"), "--json", "-q", "-T", "2")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["config"]["hidden"] == [8] and m["config"]["timesteps"] == 2 and m["config"]["readout"] == "count"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "fashion-mnist", "--data-root", "/nonexistent/fm"], "apt-get install dataset-fashion-mnist"),
+    (["--dataset", "/nonexistent/dir"], "unknown data set '/nonexistent/dir'"),
+    (["--dropout", "1.5"], "dropout must be in [0, 1), not 1.5"),
+    (["--leak-shift", "abc"], "--leak-shift must be an integer shift k"),
+    (["--hidden", "12x"], "--hidden must look like 128 or 256-128"),
+    (["--sizes", "60-16-10"], "--sizes starts with 60 inputs but digits has 64 features"),
+    (["--sizes", "64-16-3"], "--sizes ends with 3 outputs but digits has 10 classes"),
+    (["-T", "0"], "timesteps must be at least 1"),
+    (["-M", "30"], "membrane_bits must be in 2..24"),
+    (["--eval-seed", "0"], "eval_seed must be in 1..65535"),
+    (["--config", "/nonexistent.toml"], "no such config file"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    out = tmp_path / "m.bsnn"
+    r = CliRunner().invoke(main, ["train", "--epochs", "1", "-q", "--out", str(out), *args])
+    assert r.exit_code != 0
+    err = r.stderr if r.stderr else r.output
+    assert message in err, err
+    assert err.strip().count("\n") == 0 and err.startswith("Error:")
+    assert not out.exists()
+
+
+def test_cli_missing_idx_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    r = CliRunner().invoke(main, ["train", "--dataset", str(tmp_path / "d"), "-q", "--out", str(tmp_path / "m.bsnn")])
+    assert r.exit_code == 1
+    assert "train-images-idx3-ubyte.gz: no such file" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_cli_bad_toml(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("hidden = [8\n")
+    r = CliRunner().invoke(main, ["train", "--config", str(cfg)])
+    assert r.exit_code == 1 and "not valid TOML" in r.stderr
+    cfg.write_text("hiden = [8]\n")
+    r = CliRunner().invoke(main, ["train", "--config", str(cfg)])
+    assert r.exit_code == 1 and "unknown training setting(s) hiden" in r.stderr
+
+
+def test_cli_resume_uses_checkpoint_config(tmp_path):
+    out = tmp_path / "m.bsnn"
+    r = run_cli("--epochs", "1", "--hidden", "8", "-T", "2", "--out", str(out), "-q")
+    assert r.exit_code == 0, r.output
+    import bsnn_hw
+    first = bsnn_hw.load(out)
+    out.unlink()
+    # --resume with no settings: the checkpoint's own config (hidden 8, T 2) is used; nothing is retrained.
+    r = CliRunner().invoke(main, ["train", "--resume", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "after epoch 1/1" in r.stderr
+    assert json.loads(r.stdout)["sizes"] == [64, 8, 10]
+    assert bsnn_hw.load(out) == first       # same weights and thresholds (metadata holds timings)
+
+
+def test_foreign_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "m.bsnn.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    r = CliRunner().invoke(main, ["train", "--resume", "--out", str(tmp_path / "m.bsnn")])
+    assert r.exit_code == 1 and "not a bsnn-hw training checkpoint" in r.stderr
+    torch.save({"format": "something else"}, bad)
+    r = CliRunner().invoke(main, ["train", "--resume", "--out", str(tmp_path / "m.bsnn")])
+    assert r.exit_code == 1 and "expected format 'bsnn-train-checkpoint'" in r.stderr
+
+
+def test_unrepresentable_thresholds_are_clamped_and_reported():
+    from bsnn_hw.train.model import clamped_thresholds
+    model = BSNN([4, 3, 2], timesteps=2, membrane_bits=4)
+    with torch.no_grad():
+        model.fcs[0].log_scale.copy_(torch.log(torch.tensor([2.0, 0.5, 0.01])))   # theta/alpha = 0.5, 2, 100
+    assert clamped_thresholds(model) == [2, 0]
+    net = to_network(model, "rate")
+    assert net.layers[0].threshold.tolist() == [1, 2, 7]                        # clamped into 1..2^(4-1)-1

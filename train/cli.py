@@ -1,0 +1,167 @@
+"""``bsnn-hw train``: train a B-SNN, evaluate it hardware-exact, export a .bsnn artifact (plus checkpoint and PNG).
+
+Settings come from the defaults of :class:`bsnn_hw.train.trainer.TrainConfig`, then a TOML file (``--config``, keys
+named as the TrainConfig fields, e.g. ``hidden = [256]``, ``leak_shift = "none"``), then the flags given.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import click
+
+from bsnn_hw import contract
+from bsnn_hw.cli import UserError, emit_json
+
+# flag name -> TrainConfig field, for the flags that map one to one
+_FLAG_FIELDS = {
+    "dataset": "dataset", "data_root": "data_root", "timesteps": "timesteps", "encoding": "encoding",
+    "reset": "reset", "membrane_bits": "membrane_bits", "fire_once": "fire_once", "readout": "readout",
+    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+    "dropout": "dropout", "seed": "seed", "eval_seed": "eval_seed", "device": "device", "precision": "precision",
+    "threads": "threads", "split_seed": "split_seed", "slope": "slope",
+}
+
+
+def _leak(text, name):
+    if text is None or (isinstance(text, str) and text.lower() in ("none", "")):
+        return None
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be an integer shift k (lambda = 1 - 2^-k) or 'none', not {text!r}") from None
+
+
+def _hidden(text) -> list[int]:
+    try:
+        sizes = [int(s) for s in str(text).replace(",", "-").split("-") if s != ""]
+    except ValueError:
+        raise UserError(f"--hidden must look like 128 or 256-128, not {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--hidden needs positive layer sizes, not {text!r}")
+    return sizes
+
+
+def _read_config(path) -> dict:
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{p}: not valid TOML ({e})") from None
+    raw = dict(raw.get("train", raw))
+    for key in ("leak_shift", "output_leak_shift"):
+        if key in raw:
+            raw[key] = _leak(raw[key], f"{p}: {key}")
+    if "scale" in raw and str(raw["scale"]).lower() == "none":
+        raw["scale"] = None
+    return raw
+
+
+@click.command("train")
+@click.option("--dataset", "-d", default="digits", show_default=True,
+              help="digits, fashion-mnist, mnist, cifar10, or a directory of IDX files / CIFAR-10 batches.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Directory of a named IDX/CIFAR-10 data set.")
+@click.option("--out", "-o", default="model.bsnn", show_default=True, type=click.Path(dir_okay=False),
+              help="The .bsnn artifact; <out>.ckpt (checkpoint) and <out stem>.png (curves) go beside it.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file of settings.")
+@click.option("--hidden", help="Hidden layer sizes, e.g. 128 or 256-128.  [default: 128]")
+@click.option("--sizes", help="All sizes, inputs first, e.g. 64-128-10 (checked against the data).")
+@click.option("--timesteps", "-T", type=int, help="Time steps T.  [default: 16]")
+@click.option("--encoding", type=click.Choice(["rate", "latency"]), help="Input encoding.  [default: rate]")
+@click.option("--leak-shift", help="Hidden leak shift k (lambda = 1 - 2^-k) or 'none'.  [default: 4]")
+@click.option("--output-leak-shift", help="Output layer leak shift or 'none'.  [default: none]")
+@click.option("--reset", type=click.Choice(contract.RESET_MODES), help="[default: subtract]")
+@click.option("--membrane-bits", "-M", type=int, help="Membrane width M (2..24 for training).  [default: 16]")
+@click.option("--fire-once/--no-fire-once", default=None, help="[default: off]")
+@click.option("--readout", type=click.Choice(["membrane", "count"]), help="[default: membrane]")
+@click.option("--scale", type=click.Choice(["neuron", "layer", "none"]),
+              help="Learned alpha per neuron / per layer, folded into thresholds.  [default: neuron]")
+@click.option("--epochs", "-e", type=int, help="[default: 30]")
+@click.option("--batch-size", "-b", type=int, help="[default: 64]")
+@click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")
+@click.option("--weight-decay", type=float, help="[default: 0]")
+@click.option("--dropout", type=float, help="Hidden spike dropout.  [default: 0.05]")
+@click.option("--slope", type=float, help="Surrogate gradient sharpness.  [default: 5]")
+@click.option("--seed", type=int, help="Training seed.  [default: 0]")
+@click.option("--eval-seed", type=int, help="The model's rate-encoder LFSR seed (1..65535).  [default: 1]")
+@click.option("--split-seed", type=int, help="digits: seed of the train/test split.  [default: 0]")
+@click.option("--device", help="auto, cpu, cuda, cuda:N.  [default: auto]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="Synaptic product arithmetic (exact either way).  [default: auto]")
+@click.option("--threads", type=int, help="torch CPU threads.")
+@click.option("--resume", is_flag=True, help="Continue from <out>.ckpt if it exists (same settings).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint path.  [default: <out>.ckpt]")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale, resume, checkpoint, as_json,
+          quiet, **flags):
+    """Train a binarized SNN (B-SNN: binary weights, LIF, no batchnorm) and export a .bsnn artifact.
+
+    The reported accuracy is the exported integer network's, on the test split, encoded as the hardware encodes it.
+    """
+    from .trainer import TrainConfig, fit, load_checkpoint
+
+    settings: dict = {}
+    ckpt_path = Path(checkpoint) if checkpoint else Path(str(out) + ".ckpt")
+    if resume and ckpt_path.exists():
+        settings.update(load_checkpoint(ckpt_path)["config"])   # a checkpoint carries its config
+    if config_path:
+        settings.update(_read_config(config_path))
+    for flag, field in _FLAG_FIELDS.items():
+        if flags.get(flag) is not None:
+            settings[field] = flags[flag]
+    if hidden is not None:
+        settings["hidden"] = _hidden(hidden)
+    if leak_shift is not None:
+        settings["leak_shift"] = _leak(leak_shift, "--leak-shift")
+    if output_leak_shift is not None:
+        settings["output_leak_shift"] = _leak(output_leak_shift, "--output-leak-shift")
+    if scale is not None:
+        settings["scale"] = None if scale == "none" else scale
+    cfg = TrainConfig.from_dict(settings)
+    if sizes is not None:
+        from bsnn_hw.cli import parse_sizes
+        all_sizes = parse_sizes(sizes)
+        if len(all_sizes) < 3:
+            raise UserError(f"--sizes needs inputs, at least one hidden layer and outputs, not {sizes!r}")
+        if hidden is not None and _hidden(hidden) != all_sizes[1:-1]:
+            raise UserError(f"--sizes {sizes} and --hidden {hidden} disagree; give one of them")
+        cfg.hidden = all_sizes[1:-1]
+    cfg.validate()
+    if sizes is not None:
+        _check_sizes(cfg, all_sizes)
+
+    def log(msg):
+        if not quiet:
+            click.echo(msg, err=True)
+
+    try:
+        result = fit(cfg, out=out, checkpoint=ckpt_path, resume=resume, progress=not quiet, log=log)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; finished epochs are in {ckpt_path}: rerun with --resume to continue", err=True)
+        raise SystemExit(130) from None
+    m = result.metrics
+    if as_json:
+        emit_json({**m, "config": dataclasses.asdict(cfg)})
+        return
+    click.echo(f"wrote {out}: {'-'.join(map(str, m['sizes']))}, T={cfg.timesteps}, {cfg.dataset}")
+    click.echo(f"integer test accuracy {100 * m['integer_accuracy']:.2f}% "
+               f"(float {100 * m['float_accuracy']:.2f}%, gap {m['gap_pp']:+.2f} pp; "
+               f"ideal real-valued neurons {100 * m['ideal_accuracy']:.2f}%) in {m['train_seconds']:.1f} s "
+               f"on {m['device']}")
+    click.echo(f"curves: {m['plot']}   checkpoint: {m['checkpoint']}")
+
+
+def _check_sizes(cfg, all_sizes):
+    from bsnn_hw import data
+    x, y = data.load_dataset(cfg.dataset, "test", seed=cfg.split_seed, root=cfg.data_root)
+    if all_sizes[0] != x.shape[1]:
+        raise UserError(f"--sizes starts with {all_sizes[0]} inputs but {cfg.dataset} has {x.shape[1]} features")
+    xt, yt = data.load_dataset(cfg.dataset, "train", seed=cfg.split_seed, root=cfg.data_root)
+    classes = int(max(y.max(), yt.max())) + 1
+    if all_sizes[-1] != classes:
+        raise UserError(f"--sizes ends with {all_sizes[-1]} outputs but {cfg.dataset} has {classes} classes")

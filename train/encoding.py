@@ -1,0 +1,66 @@
+"""The contract's input encoders in torch, bit-identical to :mod:`bsnn_hw.encode`, for use inside training loops.
+
+Rate code: input i of a sample spikes at step t iff ``draw[t * n + i] < x[i]``, where draw k is the low byte of the
+contract's LFSR state ``8 * (k + 1)`` steps after the sample's seed. The LFSR's byte stream is tabulated once, so
+encoding a batch is a single row gather (``index_select``) and a compare - cheap enough to draw fresh spikes, with a
+fresh seed per sample, every epoch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bsnn_hw import contract
+
+
+class RateEncoder:
+    """``RateEncoder(n_in, timesteps, device)(x uint8 (B, n), seeds int (B,)) -> float 0/1 (B, T, n)``."""
+
+    def __init__(self, n_in: int, timesteps: int, device="cpu"):
+        self.n_in, self.timesteps = n_in, timesteps
+        n_draws = n_in * timesteps
+        seq, pos = contract.lfsr_tables()
+        period = contract.LFSR_PERIOD
+        step = contract.LFSR_STEPS_PER_DRAW
+        # Draw k of seed s is byte(seq[(pos[s] + 8 (k + 1)) mod P]). Split the byte stream by residue mod 8:
+        # rows[r, j] = byte(seq[(r + 8 j) mod P]); seed s with p = pos[s] reads row p % 8 from column p // 8 + 1 on.
+        self.row_len = period // step + 1 + n_draws + 1
+        k = (np.arange(step)[:, None] + step * np.arange(self.row_len)[None, :]) % period
+        rows = (seq[k] & 0xFF).astype(np.uint8)
+        self.flat = torch.from_numpy(rows.reshape(-1)).to(device)
+        self.windows = self.flat.unfold(0, n_draws, 1)           # a view: windows[i] = flat[i : i + n_draws]
+        self.pos = torch.from_numpy(pos).to(device)
+
+    def __call__(self, x: torch.Tensor, seeds) -> torch.Tensor:
+        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=self.flat.device)
+        if seeds.ndim == 0:
+            seeds = seeds.expand(x.shape[0])
+        if seeds.numel() and (int(seeds.min()) < 1 or int(seeds.max()) > contract.LFSR_PERIOD):
+            raise ValueError(f"rate-encoding seeds must be in 1..{contract.LFSR_PERIOD}")
+        p = self.pos[seeds]
+        start = (p % contract.LFSR_STEPS_PER_DRAW) * self.row_len + p // contract.LFSR_STEPS_PER_DRAW + 1
+        draws = self.windows.index_select(0, start).view(-1, self.timesteps, self.n_in)
+        return (draws < x.to(torch.uint8)[:, None, :]).float()
+
+
+def latency(x: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """Latency code, as :func:`bsnn_hw.encode.latency`: one spike at step ((255 - x) * T) // 256, none for x == 0."""
+    x = x.to(torch.int64)
+    t_spike = torch.where(x > 0, ((255 - x) * timesteps) // 256, torch.full_like(x, -1))
+    steps = torch.arange(timesteps, device=x.device)
+    return (steps[None, :, None] == t_spike[:, None, :]).float()
+
+
+def training_seeds(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Per-sample rate-encoding seeds (1..65535) for one epoch, a pure function of (seed, epoch): runs that resume
+    from a checkpoint draw the same spikes as uninterrupted ones."""
+    g = torch.Generator().manual_seed(_mix(seed, epoch, 0x5EED))
+    return torch.randint(1, contract.LFSR_PERIOD + 1, (n,), generator=g)
+
+
+def _mix(*values: int) -> int:
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = ((h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF

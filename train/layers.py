@@ -1,0 +1,259 @@
+"""Torch building blocks of a batchnorm-free binarized SNN (B-SNN), usable in your own models.
+
+Shapes follow the golden model: spike trains are (batch, T, n) float tensors of 0/1. Every layer processes all T
+steps of its input at once (the network is feed-forward, so a layer's whole input is known before it runs): the
+synaptic input of all steps is one matrix product, and only the membrane recurrence loops over t.
+
+:class:`BinaryLinear`
+    ``I_t = alpha * (s_t @ sign(W)^T)``, where ``sign(W) = +1 if W > 0 else -1`` (the contract's bit rule,
+    :func:`bsnn_hw.contract.weight_to_bit`) and ``alpha > 0`` is an optional learned scale, one per layer or one per
+    neuron. No bias. Backward: straight-through estimator clipped to the latent range,
+    ``dL/dW = dL/dsign(W) * 1[|W| <= 1]``; after each optimizer step call :meth:`BinaryLinear.clip_` to keep
+    ``W`` in [-1, 1].
+:class:`LIF`
+    The contract's neuron (docs/spec.md), in units of the integer synaptic input. With ``theta_eff = theta / alpha``
+    (``alpha`` the scale of the layer feeding it, 1 without one)::
+
+        V_t = sat_M( V_{t-1} - leak(V_{t-1}) + I_t )      leak(v) = floor(v / 2^k)   (exact mode)
+                                                          leak(v) = v / 2^k          (ideal mode)    or 0 (no leak)
+        S_t = H(V_t - theta_eff)                          strict: V_t == theta_eff does not fire
+        V_t = V_t - S_t * floor(theta_eff)   ("subtract"; theta_eff in ideal mode)     or   V_t * (1 - S_t)  ("zero")
+        out_t = S_t, or S_t * (1 - max_{t'<t} S_t')  with fire_once
+
+    For an integer V, ``V > theta_eff  <=>  V > floor(theta_eff)``, so in exact mode (the default) the forward pass
+    computes exactly the integers of the contract with threshold ``floor(theta_eff)``, and that is the threshold
+    export writes. Backward: ``dS/dV = 1 / (1 + slope * |x|)^2`` with ``x = (V - theta_eff) / theta_eff`` (a fast
+    sigmoid, scaled to the threshold), ``floor`` passes gradients straight through, the reset is detached from the
+    graph (``detach_reset``), saturation passes no gradient beyond the clamp. Backpropagation runs through all T steps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bsnn_hw import contract
+
+SCALES = (None, "layer", "neuron")
+# bf16 holds integers up to 2^8 exactly; a +-1 x {0,1} product summed over at most 256 terms stays exact.
+EXACT_BF16_CHUNK = 256
+
+
+def binary_matmul(spikes: torch.Tensor, sign_w: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """``spikes (N, n_in) @ sign_w.T`` with ``sign_w (n_out, n_in)`` of +-1, exact for 0/1 spikes.
+
+    ``precision="bf16"`` runs the product on bfloat16 units (AMX, tensor cores) in slices of at most 256 inputs whose
+    partial sums are exact in bf16, adding the slices in float32; the forward result equals the float32 product bit
+    for bit (spikes must be 0/1). Gradients are computed in bf16 (mixed precision)."""
+    if precision == "fp32":
+        return spikes @ sign_w.t()
+    if precision != "bf16":
+        raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+    s = spikes.to(torch.bfloat16)
+    w = sign_w.to(torch.bfloat16).t()
+    out = None
+    for k in range(0, s.shape[1], EXACT_BF16_CHUNK):
+        part = (s[:, k:k + EXACT_BF16_CHUNK] @ w[k:k + EXACT_BF16_CHUNK]).float()
+        out = part if out is None else out + part
+    return out
+
+
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return torch.where(w > 0, 1.0, -1.0).to(w.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (w,) = ctx.saved_tensors
+        return grad * (w.abs() <= 1).to(grad.dtype)
+
+
+def binarize(w: torch.Tensor) -> torch.Tensor:
+    """+1 where ``w > 0``, else -1 (the contract's bit rule); straight-through gradient clipped to |w| <= 1."""
+    return _SignSTE.apply(w)
+
+
+class BinaryLinear(nn.Module):
+    """A fully connected layer with binary (+-1) weights and no bias: ``I = alpha * (s @ sign(W)^T)``.
+
+    Arguments
+    ---------
+    n_in, n_out : int
+    scale : None, "layer" or "neuron"
+        A learned positive scale alpha (one, or one per output neuron), stored as its logarithm. Export folds it into
+        the next LIF layer's integer threshold; for a "membrane" readout layer it only sets the softmax temperature.
+    init_scale : float
+        Initial alpha.
+    precision : "fp32" or "bf16"
+        Arithmetic of the synaptic product (see :func:`binary_matmul`); both give the same forward values.
+
+    Example
+    -------
+    >>> fc = BinaryLinear(64, 128, scale="neuron")
+    >>> i = fc(torch.zeros(8, 16, 64))       # (batch, T, n_in) spikes -> (batch, T, n_out) currents
+    """
+
+    def __init__(self, n_in: int, n_out: int, scale: str | None = "layer", init_scale: float = 1.0,
+                 precision: str = "fp32"):
+        super().__init__()
+        if scale not in SCALES:
+            raise ValueError(f"scale must be None, 'layer' or 'neuron', not {scale!r}")
+        self.n_in, self.n_out, self.scale_mode, self.precision = n_in, n_out, scale, precision
+        # Latent real weights, small and centred so that signs flip freely early on.
+        self.weight = nn.Parameter(torch.empty(n_out, n_in).uniform_(-1, 1) * (1.0 / math.sqrt(n_in)))
+        if scale is None:
+            self.register_parameter("log_scale", None)
+        else:
+            shape = (1,) if scale == "layer" else (n_out,)
+            self.log_scale = nn.Parameter(torch.full(shape, math.log(init_scale)))
+
+    def sign_weight(self) -> torch.Tensor:
+        return binarize(self.weight)
+
+    def weight_bits(self) -> torch.Tensor:
+        """The weight bits the hardware stores (bool (n_out, n_in), True = +1)."""
+        return self.weight.detach() > 0
+
+    def scale(self) -> torch.Tensor | None:
+        """alpha (shape (1,) or (n_out,)), or None."""
+        return None if self.log_scale is None else self.log_scale.exp()
+
+    def synaptic_input(self, spikes: torch.Tensor) -> torch.Tensor:
+        """The integer synaptic input ``s @ sign(W)^T`` (no scale), (..., n_in) -> (..., n_out)."""
+        lead = spikes.shape[:-1]
+        out = binary_matmul(spikes.reshape(-1, self.n_in), self.sign_weight(), self.precision)
+        return out.reshape(*lead, self.n_out)
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        i = self.synaptic_input(spikes)
+        a = self.scale()
+        return i if a is None else i * a
+
+    @torch.no_grad()
+    def clip_(self) -> None:
+        """Keep the latent weights in [-1, 1] (the range where the straight-through gradient passes)."""
+        self.weight.clamp_(-1.0, 1.0)
+
+    def extra_repr(self):
+        return f"{self.n_in}, {self.n_out}, scale={self.scale_mode}, bias=False"
+
+
+class _Spike(torch.autograd.Function):
+    """Heaviside forward (strict: x > 0 fires); fast-sigmoid surrogate backward."""
+
+    @staticmethod
+    def forward(ctx, x, slope):
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad / (1.0 + ctx.slope * x.abs()) ** 2, None
+
+
+def _floor_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.floor(x) - x).detach()
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire neurons under the numeric contract (update equations in the module docstring).
+
+    Arguments
+    ---------
+    threshold : float
+        theta; the effective threshold in units of the integer synaptic input is theta / alpha.
+    leak_shift : int or None
+        k: the membrane loses ``floor(V / 2^k)`` per step (lambda = 1 - 2^-k); None: no leak (IF).
+    reset : "subtract" or "zero"
+    membrane_bits : int
+        M: the membrane saturates to [-2^(M-1), 2^(M-1)-1]. At most 24, where float32 still holds every integer.
+    fire_once : bool
+    exact : bool
+        True: the integer arithmetic of the contract (floor leak, integer threshold subtracted). False: ideal real
+        arithmetic (for comparison).
+    slope : float
+        Surrogate sharpness.
+    fires : bool
+        False for a non-spiking readout layer (B-SNN's threshold-infinity layer): it only integrates.
+    detach_reset : bool
+
+    ``forward(current, scale=None)`` takes (batch, T, n) integer-valued synaptic input and the scale alpha of the
+    layer that produced it (tensor of shape (1,) or (n,), or None for 1); it returns the output spikes (batch, T, n)
+    and sets ``self.last_membrane`` to V after the last step (batch, n).
+
+    Example
+    -------
+    >>> fc, lif = BinaryLinear(64, 128, scale="neuron"), LIF(leak_shift=4)
+    >>> spikes = lif(fc.synaptic_input(x), fc.scale())
+    """
+
+    def __init__(self, threshold: float = 1.0, leak_shift: int | None = None, reset: str = "subtract",
+                 membrane_bits: int = 16, fire_once: bool = False, exact: bool = True, slope: float = 5.0,
+                 fires: bool = True, detach_reset: bool = True):
+        super().__init__()
+        if reset not in contract.RESET_MODES:
+            raise ValueError(f"reset must be one of {', '.join(map(repr, contract.RESET_MODES))}, not {reset!r}")
+        if not contract.MEMBRANE_BITS_MIN <= membrane_bits <= 24:
+            raise ValueError(f"membrane_bits must be in {contract.MEMBRANE_BITS_MIN}..24 for training (float32 holds "
+                             f"integers exactly only up to 2^24), not {membrane_bits}")
+        if leak_shift is not None and not 1 <= leak_shift <= membrane_bits - 1:
+            raise ValueError(f"leak_shift must be in 1..{membrane_bits - 1} (membrane_bits - 1) or None, "
+                             f"not {leak_shift}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be positive, not {threshold!r}")
+        self.threshold, self.leak_shift, self.reset = float(threshold), leak_shift, reset
+        self.membrane_bits, self.fire_once, self.exact = membrane_bits, fire_once, exact
+        self.slope, self.fires, self.detach_reset = slope, fires, detach_reset
+        self.last_membrane = None
+
+    def effective_threshold(self, scale: torch.Tensor | None) -> torch.Tensor:
+        """theta / alpha, clamped into the thresholds the contract can hold, [1, 2^(M-1)-1] (clamping passes no
+        gradient, so alpha cannot drift into a threshold export would have to refuse)."""
+        lo_hi = contract.membrane_range(self.membrane_bits)
+        t = torch.tensor([self.threshold]) if scale is None else self.threshold / scale
+        return t.clamp(1.0, float(lo_hi[1]))
+
+    def integer_threshold(self, scale: torch.Tensor | None) -> torch.Tensor:
+        """The contract's integer threshold floor(theta / alpha): identical fire decisions for integer membranes."""
+        return torch.floor(self.effective_threshold(scale).detach()).to(torch.int64)
+
+    def forward(self, current: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        batch, steps, n = current.shape
+        lo, hi = contract.membrane_range(self.membrane_bits)
+        theta = self.effective_threshold(scale).to(current.device) if self.fires else None
+        theta_sub = None
+        if self.fires:
+            theta_sub = _floor_ste(theta) if self.exact else theta
+        v = current.new_zeros(batch, n)
+        fired = current.new_zeros(batch, n) if self.fire_once else None
+        out = []
+        currents = current.unbind(1)      # one backward node for all steps (indexing per step costs a zero fill each)
+        for t in range(steps):
+            if self.leak_shift is not None:
+                lk = v * (2.0 ** -self.leak_shift)
+                v = v - (_floor_ste(lk) if self.exact else lk)
+            v = torch.clamp(v + currents[t], lo, hi)
+            if not self.fires:
+                continue
+            s = _Spike.apply((v - theta) / theta, self.slope)
+            r = s.detach() if self.detach_reset else s
+            v = v - r * theta_sub if self.reset == "subtract" else v * (1.0 - r)
+            if self.fire_once:
+                s_out = s * (1.0 - fired)
+                fired = torch.maximum(fired, s.detach())
+                s = s_out
+            out.append(s)
+        self.last_membrane = v
+        if not self.fires:
+            return current.new_zeros(batch, steps, n)
+        return torch.stack(out, dim=1)
+
+    def extra_repr(self):
+        leak = "none" if self.leak_shift is None else f">>>{self.leak_shift}"
+        return (f"threshold={self.threshold}, leak={leak}, reset={self.reset}, M={self.membrane_bits}, "
+                f"fire_once={self.fire_once}, exact={self.exact}, fires={self.fires}")

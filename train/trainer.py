@@ -1,0 +1,397 @@
+"""The training loop: data -> contract encoder -> BSNN -> Adam + cosine -> integer evaluation -> .bsnn artifact.
+
+Read top to bottom: :class:`TrainConfig` (every knob, with its default), :func:`fit` (the loop), then the helpers it
+calls (evaluation, checkpoints, plot).
+
+Reproducibility: the weights are initialised from ``seed``; each epoch's sample order, rate-encoding seeds and
+dropout masks are pure functions of (seed, epoch). So the same config gives the same model, and a run resumed from a
+checkpoint (saved after every finished epoch, with its config) continues exactly where it stopped.
+
+What is reported: ``integer_accuracy`` is the exported network run by the trainer's integer evaluation
+(:func:`~bsnn_hw.train.model.integer_simulate`, the contract in int64) on the test split, encoded with the network's
+own encoder and seed - exactly what the golden model and the hardware compute. ``float_accuracy`` is the torch model
+in the arithmetic it was trained with, ``ideal_accuracy`` the same weights with real-valued leak and thresholds;
+``gap_pp = (float_accuracy - integer_accuracy) * 100``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bsnn_hw import data as datasets
+from bsnn_hw.io import atomic_write
+
+from .encoding import RateEncoder, _mix, latency, training_seeds
+from .model import BSNN, clamped_thresholds, integer_simulate, to_network
+
+CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
+CHECKPOINT_VERSION = 1
+TRAIN_ENCODINGS = ("rate", "latency")
+# Settings that may differ between a checkpoint and the run that resumes it (they do not change the result).
+RESUME_FREE = ("device", "threads", "data_root")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    dataset: str = "digits"             # a name from bsnn_hw.data.DATASETS or a directory of IDX / CIFAR-10 files
+    data_root: str | None = None        # directory of a named IDX / CIFAR-10 data set (default: where Debian puts it)
+    split_seed: int = 0                 # digits only: which seeded train/test split
+    hidden: list = dataclasses.field(default_factory=lambda: [128])   # hidden layer sizes
+    timesteps: int = 16                 # T
+    encoding: str = "rate"              # "rate" (LFSR Bernoulli) or "latency"
+    leak_shift: int | None = 4          # hidden layers: V -= V >>> k each step (lambda = 1 - 2^-k); None = IF
+    output_leak_shift: int | None = None  # output layer (B-SNN: a pure integrator)
+    reset: str = "subtract"             # "subtract" or "zero"
+    membrane_bits: int = 16             # M
+    fire_once: bool = False
+    readout: str = "membrane"           # "membrane" (threshold-infinity output layer) or "count"
+    scale: str | None = "neuron"        # learned alpha per "neuron" or per "layer" (folded into thresholds), or None
+    threshold_init: float = 0.5         # initial theta / alpha = threshold_init * sqrt(n_in)
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 5e-3                    # Adam, cosine decay to 0 over all steps
+    weight_decay: float = 0.0
+    dropout: float = 0.05               # hidden spikes, mask constant over the T steps
+    slope: float = 5.0                  # surrogate gradient sharpness
+    exact: bool = True                  # train in the contract's integer arithmetic (floor leak, integer reset)
+    seed: int = 0                       # weights, sample order, training spikes, dropout
+    eval_seed: int = 1                  # the exported network's rate-encoder seed (test spikes), 1..65535
+    device: str = "auto"                # "auto" (cuda when available), "cpu", "cuda", "cuda:1"...
+    precision: str = "auto"             # synaptic products: "auto", "fp32" or "bf16" (exact either way)
+    threads: int | None = None          # torch CPU threads (None: torch's default)
+
+    def validate(self) -> "TrainConfig":
+        def need(ok, msg):
+            if not ok:
+                raise ValueError(msg)
+        need(isinstance(self.hidden, (list, tuple)) and all(isinstance(h, int) and h >= 1 for h in self.hidden),
+             f"hidden must be a list of positive layer sizes, not {self.hidden!r}")
+        self.hidden = list(self.hidden)
+        need(isinstance(self.timesteps, int) and self.timesteps >= 1, f"timesteps must be at least 1, not "
+                                                                       f"{self.timesteps!r}")
+        need(self.encoding in TRAIN_ENCODINGS, f"encoding must be one of {', '.join(TRAIN_ENCODINGS)} for training "
+                                               f"(direct spike trains: use the BSNN module), not {self.encoding!r}")
+        need(self.readout in ("membrane", "count"), f"readout must be 'membrane' or 'count' for training, not "
+                                                    f"{self.readout!r}")
+        need(self.scale in (None, "layer", "neuron"), f"scale must be 'layer', 'neuron' or none, not {self.scale!r}")
+        need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be at least 1, not {self.epochs!r}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
+             f"batch size must be at least 1, not {self.batch_size!r}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, not {self.lr!r}")
+        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), not {self.dropout!r}")
+        need(self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay!r}")
+        need(self.slope > 0, f"slope must be positive, not {self.slope!r}")
+        need(self.threshold_init > 0, f"threshold_init must be positive, not {self.threshold_init!r}")
+        need(self.precision in ("auto", "fp32", "bf16"), f"precision must be auto, fp32 or bf16, not "
+                                                         f"{self.precision!r}")
+        need(1 <= self.eval_seed <= 65535, f"eval_seed must be in 1..65535 (an LFSR state), not {self.eval_seed}")
+        need(self.threads is None or self.threads >= 1, f"threads must be at least 1, not {self.threads!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    network: object                     # bsnn_hw.Network
+    model: BSNN
+    metrics: dict
+    history: list
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu or cuda[:N], not {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but torch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16"
+    # bf16 on CPUs with AVX512-BF16 / AMX is several times faster than fp32 and, sliced, exact (layers.binary_matmul).
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+def build_model(cfg: TrainConfig, n_in: int, n_classes: int, precision: str) -> BSNN:
+    return BSNN([n_in, *cfg.hidden, n_classes], cfg.timesteps, leak_shift=cfg.leak_shift,
+                output_leak_shift=cfg.output_leak_shift, reset=cfg.reset, membrane_bits=cfg.membrane_bits,
+                fire_once=cfg.fire_once, readout=cfg.readout, scale=cfg.scale, dropout=cfg.dropout,
+                exact=cfg.exact, precision=precision, slope=cfg.slope, threshold_init=cfg.threshold_init)
+
+
+class Encoder:
+    """uint8 (B, n) -> float 0/1 spikes (B, T, n) with the contract's encoder, on the model's device."""
+
+    def __init__(self, encoding: str, n_in: int, timesteps: int, device):
+        self.encoding, self.timesteps = encoding, timesteps
+        self.rate = RateEncoder(n_in, timesteps, device) if encoding == "rate" else None
+
+    def __call__(self, x: torch.Tensor, seeds) -> torch.Tensor:
+        if self.rate is not None:
+            return self.rate(x, seeds)
+        return latency(x, self.timesteps)
+
+
+def load_data(cfg: TrainConfig):
+    xtr, ytr = datasets.load_dataset(cfg.dataset, "train", seed=cfg.split_seed, root=cfg.data_root)
+    xte, yte = datasets.load_dataset(cfg.dataset, "test", seed=cfg.split_seed, root=cfg.data_root)
+    if xtr.shape[1] != xte.shape[1]:
+        raise ValueError(f"{cfg.dataset}: train has {xtr.shape[1]} features but test has {xte.shape[1]}")
+    return xtr, ytr, xte, yte
+
+
+@torch.no_grad()
+def evaluate(model: BSNN, encoder: Encoder, x: torch.Tensor, y: torch.Tensor, seed: int,
+             batch_size: int = 1000) -> float:
+    """Accuracy of the torch model (eval mode) on inputs encoded with one shared seed, as the hardware does."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        logits = model(encoder(x[i:i + batch_size], seed))
+        correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
+    return correct / max(1, len(y))
+
+
+@torch.no_grad()
+def integer_accuracy(net, encoder: Encoder, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+    """(accuracy, predictions) of the exported integer network, with the network's encoder seed."""
+    preds = []
+    for i in range(0, len(y), batch_size):
+        spikes = encoder(x[i:i + batch_size], net.seed).bool()
+        preds.append(integer_simulate(net, spikes)[0])
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
+    return int((pred == y).sum()) / max(1, len(y)), pred.cpu().numpy()
+
+
+def save_checkpoint(path, cfg: TrainConfig, model, optimizer, scheduler, epoch: int, history: list) -> None:
+    state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "epoch": epoch,
+             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "history": history}
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint written by :func:`save_checkpoint` (loaded with ``weights_only=True``: no code runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any failure to unpickle is a damaged or foreign file
+        raise ValueError(f"{path}: not a bsnn-hw training checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a bsnn-hw training checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION}")
+    return state
+
+
+def config_differences(a: dict, b: dict) -> list[str]:
+    return [f"{k}={a.get(k)!r} (checkpoint) vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in RESUME_FREE and a.get(k) != b.get(k)]
+
+
+def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
+        progress: bool = True, log: Callable[[str], None] | None = None,
+        on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train, evaluate hardware-exact, and (when ``out`` is given) write the artifact, its checkpoint and curves.
+
+    ``checkpoint`` defaults to ``<out>.ckpt``; with ``resume`` an existing checkpoint (same config) is continued.
+    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (it may raise to stop).
+    Returns a :class:`TrainResult`."""
+    cfg.validate()
+    log = log or (lambda msg: None)
+    started = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    precision = pick_precision(cfg.precision, device)
+
+    xtr, ytr, xte, yte = load_data(cfg)
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    xtr_t, ytr_t = torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device)
+    xte_t, yte_t = torch.from_numpy(xte).to(device), torch.from_numpy(yte).to(device)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, xtr.shape[1], n_classes, precision).to(device)
+    encoder = Encoder(cfg.encoding, xtr.shape[1], cfg.timesteps, device)
+    steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, cfg.epochs * steps_per_epoch)
+                                                    / (cfg.epochs * steps_per_epoch))))
+    if checkpoint is None and out is not None:
+        checkpoint = Path(str(out) + ".ckpt")
+    history: list[dict] = []
+    start_epoch = 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint)
+        diffs = config_differences(state["config"], cfg.to_dict())
+        if diffs:
+            raise ValueError(f"{checkpoint}: cannot resume, settings differ: {'; '.join(diffs)}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        log(f"resuming from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
+
+    bar = _Progress(progress)
+    with bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            g = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 1))
+            order = torch.randperm(len(ytr), generator=g)
+            seeds = training_seeds(len(ytr), cfg.seed, epoch)
+            drop_gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 2))
+            task = bar.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for b in range(steps_per_epoch):
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                idx_d = idx.to(device)
+                spikes = encoder(xtr_t[idx_d], seeds[idx].to(device))
+                target = ytr_t[idx_d]
+                logits = model(spikes, generator=drop_gen)
+                loss = F.cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                model.clip_()
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += int((logits.argmax(1) == target).sum())
+                seen += len(idx)
+                bar.advance(task, f"loss {loss_sum / seen:.4f}  acc {100 * correct / seen:.2f}%")
+            train_time = time.perf_counter() - t0
+            test_acc = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed)
+            history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+                            "test_accuracy": test_acc, "epoch_seconds": train_time,
+                            "lr": scheduler.get_last_lr()[0]})
+            bar.finish(task, f"loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
+                             f"test {100 * test_acc:.2f}%  {train_time:.1f}s")
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, cfg, model, optimizer, scheduler, epoch + 1, history)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, history[-1])
+
+    # Hardware-exact evaluation of the exported integer network.
+    float_acc = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed)
+    model.set_exact(not cfg.exact)
+    other_acc = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed)
+    model.set_exact(cfg.exact)
+    ideal_acc = other_acc if cfg.exact else float_acc
+    metrics = {"dataset": cfg.dataset, "sizes": [xtr.shape[1], *cfg.hidden, n_classes],
+               "train_samples": int(len(ytr)), "test_samples": int(len(yte)),
+               "float_accuracy": float_acc, "ideal_accuracy": ideal_acc, "exact_arithmetic_accuracy":
+               float_acc if cfg.exact else other_acc,
+               "epochs": cfg.epochs, "device": str(device), "precision": precision,
+               "epoch_seconds": [h["epoch_seconds"] for h in history]}
+    metrics["thresholds_clamped"] = clamped_thresholds(model)
+    if any(metrics["thresholds_clamped"]):
+        log(f"note: theta / alpha of {metrics['thresholds_clamped']} neurons (per layer) lies outside the "
+            f"representable thresholds 1..2^(M-1)-1; they train and export clamped to that range")
+    net = to_network(model, cfg.encoding, seed=cfg.eval_seed)
+    int_acc, _ = integer_accuracy(net, encoder, xte_t, yte_t)
+    metrics["integer_accuracy"] = int_acc
+    metrics["gap_pp"] = round((float_acc - int_acc) * 100, 4)
+    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+    net.metadata = {"trainer": "bsnn_hw.train", "config": cfg.to_dict(), "metrics": metrics}
+    if out is not None:
+        net.save(out)
+        plot_history(history, Path(out).with_suffix(".png"), title=f"{cfg.dataset} "
+                     f"{'-'.join(map(str, metrics['sizes']))}, T={cfg.timesteps}")
+        metrics["model"] = str(out)
+        metrics["plot"] = str(Path(out).with_suffix(".png"))
+        if checkpoint is not None:
+            metrics["checkpoint"] = str(checkpoint)
+    return TrainResult(net, model, metrics, history)
+
+
+def plot_history(history: list, path, title: str = "") -> None:
+    """Loss and accuracy per epoch, as a PNG (matplotlib's Agg backend, no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(epochs, [h["loss"] for h in history], marker=".")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss")
+    ax2.plot(epochs, [100 * h["train_accuracy"] for h in history], marker=".", label="train")
+    ax2.plot(epochs, [100 * h["test_accuracy"] for h in history], marker=".", label="test (exact arithmetic)")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy (%)")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+class _Progress:
+    """One rich progress bar per epoch on stderr (silent when disabled)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                     console=Console(stderr=True))
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def start(self, description: str, total: int):
+        if self.progress is None:
+            return None
+        return self.progress.add_task(description, total=total, info="")
+
+    def advance(self, task, info: str):
+        if self.progress is not None:
+            self.progress.update(task, advance=1, info=info)
+
+    def finish(self, task, info: str):
+        if self.progress is not None:
+            self.progress.update(task, info=info)
