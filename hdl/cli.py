@@ -1,0 +1,56 @@
+"""`bsnn-hw generate MODEL -o OUT/`: Verilog and manifest from a .bsnn artifact."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bsnn_hw.cli import UserError, load_model
+from bsnn_hw.io import atomic_write
+
+
+def parse_list(option: str, text: str | None):
+    """'1,2' -> [1, 2]; None -> None."""
+    if text is None:
+        return None
+    try:
+        values = [int(s) for s in text.replace(" ", "").split(",") if s != ""]
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated ints, one per layer (e.g. 1,1), not {text!r}") from None
+    if not values:
+        raise UserError(f"{option} must list one int per layer (e.g. 1,1), not {text!r}")
+    return values
+
+
+@click.command("generate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory: writes <name>.v and <name>.json.")
+@click.option("--parallel", "-P", default=None, help="Neuron lanes P per layer, e.g. 1,1 (default 1 each).")
+@click.option("--width", "-W", default=None, help="Input bits per word W per layer, e.g. 16,16 (default min(16, n_in)).")
+@click.option("--trace", is_flag=True, help="Add the o_trace stream (per-step spikes of every layer; for debugging).")
+@click.option("--name", default="bsnn_top", show_default=True, help="Verilog module name of the top.")
+def generate(model, out, parallel, width, trace, name):
+    """Generate synthesizable Verilog (one self-contained file) and a JSON manifest from a .bsnn MODEL."""
+    from . import HwConfig
+    from . import generate as gen
+    from .generate import check_name
+    check_name(name)
+    net = load_model(model)
+    config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width))
+    config.validate(net)
+    design = gen(net, config, trace=trace, name=name)
+    out = Path(out)
+    # both files are complete in memory before either is written; each lands atomically
+    with atomic_write(out / f"{name}.v") as f:
+        f.write(design.verilog)
+    with atomic_write(out / f"{name}.json") as f:
+        json.dump(design.manifest, f, indent=2)
+        f.write("\n")
+    man = design.manifest
+    click.echo(f"wrote {out / (name + '.v')} and {out / (name + '.json')}: "
+               f"{'-'.join(map(str, net.sizes))}, T={net.timesteps}, "
+               f"P={','.join(str(lc.parallel) for lc in config.layers)}, "
+               f"W={','.join(str(lc.width) for lc in config.layers)}, "
+               f"{man['memory_bits']:,} memory bits, {man['cycles_per_inference']:,} cycles per inference")

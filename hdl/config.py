@@ -1,0 +1,174 @@
+"""Hardware configuration (folding per layer) and the cycle/latency formulas shared by the blocks and the manifest.
+
+Folding follows FINN's terms: per layer, P neuron lanes (``parallel``, FINN's PE) and W input bits per word
+(``width``, FINN's SIMD); NW = ceil(n_in / W) words per input vector, G = ceil(n_out / P) neuron groups.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from bsnn_hw.contract import ceil_div
+from bsnn_hw.network import Network
+
+DEFAULT_WIDTH = 16  # 16-bit words put the weight ROM on iCE40 256x16 EBR at full packing
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def clog2(n: int) -> int:
+    """ceil(log2(n)) for n >= 1 (0 for n = 1)."""
+    return max(0, (n - 1).bit_length())
+
+
+def index_bits(n: int) -> int:
+    """Bits of an index 0..n-1 (at least 1)."""
+    return max(1, clog2(n))
+
+
+def count_bits(timesteps: int) -> int:
+    """Bits of a spike count 0..T."""
+    return max(1, clog2(timesteps + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerConfig:
+    """Folding of one layer: ``parallel`` (P) neuron lanes, ``width`` (W) input bits per word."""
+    parallel: int = 1
+    width: int = DEFAULT_WIDTH
+
+    def __post_init__(self):
+        for name in ("parallel", "width"):
+            v = getattr(self, name)
+            if not _is_int(v):
+                raise TypeError(f"{name} must be an int, not {v!r}")
+            if v < 1:
+                raise ValueError(f"{name} must be at least 1, not {v!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HwConfig:
+    """Per-layer folding and the input stream's width (``None``: layer 0's W)."""
+    layers: tuple = ()
+    input_width: int | None = None
+
+    def __post_init__(self):
+        layers = tuple(self.layers)
+        for i, lc in enumerate(layers):
+            if not isinstance(lc, LayerConfig):
+                raise TypeError(f"layers[{i}] must be a LayerConfig, not {type(lc).__name__}")
+        object.__setattr__(self, "layers", layers)
+        if self.input_width is not None and not _is_int(self.input_width):
+            raise TypeError(f"input_width must be an int or None, not {self.input_width!r}")
+
+    @classmethod
+    def default(cls, net: Network) -> "HwConfig":
+        """P = 1 everywhere; W = min(16, n_in) per layer."""
+        return cls(tuple(LayerConfig(1, min(DEFAULT_WIDTH, layer.n_in)) for layer in net.layers))
+
+    @classmethod
+    def from_lists(cls, net: Network, parallel=None, width=None) -> "HwConfig":
+        """Build from per-layer lists (``None`` entries or lists: defaults); lengths must match the layer count."""
+        base = cls.default(net)
+        n = len(net.layers)
+        for name, values in (("parallel", parallel), ("width", width)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"{name} needs one value per layer ({n} layers), not {len(values)}: {list(values)}")
+        layers = []
+        for i, lc in enumerate(base.layers):
+            layers.append(LayerConfig(lc.parallel if parallel is None else parallel[i],
+                                      lc.width if width is None else width[i]))
+        return cls(tuple(layers))
+
+    def validate(self, net: Network) -> None:
+        """Refuse combinations the hardware cannot build, naming the numbers and the reason."""
+        if not isinstance(net, Network):
+            raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+        if len(self.layers) != len(net.layers):
+            raise ValueError(f"the config has {len(self.layers)} layer(s) but the network has {len(net.layers)}; "
+                             f"give one LayerConfig per layer")
+        for i, (lc, layer) in enumerate(zip(self.layers, net.layers)):
+            if lc.parallel > layer.n_out:
+                raise ValueError(f"layer {i}: parallel must be in 1..{layer.n_out} (its n_out), not {lc.parallel}: "
+                                 f"lanes past the last neuron would never be used")
+            if lc.width > layer.n_in:
+                raise ValueError(f"layer {i}: width must be in 1..{layer.n_in} (its n_in), not {lc.width}: "
+                                 f"a wider word would hold only padding")
+        w0 = self.layers[0].width
+        if self.input_width is not None and self.input_width != w0:
+            raise ValueError(f"input_width must equal layer 0's width ({w0}), not {self.input_width}: the input "
+                             f"buffer stores i_spikes beats as layer 0's words")
+
+    def input_width_for(self, net: Network) -> int:
+        return self.layers[0].width if self.input_width is None else self.input_width
+
+
+def layer_shape(layer, lc: LayerConfig) -> dict:
+    """G, NW and memory sizes of one layer under its folding."""
+    g = ceil_div(layer.n_out, lc.parallel)
+    nw = ceil_div(layer.n_in, lc.width)
+    return dict(groups=g, words=nw)
+
+
+# --- latencies (the blocks assert they match these) --------------------------------------------------------------
+
+def synapse_latency(width: int) -> int:
+    """SynapseArray: one register per popcount-tree level (clog2(W)) plus the 2*a - s stage."""
+    return clog2(width) + 1
+
+
+NEURON_LATENCY = 6  # NeuronCore: read, leak, add, saturate, compare, reset/write-back
+
+
+def engine_latency(width: int) -> int:
+    """LayerEngine drain after the last word is issued: ROM/spike read (1), word register (1), synapse tree,
+    accumulator (1), neuron core, done pulse (1)."""
+    return 1 + 1 + synapse_latency(width) + 1 + NEURON_LATENCY + 1
+
+
+def step_cycles(layer, lc: LayerConfig) -> int:
+    """Cycles from a LayerEngine's i_start edge to its o_done pulse."""
+    s = layer_shape(layer, lc)
+    return s["groups"] * s["words"] + engine_latency(lc.width)
+
+
+# Top-level constants (see NetworkTop; measured by tests/test_hdl_top.py).
+TOP_LAYER_OVERHEAD = 1   # cycle to start the next engine after o_done
+READOUT_SCAN_OVERHEAD = 3
+
+
+def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False) -> int:
+    """Cycles from the first accepted i_spikes beat to the last o_result beat (always-valid source, always-ready
+    sinks); see docs/hardware.md."""
+    nw0 = layer_shape(net.layers[0], config.layers[0])["words"]
+    per_step = nw0
+    for layer, lc in zip(net.layers, config.layers):
+        per_step += step_cycles(layer, lc) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
+    return net.timesteps * per_step + readout_cycles(net, config)
+
+
+def readout_cycles(net: Network, config: HwConfig) -> int:
+    """Argmax scan over the n_out neurons, then n_out result beats."""
+    n = net.n_out
+    return n + READOUT_SCAN_OVERHEAD + n
+
+
+# Memories this small go to logic (flip-flops / LUTs) instead of a block RAM: an iCE40 EBR holds 4 kbit whatever the
+# shape, and a 784-128-10 network needs every EBR it has for its weights (docs/hardware.md, resource expectations).
+SMALL_MEMORY_BITS = 1024
+
+
+def memory_attrs(depth: int, width: int) -> dict:
+    """Verilog attributes for a memory: ``ram_style = "logic"`` when it holds at most SMALL_MEMORY_BITS bits (Yosys'
+    memory_libmap honours the attribute). The input buffer keeps the default (block RAM)."""
+    return {"ram_style": "logic"} if depth * width <= SMALL_MEMORY_BITS else {}
+
+
+def memory_info(name: str, kind: str, depth: int, width: int, small_to_logic: bool = True) -> dict:
+    """A memory as the manifest lists it: name, kind (rom/ram), depth, width, bits, placement (block/logic).
+    Memories are built with at least 2 words (a 1-word memory would have a 0-bit address)."""
+    depth = max(2, depth)
+    logic = small_to_logic and bool(memory_attrs(depth, width))
+    return dict(name=name, kind=kind, depth=depth, width=width, bits=depth * width,
+                placement="logic" if logic else "block")

@@ -1,0 +1,127 @@
+"""`generate`: a Network -> one self-contained Verilog file and its JSON manifest."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from amaranth import Shape
+from amaranth.back import verilog
+from amaranth.lib import data, wiring
+
+from bsnn_hw import contract
+from bsnn_hw.network import Network
+
+from .config import (NEURON_LATENCY, HwConfig, synapse_latency, count_bits, cycles_per_inference, engine_latency, index_bits, layer_shape,
+                     readout_cycles, step_cycles)
+from .top import NetworkTop, result_layout, trace_layout
+
+MANIFEST_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass
+class Design:
+    """What :func:`generate` returns: the Verilog text and the JSON-able manifest."""
+    verilog: str
+    manifest: dict
+
+
+def to_verilog(component: wiring.Component, name: str) -> str:
+    """Convert any block (a ``wiring.Component``) alone to Verilog; ports come from its signature, plus ``clk`` and
+    ``rst`` of the sync domain."""
+    if not isinstance(component, wiring.Component):
+        raise TypeError(f"component must be an amaranth wiring.Component, not {type(component).__name__}")
+    check_name(name)
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {name!r}")
+    if not _NAME.match(name):
+        raise ValueError(f"name must be a Verilog identifier (letters, digits, _; not starting with a digit), "
+                         f"not {name!r}")
+    return name
+
+
+def _fields(layout: data.StructLayout) -> list[dict]:
+    out = []
+    for fname, field in layout:
+        s = Shape.cast(field.shape)
+        out.append(dict(name=fname, lsb=field.offset, width=s.width, signed=s.signed))
+    return out
+
+
+def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: NetworkTop | None = None) -> dict:
+    """The manifest (docs/hardware.md): everything a bench needs to size itself."""
+    top = top or NetworkTop(net, config, trace)
+    rl = result_layout(net)
+    ports = [
+        dict(name="clk", direction="in", width=1),
+        dict(name="rst", direction="in", width=1),
+        dict(name="i_spikes__valid", direction="in", width=1),
+        dict(name="i_spikes__ready", direction="out", width=1),
+        dict(name="i_spikes__payload", direction="in", width=top.input_width),
+        dict(name="o_result__valid", direction="out", width=1),
+        dict(name="o_result__ready", direction="in", width=1),
+        dict(name="o_result__payload", direction="out", width=rl.size),
+    ]
+    payloads = {"o_result": _fields(rl)}
+    if trace:
+        tl = trace_layout(net)
+        ports += [dict(name="o_trace__valid", direction="out", width=1),
+                  dict(name="o_trace__ready", direction="in", width=1),
+                  dict(name="o_trace__payload", direction="out", width=tl.size)]
+        payloads["o_trace"] = _fields(tl)
+    layers = []
+    for i, (layer, lc, eng) in enumerate(zip(net.layers, config.layers, top.engines)):
+        shape = layer_shape(layer, lc)
+        layers.append(dict(
+            index=i, n_in=layer.n_in, n_out=layer.n_out, parallel=lc.parallel, width=lc.width,
+            groups=shape["groups"], words=shape["words"], membrane_bits=layer.membrane_bits,
+            leak_shift=layer.leak_shift, reset=layer.reset, fire_once=layer.fire_once, fires=net.layer_fires(i),
+            latency=engine_latency(lc.width), step_cycles=step_cycles(layer, lc),
+            memories=eng.memories(),
+        ))
+    mems = top.memories()
+    return dict(
+        manifest_version=MANIFEST_VERSION,
+        contract_version=contract.CONTRACT_VERSION,
+        top=name,
+        artifact_checksum=net.checksum(),
+        timesteps=net.timesteps,
+        sizes=net.sizes,
+        readout=net.readout,
+        encoding=net.encoding,
+        trace=trace,
+        input_width=top.input_width,
+        input_words=top.input_words,
+        beats_per_sample=net.timesteps * top.input_words,
+        result_beats=net.n_out,
+        clock=dict(name="clk", reset="rst", reset_kind="synchronous, active high"),
+        ports=ports,
+        payloads=payloads,
+        layers=layers,
+        memories=mems,
+        memory_bits=sum(d["depth"] * d["width"] for d in mems),
+        cycles_per_inference=cycles_per_inference(net, config, trace),
+        readout_cycles=readout_cycles(net, config),
+        widths=dict(index=index_bits(net.n_out), count=count_bits(net.timesteps),
+                    membrane=net.layers[-1].membrane_bits),
+        latencies=dict(neuron_core=NEURON_LATENCY,
+                       synapse_array=[synapse_latency(lc.width) for lc in config.layers]),
+    )
+
+
+def generate(net: Network, config: HwConfig | None = None, trace: bool = False, name: str = "bsnn_top") -> Design:
+    """Build :class:`NetworkTop` for ``net`` and convert it: ``Design(verilog, manifest)``."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+    config = HwConfig.default(net) if config is None else config
+    if not isinstance(config, HwConfig):
+        raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
+    config.validate(net)
+    check_name(name)
+    top = NetworkTop(net, config, trace)
+    text = to_verilog(top, name)
+    return Design(text, manifest(net, config, trace, name, top))

@@ -1,0 +1,264 @@
+"""NeuronCore: P LIF lanes time-multiplexed over the layer's neuron groups, state in RAM, pipelined."""
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from bsnn_hw import contract
+from bsnn_hw.network import Layer
+
+from .config import NEURON_LATENCY, _is_int, count_bits, index_bits, memory_attrs, memory_info
+
+
+class NeuronCore(wiring.Component):
+    """P LIF neuron lanes over G = ceil(n_out / P) groups (group g = neurons g*P .. g*P+P-1), the contract's update:
+
+        V' = V - (V >>> k)            (arithmetic shift = floor; no leak: V' = V)
+        V  = sat_M(V' + I)            (exact sum, then one clamp to [-2^(M-1), 2^(M-1)-1])
+        fire = V > theta              (strict; never when ``fires`` is False, nor for lanes past n_out)
+        V  = V - theta | 0 if fire    (reset "subtract" | "zero")
+        out = fire and not fired      (fire-once; otherwise out = fire); fired |= fire; count += out
+
+    Per-neuron state {V: signed M, count: clog2(T+1) bits if ``keep_count``, fired: 1 bit if fire-once} lives in one
+    RAM of G words (P lanes each); thresholds in a ROM of G words (a constant when all are equal). ``i_first``
+    marks step 0 of a sample: the stored state is then taken as 0, so samples start clean without a clear pass (and a
+    reset needs none).
+
+    Pipeline (latency 6, one group per cycle at most): c0 RAM/ROM read, 1 leak, 2 add, 3 saturate, 4 compare,
+    5 reset + write-back; results appear on ``o_*`` with ``o_valid`` 6 cycles after ``i_valid``, the RAM written at
+    the same edge. A group must not be presented again before its previous result is out.
+
+    Arguments
+    ---------
+    layer : bsnn_hw.Layer
+    parallel : int, 1..n_out (P)
+    timesteps : int >= 1 (T; sizes the counts)
+    fires : bool (False for a "membrane" readout's last layer)
+    keep_count : bool (keep spike counts, for the last layer's readout)
+    sum_width : int or None (bits of the signed synaptic input; default bits(n_in) + 1)
+
+    Members
+    -------
+    i_valid, i_group, i_first, i_sum (P x signed(sum_width))
+    o_valid, o_group, o_spikes (P), o_membrane (P x signed(M)), o_count (P x CB)
+    i_rd_addr, i_rd_en -> o_rd_membrane, o_rd_count one cycle later (state of a group; shares the RAM read port:
+    use only while no group is in flight)
+    """
+
+    latency = NEURON_LATENCY
+
+    def __init__(self, layer, parallel: int, timesteps: int, fires: bool = True, keep_count: bool = False,
+                 sum_width: int | None = None):
+        self._MustUse__silence = True  # no 'never used' warning if validation below fails
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer must be a bsnn_hw.Layer, not {type(layer).__name__}")
+        if not _is_int(parallel):
+            raise TypeError(f"parallel must be an int, not {parallel!r}")
+        if not 1 <= parallel <= layer.n_out:
+            raise ValueError(f"parallel must be in 1..{layer.n_out} (the layer's n_out), not {parallel!r}")
+        if not _is_int(timesteps):
+            raise TypeError(f"timesteps must be an int, not {timesteps!r}")
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be at least 1, not {timesteps!r}")
+        if fires and layer.threshold is None:
+            raise ValueError("a layer without thresholds cannot fire: pass fires=False (membrane readout)")
+        min_sum = layer.n_in.bit_length() + 1
+        if sum_width is None:
+            sum_width = min_sum
+        if not _is_int(sum_width):
+            raise TypeError(f"sum_width must be an int or None, not {sum_width!r}")
+        if sum_width < min_sum:
+            raise ValueError(f"sum_width must be at least {min_sum} (signed -n_in..n_in for n_in = {layer.n_in}), "
+                             f"not {sum_width!r}")
+        self.layer = layer
+        self.parallel = parallel
+        self.timesteps = timesteps
+        self.fires = bool(fires)
+        self.keep_count = bool(keep_count)
+        self.sum_width = sum_width
+        self.groups = contract.ceil_div(layer.n_out, parallel)
+        self.mbits = layer.membrane_bits
+        self.cbits = count_bits(timesteps)
+        P, M = parallel, self.mbits
+        self._MustUse__silence = False
+        super().__init__({
+            "i_valid": In(1), "i_group": In(index_bits(self.groups)), "i_first": In(1),
+            "i_sum": In(data.ArrayLayout(signed(sum_width), P)),
+            "o_valid": Out(1), "o_group": Out(index_bits(self.groups)), "o_spikes": Out(P),
+            "o_membrane": Out(data.ArrayLayout(signed(M), P)),
+            "o_count": Out(data.ArrayLayout(unsigned(self.cbits), P)),
+            "i_rd_addr": In(index_bits(self.groups)), "i_rd_en": In(1),
+            "o_rd_membrane": Out(data.ArrayLayout(signed(M), P)),
+            "o_rd_count": Out(data.ArrayLayout(unsigned(self.cbits), P)),
+        })
+
+    # --- software view of the memories --------------------------------------------------------------------------
+    def uniform_threshold(self):
+        th = self.layer.threshold
+        if not self.fires or th is None:
+            return None
+        return int(th[0]) if np.all(th == th[0]) else None
+
+    def threshold_words(self) -> list[int]:
+        """Threshold ROM words: lane p of word g = theta[g*P + p] in M-1 bits (0 past n_out)."""
+        tw = self.mbits - 1
+        words = []
+        for g in range(self.groups):
+            value = 0
+            for p in range(self.parallel):
+                j = g * self.parallel + p
+                if j < self.layer.n_out:
+                    value |= int(self.layer.threshold[j]) << (p * tw)
+            words.append(value)
+        return words
+
+    @property
+    def state_lane_bits(self) -> int:
+        return self.mbits + (self.cbits if self.keep_count else 0) + (1 if self.layer.fire_once else 0)
+
+    def memories(self) -> list[dict]:
+        """The memories this core instantiates (for the manifest)."""
+        mems = [memory_info("state", "ram", self.groups, self.parallel * self.state_lane_bits)]
+        if self.fires and self.uniform_threshold() is None:
+            mems.append(memory_info("threshold", "rom", self.groups, self.parallel * (self.mbits - 1)))
+        return mems
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, P, M, CB = self.layer, self.parallel, self.mbits, self.cbits
+        fire_once, keep = layer.fire_once, self.keep_count
+        SW = self.state_lane_bits
+        lo, hi = contract.membrane_range(M)
+        gbits = index_bits(self.groups)
+
+        m.submodules.state = state = Memory(shape=unsigned(P * SW), depth=max(2, self.groups), init=[],
+                                          attrs=memory_attrs(self.groups, P * SW))
+        rd = state.read_port()
+        wr = state.write_port()
+        # One read port serves the pipeline and the readout (never at the same time), so the RAM maps to one EBR.
+        m.d.comb += [
+            rd.addr.eq(Mux(self.i_valid, self.i_group, self.i_rd_addr)),
+            rd.en.eq(self.i_valid | self.i_rd_en),
+        ]
+        for p in range(P):
+            base = p * SW
+            m.d.comb += self.o_rd_membrane[p].eq(rd.data[base:base + M])
+            if keep:
+                m.d.comb += self.o_rd_count[p].eq(rd.data[base + M:base + M + CB])
+
+        uniform = self.uniform_threshold()
+        TW = M - 1
+        if self.fires and uniform is None:
+            m.submodules.threshold = trom = Memory(shape=unsigned(P * TW), depth=max(2, self.groups),
+                                                   init=self.threshold_words(),
+                                                   attrs=memory_attrs(self.groups, P * TW))
+            th_rd = trom.read_port()
+            m.d.comb += th_rd.addr.eq(self.i_group)
+
+        # lanes past n_out (only in the last group) never fire
+        n_last = layer.n_out - (self.groups - 1) * P
+        last_mask = (1 << n_last) - 1
+        all_mask = (1 << P) - 1
+
+        # Data registers are reset_less: only the valid bits (v1..v5, o_valid) need the reset, which keeps the reset
+        # net small; nothing reads a data register unless its valid bit says so.
+        # stage 1 inputs (registered at c0)
+        v1, g1, f1 = Signal(), Signal(gbits), Signal()
+        sum1 = [Signal(signed(self.sum_width), name=f"sum1_{p}", reset_less=True) for p in range(P)]
+        m.d.sync += [v1.eq(self.i_valid), g1.eq(self.i_group), f1.eq(self.i_first)]
+        m.d.sync += [sum1[p].eq(self.i_sum[p]) for p in range(P)]
+
+        # stage 1: leak
+        v2, g2 = Signal(), Signal(gbits)
+        m.d.sync += [v2.eq(v1), g2.eq(g1)]
+        leaked2 = [Signal(signed(M), name=f"leaked2_{p}", reset_less=True) for p in range(P)]
+        sum2 = [Signal(signed(self.sum_width), name=f"sum2_{p}", reset_less=True) for p in range(P)]
+        count2 = [Signal(CB, name=f"count2_{p}", reset_less=True) for p in range(P)]
+        fired2 = [Signal(name=f"fired2_{p}", reset_less=True) for p in range(P)]
+        theta2 = [Signal(TW, name=f"theta2_{p}", reset_less=True) for p in range(P)]
+        for p in range(P):
+            base = p * SW
+            vprev = Signal(signed(M), name=f"vprev_{p}")
+            m.d.comb += vprev.eq(Mux(f1, 0, rd.data[base:base + M]))
+            if layer.leak_shift is None:
+                m.d.sync += leaked2[p].eq(vprev)
+            else:
+                m.d.sync += leaked2[p].eq(vprev - (vprev >> layer.leak_shift))   # signed >>: floor
+            m.d.sync += sum2[p].eq(sum1[p])
+            if keep:
+                m.d.sync += count2[p].eq(Mux(f1, 0, rd.data[base + M:base + M + CB]))
+            if fire_once:
+                m.d.sync += fired2[p].eq(Mux(f1, 0, rd.data[base + SW - 1]))
+            if self.fires:
+                if uniform is None:
+                    m.d.sync += theta2[p].eq(th_rd.data[p * TW:(p + 1) * TW])
+                else:
+                    m.d.comb += theta2[p].eq(uniform)
+
+        def carry(sigs, stage):
+            out = []
+            for p, s in enumerate(sigs):
+                r = Signal.like(s, name=f"{s.name[:-len(str(p)) - 2]}{stage}_{p}", reset_less=True)
+                m.d.sync += r.eq(s)
+                out.append(r)
+            return out
+
+        # stage 2: exact add
+        v3, g3 = Signal(), Signal(gbits)
+        m.d.sync += [v3.eq(v2), g3.eq(g2)]
+        total3 = [Signal(signed(max(M, self.sum_width) + 1), name=f"total3_{p}", reset_less=True) for p in range(P)]
+        m.d.sync += [total3[p].eq(leaked2[p] + sum2[p]) for p in range(P)]
+        count3, fired3, theta3 = carry(count2, 3), carry(fired2, 3), carry(theta2, 3)
+
+        # stage 3: saturate
+        v4, g4 = Signal(), Signal(gbits)
+        m.d.sync += [v4.eq(v3), g4.eq(g3)]
+        mem4 = [Signal(signed(M), name=f"mem4_{p}", reset_less=True) for p in range(P)]
+        for p in range(P):
+            m.d.sync += mem4[p].eq(Mux(total3[p] > hi, hi, Mux(total3[p] < lo, lo, total3[p])))
+        count4, fired4, theta4 = carry(count3, 4), carry(fired3, 4), carry(theta3, 4)
+
+        # stage 4: strict compare
+        v5, g5 = Signal(), Signal(gbits)
+        m.d.sync += [v5.eq(v4), g5.eq(g4)]
+        lane_ok = Signal(P)
+        if n_last == P:
+            m.d.comb += lane_ok.eq(all_mask)
+        else:
+            m.d.comb += lane_ok.eq(Mux(g4 == self.groups - 1, last_mask, all_mask))
+        mem5 = carry(mem4, 5)
+        fire5 = [Signal(name=f"fire5_{p}", reset_less=True) for p in range(P)]
+        if self.fires:
+            m.d.sync += [fire5[p].eq((mem4[p] > theta4[p])
+                                     & lane_ok[p]) for p in range(P)]
+        count5, fired5, theta5 = carry(count4, 5), carry(fired4, 5), carry(theta4, 5)
+
+        # stage 5: reset, fire-once, count, write-back
+        words = []
+        spikes = []
+        for p in range(P):
+            vnew = Signal(signed(M), name=f"vnew_{p}")
+            if layer.reset == "subtract":
+                m.d.comb += vnew.eq(Mux(fire5[p], mem5[p] - theta5[p], mem5[p]))
+            else:
+                m.d.comb += vnew.eq(Mux(fire5[p], 0, mem5[p]))
+            out = Signal(name=f"out_{p}")
+            m.d.comb += out.eq(fire5[p] & ~fired5[p] if fire_once else fire5[p])
+            cnew = Signal(CB, name=f"cnew_{p}")
+            m.d.comb += cnew.eq(count5[p] + out)
+            fields = [vnew]
+            if keep:
+                fields.append(cnew)
+            if fire_once:
+                fields.append(fired5[p] | fire5[p])
+            words.append(Cat(*fields))
+            spikes.append(out)
+            m.d.sync += self.o_membrane[p].eq(vnew)
+            if keep:
+                m.d.sync += self.o_count[p].eq(cnew)
+        m.d.comb += [wr.addr.eq(g5), wr.data.eq(Cat(*words)), wr.en.eq(v5)]
+        m.d.sync += [self.o_valid.eq(v5), self.o_group.eq(g5), self.o_spikes.eq(Cat(*spikes))]
+        return m

