@@ -1,0 +1,120 @@
+"""`bsnn-hw verify`: the full-network RTL against the golden model on real or random inputs (bsnn_hw.sim.verify)."""
+from __future__ import annotations
+
+import click
+
+from bsnn_hw.cli import UserError, emit_json, load_model
+
+
+def _int_list(name: str, text: str | None):
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{name} must be comma-separated ints, one per layer (e.g. 1,1), not {text!r}") from None
+
+
+@click.command("verify")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", default=None, metavar="digits|fashion-mnist|PATH",
+              help="Test split to run: a data set name or a directory of IDX files. Default: random inputs.")
+@click.option("--samples", "-n", default=20, show_default=True, type=int, help="Samples to simulate.")
+@click.option("--offset", default=0, show_default=True, type=int, help="First test sample (with --data).")
+@click.option("--sim", type=click.Choice(["icarus", "verilator"]), default="verilator", show_default=True)
+@click.option("--parallel", default=None, help="P per layer, e.g. 1,1 (default 1 everywhere).")
+@click.option("--width", default=None, help="W per layer, e.g. 16,16 (default min(16, n_in)).")
+@click.option("--stalls", is_flag=True, help="Random valid/ready stalls on every stream (seeded by --seed).")
+@click.option("--waves", is_flag=True, help="Write an FST wave file (path in the report).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of random inputs and stalls.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
+              help="Write a PNG of hardware against software spike counts per layer.")
+@click.option("--limit", default=20, show_default=True, type=int, help="Samples listed in the table.")
+@click.pass_context
+def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, waves, seed, as_json, plot_path, limit):
+    """Run the generated RTL of MODEL on test images (or random inputs) in Icarus or Verilator and compare it bit
+    for bit with the golden model: every layer's spikes at every step, counts, membranes, class.
+
+    Exits with status 1 if any sample disagrees (the report names the first mismatch: sample, layer, neuron,
+    step)."""
+    from bsnn_hw.hdl import HwConfig
+    from bsnn_hw.sim import runner, verify as vmod
+    net = load_model(model)
+    missing = runner.simulator_missing(sim)
+    if missing:
+        raise UserError(f"--sim {sim}: {missing}")
+    cfg = HwConfig.from_lists(net, _int_list("--parallel", parallel), _int_list("--width", width))
+    cfg.validate(net)
+    x, spikes, labels, what = vmod.load_inputs(net, data, samples, seed, offset)
+    if not as_json:
+        click.echo(f"verify {model}: {'-'.join(map(str, net.sizes))}, T={net.timesteps}, readout={net.readout}, "
+                   f"encoding={net.encoding}; {what}; {sim}" + (" with stalls" if stalls else ""), err=True)
+    report = vmod.verify(net, spikes, labels, sim=sim, config=cfg, waves=waves, stalls=stalls, seed=seed)
+    report["model"] = str(model)
+    report["inputs"] = what
+    if plot_path:
+        vmod.plot(report, plot_path)
+        report["plot"] = str(plot_path)
+    if as_json:
+        emit_json(report)
+    else:
+        _print(report, net, limit)
+    if report["mismatches"] or report["checked"] < report["samples"]:
+        ctx.exit(1)
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _print(r: dict, net, limit: int) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    console = Console(width=max(Console().width, 110))
+    nl = len(net.layers)
+    table = Table(title=f"RTL ({r['simulator']}) against the golden model, per sample")
+    for col in ["sample", "label", "hw class", "golden class"] + [f"L{i} spikes hw/sw" for i in range(nl)] + \
+               ["cycles", "bit-exact"]:
+        table.add_column(col, justify="right")
+    for s in r["per_sample"][:limit]:
+        table.add_row(str(s["sample"]), "-" if s["label"] is None else str(s["label"]), str(s["hw_class"]),
+                      str(s["golden_class"]),
+                      *[f"{h}/{g}" for h, g in zip(s["hw_spikes"], s["golden_spikes"])], str(s["cycles"]),
+                      "[green]yes[/]" if s["agree"] else f"[red]no ({s['mismatches']})[/]")
+    if len(r["per_sample"]) > limit:
+        table.caption = f"{len(r['per_sample']) - limit} more samples not listed (--limit)"
+    console.print(table)
+    lt = Table(title="spikes per sample, by layer (mean)")
+    for col in ("layer", "hardware", "software", "equal"):
+        lt.add_column(col, justify="right")
+    sp = r["spikes_per_layer"]
+    for name, h, g in zip(sp["layers"], sp["hardware"], sp["golden"]):
+        lt.add_row(name, f"{h:.2f}", f"{g:.2f}", "yes" if h == g else "[red]no[/]")
+    console.print(lt)
+    acc = r["accuracy"]
+    if "hardware" in acc:
+        console.print(f"accuracy on {r['checked']} samples: hardware {_pct(acc['hardware'])}, golden model "
+                      f"{_pct(acc['golden'])}; float (PyTorch) {_pct(acc['float'])} {escape('[' + acc['float_source'] + ']')}")
+    else:
+        console.print(f"no labels (random inputs); float accuracy {_pct(acc['float'])} "
+                      f"{escape('[' + acc['float_source'] + ']')}")
+    c = r["cycles_per_inference"]
+    console.print(f"cycles per inference: measured {c['measured']}, manifest formula {c['manifest']} ({c['note']})")
+    sp = r["speed"]
+    cps = "-" if sp["cycles_per_second"] is None else f"{sp['cycles_per_second']:,}"
+    console.print(f"simulation: {sp['sim_cycles']:,} cycles in {sp['sim_seconds']:.2f} s = {cps} cycles/s; build "
+                  f"{'%.1f s' % sp['build_seconds'] if sp['built'] else 'cached'}; total {sp['total_seconds']:.1f} s")
+    if r.get("waves"):
+        console.print(f"waves: {r['waves']}")
+    if r.get("plot"):
+        console.print(f"plot: {r['plot']}")
+    if r["mismatches"] or r["checked"] < r["samples"]:
+        console.print(f"[bold red]MISMATCH[/]: {r['mismatching_samples']} of {r['checked']} samples disagree "
+                      f"({r['mismatches']} mismatches); first: {escape(str(r['first_mismatch_text']))}")
+        if r["checked"] < r["samples"]:
+            console.print(f"[red]{r['samples'] - r['checked']} samples produced no result[/]")
+    else:
+        console.print(f"[bold green]bit-exact[/]: {r['agree']}/{r['samples']} samples agree with the golden model "
+                      f"(every layer's spikes at every step, counts, membranes, class)")

@@ -1,0 +1,189 @@
+"""Testbench classes (cocotb side). :class:`NetworkTB` owns one network top's reset, stream driver, result and trace
+monitors and its scoreboard against ``bsnn_hw.golden``, in the manner of cocotbext-axi's benches.
+
+Usage inside a cocotb test (see ``bsnn_hw.sim.cocotb_network``)::
+
+    tb = NetworkTB(dut, unit_params, dut.clk)
+    await tb.reset()
+    summary = await tb.run_all()        # every sample, checked; mismatches logged as expected vs actual
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import numpy as np
+
+import cocotb
+from cocotb.triggers import ClockCycles, with_timeout
+from cocotb.utils import get_sim_time
+
+import bsnn_hw
+from bsnn_hw.sim.network import compare, decode, describe, expected, input_beats
+from bsnn_hw.sim.stream import StreamDriver, StreamMonitor
+
+CLOCK_NS = 10
+STALL_MAX = 4
+
+
+class SampleTimeout(Exception):
+    pass
+
+
+class NetworkTB:
+    """One network top (its ports named ``<prefix><port>``) with its stimulus (``spikes``), golden reference and
+    scoreboard. ``p`` is one unit's parameter dict from :func:`bsnn_hw.sim.network.build_units`."""
+
+    def __init__(self, dut, p: dict, clk):
+        self.p = p
+        self.clk = clk
+        prefix = p["prefix"]
+        self.name = p.get("name", prefix)
+        self.log = logging.getLogger(f"cocotb.tb.{self.name}")
+        self.net = bsnn_hw.load(p["artifact"])
+        self.spikes = np.load(p["spikes"])
+        self.ref = expected(self.net, self.spikes)
+        self.width = int(p["input_width"])
+        self.layouts = p["layouts"]
+        self.trace = bool(p["trace"])
+        seed = int(p.get("seed", 0))
+        self.rng = random.Random(seed)
+        self.rst = getattr(dut, f"{prefix}rst")
+        self.rst.value = 0
+        self.driver = StreamDriver(dut, f"{prefix}i_spikes", clk, p.get("stall_in", 0.0), STALL_MAX, seed)
+        self.results = StreamMonitor(dut, f"{prefix}o_result", clk, p.get("stall_out", 0.0), STALL_MAX, seed + 1)
+        self.tracer = (StreamMonitor(dut, f"{prefix}o_trace", clk, p.get("stall_out", 0.0), STALL_MAX, seed + 2)
+                       if self.trace else None)
+        self.cycles_expected = int(p.get("cycles_expected") or 0)
+        stall = max(p.get("stall_in", 0.0), p.get("stall_out", 0.0))
+        beats = self.net.timesteps * (1 + len(self.net.layers)) + self.net.n_out
+        # Generous: the expected cycles, plus every beat stalled the maximum, plus slack.
+        self.timeout_cycles = 4 * self.cycles_expected + int(stall > 0) * 4 * STALL_MAX * (
+            beats + self.spikes.shape[2]) * self.net.timesteps + 2000
+
+    async def reset(self, cycles: int = 2) -> None:
+        """Synchronous active-high reset for ``cycles`` clocks; the monitors restart with empty queues."""
+        self.driver.idle()
+        self.rst.value = 1
+        await ClockCycles(self.clk, cycles)
+        self.rst.value = 0
+        self.results.clear()
+        if self.tracer:
+            self.tracer.clear()
+        self.results.start()
+        if self.tracer:
+            self.tracer.start()
+
+    async def _collect(self) -> dict:
+        net = self.net
+        lay_r = self.layouts["o_result"]
+        beats = []
+        for _ in range(net.n_out):
+            value, t = await self.results.recv()
+            beats.append((decode(value, lay_r), t))
+        framing = []
+        counts = [None] * net.n_out
+        membrane = [None] * net.n_out
+        for k, (f, _t) in enumerate(beats):
+            if f["index"] != k:
+                framing.append(f"o_result beat {k} has index {f['index']}")
+            if f["last"] != (k == net.n_out - 1):
+                framing.append(f"o_result beat {k} has last = {f['last']}")
+            if f["cls"] != beats[0][0]["cls"]:
+                framing.append(f"o_result beat {k} has cls {f['cls']}, beat 0 had {beats[0][0]['cls']}")
+            if 0 <= f["index"] < net.n_out:
+                counts[f["index"]] = f["count"]
+                membrane[f["index"]] = f["membrane"]
+        counts = [c if c is not None else -1 for c in counts]
+        membrane = [v if v is not None else -(1 << 40) for v in membrane]
+        hw = dict(counts=counts, membrane=membrane, cls=beats[0][0]["cls"], framing=framing,
+                  t_last=beats[-1][1])
+        if self.tracer:
+            lay_t = self.layouts["o_trace"]
+            trace = [[None] * net.timesteps for _ in net.layers]
+            k = 0
+            while not self.tracer.queue.empty():
+                value, _ = self.tracer.queue.get_nowait()
+                f = decode(value, lay_t)
+                t_exp, l_exp = divmod(k, len(net.layers))
+                if (f["layer"], f["step"]) != (l_exp, t_exp):
+                    framing.append(f"o_trace beat {k} carries layer {f['layer']} step {f['step']}, expected "
+                                   f"layer {l_exp} step {t_exp}")
+                if f["layer"] < len(net.layers) and f["step"] < net.timesteps:
+                    trace[f["layer"]][f["step"]] = f["spikes"]
+                k += 1
+            if k != net.timesteps * len(net.layers):
+                framing.append(f"{k} o_trace beats before the last o_result beat, expected "
+                               f"{net.timesteps * len(net.layers)}")
+            hw["trace"] = trace
+        return hw
+
+    async def run_sample(self, b: int) -> dict:
+        """Stream sample ``b`` in and its results out; returns the hardware's values (see network.compare) plus
+        ``cycles`` (first accepted input beat to last result beat)."""
+        beats = input_beats(self.spikes[b], self.width)
+        self.driver.mark()
+        send = cocotb.start_soon(self.driver.send(beats))
+        try:
+            hw = await with_timeout(self._collect(), self.timeout_cycles * CLOCK_NS, "ns")
+        except Exception as e:   # cocotb's SimTimeoutError
+            send.cancel()
+            raise SampleTimeout(f"sample {b}: no complete result within {self.timeout_cycles} cycles "
+                                f"({self.results.queue.qsize()} result beats queued, {self.driver.beats_sent} "
+                                f"input beats taken): {type(e).__name__}") from None
+        if not send.done():
+            hw["framing"].append(f"all results came before the input was consumed")
+            send.cancel()
+        period = _period_steps()
+        # Inclusive count of the clock edges from the one accepting the first input beat to the one moving the last
+        # result beat (docs/hardware.md; the HDL's own testbench counts the same way).
+        hw["cycles"] = int(round((hw.pop("t_last") - self.driver.first_accept_time) / period)) + 1
+        return hw
+
+    async def reset_mid_inference(self, b: int) -> int:
+        """Start sample ``b``, reset after a random number of cycles into it, and drop whatever came out."""
+        beats = input_beats(self.spikes[b], self.width)
+        send = cocotb.start_soon(self.driver.send(beats))
+        cut = self.rng.randint(1, max(2, self.cycles_expected))
+        await ClockCycles(self.clk, cut)
+        send.cancel()
+        await self.reset(self.rng.randint(1, 3))
+        return cut
+
+    async def run_all(self) -> dict:
+        """Every sample through the scoreboard. Returns {samples, mismatches, checked, cycles, wall_s, sim_cycles}."""
+        t0 = time.perf_counter()
+        c0 = get_sim_time("step")
+        samples, mismatches = [], []
+        cut = None
+        if self.p.get("reset_mid"):
+            cut = await self.reset_mid_inference(0)
+            self.log.info("reset %d cycles into sample 0", cut)
+        for b in range(self.spikes.shape[0]):
+            try:
+                hw = await self.run_sample(b)
+            except SampleTimeout as e:
+                self.log.error("%s", e)
+                mismatches.append(dict(sample=b, what="timeout", layer=None, neuron=None, step=None,
+                                       expected="results", actual=str(e)))
+                await self.reset()
+                continue
+            bad = compare(self.net, self.ref, b, hw)
+            for m in bad[:20]:
+                self.log.error("%s: %s", self.name, describe(m))
+            if len(bad) > 20:
+                self.log.error("%s: ... %d more mismatches in sample %d", self.name, len(bad) - 20, b)
+            mismatches.extend(bad)
+            samples.append(hw)
+        if self.cycles_expected and samples:
+            self.log.info("%s: cycles per inference measured %s, expected %d", self.name,
+                          sorted({s["cycles"] for s in samples}), self.cycles_expected)
+        return dict(name=self.name, samples=samples, mismatches=mismatches, checked=len(samples),
+                    reset_cut=cut, wall_s=time.perf_counter() - t0,
+                    sim_cycles=int((get_sim_time("step") - c0) / _period_steps()))
+
+
+def _period_steps() -> int:
+    from cocotb.utils import get_sim_steps
+    return get_sim_steps(CLOCK_NS, "ns")

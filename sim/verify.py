@@ -1,0 +1,200 @@
+"""`bsnn-hw verify`: run the generated full-network RTL on real (or random) inputs and compare it bit for bit with the
+golden model.
+
+:func:`verify` generates the network top with ``trace=True`` (so every layer's output spikes at every step come back
+on ``o_trace``), streams the encoded samples through it on Icarus or Verilator with the cocotb bench of
+``bsnn_hw.sim.network``, and compares per sample: every layer's spikes at every step, the last layer's counts and
+membranes, and the class. The report (a JSON-able dict) gives per-sample agreement with per-layer spike counts, the
+first mismatch (sample, layer, neuron, step), hardware accuracy next to the golden model's and the float (PyTorch)
+accuracy recorded by the trainer, spikes per layer hardware against software, cycles per inference (measured and the
+manifest's), and the simulation speed.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bsnn_hw import golden
+from bsnn_hw.network import Network
+
+from . import network as netbench
+
+
+def float_accuracy(net: Network) -> tuple[float | None, str]:
+    """The float (PyTorch) accuracy the trainer recorded in the artifact's metadata, and where it came from."""
+    metrics = (net.metadata or {}).get("metrics") or {}
+    if isinstance(metrics, dict) and isinstance(metrics.get("float_accuracy"), (int, float)):
+        n = metrics.get("test_samples")
+        where = f"artifact metadata (trainer's float model on {n} test samples)" if n else "artifact metadata"
+        return float(metrics["float_accuracy"]), where
+    return None, "not recorded in the artifact (a model not made by `bsnn-hw train`)"
+
+
+def load_inputs(net: Network, data: str | None, samples: int, seed: int = 0, offset: int = 0):
+    """(x uint8 (N, n_in) or None, spikes bool (N, T, n_in), labels or None, description)."""
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, not {samples}")
+    if data is None:
+        rng = np.random.default_rng(seed)
+        if net.encoding == "direct":
+            spikes = rng.random((samples, net.timesteps, net.n_in)) < 0.5
+            return None, spikes, None, f"{samples} random spike trains (seed {seed})"
+        x = rng.integers(0, 256, (samples, net.n_in), dtype=np.uint8)
+        return x, net.encode(x), None, f"{samples} random uint8 inputs (seed {seed})"
+    if net.encoding == "direct":
+        raise ValueError("the model's encoding is 'direct' (spike trains supplied by the caller); a data set of "
+                         "intensities cannot be encoded for it: run verify without --data")
+    from bsnn_hw.data import load_dataset
+    cfg = (net.metadata or {}).get("config") or {}
+    split_seed = cfg.get("split_seed", 0) if isinstance(cfg, dict) else 0
+    x, y = load_dataset(data, "test", seed=int(split_seed or 0))
+    if x.shape[1] != net.n_in:
+        raise ValueError(f"data set {data!r} has {x.shape[1]} features per sample but the model has {net.n_in} "
+                         f"inputs")
+    if offset < 0 or offset >= len(x):
+        raise ValueError(f"--offset must be in 0..{len(x) - 1}, not {offset}")
+    x, y = x[offset:offset + samples], y[offset:offset + samples]
+    return x, net.encode(x), y, f"{len(x)} test samples of {data} (from index {offset})"
+
+
+def _popcount(v: int) -> int:
+    return bin(int(v)).count("1")
+
+
+def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator", config=None, waves: bool = False,
+           stalls: bool = False, seed: int = 0, cache_dir=None, run_dir=None) -> dict:
+    """Run the RTL on ``spikes`` (bool (N, T, n_in)) and compare with the golden model; returns the report dict."""
+    from bsnn_hw.hdl import HwConfig
+    cfg = config if config is not None else HwConfig.default(net)
+    cfg.validate(net)
+    spikes = np.asarray(spikes, dtype=bool)
+    ref = golden.simulate(net, spikes, record=True)
+    unit = netbench.Unit(net, spikes, cfg, trace=True, stall_in=0.3 if stalls else 0.0,
+                         stall_out=0.3 if stalls else 0.0, seed=seed, name="model")
+    t0 = time.perf_counter()
+    run = None
+    try:
+        run, units = netbench.run_network([unit], sim, waves=waves, cache_dir=cache_dir, run_dir=run_dir)
+        failure = None
+    except Exception as e:
+        from .runner import SimFailure
+        if not isinstance(e, SimFailure):
+            raise
+        failure = e
+        units = _results_after_failure(e)
+        if units is None:
+            raise
+    wall = time.perf_counter() - t0
+    hw = units[0]
+    n = spikes.shape[0]
+    n_layers = len(net.layers)
+    per_sample, first = [], None
+    all_mism = []
+    hw_layer_spikes = np.zeros((n, n_layers), dtype=np.int64)
+    for b, s in enumerate(hw["samples"]):
+        mism = netbench.compare(net, ref, b, s)
+        all_mism.extend(mism)
+        if mism and first is None:
+            first = mism[0]
+        for li in range(n_layers):
+            hw_layer_spikes[b, li] = sum(_popcount(v) for v in s["trace"][li] if v is not None)
+        per_sample.append(dict(
+            sample=b, agree=not mism, mismatches=len(mism),
+            label=None if labels is None else int(labels[b]),
+            hw_class=int(s["cls"]), golden_class=int(ref.prediction[b]),
+            hw_spikes=[int(v) for v in hw_layer_spikes[b]],
+            golden_spikes=[int(ref.counts[li][b].sum()) for li in range(n_layers)],
+            cycles=int(s["cycles"])))
+    checked = len(hw["samples"])
+    if checked < n:       # a sample that timed out never came back
+        all_mism.extend(m for m in hw["mismatches"] if m.get("what") == "timeout")
+        if first is None and all_mism:
+            first = all_mism[0]
+    sw_layer_spikes = np.stack([ref.counts[li].sum(axis=1) for li in range(n_layers)], axis=1)[:checked]
+    hw_pred = np.array([s["hw_class"] for s in per_sample], dtype=np.int64)
+    acc = {}
+    if labels is not None and checked:
+        y = np.asarray(labels)[:checked]
+        acc["hardware"] = float((hw_pred == y).mean())
+        acc["golden"] = float((ref.prediction[:checked] == y).mean())
+    fa, fa_src = float_accuracy(net)
+    acc["float"] = fa
+    acc["float_source"] = fa_src
+    cycles = sorted({s["cycles"] for s in per_sample})
+    sim_cycles = int(run.results.get("sim_cycles", 0)) if run is not None else 0
+    sim_wall = float(run.results.get("wall_s", 0.0)) if run is not None else 0.0
+    expected_cycles = None
+    from bsnn_hw.hdl import cycles_per_inference
+    expected_cycles = int(cycles_per_inference(net, cfg, trace=True))
+    report = dict(
+        simulator=sim, samples=n, checked=checked,
+        agree=sum(1 for s in per_sample if s["agree"]), mismatching_samples=sum(1 for s in per_sample
+                                                                                 if not s["agree"]),
+        mismatches=len(all_mism), first_mismatch=first,
+        first_mismatch_text=None if first is None else netbench.describe(first),
+        accuracy=acc,
+        spikes_per_layer=dict(hardware=[float(v) for v in hw_layer_spikes[:checked].mean(axis=0)] if checked else [],
+                              golden=[float(v) for v in sw_layer_spikes.mean(axis=0)] if checked else [],
+                              layers=[f"layer {i} ({layer.n_out})" for i, layer in enumerate(net.layers)]),
+        cycles_per_inference=dict(measured=cycles[0] if len(cycles) == 1 else cycles,
+                                  manifest=expected_cycles,
+                                  note="with --stalls the measured figure includes the stalls" if stalls else
+                                  "always-valid source, always-ready sinks; o_trace enabled"),
+        speed=dict(sim_cycles=sim_cycles, sim_seconds=round(sim_wall, 3),
+                   cycles_per_second=round(sim_cycles / sim_wall) if sim_wall > 0 else None,
+                   build_seconds=round(run.build_seconds, 2) if run is not None else None,
+                   built=run.built if run is not None else None, total_seconds=round(wall, 2)),
+        folding=[dict(parallel=lc.parallel, width=lc.width) for lc in cfg.layers],
+        per_sample=per_sample,
+        run_dir=str(run.run_dir) if run is not None else None,
+        waves=str(run.waves) if run is not None and run.waves is not None else None,
+        failure=None if failure is None else str(failure).splitlines()[0],
+    )
+    return report
+
+
+def _results_after_failure(e) -> list | None:
+    """The per-unit results the bench wrote before failing (it writes them whether or not it fails)."""
+    import json
+    import re
+    from pathlib import Path
+    m = re.search(r"--- log tail \((.*?)/sim\.log\) ---", str(e))
+    if not m:
+        return None
+    path = Path(m.group(1)) / "results.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("units")
+
+
+def plot(report: dict, path) -> None:
+    """Hardware against software spike counts per layer (mean per sample), and per sample for every layer."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bsnn_hw.io import atomic_write
+    sp = report["spikes_per_layer"]
+    layers = sp["layers"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.arange(len(layers))
+    axes[0].bar(x - 0.2, sp["golden"], 0.4, label="software (golden model)")
+    axes[0].bar(x + 0.2, sp["hardware"], 0.4, label=f"hardware ({report['simulator']})")
+    axes[0].set_xticks(x, layers)
+    axes[0].set_ylabel("spikes per sample (mean over T steps, all neurons)")
+    axes[0].set_title("spikes per layer")
+    axes[0].legend()
+    for li, name in enumerate(layers):
+        g = [s["golden_spikes"][li] for s in report["per_sample"]]
+        h = [s["hw_spikes"][li] for s in report["per_sample"]]
+        axes[1].scatter(g, h, s=12, label=name, alpha=0.7)
+    lim = max([1] + [max(s["golden_spikes"] + s["hw_spikes"]) for s in report["per_sample"]])
+    axes[1].plot([0, lim], [0, lim], "k--", lw=0.8, label="equal")
+    axes[1].set_xlabel("software spikes (per sample, per layer)")
+    axes[1].set_ylabel("hardware spikes")
+    axes[1].set_title(f"{report['agree']}/{report['samples']} samples bit-exact")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)

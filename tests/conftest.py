@@ -1,0 +1,57 @@
+"""Shared pytest options and fixtures for the simulation benches.
+
+--sim icarus|verilator|both   which simulators the cocotb benches run on (default both; a missing one is skipped
+                              with the reason)
+--waves                       write an FST wave file for every cocotb bench run (path printed in the test output)
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("bsnn-hw simulation")
+    group.addoption("--sim", action="store", default="both", choices=("icarus", "verilator", "both"),
+                    help="simulator(s) for the cocotb benches (default: both)")
+    group.addoption("--waves", action="store_true", default=False, help="write FST waves for every cocotb bench run")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests run only when asked for (`-m slow`, as `make test-slow` does): the default suite stays lean."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow regression: run with `pytest -m slow` (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_generate_tests(metafunc):
+    if "sim" in metafunc.fixturenames:
+        choice = metafunc.config.getoption("--sim")
+        sims = ["icarus", "verilator"] if choice == "both" else [choice]
+        metafunc.parametrize("sim", sims, indirect=True)
+
+
+@pytest.fixture
+def sim(request):
+    from bsnn_hw.sim.runner import simulator_missing
+    name = request.param
+    reason = simulator_missing(name)
+    if reason:
+        pytest.skip(f"{name}: {reason}")
+    return name
+
+
+@pytest.fixture(scope="session")
+def sim_cache():
+    """Build cache of the cocotb benches: $BSNN_HW_SIM_CACHE or .bsnn-cache/sim in the repository (git-ignored),
+    kept between runs so a rerun does not rebuild; per xdist worker inside (see bsnn_hw.sim.runner)."""
+    path = os.environ.get("BSNN_HW_SIM_CACHE") or Path(__file__).resolve().parent.parent / ".bsnn-cache" / "sim"
+    return Path(path)
+
+
+@pytest.fixture
+def waves(request):
+    return request.config.getoption("--waves")
