@@ -42,6 +42,9 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)        # mkdtemp makes 0700 directories; outputs are ordinary directories
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
