@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__, contract
 from .artifact import ArtifactError
+from .io import json_default
 
 LAZY_COMMANDS = {
     "train": ("bsnn_hw.train.cli", "train", "Train a binarized SNN and export a .bsnn artifact."),
@@ -110,19 +111,11 @@ def load_model(path):
 def emit_json(obj, compact: bool = False) -> None:
     """Print ``obj`` as JSON (numpy values converted); ``compact``: one line, for large outputs."""
     if compact:
-        click.echo(json.dumps(obj, separators=(",", ":"), default=_json_default))
+        click.echo(json.dumps(obj, separators=(",", ":"), default=json_default))
     else:
-        click.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
+        click.echo(json.dumps(obj, indent=2, sort_keys=False, default=json_default))
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
 # --- inspect -------------------------------------------------------------------------------------------------------

@@ -28,9 +28,24 @@ def atomic_write(path, mode: str = "w"):
         raise
 
 
+def json_default(o):
+    """``json.dumps(default=...)`` hook for what our reports hold besides plain Python: NumPy scalars and arrays,
+    paths."""
+    import numpy as np
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
 def write_json(path, obj) -> None:
     with atomic_write(path) as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+        json.dump(obj, f, indent=2, sort_keys=True, default=json_default)
         f.write("\n")
 
 

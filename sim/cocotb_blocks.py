@@ -172,6 +172,28 @@ def _neuron_model(layer: Layer, fires: bool):
     return state, step
 
 
+async def _check_readout(u: Unit, where: str, n_out: int, P: int, G: int, M: int, cb: int, keep: bool,
+                         membrane, count) -> None:
+    """Read every group's state through the readout port (data one cycle after the address) and check each
+    neuron's membrane (and spike count when the core keeps counts) against the expected values."""
+    rd_addr, rd_en, rd_mem, rd_cnt = u.port("i_rd_addr"), u.port("i_rd_en"), u.port("o_rd_membrane"), \
+        u.port("o_rd_count")
+    for g in range(G):
+        rd_addr.value, rd_en.value = g, 1
+        await RisingEdge(u.clk)
+        rd_en.value = 0
+        await ReadOnly()
+        mems = _lanes(_u(rd_mem), P, M, True)
+        cnts = _lanes(_u(rd_cnt), P, cb, False)
+        for p in range(P):
+            j = g * P + p
+            if j < n_out:
+                u.check(f"{where} readout neuron {j}: membrane", int(membrane[j]), mems[p])
+                if keep:
+                    u.check(f"{where} readout neuron {j}: count", int(count[j]), cnts[p])
+        await RisingEdge(u.clk)
+
+
 async def run_neuron(u: Unit):
     layer = _layer(u.p)
     P, G, T = u.p["parallel"], u.p["groups"], u.p["timesteps"]
@@ -181,8 +203,7 @@ async def run_neuron(u: Unit):
     iv, ig, ifirst, isum = u.port("i_valid"), u.port("i_group"), u.port("i_first"), u.port("i_sum")
     ov, og, osp, omem, ocnt = (u.port("o_valid"), u.port("o_group"), u.port("o_spikes"), u.port("o_membrane"),
                                u.port("o_count"))
-    rd_addr, rd_en, rd_mem, rd_cnt = u.port("i_rd_addr"), u.port("i_rd_en"), u.port("o_rd_membrane"), \
-        u.port("o_rd_count")
+    rd_en = u.port("i_rd_en")
     iv.value = 0
     rd_en.value = 0
     await u.reset()
@@ -229,21 +250,7 @@ async def run_neuron(u: Unit):
                     u.check(f"{where}: membrane", v, mems[p])
                     if keep:
                         u.check(f"{where}: count", c, cnts[p])
-        # Readout port: state of every group after the last step, one cycle after the address.
-        for g in range(G):
-            rd_addr.value, rd_en.value = g, 1
-            await RisingEdge(u.clk)
-            rd_en.value = 0
-            await ReadOnly()
-            mems = _lanes(_u(rd_mem), P, M, True)
-            cnts = _lanes(_u(rd_cnt), P, cb, False)
-            for p in range(P):
-                j = g * P + p
-                if j < layer.n_out:
-                    u.check(f"sample {sample} readout neuron {j}: membrane", state["v"][j], mems[p])
-                    if keep:
-                        u.check(f"sample {sample} readout neuron {j}: count", state["count"][j], cnts[p])
-            await RisingEdge(u.clk)
+        await _check_readout(u, f"sample {sample}", layer.n_out, P, G, M, cb, keep, state["v"], state["count"])
 
 
 async def run_engine(u: Unit):
@@ -255,13 +262,11 @@ async def run_engine(u: Unit):
     start, first, done = u.port("i_start"), u.port("i_first"), u.port("o_done")
     in_addr, in_en, in_data = u.port("o_in_addr"), u.port("o_in_en"), u.port("i_in_data")
     ospk = u.port("o_spikes")
-    rd_addr, rd_en, rd_mem, rd_cnt = u.port("i_rd_addr"), u.port("i_rd_en"), u.port("o_rd_membrane"), \
-        u.port("o_rd_count")
+    rd_en = u.port("i_rd_en")
     start.value = 0
     rd_en.value = 0
     in_data.value = 0
     await u.reset()
-    th = layer.threshold if layer.threshold is not None else None
     net = Network([layer], T, "count" if fires else "membrane", "direct")
     rng = np.random.default_rng(u.p["seed"])
     spikes = rng.random((u.p["samples"], T, layer.n_in)) < rng.uniform(0.2, 0.9)
@@ -298,20 +303,7 @@ async def run_engine(u: Unit):
             for j in range(layer.n_out):
                 u.check(f"sample {b} step {t} neuron {j}: spike", int(want[j]), (got >> j) & 1)
             await RisingEdge(u.clk)
-        for g in range(G):
-            rd_addr.value, rd_en.value = g, 1
-            await RisingEdge(u.clk)
-            rd_en.value = 0
-            await ReadOnly()
-            mems = _lanes(_u(rd_mem), P, M, True)
-            cnts = _lanes(_u(rd_cnt), P, cb, False)
-            for p in range(P):
-                j = g * P + p
-                if j < layer.n_out:
-                    u.check(f"sample {b} readout neuron {j}: membrane", int(ref.membrane[0][b, j]), mems[p])
-                    if keep:
-                        u.check(f"sample {b} readout neuron {j}: count", int(ref.counts[0][b, j]), cnts[p])
-            await RisingEdge(u.clk)
+        await _check_readout(u, f"sample {b}", layer.n_out, P, G, M, cb, keep, ref.membrane[0][b], ref.counts[0][b])
     server.cancel()
 
 

@@ -36,7 +36,7 @@ def random_network_config(rng: np.random.Generator, max_in: int = 40, max_hidden
     readout = str(rng.choice(contract.READOUTS))
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        m = int(rng.choice([2, 3, 4, 5, 6, 8, 10, 12, 16]))
+        m = int(rng.choice([2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32]))
         hi = (1 << (m - 1)) - 1
         leak = None if rng.random() < 0.35 else int(rng.integers(1, m))
         density = rng.uniform(0.1, 0.9)

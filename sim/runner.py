@@ -39,6 +39,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from bsnn_hw.io import json_default
+
 SIMULATORS = ("icarus", "verilator")
 TIMESCALE = ("1ns", "1ps")
 CACHE_ENV = "BSNN_HW_SIM_CACHE"
@@ -290,7 +292,7 @@ def run_cocotb(verilog: str, toplevel: str, module: str, sim: str, params: dict 
     log = run_dir / "sim.log"
     for f in (results_file, results_xml):
         f.unlink(missing_ok=True)
-    params_file.write_text(json.dumps(params or {}, default=_json_default))
+    params_file.write_text(json.dumps(params or {}, default=json_default))
     env = {PARAMS_ENV: str(params_file), RESULTS_ENV: str(results_file)}
     # The runner copies sys.path into PYTHONPATH; keep the simulator's Python quiet about bytecode in the cache.
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -334,19 +336,6 @@ def run_cocotb(verilog: str, toplevel: str, module: str, sim: str, params: dict 
                   wave_file if wave_file is not None and wave_file.exists() else None)
 
 
-def _json_default(o):
-    import numpy as np
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-
 # --- inside the simulator (the cocotb side) ---------------------------------------------------------------------
 
 def load_params() -> dict:
@@ -366,7 +355,7 @@ def write_results(obj: dict) -> None:
     old = json.loads(p.read_text()) if p.exists() else {}
     old.update(obj)
     tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(old, default=_json_default))
+    tmp.write_text(json.dumps(old, default=json_default))
     os.replace(tmp, p)
 
 

@@ -133,7 +133,7 @@ class NetworkTB:
                                 f"({self.results.queue.qsize()} result beats queued, {self.driver.beats_sent} "
                                 f"input beats taken): {type(e).__name__}") from None
         if not send.done():
-            hw["framing"].append(f"all results came before the input was consumed")
+            hw["framing"].append("all results came before the input was consumed")
             send.cancel()
         period = _period_steps()
         # Inclusive count of the clock edges from the one accepting the first input beat to the one moving the last

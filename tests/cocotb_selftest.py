@@ -4,7 +4,7 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from bsnn_hw.sim.runner import load_params, write_results
 from bsnn_hw.sim.stream import StreamDriver, StreamMonitor, field

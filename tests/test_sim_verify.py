@@ -2,7 +2,6 @@
 mismatch (Icarus, small models: the full-size runs are bench/verify_speed.py)."""
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
