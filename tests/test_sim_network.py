@@ -11,7 +11,7 @@ import pytest
 from bsnn_hw.sim import configs, runner
 from bsnn_hw.sim.network import Unit, run_network
 
-RANDOM_DEFAULT = 20
+RANDOM_DEFAULT = 100
 RANDOM_SLOW = 50
 SLOW_BATCHES = 3
 SEEDS = {"icarus": 1000, "verilator": 2000}
