@@ -23,7 +23,7 @@ TARGETS = {
     "digits": (dict(dataset="digits"), 0.96, 120.0, None),
     "fmnist256": (dict(dataset="fashion-mnist", hidden=[256], timesteps=32, epochs=20, batch_size=128, lr=3e-3),
                   0.885, None, 60.0),
-    "fmnist512": (dict(dataset="fashion-mnist", hidden=[512], timesteps=32, epochs=25, batch_size=128, lr=3e-3),
+    "fmnist512": (dict(dataset="fashion-mnist", hidden=[512], timesteps=32, epochs=25, batch_size=128, lr=5e-4),
                   0.885, None, 60.0),
     "fmnist128": (dict(dataset="fashion-mnist", hidden=[128], timesteps=32, epochs=20, batch_size=128, lr=3e-3),
                   None, None, 60.0),

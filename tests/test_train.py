@@ -11,6 +11,7 @@ from bsnn_hw import encode, golden
 from bsnn_hw.cli import main
 from bsnn_hw.train import (BSNN, LIF, BinaryLinear, RateEncoder, TrainConfig, binary_matmul, fit, integer_simulate,
                            latency, to_network)
+from bsnn_hw.train.trainer import Augment, image_shape
 
 TINY = dict(dataset="digits", hidden=[32], timesteps=4, epochs=2, batch_size=128, threads=1)
 
@@ -141,6 +142,47 @@ def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def _augment_reference(img, k):
+    """Every image Augment may produce from one (H, W) image: shifts dy, dx in -k..k, zero fill, with/without mirror."""
+    h, w = img.shape
+    out = []
+    for src in (img, img[:, ::-1]):
+        for dy in range(-k, k + 1):
+            for dx in range(-k, k + 1):
+                o = np.zeros_like(src)
+                for r in range(h):
+                    for c in range(w):
+                        if 0 <= r - dy < h and 0 <= c - dx < w:
+                            o[r, c] = src[r - dy, c - dx]
+                out.append(o)
+    return out
+
+
+def test_augment_against_reference():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(1, 256, (64, 36), dtype=np.uint8))
+    aug = Augment(36, 2, True, "cpu")
+    y = aug(x, torch.Generator().manual_seed(5))
+    assert y.dtype == torch.uint8 and y.shape == x.shape
+    assert torch.equal(y, aug(x, torch.Generator().manual_seed(5)))          # reproducible from the seed
+    seen = set()
+    for xi, yi in zip(x.numpy().reshape(-1, 6, 6), y.numpy().reshape(-1, 6, 6)):
+        matches = [i for i, cand in enumerate(_augment_reference(xi, 2)) if np.array_equal(cand, yi)]
+        assert matches, "augmented image is no shift/mirror of its source"
+        seen.add(matches[0])
+    assert len(seen) > 20                                                     # draws vary across the batch
+    with pytest.raises(ValueError, match="square images"):
+        Augment(35, 1, False, "cpu")
+    assert image_shape(3 * 32 * 32) == (3, 32, 32) and image_shape(784) == (1, 28, 28)
+
+
+def test_augmented_training_is_reproducible():
+    cfg = {**TINY, "augment_shift": 1, "label_smoothing": 0.1}
+    a, b = fit(TrainConfig(**cfg), progress=False), fit(TrainConfig(**cfg), progress=False)
+    plain = fit(TrainConfig(**TINY), progress=False)
+    assert a.network == b.network and a.network != plain.network
+
+
 def test_same_seed_same_model():
     a = fit(TrainConfig(**TINY), progress=False)
     b = fit(TrainConfig(**TINY), progress=False)
@@ -215,6 +257,9 @@ def test_cli_config_file(tmp_path):
     (["-M", "30"], "membrane_bits must be in 2..24"),
     (["--eval-seed", "0"], "eval_seed must be in 1..65535"),
     (["--config", "/nonexistent.toml"], "no such config file"),
+    (["--augment-shift", "-1"], "augment_shift must be a pixel count >= 0, not -1"),
+    (["--augment-shift", "8"], "augment_shift 8 must be smaller than the image side 8"),
+    (["--label-smoothing", "1"], "label smoothing must be in [0, 1), not 1.0"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     out = tmp_path / "m.bsnn"

@@ -20,7 +20,8 @@ _FLAG_FIELDS = {
     "reset": "reset", "membrane_bits": "membrane_bits", "fire_once": "fire_once", "readout": "readout",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "dropout": "dropout", "seed": "seed", "eval_seed": "eval_seed", "device": "device", "precision": "precision",
-    "threads": "threads", "split_seed": "split_seed", "slope": "slope",
+    "threads": "threads", "split_seed": "split_seed", "slope": "slope", "label_smoothing": "label_smoothing",
+    "augment_shift": "augment_shift", "augment_flip": "augment_flip",
 }
 
 
@@ -86,6 +87,10 @@ def _read_config(path) -> dict:
 @click.option("--weight-decay", type=float, help="[default: 0]")
 @click.option("--dropout", type=float, help="Hidden spike dropout.  [default: 0.05]")
 @click.option("--slope", type=float, help="Surrogate gradient sharpness.  [default: 5]")
+@click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing.  [default: 0]")
+@click.option("--augment-shift", type=int, help="Shift training images by up to +-k pixels.  [default: 0]")
+@click.option("--augment-flip/--no-augment-flip", default=None,
+              help="Mirror training images left-right at random (clothes yes, digits no).  [default: off]")
 @click.option("--seed", type=int, help="Training seed.  [default: 0]")
 @click.option("--eval-seed", type=int, help="The model's rate-encoder LFSR seed (1..65535).  [default: 1]")
 @click.option("--split-seed", type=int, help="digits: seed of the train/test split.  [default: 0]")

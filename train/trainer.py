@@ -59,6 +59,9 @@ class TrainConfig:
     lr: float = 5e-3                    # Adam, cosine decay to 0 over all steps
     weight_decay: float = 0.0
     dropout: float = 0.05               # hidden spikes, mask constant over the T steps
+    label_smoothing: float = 0.0        # cross-entropy label smoothing
+    augment_shift: int = 0              # training images shifted by up to +-k pixels (zero fill); 0 = off
+    augment_flip: bool = False          # training images mirrored left-right with probability 1/2 (not for digits!)
     slope: float = 5.0                  # surrogate gradient sharpness
     exact: bool = True                  # train in the contract's integer arithmetic (floor leak, integer reset)
     seed: int = 0                       # weights, sample order, training spikes, dropout
@@ -86,6 +89,10 @@ class TrainConfig:
              f"batch size must be at least 1, not {self.batch_size!r}")
         need(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, not {self.lr!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), not {self.dropout!r}")
+        need(0.0 <= self.label_smoothing < 1.0, f"label smoothing must be in [0, 1), not {self.label_smoothing!r}")
+        need(isinstance(self.augment_shift, int) and self.augment_shift >= 0,
+             f"augment_shift must be a pixel count >= 0, not {self.augment_shift!r}")
+        need(isinstance(self.augment_flip, bool), f"augment_flip must be true or false, not {self.augment_flip!r}")
         need(self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay!r}")
         need(self.slope > 0, f"slope must be positive, not {self.slope!r}")
         need(self.threshold_init > 0, f"threshold_init must be positive, not {self.threshold_init!r}")
@@ -144,6 +151,49 @@ def build_model(cfg: TrainConfig, n_in: int, n_classes: int, precision: str) -> 
                 output_leak_shift=cfg.output_leak_shift, reset=cfg.reset, membrane_bits=cfg.membrane_bits,
                 fire_once=cfg.fire_once, readout=cfg.readout, scale=cfg.scale, dropout=cfg.dropout,
                 exact=cfg.exact, precision=precision, slope=cfg.slope, threshold_init=cfg.threshold_init)
+
+
+def image_shape(n_features: int) -> tuple[int, int, int]:
+    """(channels, height, width) of flattened square images: n = s*s (grey) or 3*s*s (CIFAR's channel-major RGB)."""
+    for c in (1, 3):
+        s = math.isqrt(n_features // c)
+        if c * s * s == n_features:
+            return c, s, s
+    raise ValueError(f"image augmentation needs square images (n = s*s or 3*s*s features), not {n_features} features")
+
+
+class Augment:
+    """Random translation (up to +-``shift`` pixels, zero fill) and left-right mirroring of flattened uint8 images.
+
+    Draws come from ``torch.Generator`` seeded per epoch, so runs (and resumed runs) are reproducible; it runs on the
+    model's device. Applied to the 8-bit intensities before the contract's encoder: the network still only ever sees
+    the encoder's spikes."""
+
+    def __init__(self, n_features: int, shift: int, flip: bool, device):
+        self.shape = image_shape(n_features)
+        if shift >= self.shape[1]:
+            raise ValueError(f"augment_shift {shift} must be smaller than the image side {self.shape[1]}")
+        self.shift, self.flip, self.device = shift, flip, device
+        c, h, w = self.shape
+        self.rows = torch.arange(h, device=device)
+        self.cols = torch.arange(w, device=device)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b = x.shape[0]
+        c, h, w = self.shape
+        k = self.shift
+        dy = torch.randint(-k, k + 1, (b,), generator=generator).to(self.device)
+        dx = torch.randint(-k, k + 1, (b,), generator=generator).to(self.device)
+        mirror = (torch.rand(b, generator=generator) < 0.5).to(self.device) if self.flip else None
+        img = torch.nn.functional.pad(x.view(b, c, h, w), (k, k, k, k))
+        r = self.rows[None, :] + k - dy[:, None]                     # (B, H): source row of each output row
+        cols = self.cols[None, :].expand(b, w)
+        if mirror is not None:
+            cols = torch.where(mirror[:, None], self.cols.flip(0)[None, :], cols)
+        cc = cols + k - dx[:, None]                                  # (B, W)
+        bi = torch.arange(b, device=self.device)[:, None, None]
+        out = img.permute(0, 2, 3, 1)[bi, r[:, :, None], cc[:, None, :]]   # (B, H, W, C)
+        return out.permute(0, 3, 1, 2).reshape(b, c * h * w).contiguous()
 
 
 class Encoder:
@@ -246,6 +296,8 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, xtr.shape[1], n_classes, precision).to(device)
     encoder = Encoder(cfg.encoding, xtr.shape[1], cfg.timesteps, device)
+    augment = (Augment(xtr.shape[1], cfg.augment_shift, cfg.augment_flip, device)
+               if cfg.augment_shift or cfg.augment_flip else None)
     steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -276,15 +328,19 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
             order = torch.randperm(len(ytr), generator=g)
             seeds = training_seeds(len(ytr), cfg.seed, epoch)
             drop_gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 2))
+            aug_gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 3))
             task = bar.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
             loss_sum, correct, seen = 0.0, 0, 0
             for b in range(steps_per_epoch):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 idx_d = idx.to(device)
-                spikes = encoder(xtr_t[idx_d], seeds[idx].to(device))
+                images = xtr_t[idx_d]
+                if augment is not None:
+                    images = augment(images, aug_gen)
+                spikes = encoder(images, seeds[idx].to(device))
                 target = ytr_t[idx_d]
                 logits = model(spikes, generator=drop_gen)
-                loss = F.cross_entropy(logits, target)
+                loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
