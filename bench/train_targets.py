@@ -25,7 +25,7 @@ TARGETS = {
                   0.885, None, 60.0),
     "fmnist512": (dict(dataset="fashion-mnist", hidden=[512], timesteps=32, epochs=25, batch_size=128, lr=5e-4),
                   0.885, None, 60.0),
-    "fmnist128": (dict(dataset="fashion-mnist", hidden=[128], timesteps=32, epochs=20, batch_size=128, lr=3e-3),
+    "fmnist128": (dict(dataset="fashion-mnist", hidden=[128], timesteps=32, epochs=20, batch_size=128, lr=5e-4),
                   None, None, 60.0),
 }
 
