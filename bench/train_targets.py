@@ -4,8 +4,9 @@
     .venv/bin/python bench/train_targets.py --only digits        # one target
     .venv/bin/python bench/train_targets.py --only fmnist256 --epochs 1   # time one Fashion-MNIST epoch
 
-Targets: digits 64-128-10 >= 96% in <= 120 s; Fashion-MNIST 784-256-10 (all binary, T <= 32) >= 88.5% with one epoch
-<= 60 s; Fashion-MNIST 784-128-10 (reported). Threads default to 2 (the reference machine). The reported accuracy is
+Targets: digits 64-128-10 >= 96% in <= 120 s; Fashion-MNIST 784-256-10 or 784-512-10 (all binary, T <= 32) >= 88.5%
+with one epoch <= 60 s (the issue asks for either size; each is checked against it here); Fashion-MNIST 784-128-10
+(reported, epoch <= 60 s). Threads default to 2 (the reference machine). The reported accuracy is
 the exported integer network's (hardware-exact); models are written to out/bench_<name>.bsnn.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bsnn_hw.train import TrainConfig, fit
 TARGETS = {
     # name: (settings, accuracy target or None, total-time target in s or None, epoch-time target in s or None)
     "digits": (dict(dataset="digits"), 0.96, 120.0, None),
-    "fmnist256": (dict(dataset="fashion-mnist", hidden=[256], timesteps=32, epochs=20, batch_size=128, lr=3e-3),
+    "fmnist256": (dict(dataset="fashion-mnist", hidden=[256], timesteps=32, epochs=25, batch_size=128, lr=5e-4),
                   0.885, None, 60.0),
     "fmnist512": (dict(dataset="fashion-mnist", hidden=[512], timesteps=32, epochs=25, batch_size=128, lr=5e-4),
                   0.885, None, 60.0),
