@@ -184,16 +184,16 @@ class Augment:
         k = self.shift
         dy = torch.randint(-k, k + 1, (b,), generator=generator).to(self.device)
         dx = torch.randint(-k, k + 1, (b,), generator=generator).to(self.device)
-        mirror = (torch.rand(b, generator=generator) < 0.5).to(self.device) if self.flip else None
-        img = torch.nn.functional.pad(x.view(b, c, h, w), (k, k, k, k))
-        r = self.rows[None, :] + k - dy[:, None]                     # (B, H): source row of each output row
-        cols = self.cols[None, :].expand(b, w)
-        if mirror is not None:
+        cols = self.cols[None, :]                                    # source column of each output column
+        if self.flip:
+            mirror = (torch.rand(b, generator=generator) < 0.5).to(self.device)
             cols = torch.where(mirror[:, None], self.cols.flip(0)[None, :], cols)
+        img = torch.nn.functional.pad(x.view(b, c, h, w), (k, k, k, k))
+        r = self.rows[None, :] + k - dy[:, None]                     # (B, H), in padded coordinates
         cc = cols + k - dx[:, None]                                  # (B, W)
         bi = torch.arange(b, device=self.device)[:, None, None]
         out = img.permute(0, 2, 3, 1)[bi, r[:, :, None], cc[:, None, :]]   # (B, H, W, C)
-        return out.permute(0, 3, 1, 2).reshape(b, c * h * w).contiguous()
+        return out.permute(0, 3, 1, 2).reshape(b, c * h * w)
 
 
 class Encoder:
