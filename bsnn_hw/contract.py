@@ -47,28 +47,32 @@ def unpack_bits(packed: np.ndarray, n: int) -> np.ndarray:
 
 
 def pack_words(bits: np.ndarray, width: int) -> list[int]:
-    """Pack a 1-D bool vector into ``width``-bit integers, LSB first, zero padded: index i is bit i % width of
-    word i // width."""
+    """Pack a 1-D bool vector into ``width``-bit Python integers, LSB first, zero padded: index i is bit i % width of
+    word i // width. Any width works: each word is built from its little-endian bytes, never by shifting a NumPy
+    integer (``1 << np.int64(64)`` is 0, which once put wrong weight ROMs in RTL with W > 64)."""
     bits = np.asarray(bits, dtype=bool).ravel()
-    if width < 1:
-        raise ValueError(f"word width must be at least 1, not {width!r}")
+    if not isinstance(width, (int, np.integer)) or isinstance(width, (bool, np.bool_)) or width < 1:
+        raise ValueError(f"word width must be an int of at least 1, not {width!r}")
+    width = int(width)
     nwords = -(-bits.size // width)
-    padded = np.zeros(nwords * width, dtype=bool)
-    padded[: bits.size] = bits
-    words = []
-    for w in range(nwords):
-        chunk = padded[w * width:(w + 1) * width]
-        words.append(int(sum(1 << i for i in np.flatnonzero(chunk))))
-    return words
+    padded = np.zeros((nwords, width), dtype=bool)
+    padded.ravel()[: bits.size] = bits
+    packed = np.packbits(padded, axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
 def unpack_words(words, width: int, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_words`."""
-    out = np.zeros(len(words) * width, dtype=bool)
+    """Inverse of :func:`pack_words` (words are Python ints or anything ``int()`` takes)."""
+    width = int(width)
+    nbytes = -(-width // 8)
+    out = np.zeros((len(words), width), dtype=bool)
     for w, value in enumerate(words):
-        for i in range(width):
-            out[w * width + i] = (int(value) >> i) & 1
-    return out[:n]
+        value = int(value)
+        if value < 0 or value >> width:
+            raise ValueError(f"word {w} = {value} does not fit in {width} unsigned bits")
+        row = np.frombuffer(value.to_bytes(nbytes, "little"), dtype=np.uint8)
+        out[w] = np.unpackbits(row, count=width, bitorder="little").astype(bool)
+    return out.ravel()[:n]
 
 
 # --- membrane arithmetic -------------------------------------------------------------------------------------------

@@ -28,11 +28,39 @@ class Design:
 
 def to_verilog(component: wiring.Component, name: str) -> str:
     """Convert any block (a ``wiring.Component``) alone to Verilog; ports come from its signature, plus ``clk`` and
-    ``rst`` of the sync domain."""
+    ``rst`` of the sync domain. The text is :func:`portable_verilog`: it simulates as written on Icarus (any
+    ``-g`` generation) and Verilator (no lint flags needed)."""
     if not isinstance(component, wiring.Component):
         raise TypeError(f"component must be an amaranth wiring.Component, not {type(component).__name__}")
     check_name(name)
-    return verilog.convert(component, name=name, emit_src=False)
+    return portable_verilog(verilog.convert(component, name=name, emit_src=False))
+
+
+# Yosys' Verilog backend makes every `always @*` block read a dummy register declared `reg \$auto$...$N = 0;` so that
+# the block runs once at time 0. Under `iverilog -g2012` (SystemVerilog semantics) a declaration initializer raises no
+# event, so those blocks - and outputs such as i_spikes__ready that they drive from registers holding their reset
+# value - stay X until an input changes. An `initial #0` assignment gives the register a real event after every
+# process has started. Verilator evaluates all combinational logic at time 0 by itself and wants --timing for a
+# delay, and synthesis has no use for it, so both skip it.
+_YOSYS_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*) *= *0;", re.M)
+_TIME0_FIX = ("{indent}reg {name} = 0;\n"
+              "`ifndef SYNTHESIS\n`ifndef VERILATOR\n"
+              "{indent}initial #0 {name} = 1;  // bsnn-hw: time-0 evaluation of always @* under iverilog -g2012\n"
+              "`endif\n`endif")
+# Verilator warnings that Amaranth's output trips by design (operands of different widths in its arithmetic, case
+# statements without a default over enum-like values); the file turns them off itself so a plain `verilator --binary`
+# or `--cc` build does not stop on them.
+VERILATOR_LINT_OFF = ("WIDTHEXPAND", "WIDTHTRUNC", "CASEINCOMPLETE")
+
+
+def portable_verilog(text: str) -> str:
+    """Make Amaranth/Yosys output simulate correctly, unmodified, on Icarus and Verilator (see the comments above);
+    idempotent."""
+    if "bsnn-hw: time-0" in text:
+        return text
+    text = _YOSYS_TRIGGER.sub(lambda m: _TIME0_FIX.format(indent=m.group(1), name=m.group(2)), text)
+    header = "".join(f"/* verilator lint_off {w} */\n" for w in VERILATOR_LINT_OFF)
+    return header + text
 
 
 def check_name(name) -> str:

@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +46,7 @@ CACHE_ENV = "BSNN_HW_SIM_CACHE"
 PARAMS_ENV = "BSNN_SIM_PARAMS"
 RESULTS_ENV = "BSNN_SIM_RESULTS"
 # Bump when the way builds are made changes, so old cache entries are not reused.
-_BUILD_RECIPE = 4
+_BUILD_RECIPE = 5
 
 
 class SimFailure(AssertionError):
@@ -153,20 +152,6 @@ def build_key(verilog: str, toplevel: str, sim: str, waves: bool, quick: bool = 
     return h.hexdigest()[:24]
 
 
-# Yosys' Verilog backend makes every `always @*` block read a dummy register declared `reg \$auto$...$N = 0;`, so
-# that the blocks evaluate once at time 0. Under `iverilog -g2012` (which cocotb's runner uses) a declaration
-# initializer raises no event, so those blocks - and the outputs they drive - stay X until one of their inputs
-# changes; a combinational output of a register that holds its init value through reset stays X. Icarus only: give
-# the dummy register a real event after every process has started (`initial #0`).
-_YOSYS_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend[^ ]*) *= *0;", re.M)
-
-
-def icarus_time0_fix(verilog: str) -> str:
-    """Make Yosys' time-0 trigger of `always @*` blocks fire under Icarus (see the comment above)."""
-    return _YOSYS_TRIGGER.sub(lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n{m.group(1)}initial #0 {m.group(2)} = 1;",
-                              verilog)
-
-
 def _make_runner(sim: str):
     from cocotb_tools.runner import Verilator, get_runner
     if sim != "verilator":
@@ -190,8 +175,7 @@ def _make_runner(sim: str):
 def _build(verilog: str, toplevel: str, sim: str, waves: bool, cache_dir: Path,
            quick: bool = False) -> tuple[Path, bool, float]:
     """Build into the content-keyed cache unless already there. Returns (build_dir, built, seconds)."""
-    if sim == "icarus":
-        verilog = icarus_time0_fix(verilog)
+    # The Verilog is simulated exactly as given: bsnn_hw.hdl's output needs no patch (bsnn_hw.hdl.generate.portable_verilog).
     key = build_key(verilog, toplevel, sim, waves, quick)
     root = Path(cache_dir) / "builds"
     final = root / f"{sim}-{key}"
