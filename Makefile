@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[tools,test]"
+	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
 demo: setup

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import contract
+from .io import ensure_parent
 from .network import Layer, Network
 
 MAGIC = b"BSNN"
@@ -37,7 +38,7 @@ class ArtifactError(ValueError):
     """A model file that cannot be loaded: the message names what is wrong and what was expected."""
 
 
-def to_bytes(net: Network) -> bytes:
+def _layers_and_payload(net: Network) -> tuple[list, bytes]:
     payload = bytearray()
     layers = []
     for layer in net.layers:
@@ -55,11 +56,32 @@ def to_bytes(net: Network) -> bytes:
             "fire_once": layer.fire_once,
         })
         payload += packed
+    return layers, bytes(payload)
+
+
+def _network_header(net: Network) -> dict:
+    return {"timesteps": net.timesteps, "readout": net.readout, "encoding": net.encoding, "seed": net.seed}
+
+
+def identity(net: Network) -> str:
+    """The model's identity: SHA-256 (hex) of what the hardware computes and nothing else - the contract version,
+    the network parameters (T, readout, encoding, seed), every layer's parameters and thresholds, and the packed
+    weight bits. Metadata (training history, timings, accuracy) is outside it, so two files with the same weights and
+    parameters have the same identity however they were made. Canonical form: the UTF-8 JSON (sorted keys, no
+    spaces) of {"contract_version", "network", "layers"} as in the header, a NUL byte, then the payload."""
+    layers, payload = _layers_and_payload(net)
+    canon = {"contract_version": contract.CONTRACT_VERSION, "network": _network_header(net), "layers": layers}
+    text = json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(text + b"\0" + payload).hexdigest()
+
+
+def to_bytes(net: Network) -> bytes:
+    layers, payload = _layers_and_payload(net)
     header = {
         "format": "bsnn",
         "format_version": FORMAT_VERSION,
         "contract_version": contract.CONTRACT_VERSION,
-        "network": {"timesteps": net.timesteps, "readout": net.readout, "encoding": net.encoding, "seed": net.seed},
+        "network": _network_header(net),
         "layers": layers,
         "payload_bytes": len(payload),
         "metadata": net.metadata,
@@ -72,15 +94,19 @@ def to_bytes(net: Network) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def checksum(net: Network) -> str:
+def file_digest(net: Network) -> str:
+    """SHA-256 (hex) of the file this network saves to (the last 32 bytes of it): the file's integrity check, which
+    also covers the metadata. The model's identity is :func:`identity`."""
     return to_bytes(net)[-_DIGEST:].hex()
 
 
 def save(net: Network, path) -> None:
     """Write atomically: a temporary file beside ``path``, renamed over it once complete."""
     data = to_bytes(net)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    path = ensure_parent(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, expected a .bsnn file name")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -111,6 +137,23 @@ def load(path) -> Network:
     return from_bytes(data, str(path))
 
 
+def _diagnose(data: bytes) -> str:
+    """Why a file fails its checksum. Trailing bytes are named only when the file without them passes the checksum;
+    anything else is corruption (or truncation, when the header, read for a hint only, announces a longer file)."""
+    try:
+        (hlen,) = struct.unpack("<I", data[4:8])
+        header = json.loads(data[8:8 + hlen].decode("utf-8"))
+        expected = 8 + hlen + int(header["payload_bytes"]) + _DIGEST
+    except Exception:          # noqa: BLE001 - a hint only: any failure means "no hint"
+        expected = None
+    if expected is not None and 8 + _DIGEST <= expected < len(data) and \
+            hashlib.sha256(data[:expected - _DIGEST]).digest() == data[expected - _DIGEST:expected]:
+        return f"{len(data) - expected} unexpected trailing bytes after the checksum"
+    hint = f", its header announces {expected}" if expected is not None and expected > len(data) else ""
+    return (f"checksum mismatch: the file is corrupted or truncated ({len(data)} bytes{hint}; the SHA-256 of its "
+            f"contents does not match the one stored in its last {_DIGEST} bytes)")
+
+
 def _field(d: dict, key: str, where: str, types, what: str):
     if key not in d:
         raise ArtifactError(f"{where}: missing field {key!r} ({what})")
@@ -129,10 +172,17 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
         raise ArtifactError(f"{name}: truncated: {len(data)} bytes, shorter than the 8-byte preamble")
     if data[:4] != MAGIC:
         raise ArtifactError(f"{name}: not a .bsnn model file (magic {data[:4]!r}, expected {MAGIC!r})")
+    # Integrity before interpretation: a flipped byte anywhere is reported as corruption, never as whatever field it
+    # happened to hit.
+    if len(data) < 8 + _DIGEST:
+        raise ArtifactError(f"{name}: truncated: {len(data)} bytes, shorter than the 8-byte preamble and the "
+                            f"{_DIGEST}-byte checksum")
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ArtifactError(f"{name}: {_diagnose(data)}")
     (hlen,) = struct.unpack("<I", data[4:8])
-    if len(data) < 8 + hlen:
-        raise ArtifactError(f"{name}: truncated: header says {hlen} header bytes, file has {len(data) - 8} after "
-                            f"the preamble")
+    if len(data) < 8 + hlen + _DIGEST:
+        raise ArtifactError(f"{name}: header length {hlen} runs past the end of the {len(data)}-byte file")
     try:
         header = json.loads(data[8:8 + hlen].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -150,18 +200,10 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
         raise ArtifactError(f"{name}: numeric contract version {cv!r} is not supported (expected "
                             f"{contract.CONTRACT_VERSION})")
     plen = _field(header, "payload_bytes", name, int, "a non-negative int")
-    if plen < 0:
-        raise ArtifactError(f"{name}: field 'payload_bytes' must be a non-negative int, not {plen}")
     expected = 8 + hlen + plen + _DIGEST
-    if len(data) < expected:
-        raise ArtifactError(f"{name}: truncated: {len(data)} bytes, expected {expected} (header + {plen} payload "
-                            f"bytes + {_DIGEST}-byte checksum)")
-    if len(data) > expected:
-        raise ArtifactError(f"{name}: {len(data) - expected} unexpected trailing bytes after the checksum")
-    body, digest = data[:-_DIGEST], data[-_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
-        raise ArtifactError(f"{name}: checksum mismatch: the file is corrupted (SHA-256 of the contents does not "
-                            f"match the stored one)")
+    if plen < 0 or len(data) != expected:
+        raise ArtifactError(f"{name}: field 'payload_bytes' = {plen} does not match the file: {len(data)} bytes, "
+                            f"expected 8 + {hlen} header + payload + {_DIGEST} checksum bytes")
     payload = data[8 + hlen:8 + hlen + plen]
 
     net_h = _field(header, "network", name, dict, "an object")
@@ -202,6 +244,12 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
         if th is not None:
             if not isinstance(th, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in th):
                 raise ArtifactError(f"{where}: threshold must be a list of ints or null")
+            m = lh.get("membrane_bits")
+            hi = (1 << (m - 1)) - 1 if type(m) is int and contract.MEMBRANE_BITS_MIN <= m <= contract.MEMBRANE_BITS_MAX \
+                else (1 << (contract.MEMBRANE_BITS_MAX - 1)) - 1
+            if th and (min(th) < 1 or max(th) > hi):   # as Python ints: 2**70 must not reach NumPy (OverflowError)
+                bad = min(th) if min(th) < 1 else max(th)
+                raise ArtifactError(f"{where}: threshold must be in 1..{hi} (2^(M-1)-1 for M = {m}), not {bad}")
             th = np.array(th, dtype=np.int64)
         try:
             layers.append(Layer(weights, th, lh.get("leak_shift"), lh.get("reset"), lh.get("membrane_bits"),

@@ -28,7 +28,7 @@ LAZY_COMMANDS = {
 }
 
 # Exceptions that carry a user-facing message; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ArtifactError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError)
+USER_ERRORS = (ArtifactError, ValueError, TypeError, OSError)
 
 
 class UserError(click.ClickException):
@@ -42,6 +42,21 @@ class UserError(click.ClickException):
 class Group(click.Group):
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def format_commands(self, ctx, formatter):
+        """As click's, but the lazy commands' one-line help comes from LAZY_COMMANDS: `bsnn-hw --help` imports
+        neither torch nor Amaranth nor cocotb."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS and name not in self.commands:
+                rows.append((name, LAZY_COMMANDS[name][2]))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=200)))     # wrapped by click, never cut
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx, name):
         if name in LAZY_COMMANDS and name not in self.commands:
@@ -88,7 +103,7 @@ class Group(click.Group):
 
 def one_line(e: BaseException) -> str:
     text = str(e) or type(e).__name__
-    if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)) and e.filename:
+    if isinstance(e, OSError) and e.filename and e.strerror:
         text = f"{e.filename}: {e.strerror}"
     return one_line_text(text)
 
@@ -136,7 +151,7 @@ def describe(net) -> dict:
     return {
         "sizes": net.sizes, "timesteps": net.timesteps, "readout": net.readout, "encoding": net.encoding,
         "seed": net.seed, "layers": layers, "weight_memory_bits": net.weight_bits(),
-        "synaptic_ops_per_inference": net.synaptic_ops(), "checksum": net.checksum(),
+        "synaptic_ops_per_inference": net.synaptic_ops(), "identity": net.identity(),
         "contract_version": contract.CONTRACT_VERSION, "metadata": net.metadata,
     }
 
@@ -168,11 +183,42 @@ def inspect(model, as_json):
                       str(lay["membrane_bits"]), "yes" if lay["fire_once"] else "no",
                       f"{lay['weight_bits']:,}", f"{lay['synaptic_ops']:,}")
     console.print(table)
-    console.print(f"weight memory: {info['weight_memory_bits']:,} bits ({_kib(info['weight_memory_bits'])})"
-                  f"   synaptic operations per inference: {info['synaptic_ops_per_inference']:,}")
-    console.print(f"checksum: {info['checksum']}")
+    console.print(f"weight memory: {info['weight_memory_bits']:,} bits ({_kib(info['weight_memory_bits'])}) = the "
+                  f"sum of n_in x n_out, one bit per weight (1 = +1)")
+    console.print(f"synaptic operations per inference: {info['synaptic_ops_per_inference']:,} (T x weight bits)")
+    console.print("[dim]`bsnn-hw generate` reports memory_bits, which is larger: the weight ROMs hold these bits padded "
+                  "to whole W-bit words per group of P neurons, beside threshold ROMs and membrane/count RAMs.[/]")
+    console.print(f"identity: {info['identity']}  (SHA-256 of contract version, parameters, thresholds and weights; "
+                  f"not of the metadata)")
     if net.metadata:
-        console.print(f"metadata: {json.dumps(net.metadata, sort_keys=True)[:400]}")
+        console.print(metadata_table(net.metadata))
+
+
+def metadata_table(meta: dict):
+    """The artifact's metadata as a two-column table; long values wrap at spaces, never cut; per-sample data (the
+    float model's predictions) is summarized by size."""
+    from rich.table import Table
+    table = Table(title="metadata", show_header=False, box=None, padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+
+    def add(prefix, value):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                add(f"{prefix}.{k}" if prefix else str(k), v)
+            return
+        if isinstance(value, str) and len(value) > 200 and " " not in value:
+            text = f"<{len(value):,} characters of encoded data>"
+        elif isinstance(value, float):
+            text = f"{value:.6g}"
+        elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+            text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
+        else:
+            text = json.dumps(value) if not isinstance(value, str) else value
+        table.add_row(prefix, text)
+
+    add("", meta)
+    return table
 
 
 def _kib(bits: int) -> str:
@@ -205,9 +251,13 @@ def parse_sizes(text: str) -> list[int]:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights.")
 def random(sizes, out, timesteps, leak_shift, reset, membrane_bits, fire_once, readout, encoding, threshold, seed):
     """Write a random, untrained model (to try the hardware flow without training)."""
+    from .io import check_memory
     from .network import random_network
     leak = None if leak_shift.lower() in ("none", "") else _int_option("--leak-shift", leak_shift)
-    net = random_network(parse_sizes(sizes), timesteps=timesteps, leak_shift=leak, reset=reset,
+    dims = parse_sizes(sizes)
+    # the weights are drawn as float64 then kept as bool, and the artifact holds them packed: about 10 bytes each
+    check_memory(10 * sum(a * b for a, b in zip(dims[:-1], dims[1:])), f"a random {sizes} network")
+    net = random_network(dims, timesteps=timesteps, leak_shift=leak, reset=reset,
                          membrane_bits=membrane_bits, fire_once=fire_once, readout=readout, encoding=encoding,
                          threshold=threshold, seed=seed)
     net.save(out)
@@ -255,6 +305,9 @@ def load_inputs(path, net):
                             f"not {x.shape}")
         spikes = x
     elif x.dtype == np.uint8:
+        if x.ndim == 2 and x.shape[0] and x.shape[1] == net.n_in:
+            from . import golden
+            golden.check_memory_for(net, x.shape[0])
         if net.encoding == "direct":
             raise UserError(f"{path}: the model's encoding is 'direct', so inputs must be bool spike trains "
                             f"(batch, {net.timesteps}, {net.n_in}), not uint8 intensities")
@@ -274,12 +327,15 @@ def load_inputs(path, net):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@click.option("--limit", type=int, default=20, show_default=True, help="Samples listed in the table.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Samples listed in the table (0: none).")
 def run(model, inputs, as_json, limit):
     """Run the golden model on stored inputs (.npy/.npz): spike counts and predictions."""
     from . import golden
     net = load_model(model)
     spikes, labels = load_inputs(inputs, net)
+    if spikes.shape[0] == 0:
+        raise UserError(f"{inputs}: holds 0 samples; expected at least one")
     res = golden.simulate(net, spikes)
     out = {
         "model": str(model), "samples": int(spikes.shape[0]),

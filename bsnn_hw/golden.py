@@ -151,6 +151,25 @@ def _run_layer(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: in
     return out, counts.astype(np.int64), v.astype(np.int64), first
 
 
+def memory_needed(net: Network, batch: int, record: bool = False) -> int:
+    """Bytes that encoding and simulating ``batch`` samples takes at its peak (an upper estimate): the spike trains
+    (1 byte per input per step), and per chunk of samples the time-major copy, the synaptic currents (8 bytes) and
+    the float32 product's operands of the widest layer; with ``record``, every layer's spikes."""
+    steps, widest = net.timesteps, max(net.sizes)
+    chunk = min(batch, max(1, _CHUNK_ELEMENTS // (steps * widest)))
+    need = batch * steps * net.n_in + chunk * steps * widest * (1 + 8 + 4 + 4)
+    if record:
+        need += batch * steps * sum(net.sizes[1:])
+    return need
+
+
+def check_memory_for(net: Network, batch: int, record: bool = False) -> None:
+    """Refuse up front (``bsnn_hw.io.MemoryLimit``, naming the bytes) a run that cannot fit in memory."""
+    from .io import check_memory
+    check_memory(memory_needed(net, batch, record), f"simulating {batch} sample(s) of a {'-'.join(map(str, net.sizes))} "
+                 f"network for T = {net.timesteps} steps")
+
+
 def simulate(net: Network, spikes, record: bool = False, method: str = "matmul") -> Result:
     """Run ``net`` on spike trains ``spikes`` (bool (batch, T, n_in)); see :class:`Result`.
 
@@ -163,6 +182,7 @@ def simulate(net: Network, spikes, record: bool = False, method: str = "matmul")
         raise ValueError(f"spikes must have shape (batch, {net.timesteps}, {net.n_in}), not {spikes.shape}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
+    check_memory_for(net, spikes.shape[0], record)
     steps = net.timesteps
     # Samples are independent: long batches run in chunks, which bounds memory and keeps the working set in cache.
     widest = max(net.sizes)
@@ -213,4 +233,6 @@ def readout(kind: str, counts: np.ndarray, membrane: np.ndarray, first_step: np.
 
 def run(net: Network, x, seed=None, record: bool = False, method: str = "matmul") -> Result:
     """Encode uint8 inputs with the network's encoding (or take spike trains for "direct") and simulate."""
+    batch = np.shape(x)[0] if np.ndim(x) >= 2 else 1
+    check_memory_for(net, batch, record)
     return simulate(net, net.encode(x, seed), record=record, method=method)

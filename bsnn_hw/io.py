@@ -66,3 +66,116 @@ def atomic_dir(path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --- output paths ----------------------------------------------------------------------------------------------------
+
+def ensure_parent(path) -> Path:
+    """Create ``path``'s missing parent directories (every command's ``-o`` does the same); refuse, naming the path
+    the user gave, when a parent exists but is not a directory."""
+    path = Path(path)
+    parent = path.parent
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(f"{path}: cannot write it: {p} is a file, not a directory")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"{path}: cannot create its directory {parent} ({e.strerror or e})") from None
+    return path
+
+
+def atomic_write_files(files: dict) -> None:
+    """Write several files as one: every file is first written beside its target; only when all are complete are
+    they renamed into place, and if a rename fails the targets already replaced get their old contents back (or are
+    removed), so an error never leaves a mix of new and old files. ``files``: {path: str or bytes}."""
+    temps, done = [], []
+    try:
+        for path, content in files.items():
+            path = ensure_parent(path)
+            if path.is_dir():
+                raise IsADirectoryError(f"{path}: is a directory, cannot write the file there")
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            temps.append((Path(tmp), path))
+            with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+                f.write(content)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)
+        for tmp, path in temps:
+            backup = None
+            if path.exists():
+                backup = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, backup)
+            done.append((path, backup))
+            os.replace(tmp, path)
+    except BaseException:
+        for path, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, path)
+                elif path.exists():
+                    path.unlink()
+        for tmp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+    for _, backup in done:
+        if backup is not None:
+            with contextlib.suppress(FileNotFoundError):
+                backup.unlink()
+
+
+# --- memory ----------------------------------------------------------------------------------------------------------
+
+class MemoryLimit(ValueError):
+    """A job refused up front because it would not fit in memory; the message gives the numbers."""
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux MemAvailable; elsewhere free physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def check_memory(need: int, what: str) -> None:
+    """Refuse ``what`` when it would need more memory than is available."""
+    have = available_memory()
+    if need > have:
+        raise MemoryLimit(f"{what} would need about {human_bytes(need)} of memory but {human_bytes(have)} is "
+                          f"available; make it smaller")
+
+
+# --- the cache -------------------------------------------------------------------------------------------------------
+
+CACHE_ENV = "BSNN_HW_CACHE"
+
+
+def cache_dir(kind: str) -> Path:
+    """Where simulator builds (``kind="sim"``) and synthesis results (``"synth"``) are cached: ``$BSNN_HW_CACHE/<kind>``,
+    else ``$XDG_CACHE_HOME/bsnn-hw/<kind>`` (default ``~/.cache/bsnn-hw/<kind>``). Never the working directory: a
+    build there would follow the user from project to project, and a space in its path breaks Verilator's make."""
+    base = os.environ.get(CACHE_ENV)
+    if base:
+        return Path(base).expanduser() / kind
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "bsnn-hw" / kind

@@ -226,10 +226,11 @@ class Network:
         from . import artifact
         artifact.save(self, path)
 
-    def checksum(self) -> str:
-        """SHA-256 (hex) of the artifact this network saves to."""
+    def identity(self) -> str:
+        """The model's identity: a SHA-256 of what the hardware computes (contract version, parameters, thresholds,
+        weights), independent of the metadata (:func:`bsnn_hw.artifact.identity`)."""
         from . import artifact
-        return artifact.checksum(self)
+        return artifact.identity(self)
 
     def __eq__(self, other):
         if not isinstance(other, Network):

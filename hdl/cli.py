@@ -7,20 +7,21 @@ from pathlib import Path
 import click
 
 from bsnn_hw.cli import UserError, load_model
-from bsnn_hw.io import atomic_write
+from bsnn_hw.io import atomic_write_files
 
 
 def parse_list(option: str, text: str | None):
     """'1,2' -> [1, 2]; None -> None."""
     if text is None:
         return None
+    items = text.replace(" ", "").split(",")
     try:
-        values = [int(s) for s in text.replace(" ", "").split(",") if s != ""]
+        if "" in items:
+            raise ValueError
+        return [int(s) for s in items]
     except ValueError:
-        raise UserError(f"{option} must be comma-separated ints, one per layer (e.g. 1,1), not {text!r}") from None
-    if not values:
-        raise UserError(f"{option} must list one int per layer (e.g. 1,1), not {text!r}")
-    return values
+        raise UserError(f"{option} must be comma-separated ints, one per layer, none empty (e.g. 1,1), "
+                        f"not {text!r}") from None
 
 
 @click.command("generate")
@@ -42,12 +43,11 @@ def generate(model, out, parallel, width, trace, name):
     config.validate(net)
     design = gen(net, config, trace=trace, name=name)
     out = Path(out)
-    # both files are complete in memory before either is written; each lands atomically
-    with atomic_write(out / f"{name}.v") as f:
-        f.write(design.verilog)
-    with atomic_write(out / f"{name}.json") as f:
-        json.dump(design.manifest, f, indent=2)
-        f.write("\n")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; -o/--out takes a directory")
+    # the pair lands together or not at all: no .v without its manifest, no manifest of another design
+    atomic_write_files({out / f"{name}.v": design.verilog,
+                        out / f"{name}.json": json.dumps(design.manifest, indent=2) + "\n"})
     man = design.manifest
     click.echo(f"wrote {out / (name + '.v')} and {out / (name + '.json')}: "
                f"{'-'.join(map(str, net.sizes))}, T={net.timesteps}, "

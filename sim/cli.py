@@ -6,15 +6,6 @@ import click
 from bsnn_hw.cli import UserError, emit_json, load_model
 
 
-def _int_list(name: str, text: str | None):
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise UserError(f"{name} must be comma-separated ints, one per layer (e.g. 1,1), not {text!r}") from None
-
-
 @click.command("verify")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", default=None, metavar="digits|fashion-mnist|PATH",
@@ -39,18 +30,27 @@ def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, wave
     Exits with status 1 if any sample disagrees (the report names the first mismatch: sample, layer, neuron,
     step)."""
     from bsnn_hw.hdl import HwConfig
+    from bsnn_hw.hdl.cli import parse_list
     from bsnn_hw.sim import runner, verify as vmod
     net = load_model(model)
     missing = runner.simulator_missing(sim)
     if missing:
         raise UserError(f"--sim {sim}: {missing}")
-    cfg = HwConfig.from_lists(net, _int_list("--parallel", parallel), _int_list("--width", width))
+    try:
+        runner.check_cache_path(runner.default_cache_dir(), sim)
+    except runner.SimulatorMissing as e:
+        raise UserError(str(e)) from None
+    cfg = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width))
     cfg.validate(net)
     x, spikes, labels, what = vmod.load_inputs(net, data, samples, seed, offset)
     if not as_json:
         click.echo(f"verify {model}: {'-'.join(map(str, net.sizes))}, T={net.timesteps}, readout={net.readout}, "
                    f"encoding={net.encoding}; {what}; {sim}" + (" with stalls" if stalls else ""), err=True)
-    report = vmod.verify(net, spikes, labels, sim=sim, config=cfg, waves=waves, stalls=stalls, seed=seed)
+    try:
+        report = vmod.verify(net, spikes, labels, sim=sim, config=cfg, waves=waves, stalls=stalls, seed=seed,
+                             data=data, offset=offset, progress=None if as_json else _progress)
+    except runner.SimulatorMissing as e:
+        raise UserError(str(e)) from None
     report["model"] = str(model)
     report["inputs"] = what
     if plot_path:
@@ -62,6 +62,10 @@ def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, wave
         _print(report, net, limit)
     if report["mismatches"] or report["checked"] < report["samples"]:
         ctx.exit(1)
+
+
+def _progress(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def _pct(v):
@@ -98,8 +102,7 @@ def _print(r: dict, net, limit: int) -> None:
         console.print(f"accuracy on {r['checked']} samples: hardware {_pct(acc['hardware'])}, golden model "
                       f"{_pct(acc['golden'])}; float (PyTorch) {_pct(acc['float'])} {escape('[' + acc['float_source'] + ']')}")
     else:
-        console.print(f"no labels (random inputs); float accuracy {_pct(acc['float'])} "
-                      f"{escape('[' + acc['float_source'] + ']')}")
+        console.print("no labels (random inputs): no accuracy")
     c = r["cycles_per_inference"]
     console.print(f"cycles per inference: measured {c['measured']}, manifest formula {c['manifest']} ({c['note']})")
     sp = r["speed"]

@@ -30,6 +30,7 @@ def _hw_config(net: Network, rng: np.random.Generator):
 
 def random_network_config(rng: np.random.Generator, max_in: int = 40, max_hidden: int = 12,
                           max_layers: int = 3, max_t: int = 6) -> Network:
+    """A small random network (the quick profile): every parameter random, sizes and T kept small."""
     n_layers = int(rng.integers(1, max_layers + 1))
     sizes = [int(rng.integers(1, max_in + 1))] + [int(rng.integers(1, max_hidden + 1)) for _ in range(n_layers)]
     timesteps = int(rng.integers(1, max_t + 1))
@@ -44,21 +45,27 @@ def random_network_config(rng: np.random.Generator, max_in: int = 40, max_hidden
         if i == n_layers - 1 and readout == "membrane":
             th = None if rng.random() < 0.5 else rng.integers(1, hi + 1, n_out)
         else:
-            kind = rng.random()
-            top = max(1, min(hi, int(np.sqrt(n_in) * 1.5) + 1))
-            th = rng.integers(1, top + 1, n_out)
-            if kind < 0.15:
-                th[:] = hi                        # the largest threshold M can hold
-            elif kind < 0.3:
-                th[:] = 1
-            elif kind < 0.4:
-                th = np.full(n_out, int(rng.integers(1, top + 1)))     # uniform: the constant-threshold path
+            th = _thresholds(rng, n_in, n_out, hi, rng.random())
         layers.append(Layer(weights, th, leak, str(rng.choice(contract.RESET_MODES)), m, bool(rng.random() < 0.3)))
     return Network(layers, timesteps, readout, "direct", metadata={"origin": "sim.configs.random"})
 
 
+def _thresholds(rng, n_in: int, n_out: int, hi: int, kind: float) -> np.ndarray:
+    """Per-neuron thresholds: the maximum 2^(M-1)-1 (kind < 0.15), 1 (< 0.3), one value for all (< 0.4), else random
+    around sqrt(n_in) so that some neurons fire."""
+    top = max(1, min(hi, int(np.sqrt(n_in) * 1.5) + 1))
+    th = rng.integers(1, top + 1, n_out)
+    if kind < 0.15:
+        th[:] = hi
+    elif kind < 0.3:
+        th[:] = 1
+    elif kind < 0.4:
+        th = np.full(n_out, int(rng.integers(1, top + 1)))
+    return th
+
+
 def random_units(seed: int, count: int, samples: int = 2, **limits) -> list[Unit]:
-    """``count`` random units from one seed (reproducible: the same seed gives the same units)."""
+    """``count`` random units of the quick profile from one seed (reproducible: the same seed gives the same units)."""
     rng = np.random.default_rng(seed)
     units = []
     for k in range(count):
@@ -75,12 +82,215 @@ def random_units(seed: int, count: int, samples: int = 2, **limits) -> list[Unit
     return units
 
 
+# --- the whole legal space, corners on purpose -------------------------------------------------------------------------
+# A random generator is only as good as the corners it reaches (a W > 64 ROM bug once lived because random networks
+# never had more than 24 inputs). random_full_units draws every parameter over its whole legal range, each extreme
+# with a fixed probability, and unit k is made to hit corner CORNERS[k mod len(CORNERS)] (the rest of it random), so
+# any count >= len(CORNERS) reaches every corner; coverage() tallies what the units really hit (read from the units,
+# not from the schedule), and the tests assert the tally and print it.
+
+FULL_LIMITS = dict(max_in=320, max_hidden=40, max_layers=4, max_t=160, max_cycles=24_000)
+WIDE_WORD = 64          # words wider than a 64-bit machine integer: the corner that once shipped a wrong ROM
+
+
+def _corner_table():
+    """name -> predicate(unit). The order is the schedule of random_full_units."""
+    def layers(u):
+        return list(zip(u.net.layers, u.config.layers, range(len(u.net.layers))))
+
+    def fires(u, i):
+        return u.net.layer_fires(i)
+
+    c = {}
+    for n in range(1, 5):
+        c[f"layers={n}"] = (lambda n: lambda u: len(u.net.layers) == n)(n)
+    c.update({
+        "n_in=1": lambda u: u.net.n_in == 1,
+        "n_in>=300": lambda u: u.net.n_in >= 300,
+        "W=1": lambda u: any(lc.width == 1 for _, lc, _ in layers(u)),
+        "W>64": lambda u: any(lc.width > WIDE_WORD for _, lc, _ in layers(u)),
+        "W=n_in>64": lambda u: any(lc.width == l.n_in > WIDE_WORD for l, lc, _ in layers(u)),
+        "W=n_in": lambda u: any(lc.width == l.n_in > 1 for l, lc, _ in layers(u)),
+        "P=1<n_out": lambda u: any(lc.parallel == 1 < l.n_out for l, lc, _ in layers(u)),
+        "P=n_out>1": lambda u: any(lc.parallel == l.n_out > 1 for l, lc, _ in layers(u)),
+        "P∤n_out": lambda u: any(l.n_out % lc.parallel for l, lc, _ in layers(u)),
+        "width-1 layer": lambda u: any(l.n_out == 1 for l in u.net.layers),
+        "M=2": lambda u: any(l.membrane_bits == 2 for l in u.net.layers),
+        "M=32": lambda u: any(l.membrane_bits == 32 for l in u.net.layers),
+        "theta=1": lambda u: any(fires(u, i) and l.threshold.min() == 1 for l, _, i in layers(u)),
+        "theta=2^(M-1)-1 (M>2)": lambda u: any(fires(u, i) and l.membrane_bits > 2 and
+                                               l.threshold.max() == (1 << (l.membrane_bits - 1)) - 1
+                                               for l, _, i in layers(u)),
+        "leak none": lambda u: any(l.leak_shift is None for l in u.net.layers),
+        "leak 1 (M>2)": lambda u: any(l.leak_shift == 1 and l.membrane_bits > 2 for l in u.net.layers),
+        "leak M-1 (M>2)": lambda u: any(l.leak_shift == l.membrane_bits - 1 > 1 for l in u.net.layers),
+        "T=1": lambda u: u.net.timesteps == 1,
+        "T>=128": lambda u: u.net.timesteps >= 128,
+    })
+    for r in contract.READOUTS:
+        c[f"readout {r}"] = (lambda r: lambda u: u.net.readout == r)(r)
+    for e in contract.ENCODINGS:
+        c[f"encoding {e}"] = (lambda e: lambda u: u.net.encoding == e)(e)
+    for r in contract.RESET_MODES:
+        c[f"reset {r}"] = (lambda r: lambda u: any(l.reset == r for l in u.net.layers))(r)
+    c.update({
+        "fire-once": lambda u: any(l.fire_once for l in u.net.layers),
+        "trace on": lambda u: u.trace,
+        "trace off": lambda u: not u.trace,
+        "stalls": lambda u: u.stall_in > 0 or u.stall_out > 0,
+        "no stalls": lambda u: u.stall_in == 0 and u.stall_out == 0,
+        "reset mid-inference": lambda u: u.reset_mid,
+    })
+    return c
+
+
+CORNERS = _corner_table()
+
+
+def coverage(units) -> dict[str, int]:
+    """How many of ``units`` hit each corner of :data:`CORNERS` (0 = a corner the set misses)."""
+    return {name: sum(1 for u in units if pred(u)) for name, pred in CORNERS.items()}
+
+
+def format_coverage(tally: dict[str, int]) -> str:
+    """The tally as aligned lines, missing corners marked."""
+    width = max(map(len, tally))
+    return "\n".join(f"{name:<{width}}  {n:5d}{'   <-- MISSING' if n == 0 else ''}" for name, n in tally.items())
+
+
+def _pick(rng, lo: int, hi: int, p_edge: float = 0.2) -> int:
+    """An int in lo..hi: lo or hi each with probability p_edge, else uniform."""
+    r = rng.random()
+    if r < p_edge or lo == hi:
+        return lo
+    if r < 2 * p_edge:
+        return hi
+    return int(rng.integers(lo, hi + 1))
+
+
+def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, max_t: int, samples: int) -> Unit:
+    """One unit over the whole legal space, biased toward corner ``want`` (a key of CORNERS)."""
+    from bsnn_hw.hdl import HwConfig, LayerConfig
+    n_layers = _pick(rng, 1, max_layers)
+    if want.startswith("layers="):
+        n_layers = int(want.split("=")[1])
+    n_in = _pick(rng, 1, max_in)
+    if want == "n_in=1":
+        n_in = 1
+    elif want in ("n_in>=300", "W>64", "W=n_in>64"):
+        n_in = int(rng.integers(max(WIDE_WORD + 1, min(300, max_in)), max_in + 1))
+    sizes = [n_in] + [_pick(rng, 1, max_hidden, 0.15) for _ in range(n_layers)]
+    if want == "width-1 layer":
+        sizes[int(rng.integers(1, n_layers + 1))] = 1
+    if want in ("P=1<n_out", "P=n_out>1", "P∤n_out"):
+        sizes[1] = max(sizes[1], 3)
+    timesteps = _pick(rng, 1, max_t, 0.15)
+    if want == "T=1":
+        timesteps = 1
+    elif want == "T>=128":
+        timesteps = int(rng.integers(128, max(128, max_t) + 1))
+    readout = str(rng.choice(contract.READOUTS))
+    encoding = str(rng.choice(contract.ENCODINGS))
+    for key, value in (("readout", readout), ("encoding", encoding)):
+        if want.startswith(key + " "):
+            readout, encoding = (want[len(key) + 1:], encoding) if key == "readout" else (readout, want[9:])
+    layers, folds = [], []
+    for i, (li, lo) in enumerate(zip(sizes[:-1], sizes[1:])):
+        m = _pick(rng, 2, 32)
+        if want in ("M=2", "M=32") and i == 0:
+            m = int(want[2:])
+        if want in ("theta=2^(M-1)-1 (M>2)", "leak 1 (M>2)", "leak M-1 (M>2)") and m == 2:
+            m = int(rng.integers(3, 33))
+        hi = (1 << (m - 1)) - 1
+        leak_kind = rng.random()
+        leak = None if leak_kind < 0.3 else 1 if leak_kind < 0.45 else m - 1 if leak_kind < 0.6 else \
+            int(rng.integers(1, m))
+        if i == 0 and want in ("leak none", "leak 1 (M>2)", "leak M-1 (M>2)"):
+            leak = {"leak none": None, "leak 1 (M>2)": 1, "leak M-1 (M>2)": m - 1}[want]
+        weights = rng.random((lo, li)) < rng.uniform(0.05, 0.95)
+        last_membrane = i == n_layers - 1 and readout == "membrane"
+        kind = rng.random()
+        if i == 0 and want == "theta=1":
+            kind = 0.2
+        elif i == 0 and want == "theta=2^(M-1)-1 (M>2)":
+            kind = 0.1
+        th = (None if rng.random() < 0.5 else rng.integers(1, hi + 1, lo)) if last_membrane else \
+            _thresholds(rng, li, lo, hi, kind)
+        reset = str(rng.choice(contract.RESET_MODES))
+        if i == 0 and want in ("reset subtract", "reset zero"):
+            reset = want[6:]
+        fire_once = bool(rng.random() < 0.25) or (i == 0 and want == "fire-once")
+        layers.append(Layer(weights, th, leak, reset, m, fire_once))
+        p = _pick(rng, 1, lo)
+        w = _pick(rng, 1, li)
+        if rng.random() < 0.2 and li > WIDE_WORD:
+            w = int(rng.integers(WIDE_WORD + 1, li + 1))
+        if i == 0:
+            if want == "W=1":
+                w = 1
+            elif want == "W>64":
+                w = int(rng.integers(WIDE_WORD + 1, li + 1))
+            elif want in ("W=n_in", "W=n_in>64"):
+                w = li
+            elif want == "P=1<n_out":
+                p = 1
+            elif want == "P=n_out>1":
+                p = lo
+            elif want == "P∤n_out":
+                p = int(rng.choice([q for q in range(2, lo) if lo % q])) if lo > 2 else p
+        folds.append(LayerConfig(p, w))
+    net = Network(layers, timesteps, readout, encoding, seed=int(rng.integers(1, contract.LFSR_PERIOD + 1)),
+                  metadata={"origin": "sim.configs.full"})
+    if encoding == "direct":
+        spikes = rng.random((samples, timesteps, n_in)) < rng.uniform(0.02, 0.98)
+    else:
+        x = rng.integers(0, 256, (samples, n_in), dtype=np.uint8)
+        x[rng.random(x.shape) < rng.uniform(0, 0.5)] = 0               # silent pixels, as real images have
+        spikes = net.encode(x)
+    stalls = rng.random() < 0.5
+    if want in ("stalls", "no stalls"):
+        stalls = want == "stalls"
+    trace = bool(rng.random() < 0.7)
+    if want in ("trace on", "trace off"):
+        trace = want == "trace on"
+    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds)), trace=trace,
+                stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
+                stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
+                seed=int(rng.integers(1 << 30)), reset_mid=bool(rng.random() < 0.25) or want == "reset mid-inference")
+
+
+def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FULL_LIMITS["max_in"],
+                      max_hidden: int = FULL_LIMITS["max_hidden"], max_layers: int = FULL_LIMITS["max_layers"],
+                      max_t: int = FULL_LIMITS["max_t"], max_cycles: int = FULL_LIMITS["max_cycles"]) -> list[Unit]:
+    """``count`` units over the whole legal space (see CORNERS): n_in 1..max_in, hidden 1..max_hidden, 1..max_layers
+    layers, T 1..max_t, M 2..32, thresholds 1 and 2^(M-1)-1, leak none/1/M-1, P 1..n_out, W 1..n_in (W > 64 and
+    W = n_in on purpose), every readout, encoding, reset, fire-once, trace, stalls and mid-inference reset. Unit k
+    aims at corner k mod len(CORNERS); a draw whose simulated cycles (samples x the cycle formula) exceed
+    ``max_cycles`` is redrawn, so the suite's time stays bounded while the corners are still reached."""
+    from bsnn_hw.hdl import cycles_per_inference
+    rng = np.random.default_rng(seed)
+    names = list(CORNERS)
+    units = []
+    for k in range(count):
+        want = names[k % len(names)]
+        for _ in range(500):
+            u = _draw_full(rng, want, max_in, max_hidden, max_layers, max_t, samples)
+            cost = samples * cycles_per_inference(u.net, u.config, u.trace)
+            if cost <= max_cycles and CORNERS[want](u):
+                break
+        else:
+            raise RuntimeError(f"no unit within {max_cycles} cycles reached corner {want!r} in 500 draws")
+        u.name = f"f{seed}-{k}"
+        units.append(u)
+    return units
+
+
 def describe_unit(u: Unit) -> str:
     net = u.net
     cfg = ",".join(f"P{lc.parallel}W{lc.width}" for lc in u.config.layers) if u.config else "default"
     lay = ";".join(f"M{l.membrane_bits} k{l.leak_shift} {l.reset[0]}{' fo' if l.fire_once else ''}"
                    for l in net.layers)
-    return (f"{u.name}: {'-'.join(map(str, net.sizes))} T={net.timesteps} {net.readout} [{cfg}] [{lay}] "
+    return (f"{u.name}: {'-'.join(map(str, net.sizes))} T={net.timesteps} {net.readout} {net.encoding} [{cfg}] [{lay}] "
             f"trace={u.trace} stalls={u.stall_in:.2f}/{u.stall_out:.2f} reset_mid={u.reset_mid}")
 
 
@@ -187,3 +397,26 @@ def directed_units() -> list[Unit]:
     add("P-1-W-1", net, sp, lambda r: True, config=HwConfig((LayerConfig(1, 1), LayerConfig(1, 1))),
         stall_in=0.3, stall_out=0.5, seed=6, reset_mid=True)
     return units
+
+
+def main(argv=None) -> int:
+    """Print the corner tally of the random generators: ``python -m bsnn_hw.sim.configs [--seed S] [--count N]``."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m bsnn_hw.sim.configs", description=main.__doc__)
+    ap.add_argument("--seed", type=int, default=1000, help="seed of the full-range generator (the suite uses 1000 "
+                    "on Icarus, 2000 on Verilator)")
+    ap.add_argument("--count", type=int, default=len(CORNERS), help="units to draw")
+    ap.add_argument("--samples", type=int, default=2)
+    args = ap.parse_args(argv)
+    units = random_full_units(args.seed, args.count, args.samples)
+    print(f"{args.count} full-range units (seed {args.seed}), corners hit:")
+    print(format_coverage(coverage(units)))
+    sizes = [u.net.n_in for u in units]
+    widths = [lc.width for u in units for lc in u.config.layers]
+    print(f"n_in {min(sizes)}..{max(sizes)}, W {min(widths)}..{max(widths)}, "
+          f"T {min(u.net.timesteps for u in units)}..{max(u.net.timesteps for u in units)}")
+    return 0 if all(coverage(units).values()) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -169,7 +169,7 @@ def generate_cached(net: Network, cfg, trace: bool, name: str, cache_dir=None) -
     from bsnn_hw.hdl import generate
     from bsnn_hw.io import atomic_write
     from . import runner
-    key = hashlib.sha256("|".join([net.checksum(), json.dumps(_config_dict(cfg)), str(trace), name,
+    key = hashlib.sha256("|".join([net.identity(), json.dumps(_config_dict(cfg)), str(trace), name,
                                    _hdl_fingerprint()]).encode()).hexdigest()[:32]
     root = Path(cache_dir) if cache_dir is not None else runner.default_cache_dir()
     path = root / "verilog" / f"{key}.json"
@@ -211,7 +211,7 @@ def build_units(units: list[Unit], workdir: Path, cache_dir=None) -> tuple[str, 
 
 
 def run_network(units: list[Unit], sim: str, *, waves: bool = False, cache_dir=None, run_dir=None,
-                quick_build: bool = False):
+                quick_build: bool = False, progress=None):
     """Build every unit into one bench and run it; returns (SimRun, [per-unit results dict]).
 
     Each unit's results: ``samples``: list of {counts, membrane, cls, trace (per layer, per step, int bitmask),
@@ -224,7 +224,8 @@ def run_network(units: list[Unit], sim: str, *, waves: bool = False, cache_dir=N
     run_dir.mkdir(parents=True, exist_ok=True)
     verilog, params = build_units(units, run_dir, cache)
     run = runner.run_cocotb(verilog, WRAPPER, "bsnn_hw.sim.cocotb_network", sim, {"units": params},
-                            waves=waves, cache_dir=cache, run_dir=run_dir, quick_build=quick_build)
+                            waves=waves, cache_dir=cache, run_dir=run_dir, quick_build=quick_build,
+                            progress=progress)
     return run, run.results.get("units", [])
 
 

@@ -10,8 +10,9 @@ runner does not:
   Every build is made in a private temporary directory (so two pytest-xdist workers never build into the same
   directory) and renamed into place once complete, so an interrupted build is never reused; if two workers build the
   same design at once, the first rename wins and the other build is discarded. Runs get their own directories under
-  ``<cache>/<worker>/runs``. The cache is ``$BSNN_HW_SIM_CACHE``, else ``.bsnn-cache/sim`` under the current
-  directory.
+  ``<cache>/<worker>/runs``. The cache is ``bsnn_hw.io.cache_dir("sim")``: ``$BSNN_HW_CACHE/sim``, else
+  ``~/.cache/bsnn-hw/sim`` (the same variable and root as synthesis). Temporary build directories left by a killed
+  process are removed by the next build.
 - **Parameters in, results out through files.** ``params`` is written to ``params.json`` in a fresh run directory
   and the bench finds it through ``$BSNN_SIM_PARAMS``; the bench writes what it measured to ``$BSNN_SIM_RESULTS``
   (``results.json``), which comes back as ``SimRun.results``.
@@ -42,7 +43,6 @@ from bsnn_hw.io import json_default
 
 SIMULATORS = ("icarus", "verilator")
 TIMESCALE = ("1ns", "1ps")
-CACHE_ENV = "BSNN_HW_SIM_CACHE"
 PARAMS_ENV = "BSNN_SIM_PARAMS"
 RESULTS_ENV = "BSNN_SIM_RESULTS"
 # Bump when the way builds are made changes, so old cache entries are not reused.
@@ -121,7 +121,18 @@ def verilator_fst_ok() -> bool:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.cwd() / ".bsnn-cache" / "sim")
+    from bsnn_hw.io import cache_dir
+    return cache_dir("sim")
+
+
+def check_cache_path(cache_dir: Path, sim: str) -> None:
+    """Verilator builds and runs through make, which cannot handle a space in a path: refuse such a cache up front."""
+    if sim == "verilator" and any(c.isspace() for c in str(Path(cache_dir).resolve())):
+        raise SimulatorMissing(f"the simulation cache {cache_dir} has a space in its path, which Verilator's make "
+                               f"cannot handle; set BSNN_HW_CACHE to a directory without spaces")
+
+
+STALE_BUILD_SECONDS = 3600
 
 
 KEEP_RUNS = 40
@@ -182,6 +193,13 @@ def _build(verilog: str, toplevel: str, sim: str, waves: bool, cache_dir: Path,
     if (final / ".complete").exists():
         return final, False, 0.0
     root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in root.glob(".*-*.*"):        # temporary build directories of killed processes
+        try:
+            if old.is_dir() and now - old.stat().st_mtime > STALE_BUILD_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     tmp = Path(tempfile.mkdtemp(prefix=f".{sim}-{key}.", dir=root))
     t0 = time.perf_counter()
     try:
@@ -253,19 +271,27 @@ def failures_from_xml(path: Path) -> tuple[int, list[str]]:
 
 def run_cocotb(verilog: str, toplevel: str, module: str, sim: str, params: dict | None = None, *,
                waves: bool = False, cache_dir=None, run_dir=None, testcase=None, timeout_s: float | None = None,
-               seed: int | None = None, quick_build: bool = False) -> SimRun:
+               seed: int | None = None, quick_build: bool = False, progress=None) -> SimRun:
     """Build ``verilog`` (cached by content) and run the cocotb tests of ``module`` (a dotted module name) on it.
 
     ``params`` (JSON-able) reaches the bench as ``$BSNN_SIM_PARAMS`` (a file path; see :func:`load_params`); what the
     bench writes with :func:`write_results` comes back as ``SimRun.results``. Raises :class:`SimulatorMissing` if
     the simulator is not installed and :class:`SimFailure` (with the failing tests' text) if any test fails.
     ``quick_build``: Verilator compiles without optimization (faster builds, slower simulation: for many tiny
-    designs)."""
+    designs). ``progress``: a callable that gets one line before the build (when not cached) and before the run."""
+    say = progress or (lambda line: None)
     reason = simulator_missing(sim)
     if reason:
         raise SimulatorMissing(reason)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    check_cache_path(cache_dir, sim)
+    cached = (Path(cache_dir) / "builds" / f"{sim}-{build_key(verilog, toplevel, sim, waves, quick_build)}" /
+              ".complete").exists()
+    say(f"{sim}: build found in the cache" if cached else
+        f"{sim}: building {toplevel} ({len(verilog) // 1024:,} KiB of Verilog; cached for the next run)...")
     build_dir, built, build_s = _build(verilog, toplevel, sim, waves, cache_dir, quick_build)
+    if built:
+        say(f"{sim}: built in {build_s:.1f} s")
     if run_dir is None:
         run_dir = new_run_dir(cache_dir, f"{toplevel}-{sim}-")
     run_dir = Path(run_dir).resolve()
@@ -290,6 +316,7 @@ def run_cocotb(verilog: str, toplevel: str, module: str, sim: str, params: dict 
             wave_file = run_dir / ("waves.fst" if verilator_fst_ok() else "waves.vcd")
             test_args += ["--trace-file", str(wave_file)]
     runner = _make_runner(sim)
+    say(f"{sim}: simulating...")
     t0 = time.perf_counter()
     failure = None
     try:

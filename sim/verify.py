@@ -21,14 +21,31 @@ from bsnn_hw.network import Network
 from . import network as netbench
 
 
-def float_accuracy(net: Network) -> tuple[float | None, str]:
-    """The float (PyTorch) accuracy the trainer recorded in the artifact's metadata, and where it came from."""
+def float_predictions(net: Network, data: str | None) -> np.ndarray | None:
+    """The trainer's float (PyTorch) class for every test sample of ``data``, from the artifact's metadata, or None
+    when the artifact has none for that data set."""
+    import base64
     metrics = (net.metadata or {}).get("metrics") or {}
-    if isinstance(metrics, dict) and isinstance(metrics.get("float_accuracy"), (int, float)):
-        n = metrics.get("test_samples")
-        where = f"artifact metadata (trainer's float model on {n} test samples)" if n else "artifact metadata"
-        return float(metrics["float_accuracy"]), where
-    return None, "not recorded in the artifact (a model not made by `bsnn-hw train`)"
+    enc = metrics.get("float_predictions") if isinstance(metrics, dict) else None
+    if data is None or not isinstance(enc, str) or metrics.get("dataset") != data:
+        return None
+    try:
+        pred = np.frombuffer(base64.b64decode(enc, validate=True), dtype="<u2").astype(np.int64)
+    except ValueError:
+        return None
+    return pred if len(pred) == metrics.get("test_samples") else None
+
+
+def float_accuracy(net: Network, data: str | None = None, offset: int = 0, labels=None) -> tuple[float | None, str]:
+    """The float (PyTorch) model's accuracy on the same samples as the hardware (``labels`` = test samples
+    ``offset``.. of ``data``) when the artifact carries its per-sample predictions; else None and why."""
+    pred = float_predictions(net, data)
+    if labels is None:
+        return None, "no labels"
+    if pred is not None and offset + len(labels) <= len(pred):
+        return float((pred[offset:offset + len(labels)] == np.asarray(labels)).mean()), \
+            "the trainer's float model on these samples"
+    return None, "not available for these samples (the artifact has no float predictions for this data set)"
 
 
 def load_inputs(net: Network, data: str | None, samples: int, seed: int = 0, offset: int = 0):
@@ -63,8 +80,11 @@ def _popcount(v: int) -> int:
 
 
 def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator", config=None, waves: bool = False,
-           stalls: bool = False, seed: int = 0, cache_dir=None, run_dir=None) -> dict:
-    """Run the RTL on ``spikes`` (bool (N, T, n_in)) and compare with the golden model; returns the report dict."""
+           stalls: bool = False, seed: int = 0, cache_dir=None, run_dir=None, data: str | None = None,
+           offset: int = 0, progress=None) -> dict:
+    """Run the RTL on ``spikes`` (bool (N, T, n_in)) and compare with the golden model; returns the report dict.
+    ``data``/``offset``: the test samples' origin, for the float model's accuracy on the same samples.
+    ``progress``: a callable taking one line per phase (build, simulate, compare)."""
     from bsnn_hw.hdl import HwConfig
     cfg = config if config is not None else HwConfig.default(net)
     cfg.validate(net)
@@ -75,7 +95,10 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     t0 = time.perf_counter()
     run = None
     try:
-        run, units = netbench.run_network([unit], sim, waves=waves, cache_dir=cache_dir, run_dir=run_dir)
+        if progress:
+            progress(f"generating the RTL and simulating {spikes.shape[0]} sample(s), T = {net.timesteps}")
+        run, units = netbench.run_network([unit], sim, waves=waves, cache_dir=cache_dir, run_dir=run_dir,
+                                          progress=progress)
         failure = None
     except Exception as e:
         from .runner import SimFailure
@@ -118,7 +141,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
         y = np.asarray(labels)[:checked]
         acc["hardware"] = float((hw_pred == y).mean())
         acc["golden"] = float((ref.prediction[:checked] == y).mean())
-    fa, fa_src = float_accuracy(net)
+    fa, fa_src = float_accuracy(net, data, offset, None if labels is None else np.asarray(labels)[:checked])
     acc["float"] = fa
     acc["float_source"] = fa_src
     cycles = sorted({s["cycles"] for s in per_sample})

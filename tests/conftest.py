@@ -4,8 +4,6 @@
                               with the reason)
 --waves                       write an FST wave file for every cocotb bench run (path printed in the test output)
 """
-import os
-from pathlib import Path
 
 import pytest
 
@@ -46,10 +44,10 @@ def sim(request):
 
 @pytest.fixture(scope="session")
 def sim_cache():
-    """Build cache of the cocotb benches: $BSNN_HW_SIM_CACHE or .bsnn-cache/sim in the repository (git-ignored),
-    kept between runs so a rerun does not rebuild; per xdist worker inside (see bsnn_hw.sim.runner)."""
-    path = os.environ.get("BSNN_HW_SIM_CACHE") or Path(__file__).resolve().parent.parent / ".bsnn-cache" / "sim"
-    return Path(path)
+    """Build cache of the cocotb benches: the product's own (bsnn_hw.io.cache_dir: $BSNN_HW_CACHE/sim, else
+    ~/.cache/bsnn-hw/sim), kept between runs so a rerun does not rebuild; per xdist worker inside."""
+    from bsnn_hw.io import cache_dir
+    return cache_dir("sim")
 
 
 @pytest.fixture

@@ -101,7 +101,32 @@ def test_round_trip(net, tmp_path):
         assert a.params() == b.params()
     # Saving the loaded network gives the same bytes: the format is canonical.
     assert artifact.to_bytes(back) == path.read_bytes()
-    assert back.checksum() == net.checksum() == path.read_bytes()[-32:].hex()
+    assert artifact.file_digest(back) == path.read_bytes()[-32:].hex()
+    assert back.identity() == net.identity()
+
+
+def test_identity_is_what_the_hardware_computes_not_the_metadata():
+    """Metadata (timings, history) changes the file digest but never the identity; any change of weights, thresholds
+    or parameters changes the identity."""
+    net = random_network([20, 6, 3], timesteps=5, seed=2)
+    other_meta = Network(net.layers, net.timesteps, net.readout, net.encoding, net.seed,
+                         metadata={"epoch_seconds": [1.23, 4.56], "resumed": True})
+    assert other_meta.identity() == net.identity()
+    assert artifact.file_digest(other_meta) != artifact.file_digest(net)
+    w = net.layers[0].weights.copy()
+    w[0, 0] = not w[0, 0]
+    changed = [
+        Network([Layer(w, net.layers[0].threshold, **net.layers[0].params()), net.layers[1]], 5, net.readout,
+                net.encoding, net.seed),
+        Network(net.layers, 6, net.readout, net.encoding, net.seed),
+        Network(net.layers, 5, "first", net.encoding, net.seed),
+        Network(net.layers, 5, net.readout, net.encoding, net.seed + 1),
+        Network([net.layers[0], Layer(net.layers[1].weights, net.layers[1].threshold + 1,
+                                      **net.layers[1].params())], 5, net.readout, net.encoding, net.seed),
+    ]
+    ids = {c.identity() for c in changed} | {net.identity()}
+    assert len(ids) == len(changed) + 1
+    assert len(net.identity()) == 64 and int(net.identity(), 16) >= 0
 
 
 def test_round_trip_keeps_golden_results(tmp_path):
@@ -291,10 +316,9 @@ def test_save_is_atomic(tmp_path, monkeypatch, good):
     assert bsnn_hw.load(path) == net and os.listdir(tmp_path) == ["m.bsnn"]
 
 
-def test_save_fails_cleanly_into_missing_directory(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        random_network([4, 3]).save(tmp_path / "missing" / "m.bsnn")
-    assert not (tmp_path / "missing").exists()
+def test_save_creates_missing_directories(tmp_path):
+    random_network([4, 3]).save(tmp_path / "missing" / "m.bsnn")
+    assert bsnn_hw.load(tmp_path / "missing" / "m.bsnn") == random_network([4, 3])
 
 
 def test_saved_file_is_readable_by_others(tmp_path):

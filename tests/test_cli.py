@@ -97,9 +97,9 @@ def test_random_error_keeps_existing_file(model):
     assert model.read_bytes() == before
 
 
-def test_random_into_missing_directory(tmp_path):
-    fails("random", "--sizes", "4-2", "-o", tmp_path / "nope" / "m.bsnn", pattern=r"No such file or directory",
-          cwd=tmp_path)
+def test_random_into_missing_directory_creates_it(tmp_path):
+    cli("random", "--sizes", "4-2", "-o", tmp_path / "nope" / "m.bsnn")
+    assert bsnn_hw.load(tmp_path / "nope" / "m.bsnn").sizes == [4, 2]
 
 
 # --- inspect ---------------------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_inspect_table(model):
     # weight memory 20*8 + 8*3 = 184 bits; synaptic ops per inference 6 * 184 = 1,104
     assert "weight memory: 184 bits" in out
     assert "synaptic operations per inference: 1,104" in out
-    assert bsnn_hw.load(model).checksum() in out
+    assert bsnn_hw.load(model).identity() in out
 
 
 def test_inspect_json(model):
@@ -127,7 +127,7 @@ def test_inspect_json(model):
     assert lay0["leak_shift"] == 4 and lay0["reset"] == "subtract" and lay0["membrane_bits"] == 16
     assert lay0["threshold_min"] == int(net.layers[0].threshold.min())
     assert lay0["threshold_max"] == int(net.layers[0].threshold.max())
-    assert info["checksum"] == model.read_bytes()[-32:].hex()
+    assert info["identity"] == net.identity()
     assert info["contract_version"] == 1
 
 
@@ -254,8 +254,8 @@ def test_installed_command_errors_are_one_line(tmp_path):
     (tmp_path / "bad.bsnn").write_bytes(b"BSNN\x05\x00\x00\x00{}")
     p = subprocess.run(cmd + ["inspect", "bad.bsnn"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert p.returncode == 1
-    assert p.stderr.splitlines() == ["Error: bad.bsnn: truncated: header says 5 header bytes, file has 2 after the "
-                                     "preamble"]
+    assert p.stderr.splitlines() == ["Error: bad.bsnn: truncated: 10 bytes, shorter than the 8-byte preamble and "
+                                     "the 32-byte checksum"]
     assert p.stdout == ""
 
 

@@ -59,12 +59,33 @@ def test_pack_words():
     assert contract.pack_words(bits, 64) == [0b1001011]
     assert contract.pack_words(bits, 1) == [1, 1, 0, 1, 0, 0, 1]
     np.testing.assert_array_equal(contract.unpack_words(contract.pack_words(bits, 3), 3, 7), bits)
-    with pytest.raises(ValueError, match=r"^word width must be at least 1, not 0$"):
+    with pytest.raises(ValueError, match=r"^word width must be an int of at least 1, not 0$"):
         contract.pack_words(bits, 0)
     # consistent with the byte packing
     rng = np.random.default_rng(1)
     b = rng.random(37) < 0.5
     assert contract.pack_words(b, 8) == contract.pack_bits(b).tolist()
+
+
+@pytest.mark.parametrize("width", [1, 7, 63, 64, 65, 100, 127, 128, 129, 200, 255, 256, 257, 292, 300])
+def test_pack_words_any_width_against_python_ints(width):
+    """Words wider than 64 bits: every bit at every position, checked against plain Python integer arithmetic (a
+    NumPy-int shift once dropped every bit past 63)."""
+    rng = np.random.default_rng(width)
+    for n in (1, width - 1 or 1, width, width + 1, 3 * width + 5):
+        bits = rng.random(n) < 0.5
+        bits[-1] = True
+        ref = [0] * -(-n // width)
+        for i in np.flatnonzero(bits).tolist():
+            ref[i // width] |= 1 << (i % width)
+        assert contract.pack_words(bits, width) == ref
+        np.testing.assert_array_equal(contract.unpack_words(ref, width, n), bits)
+    only_top = np.zeros(width, dtype=bool)
+    only_top[-1] = True
+    assert contract.pack_words(only_top, width) == [1 << (width - 1)]
+    assert contract.pack_words(np.ones(width, dtype=bool), width) == [(1 << width) - 1]
+    with pytest.raises(ValueError, match="does not fit"):
+        contract.unpack_words([1 << width], width, width)
 
 
 def test_membrane_range_and_saturate():

@@ -25,7 +25,7 @@ def test_generate_design_and_manifest(net):
         assert port in d.verilog
     man = d.manifest
     json.dumps(man)   # JSON-able
-    assert man["top"] == "my_top" and man["artifact_checksum"] == net.checksum()
+    assert man["top"] == "my_top" and man["model_identity"] == net.identity()
     assert man["sizes"] == [12, 8, 4] and man["timesteps"] == 3 and man["readout"] == "count"
     assert man["input_width"] == 5 and man["input_words"] == 3 and man["beats_per_sample"] == 9
     assert man["cycles_per_inference"] == cycles_per_inference(net, config, trace=True)

@@ -11,9 +11,11 @@ import pytest
 from bsnn_hw.sim import configs, runner
 from bsnn_hw.sim.network import Unit, run_network
 
-RANDOM_DEFAULT = 100
+RANDOM_DEFAULT = 60
 RANDOM_SLOW = 50
 SLOW_BATCHES = 3
+FULL_DEFAULT = len(configs.CORNERS)        # one unit aimed at each corner of the whole legal space
+FULL_SLOW = 3 * len(configs.CORNERS)
 SEEDS = {"icarus": 1000, "verilator": 2000}
 
 
@@ -36,6 +38,42 @@ def test_network_directed_and_random(sim, sim_cache, waves):
             cfg = u.config or HwConfig.default(u.net)
             assert {s["cycles"] for s in r["samples"]} == {cycles_per_inference(u.net, cfg, u.trace)}, \
                 configs.describe_unit(u)
+
+
+def test_full_range_generator_reaches_every_corner():
+    """The tally is read from the drawn units themselves; print it (pytest -s shows it) and require every corner."""
+    for seed in SEEDS.values():
+        units = configs.random_full_units(seed, FULL_DEFAULT)
+        tally = configs.coverage(units)
+        print(f"\nfull-range units, seed {seed}:\n{configs.format_coverage(tally)}")
+        assert all(tally.values()), [k for k, v in tally.items() if not v]
+        assert max(u.net.n_in for u in units) >= 300
+        assert max(lc.width for u in units for lc in u.config.layers) > 256
+        assert max(u.net.timesteps for u in units) >= 128
+    again = configs.random_full_units(SEEDS["icarus"], 3)
+    assert [configs.describe_unit(u) for u in again] == \
+        [configs.describe_unit(u) for u in configs.random_full_units(SEEDS["icarus"], 3)]
+
+
+def test_network_full_range(sim, sim_cache):
+    """Every corner of the legal space (W > 64, W = n_in up to 320 inputs, T >= 128, M = 2 and 32, ...) on both
+    simulators, bit-exact, cycles = formula where nothing stalls."""
+    from bsnn_hw.hdl import cycles_per_inference
+    units = configs.random_full_units(SEEDS[sim] + 7, FULL_DEFAULT)
+    assert all(configs.coverage(units).values())
+    run, results = _check(units, sim, sim_cache)
+    for u, r in zip(units, results):
+        if u.stall_in == 0 and u.stall_out == 0:
+            assert {s["cycles"] for s in r["samples"]} == {cycles_per_inference(u.net, u.config, u.trace)}, \
+                configs.describe_unit(u)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", range(SLOW_BATCHES))
+def test_network_full_range_slow(sim, sim_cache, batch):
+    units = configs.random_full_units(SEEDS[sim] + 100 + batch, FULL_SLOW, samples=3, max_cycles=60_000)
+    assert all(configs.coverage(units).values())
+    _check(units, sim, sim_cache)
 
 
 @pytest.mark.slow

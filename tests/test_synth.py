@@ -188,7 +188,7 @@ def test_cli_json_reports_core_resources_and_manifest_cycles(tiny, tmp_path):
     assert shown["resources"] == saved["resources"] and shown["resources"]["lut"] > 0
     design = generate(tiny)
     assert shown["design"]["cycles_per_inference"] == design.manifest["cycles_per_inference"]
-    assert shown["design"]["artifact_checksum"] == tiny.checksum()
+    assert shown["design"]["model_identity"] == tiny.identity()
     assert "fmax_mhz" not in shown
 
 

@@ -211,6 +211,10 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     wf, wr = _weights(full.model), _weights(resumed.model)
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     assert resumed.network == full.network
+    # The model's identity is the same (the files differ only in their metadata: timings, resume history).
+    import bsnn_hw
+    on_disk = bsnn_hw.load(tmp_path / "r.bsnn"), bsnn_hw.load(tmp_path / "full.bsnn")
+    assert on_disk[0].identity() == on_disk[1].identity() == full.network.identity()
     # Different settings cannot resume that checkpoint.
     with pytest.raises(ValueError, match="cannot resume, settings differ: lr="):
         fit(TrainConfig(**{**cfg, "lr": 0.01}), out=tmp_path / "r.bsnn", resume=True, progress=False)

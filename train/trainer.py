@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -219,14 +220,28 @@ def load_data(cfg: TrainConfig):
 
 @torch.no_grad()
 def evaluate(model: BSNN, encoder: Encoder, x: torch.Tensor, y: torch.Tensor, seed: int,
-             batch_size: int = 1000) -> float:
-    """Accuracy of the torch model (eval mode) on inputs encoded with one shared seed, as the hardware does."""
+             batch_size: int = 1000, predictions: bool = False):
+    """Accuracy of the torch model (eval mode) on inputs encoded with one shared seed, as the hardware does; with
+    ``predictions``, (accuracy, per-sample predicted classes as a NumPy array)."""
     model.eval()
-    correct = 0
+    preds = []
     for i in range(0, len(y), batch_size):
-        logits = model(encoder(x[i:i + batch_size], seed))
-        correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
-    return correct / max(1, len(y))
+        preds.append(model(encoder(x[i:i + batch_size], seed)).argmax(1).cpu())
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
+    acc = int((pred == y.cpu()).sum()) / max(1, len(y))
+    return (acc, pred.numpy()) if predictions else acc
+
+
+def dataset_title(dataset: str) -> str:
+    """A data set's name for plot titles: the name given, or for a directory of IDX files its last component."""
+    from bsnn_hw.data import DATASETS
+    return dataset if dataset in DATASETS else (Path(dataset).name or str(dataset))
+
+
+def encode_predictions(pred) -> str:
+    """Per-sample classes as a compact string: base64 of little-endian uint16 (see bsnn_hw.sim.verify)."""
+    import base64
+    return base64.b64encode(np.asarray(pred, dtype="<u2").tobytes()).decode()
 
 
 @torch.no_grad()
@@ -363,7 +378,7 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
                 on_epoch_end(epoch + 1, history[-1])
 
     # Hardware-exact evaluation of the exported integer network.
-    float_acc = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed)
+    float_acc, float_pred = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed, predictions=True)
     model.set_exact(not cfg.exact)
     other_acc = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed)
     model.set_exact(cfg.exact)
@@ -383,10 +398,13 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     metrics["integer_accuracy"] = int_acc
     metrics["gap_pp"] = round((float_acc - int_acc) * 100, 4)
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+    # The float model's class for every test sample, so that `verify` can report the float accuracy on exactly the
+    # samples it simulates (metadata: outside the model's identity).
+    metrics["float_predictions"] = encode_predictions(float_pred)
     net.metadata = {"trainer": "bsnn_hw.train", "config": cfg.to_dict(), "metrics": metrics}
     if out is not None:
         net.save(out)
-        plot_history(history, Path(out).with_suffix(".png"), title=f"{cfg.dataset} "
+        plot_history(history, Path(out).with_suffix(".png"), title=f"{dataset_title(cfg.dataset)} "
                      f"{'-'.join(map(str, metrics['sizes']))}, T={cfg.timesteps}")
         metrics["model"] = str(out)
         metrics["plot"] = str(Path(out).with_suffix(".png"))
