@@ -89,7 +89,7 @@ def random_units(seed: int, count: int, samples: int = 2, **limits) -> list[Unit
 # any count >= len(CORNERS) reaches every corner; coverage() tallies what the units really hit (read from the units,
 # not from the schedule), and the tests assert the tally and print it.
 
-FULL_LIMITS = dict(max_in=320, max_hidden=40, max_layers=4, max_t=160, max_cycles=24_000)
+FULL_LIMITS = dict(max_in=320, max_hidden=40, max_layers=4, max_t=160, max_cycles=24_000, max_lane_bits=1024)
 WIDE_WORD = 64          # words wider than a 64-bit machine integer: the corner that once shipped a wrong ROM
 
 
@@ -261,12 +261,15 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
 
 def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FULL_LIMITS["max_in"],
                       max_hidden: int = FULL_LIMITS["max_hidden"], max_layers: int = FULL_LIMITS["max_layers"],
-                      max_t: int = FULL_LIMITS["max_t"], max_cycles: int = FULL_LIMITS["max_cycles"]) -> list[Unit]:
+                      max_t: int = FULL_LIMITS["max_t"], max_cycles: int = FULL_LIMITS["max_cycles"],
+                      max_lane_bits: int = FULL_LIMITS["max_lane_bits"]) -> list[Unit]:
     """``count`` units over the whole legal space (see CORNERS): n_in 1..max_in, hidden 1..max_hidden, 1..max_layers
     layers, T 1..max_t, M 2..32, thresholds 1 and 2^(M-1)-1, leak none/1/M-1, P 1..n_out, W 1..n_in (W > 64 and
     W = n_in on purpose), every readout, encoding, reset, fire-once, trace, stalls and mid-inference reset. Unit k
     aims at corner k mod len(CORNERS); a draw whose simulated cycles (samples x the cycle formula) exceed
-    ``max_cycles`` is redrawn, so the suite's time stays bounded while the corners are still reached."""
+    ``max_cycles``, or whose synapse arrays hold more than ``max_lane_bits`` popcount inputs in all (sum of P x W
+    over the layers: the size of the logic to generate, compile and simulate every cycle), is redrawn, so the
+    suite's time stays bounded while the corners are still reached."""
     from bsnn_hw.hdl import cycles_per_inference
     rng = np.random.default_rng(seed)
     names = list(CORNERS)
@@ -276,10 +279,12 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
         for _ in range(500):
             u = _draw_full(rng, want, max_in, max_hidden, max_layers, max_t, samples)
             cost = samples * cycles_per_inference(u.net, u.config, u.trace)
-            if cost <= max_cycles and CORNERS[want](u):
+            lane_bits = sum(lc.parallel * lc.width for lc in u.config.layers)
+            if cost <= max_cycles and lane_bits <= max_lane_bits and CORNERS[want](u):
                 break
         else:
-            raise RuntimeError(f"no unit within {max_cycles} cycles reached corner {want!r} in 500 draws")
+            raise RuntimeError(f"no unit within {max_cycles} cycles and {max_lane_bits} lane bits reached corner "
+                               f"{want!r} in 500 draws")
         u.name = f"f{seed}-{k}"
         units.append(u)
     return units

@@ -204,8 +204,9 @@ def plot(report: dict, path) -> None:
     axes[0].bar(x - 0.2, sp["golden"], 0.4, label="software (golden model)")
     axes[0].bar(x + 0.2, sp["hardware"], 0.4, label=f"hardware ({report['simulator']})")
     axes[0].set_xticks(x, layers)
-    axes[0].set_ylabel("spikes per sample (mean over T steps, all neurons)")
-    axes[0].set_title("spikes per layer")
+    axes[0].set_ylabel("output spikes of the layer per sample\n(summed over all T steps and neurons; mean over samples)")
+    axes[0].set_xlabel("layer")
+    axes[0].set_title(f"spikes per layer, {report['checked']} samples")
     axes[0].legend()
     for li, name in enumerate(layers):
         g = [s["golden_spikes"][li] for s in report["per_sample"]]
@@ -213,8 +214,8 @@ def plot(report: dict, path) -> None:
         axes[1].scatter(g, h, s=12, label=name, alpha=0.7)
     lim = max([1] + [max(s["golden_spikes"] + s["hw_spikes"]) for s in report["per_sample"]])
     axes[1].plot([0, lim], [0, lim], "k--", lw=0.8, label="equal")
-    axes[1].set_xlabel("software spikes (per sample, per layer)")
-    axes[1].set_ylabel("hardware spikes")
+    axes[1].set_xlabel("golden model: output spikes of a layer in one sample (all steps, all neurons)")
+    axes[1].set_ylabel("RTL: the same spikes")
     axes[1].set_title(f"{report['agree']}/{report['samples']} samples bit-exact")
     axes[1].legend(fontsize=8)
     fig.tight_layout()

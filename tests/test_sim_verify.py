@@ -38,7 +38,7 @@ def test_verify_random_model_json_and_plot(sim, tiny_model, tmp_path):
     assert rep["spikes_per_layer"]["hardware"] == rep["spikes_per_layer"]["golden"]
     assert len(rep["per_sample"][0]["hw_spikes"]) == 2
     assert rep["speed"]["cycles_per_second"] > 0
-    assert rep["accuracy"]["float"] is None and "not recorded" in rep["accuracy"]["float_source"]
+    assert rep["accuracy"]["float"] is None and rep["accuracy"]["float_source"] == "no labels"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

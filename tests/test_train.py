@@ -136,6 +136,16 @@ def test_export_equals_golden_on_digits(tmp_path):
     meta = net.metadata
     assert meta["config"]["hidden"] == [48] and meta["metrics"]["integer_accuracy"] == acc
     assert (tmp_path / "d.png").stat().st_size > 1000 and (tmp_path / "d.bsnn.ckpt").exists()
+    # The float model's per-sample predictions travel in the metadata: verify reports the float accuracy on exactly
+    # the samples it simulates.
+    from bsnn_hw.sim.verify import float_accuracy, float_predictions
+    fp = float_predictions(net, "digits")
+    assert fp is not None and len(fp) == len(y)
+    assert (fp == y).mean() == pytest.approx(res.metrics["float_accuracy"])
+    part, src = float_accuracy(net, "digits", 10, y[10:30])
+    assert part == pytest.approx((fp[10:30] == y[10:30]).mean()) and "these samples" in src
+    assert float_accuracy(net, "fashion-mnist", 0, y[:5])[0] is None
+    assert net.identity() == res.network.identity()
 
 
 def _weights(model):
