@@ -25,12 +25,12 @@ import numpy as np
 
 from . import contract
 from .io import ensure_parent
-from .network import Layer, Network
+from .network import Conv2d, Layer, Network, Pool
 
 MAGIC = b"BSNN"
-FORMAT_VERSION = 1
-LAYER_TYPES = ("dense",)      # room for "conv2d", "pool" later
-WEIGHT_BITS = (1,)            # room for multi-bit weights later
+FORMAT_VERSION = 2            # the newest format this code writes
+FORMAT_VERSIONS = (1, 2)      # v1: dense layers of 1-bit weights (still written for such networks); v2: every kind
+LAYER_TYPES = contract.LAYER_KINDS
 _DIGEST = 32
 
 
@@ -38,23 +38,39 @@ class ArtifactError(ValueError):
     """A model file that cannot be loaded: the message names what is wrong and what was expected."""
 
 
+def _weight_bytes(layer) -> bytes:
+    """A layer's weights in the payload: 1-bit weights packed per row (neuron, or conv output channel) LSB-first into
+    ceil(fan_in / 8) bytes; k-bit weights one signed byte each (two's complement), row after row. Rows are in the
+    weight array's C order: dense (n_out, n_in), conv (C_out, k, k, C_in) with the fan-in in (ky, kx, c) order."""
+    rows = layer.weights.reshape(layer.weights.shape[0], -1)
+    if layer.weight_bits == 1:
+        return contract.pack_bits(rows).tobytes()
+    return rows.astype(np.int8).tobytes()
+
+
 def _layers_and_payload(net: Network) -> tuple[list, bytes]:
     payload = bytearray()
     layers = []
     for layer in net.layers:
-        packed = contract.pack_bits(layer.weights).tobytes()
-        layers.append({
-            "type": "dense",
+        if layer.kind == "pool":
+            layers.append({"type": "pool", "in_shape": list(layer.in_shape), **layer.params()})
+            continue
+        packed = _weight_bytes(layer)
+        entry = {
+            "type": layer.kind,
             "n_in": layer.n_in,
             "n_out": layer.n_out,
-            "weight_bits": 1,
+            "weight_bits": layer.weight_bits,
             "weights": {"offset": len(payload), "nbytes": len(packed)},
             "threshold": None if layer.threshold is None else [int(t) for t in layer.threshold],
             "leak_shift": layer.leak_shift,
             "reset": layer.reset,
             "membrane_bits": layer.membrane_bits,
             "fire_once": layer.fire_once,
-        })
+        }
+        if layer.kind == "conv2d":
+            entry.update(layer.geometry())
+        layers.append(entry)
         payload += packed
     return layers, bytes(payload)
 
@@ -70,7 +86,7 @@ def identity(net: Network) -> str:
     parameters have the same identity however they were made. Canonical form: the UTF-8 JSON (sorted keys, no
     spaces) of {"contract_version", "network", "layers"} as in the header, a NUL byte, then the payload."""
     layers, payload = _layers_and_payload(net)
-    canon = {"contract_version": contract.CONTRACT_VERSION, "network": _network_header(net), "layers": layers}
+    canon = {"contract_version": net.contract_version, "network": _network_header(net), "layers": layers}
     text = json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(text + b"\0" + payload).hexdigest()
 
@@ -79,8 +95,9 @@ def to_bytes(net: Network) -> bytes:
     layers, payload = _layers_and_payload(net)
     header = {
         "format": "bsnn",
-        "format_version": FORMAT_VERSION,
-        "contract_version": contract.CONTRACT_VERSION,
+        # a network the first contract expresses is written exactly as before (v1 readers keep reading it)
+        "format_version": 1 if net.contract_version == 1 else FORMAT_VERSION,
+        "contract_version": net.contract_version,
         "network": _network_header(net),
         "layers": layers,
         "payload_bytes": len(payload),
@@ -106,16 +123,22 @@ def save(net: Network, path) -> None:
     path = ensure_parent(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, expected a .bsnn file name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600 files; a model file is an ordinary file
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        # name the file the user asked for, never the temporary one beside it
+        raise OSError(f"{path}: cannot write it ({e.strerror or e})") from None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
@@ -192,13 +215,13 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
     if not isinstance(header, dict) or header.get("format") != "bsnn":
         raise ArtifactError(f"{name}: header does not declare format 'bsnn'")
     version = header.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise ArtifactError(f"{name}: format version {version!r} is not supported (this bsnn-hw reads version "
-                            f"{FORMAT_VERSION})")
+    if type(version) is not int or version not in FORMAT_VERSIONS:
+        raise ArtifactError(f"{name}: format version {version!r} is not supported (this bsnn-hw reads versions "
+                            f"{', '.join(map(str, FORMAT_VERSIONS))})")
     cv = header.get("contract_version")
-    if type(cv) is not int or cv != contract.CONTRACT_VERSION:
-        raise ArtifactError(f"{name}: numeric contract version {cv!r} is not supported (expected "
-                            f"{contract.CONTRACT_VERSION})")
+    if type(cv) is not int or cv not in contract.CONTRACT_VERSIONS:
+        raise ArtifactError(f"{name}: numeric contract version {cv!r} is not supported (this bsnn-hw implements "
+                            f"versions {', '.join(map(str, contract.CONTRACT_VERSIONS))})")
     plen = _field(header, "payload_bytes", name, int, "a non-negative int")
     expected = 8 + hlen + plen + _DIGEST
     if plen < 0 or len(data) != expected:
@@ -218,28 +241,54 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
         if ltype not in LAYER_TYPES:
             raise ArtifactError(f"{where}: layer type {ltype!r} is not supported (supported: "
                                 f"{', '.join(LAYER_TYPES)})")
+        if version == 1 and ltype != "dense":
+            raise ArtifactError(f"{where}: layer type {ltype!r} needs format version 2, the file says 1")
+        if ltype == "pool":
+            try:
+                layers.append(Pool(_field(lh, "in_shape", where, list, "a list [H, W, C]"),
+                                   _field(lh, "window", where, int, "an int"), _field(lh, "mode", where, str, "a string")))
+            except (TypeError, ValueError) as e:
+                raise ArtifactError(f"{where}: {e}") from None
+            continue
         wbits = _field(lh, "weight_bits", where, int, "an int")
-        if wbits not in WEIGHT_BITS:
-            raise ArtifactError(f"{where}: {wbits}-bit weights are not supported (supported: 1)")
+        if not contract.WEIGHT_BITS_MIN <= wbits <= contract.WEIGHT_BITS_MAX or (version == 1 and wbits != 1):
+            raise ArtifactError(f"{where}: {wbits}-bit weights are not supported (supported: "
+                                f"{'1' if version == 1 else f'{contract.WEIGHT_BITS_MIN}..{contract.WEIGHT_BITS_MAX}'})")
         n_in = _field(lh, "n_in", where, int, "a positive int")
         n_out = _field(lh, "n_out", where, int, "a positive int")
         if n_in < 1 or n_out < 1:
             raise ArtifactError(f"{where}: n_in and n_out must be positive, not {n_in} and {n_out}")
+        if ltype == "conv2d":
+            in_shape = _field(lh, "in_shape", where, list, "a list [H, W, C]")
+            kernel = _field(lh, "kernel", where, int, "a positive int")
+            c_out = _field(lh, "out_channels", where, int, "a positive int")
+            if len(in_shape) != 3 or not all(type(v) is int and v >= 1 for v in in_shape) or kernel < 1 or c_out < 1:
+                raise ArtifactError(f"{where}: in_shape must be three positive ints and kernel, out_channels "
+                                    f"positive, not {in_shape}, {kernel}, {c_out}")
+            rows, fan_in = c_out, kernel * kernel * in_shape[2]
+            shape = (c_out, kernel, kernel, in_shape[2])
+        else:
+            rows, fan_in, shape = n_out, n_in, (n_out, n_in)
         wref = _field(lh, "weights", where, dict, "an object")
         off = _field(wref, "offset", where + " weights", int, "an int")
         nbytes = _field(wref, "nbytes", where + " weights", int, "an int")
-        need = n_out * contract.ceil_div(n_in, 8)
+        need = rows * (contract.ceil_div(fan_in, 8) if wbits == 1 else fan_in)
         if nbytes != need:
-            raise ArtifactError(f"{where}: weights take {nbytes} bytes but {n_out} rows of {n_in} bits need {need}")
+            raise ArtifactError(f"{where}: weights take {nbytes} bytes but {rows} rows of {fan_in} {wbits}-bit "
+                                f"weights need {need}")
         if off != position or off + nbytes > plen:
             raise ArtifactError(f"{where}: weights at payload bytes {off}..{off + nbytes} must start at byte "
                                 f"{position} (right after the previous layer's) and end within the {plen}-byte "
                                 f"payload")
         position += nbytes
-        packed = np.frombuffer(payload[off:off + nbytes], dtype=np.uint8).reshape(n_out, -1)
-        weights = contract.unpack_bits(packed, n_in)
-        if n_in % 8 and (packed[:, -1] >> (n_in % 8)).any():
-            raise ArtifactError(f"{where}: padding bits past n_in = {n_in} in the packed weight rows must be 0")
+        if wbits == 1:
+            packed = np.frombuffer(payload[off:off + nbytes], dtype=np.uint8).reshape(rows, -1)
+            weights = contract.unpack_bits(packed, fan_in).reshape(shape)
+            if fan_in % 8 and (packed[:, -1] >> (fan_in % 8)).any():
+                raise ArtifactError(f"{where}: padding bits past the fan-in ({fan_in}) in the packed weight rows "
+                                    f"must be 0")
+        else:
+            weights = np.frombuffer(payload[off:off + nbytes], dtype=np.int8).reshape(shape)
         th = lh.get("threshold")
         if th is not None:
             if not isinstance(th, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in th):
@@ -251,11 +300,19 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
                 bad = min(th) if min(th) < 1 else max(th)
                 raise ArtifactError(f"{where}: threshold must be in 1..{hi} (2^(M-1)-1 for M = {m}), not {bad}")
             th = np.array(th, dtype=np.int64)
+        neuron = dict(leak_shift=lh.get("leak_shift"), reset=lh.get("reset"), membrane_bits=lh.get("membrane_bits"),
+                      fire_once=lh.get("fire_once"), weight_bits=wbits)
         try:
-            layers.append(Layer(weights, th, lh.get("leak_shift"), lh.get("reset"), lh.get("membrane_bits"),
-                                lh.get("fire_once")))
+            if ltype == "conv2d":
+                layer = Conv2d(weights, in_shape, th, lh.get("stride"), lh.get("padding"), **neuron)
+            else:
+                layer = Layer(weights, th, **neuron)
         except (TypeError, ValueError) as e:
             raise ArtifactError(f"{where}: {e}") from None
+        if (layer.n_in, layer.n_out) != (n_in, n_out):
+            raise ArtifactError(f"{where}: n_in, n_out = {n_in}, {n_out} do not match the layer's geometry "
+                                f"({layer.n_in}, {layer.n_out})")
+        layers.append(layer)
     if position != plen:
         raise ArtifactError(f"{name}: the layers' weights take {position} bytes but the payload has {plen}")
     try:

@@ -101,6 +101,15 @@ class Group(click.Group):
             raise UserError(one_line(e)) from None
 
 
+def progress_printer():
+    """A callable that prints one progress line to stderr, or None when stderr is not a terminal: an interactive user
+    sees every long step (build, simulate, synthesize, place and route) as it starts; a script or log that reads
+    stderr gets only results and, on failure, the one error line."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda line: click.echo(line, err=True)
+
+
 def one_line(e: BaseException) -> str:
     text = str(e) or type(e).__name__
     if isinstance(e, OSError) and e.filename and e.strerror:
@@ -138,21 +147,25 @@ def emit_json(obj, compact: bool = False) -> None:
 def describe(net) -> dict:
     layers = []
     for i, layer in enumerate(net.layers):
-        fires = net.layer_fires(i)
+        fires = net.layer_fires(i) and layer.has_neurons
         th = layer.threshold
-        layers.append({
-            "index": i, "type": "dense", "n_in": layer.n_in, "n_out": layer.n_out,
+        entry = {
+            "index": i, "type": layer.kind, "n_in": layer.n_in, "n_out": layer.n_out,
+            "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
             "threshold_min": None if (th is None or not fires) else int(th.min()),
             "threshold_max": None if (th is None or not fires) else int(th.max()),
             "fires": fires, **layer.params(),
-            "weight_bits": layer.n_in * layer.n_out,
-            "synaptic_ops": net.timesteps * layer.n_in * layer.n_out,
-        })
+            "weight_bits": layer.weight_memory_bits, "bits_per_weight": layer.weight_bits,
+            "synaptic_ops": net.timesteps * layer.synaptic_ops_per_step,
+        }
+        if layer.kind == "conv2d":
+            entry.update(kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
+        layers.append(entry)
     return {
         "sizes": net.sizes, "timesteps": net.timesteps, "readout": net.readout, "encoding": net.encoding,
         "seed": net.seed, "layers": layers, "weight_memory_bits": net.weight_bits(),
         "synaptic_ops_per_inference": net.synaptic_ops(), "identity": net.identity(),
-        "contract_version": contract.CONTRACT_VERSION, "metadata": net.metadata,
+        "contract_version": net.contract_version, "metadata": net.metadata,
     }
 
 
@@ -172,20 +185,31 @@ def inspect(model, as_json):
     console.print(f"[bold]{model}[/]  {'-'.join(map(str, net.sizes))}  T={net.timesteps}  readout={net.readout}  "
                   f"encoding={net.encoding}" + (f" (seed {net.seed})" if net.encoding == "rate" else ""))
     table = Table()
-    for col in ("layer", "in", "out", "threshold", "leak", "reset", "M", "fire-once", "weight bits", "syn. ops"):
+    for col in ("layer", "kind", "in", "out", "threshold", "leak", "reset", "M", "fire-once", "weight bits",
+                "syn. ops"):
         table.add_column(col, justify="right")
     for lay in info["layers"]:
+        shape = "x".join(map(str, lay["in_shape"])), "x".join(map(str, lay["out_shape"]))
+        if lay["type"] == "pool":
+            table.add_row(str(lay["index"]), f"OR pool {lay['window']}x{lay['window']}", *shape,
+                          *["-"] * 5, "0", "0")
+            continue
+        kind = lay["type"] if lay["type"] == "dense" else \
+            f"conv {lay['kernel']}x{lay['kernel']}/{lay['stride']} pad {lay['padding']}"
+        if lay["bits_per_weight"] > 1:
+            kind += f", {lay['bits_per_weight']}-bit"
         th = ("never fires" if not lay["fires"] else
               str(lay["threshold_min"]) if lay["threshold_min"] == lay["threshold_max"]
               else f"{lay['threshold_min']}..{lay['threshold_max']}")
         leak = "none" if lay["leak_shift"] is None else f">>>{lay['leak_shift']}"
-        table.add_row(str(lay["index"]), str(lay["n_in"]), str(lay["n_out"]), th, leak, lay["reset"],
+        table.add_row(str(lay["index"]), kind, *shape, th, leak, lay["reset"],
                       str(lay["membrane_bits"]), "yes" if lay["fire_once"] else "no",
                       f"{lay['weight_bits']:,}", f"{lay['synaptic_ops']:,}")
     console.print(table)
-    console.print(f"weight memory: {info['weight_memory_bits']:,} bits ({_kib(info['weight_memory_bits'])}) = the "
-                  f"sum of n_in x n_out, one bit per weight (1 = +1)")
-    console.print(f"synaptic operations per inference: {info['synaptic_ops_per_inference']:,} (T x weight bits)")
+    console.print(f"weight memory: {info['weight_memory_bits']:,} bits ({_kib(info['weight_memory_bits'])}) = every "
+                  f"weight times its width (1 bit: 1 = +1; k bits: two's complement)")
+    console.print(f"synaptic operations per inference: {info['synaptic_ops_per_inference']:,} (T x every neuron's "
+                  f"fan-in)")
     console.print("[dim]`bsnn-hw generate` reports memory_bits, which is larger: the weight ROMs hold these bits padded "
                   "to whole W-bit words per group of P neurons, beside threshold ROMs and membrane/count RAMs.[/]")
     console.print(f"identity: {info['identity']}  (SHA-256 of contract version, parameters, thresholds and weights; "

@@ -11,12 +11,56 @@ import functools
 
 import numpy as np
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2          # the newest version this code implements
+CONTRACT_VERSIONS = (1, 2)    # v1: dense layers of 1-bit weights; v2 adds conv2d, OR pooling and k-bit weights
 
 RESET_MODES = ("subtract", "zero")
 READOUTS = ("count", "membrane", "first")
 ENCODINGS = ("direct", "rate", "latency")
 MEMBRANE_BITS_MIN, MEMBRANE_BITS_MAX = 2, 32
+LAYER_KINDS = ("dense", "conv2d", "pool")     # the registry: bsnn_hw.network.LAYER_CLASSES maps each to its class
+WEIGHT_BITS_MIN, WEIGHT_BITS_MAX = 1, 8       # 1: binary +-1 (a bit); 2..8: signed two's-complement integers
+POOL_MODES = ("or",)                          # OR (max) pooling of spike maps
+
+
+# --- k-bit weights (contract v2) ------------------------------------------------------------------------------------
+
+def weight_range(bits: int) -> tuple[int, int]:
+    """The values a ``bits``-bit weight takes: -1/+1 for 1 bit (stored as a bit), else the signed two's-complement
+    range [-2^(k-1), 2^(k-1) - 1]."""
+    if bits == 1:
+        return -1, 1
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def weight_values(weights: np.ndarray, bits: int) -> np.ndarray:
+    """Weights as the integers the synaptic sum multiplies (int64): bits (True = +1) for 1-bit layers, as stored
+    for k-bit layers."""
+    if bits == 1:
+        return bit_to_weight(weights).astype(np.int64)
+    return np.asarray(weights, dtype=np.int64)
+
+
+# --- feature maps (contract v2) -------------------------------------------------------------------------------------
+# A feature map of H rows, W columns and C channels is a flat vector in position-major order (FINN's NHWC):
+# index = (y * W + x) * C + c. Every layer's inputs and outputs are numbered this way; a dense layer after a conv or
+# pool layer reads the map in this order (the "flatten" is an ordering, not a layer). A conv kernel is stored as
+# weights[o, ky, kx, c] (FINN's OHWI), and its fan-in vector in the same (ky, kx, c) order.
+
+def feature_index(y: int, x: int, c: int, width: int, channels: int) -> int:
+    """Flat index of feature (y, x, c) in a map of ``width`` columns and ``channels`` channels."""
+    return (y * width + x) * channels + c
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output rows (or columns) of a convolution: floor((size + 2 padding - kernel) / stride) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_output_size(size: int, window: int) -> int:
+    """Output rows (or columns) of a window x window pooling with stride = window: floor(size / window); rows or
+    columns past the last whole window are dropped (as PyTorch's MaxPool2d does)."""
+    return size // window
 
 
 # --- +-1 <-> bit -------------------------------------------------------------------------------------------------

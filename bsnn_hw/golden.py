@@ -50,12 +50,71 @@ class Result:
 
 
 def _state_dtype(membrane_bits: int, n_in: int, timesteps: int):
-    """The narrowest signed integer type that holds every intermediate membrane value (see the module docstring)."""
+    """The narrowest signed integer type that holds every intermediate membrane value (see the module docstring).
+    ``n_in``: a bound on |I| in one step (the fan-in for 1-bit weights)."""
     bound = min(1 << (membrane_bits - 1), timesteps * n_in) + n_in
     for dtype in (np.int16, np.int32):
         if bound <= np.iinfo(dtype).max:
             return dtype
     return np.int64
+
+
+def _layer_input(x: np.ndarray, layer, method: str, dtype) -> np.ndarray:
+    """The synaptic input of a dense or conv2d layer for every (step, sample): (T, B, n_in) bool -> (T, B, n_out)."""
+    if layer.kind == "dense" and layer.weight_bits == 1:
+        return _synaptic_input(x, layer.weights, method, dtype)
+    w = contract.weight_values(layer.weights, layer.weight_bits).reshape(layer.weights.shape[0], -1)   # (rows, fan_in)
+    if layer.kind == "dense":
+        rows, n_pos = x, 1
+    else:
+        rows = _im2col(x, layer)                                       # (T, B, positions, fan_in)
+        n_pos = rows.shape[2]
+    t, b = x.shape[:2]
+    rows = rows.reshape(-1, w.shape[1])
+    if method == "matmul" and layer.max_abs_current < 1 << 24:
+        # float32 is exact: every partial sum is an integer of magnitude <= fan_in x max|w| < 2^24
+        out = _blocked_product(rows, w.T.astype(np.float32), dtype)
+    else:   # "popcount" (the cross-check) and sums too large for float32: exact int64 arithmetic
+        out = (rows.astype(np.int64) @ w.T).astype(dtype)
+    return out.reshape(t, b, n_pos * w.shape[0])                      # position-major: channel fastest
+
+
+def _im2col(x: np.ndarray, layer) -> np.ndarray:
+    """(T, B, H*W*C) bool spike maps -> (T, B, H_out*W_out, k*k*C) windows in (ky, kx, c) order; zero padding."""
+    t, b = x.shape[:2]
+    h, w, c = layer.in_shape
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    maps = x.reshape(t, b, h, w, c)
+    if p:
+        maps = np.pad(maps, ((0, 0), (0, 0), (p, p), (p, p), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(maps, (k, k), axis=(2, 3))   # (T, B, H', W', C, k, k)
+    win = win[:, :, ::s, ::s]
+    ho, wo = layer.out_shape[:2]
+    win = win[:, :, :ho, :wo].transpose(0, 1, 2, 3, 5, 6, 4)                      # (T, B, ho, wo, k, k, C)
+    return np.ascontiguousarray(win).reshape(t, b, ho * wo, k * k * c)
+
+
+def _pool(x: np.ndarray, layer) -> np.ndarray:
+    """OR pooling: (T, B, H*W*C) bool -> (T, B, H_out*W_out*C) bool."""
+    t, b = x.shape[:2]
+    h, w, c = layer.in_shape
+    n = layer.window
+    ho, wo = layer.out_shape[:2]
+    maps = x.reshape(t, b, h, w, c)[:, :, :ho * n, :wo * n]
+    return maps.reshape(t, b, ho, n, wo, n, c).any(axis=(3, 5)).reshape(t, b, ho * wo * c)
+
+
+def _blocked_product(rows: np.ndarray, w: np.ndarray, dtype) -> np.ndarray:
+    """rows (N, K) bool/0-1 x w (K, n_out) float32 -> (N, n_out) ``dtype``, converting rows to float32 in blocks."""
+    n_rows, k = rows.shape
+    out = np.empty((n_rows, w.shape[1]), dtype=dtype)
+    block = max(1, min(max(n_rows, 1), _BLOCK_ELEMENTS // max(k, 1)))
+    buf = np.empty((block, k), dtype=np.float32)
+    for i in range(0, n_rows, block):
+        n = min(block, n_rows - i)
+        np.copyto(buf[:n], rows[i:i + n])
+        np.matmul(buf[:n], w, out=out[i:i + n], casting="unsafe")
+    return out
 
 
 def _synaptic_input(spikes: np.ndarray, weights: np.ndarray, method: str, dtype=np.int64) -> np.ndarray:
@@ -100,7 +159,7 @@ def _run_layer(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: in
     steps, batch, n_out = current.shape
     dtype = current.dtype
     lo, hi = contract.membrane_range(layer.membrane_bits)
-    clamp = timesteps * n_in > hi          # |V| <= T * n_in: below that the clamp never acts
+    clamp = timesteps * n_in > hi          # |V| <= T * max|I| (n_in here): below that the clamp never acts
     if clamp:
         info = np.iinfo(dtype)
         lo, hi = dtype.type(max(lo, info.min)), dtype.type(min(hi, info.max))
@@ -114,7 +173,7 @@ def _run_layer(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: in
     fired = None
     if fires:
         # A threshold beyond the dtype's range can never be crossed (|V| stays below it): cap it to fit the dtype.
-        theta = np.minimum(layer.threshold, np.iinfo(dtype).max).astype(dtype)
+        theta = np.minimum(layer.neuron_threshold, np.iinfo(dtype).max).astype(dtype)
         fire = np.empty((batch, n_out), dtype=bool)
         fired = np.zeros((batch, n_out), dtype=bool) if layer.fire_once else None
         subtract = layer.reset == "subtract"
@@ -204,9 +263,20 @@ def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str)
     counts, membranes, firsts, recorded = [], [], [], []
     x = np.ascontiguousarray(spikes.transpose(1, 0, 2))          # time-major (T, B, n): x[t] is contiguous
     for li, layer in enumerate(net.layers):
-        dtype = _state_dtype(layer.membrane_bits, layer.n_in, steps)
-        current = _synaptic_input(x, layer.weights, method, dtype)
-        out, count, v, first = _run_layer(current, layer, net.layer_fires(li), steps, layer.n_in)
+        if not layer.has_neurons:                     # OR pooling: stateless; its "membrane" is 0
+            out = _pool(x, layer)
+            seen = out.any(axis=0)
+            counts.append(out.sum(axis=0, dtype=np.int64))
+            membranes.append(np.zeros(out.shape[1:], dtype=np.int64))
+            firsts.append(np.where(seen, out.argmax(axis=0), -1).astype(np.int64))
+            if record:
+                recorded.append(out.transpose(1, 0, 2))
+            x = out
+            continue
+        bound = layer.max_abs_current
+        dtype = _state_dtype(layer.membrane_bits, bound, steps)
+        current = _layer_input(x, layer, method, dtype)
+        out, count, v, first = _run_layer(current, layer, net.layer_fires(li), steps, bound)
         counts.append(count)
         membranes.append(v)
         firsts.append(first)

@@ -111,21 +111,33 @@ def atomic_write_files(files: dict) -> None:
                 os.replace(path, backup)
             done.append((path, backup))
             os.replace(tmp, path)
+    except OSError as e:
+        _rollback(done, temps)
+        where = next((str(p) for _, p in temps if e.filename and Path(e.filename).parent == p.parent
+                      and Path(e.filename).name.startswith(f".{p.name}.")), None)
+        if where is None:
+            raise
+        raise OSError(f"{where}: cannot write it ({e.strerror or e})") from None
     except BaseException:
-        for path, backup in reversed(done):
-            with contextlib.suppress(OSError):
-                if backup is not None:
-                    os.replace(backup, path)
-                elif path.exists():
-                    path.unlink()
-        for tmp, _ in temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        _rollback(done, temps)
         raise
     for _, backup in done:
         if backup is not None:
             with contextlib.suppress(FileNotFoundError):
                 backup.unlink()
+
+
+def _rollback(done, temps) -> None:
+    """Put back the files a failed :func:`atomic_write_files` replaced, and remove its temporary files."""
+    for path, backup in reversed(done):
+        with contextlib.suppress(OSError):
+            if backup is not None:
+                os.replace(backup, path)
+            elif path.exists():
+                path.unlink()
+    for tmp, _ in temps:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 # --- memory ----------------------------------------------------------------------------------------------------------

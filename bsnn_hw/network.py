@@ -38,33 +38,33 @@ def _check_threshold(threshold, n_out: int, membrane_bits: int) -> np.ndarray:
     return th.astype(np.int64)
 
 
-class Layer:
-    """One fully-connected spiking layer.
-
-    Arguments
-    ---------
-    weights : bool array (n_out, n_in)
-        Weight bits, True = +1, False = -1.
-    threshold : int array (n_out,), int, or None
-        Per-neuron firing threshold theta, 1 <= theta <= 2^(M-1)-1; a scalar applies to every neuron. ``None`` only
-        for the last layer of a network with the "membrane" readout (that layer never fires).
-    leak_shift : int or None
-        Leak shift k, 1 <= k <= M-1: V <- V - (V >>> k) each step (lambda = 1 - 2^-k). ``None``: no leak (IF neuron).
-    reset : "subtract" or "zero"
-        What happens to the membrane when the neuron fires.
-    membrane_bits : int
-        M, the signed membrane width, 2..32.
-    fire_once : bool
-        Suppress a neuron's output spikes after its first spike in a sample.
-    """
-
-    def __init__(self, weights, threshold, leak_shift=None, reset="subtract", membrane_bits=16, fire_once=False):
-        w = np.asarray(weights)
+def _check_weights(weights, weight_bits, shape_text: str) -> tuple[np.ndarray, int]:
+    """1-bit weights: a bool array (True = +1); k-bit weights (2 <= k <= 8): an integer array in the signed k-bit
+    range. Values outside the range are refused, never wrapped or clamped."""
+    if not _is_int(weight_bits):
+        raise TypeError(f"weight_bits must be an int, not {weight_bits!r}")
+    if not contract.WEIGHT_BITS_MIN <= weight_bits <= contract.WEIGHT_BITS_MAX:
+        raise ValueError(f"weight_bits must be in {contract.WEIGHT_BITS_MIN}..{contract.WEIGHT_BITS_MAX}, "
+                         f"not {weight_bits}")
+    w = np.asarray(weights)
+    if weight_bits == 1:
         if w.dtype != bool:
             raise TypeError(f"weights must be a bool array (True = +1, False = -1), not {w.dtype}; "
                             f"convert +-1 weights with `weights > 0`")
-        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-            raise ValueError(f"weights must have shape (n_out, n_in) with both at least 1, not {w.shape}")
+        return w.copy(), 1
+    if w.dtype == bool or not np.issubdtype(w.dtype, np.integer):
+        raise TypeError(f"{weight_bits}-bit weights must be an integer array (never rounded), not {w.dtype}")
+    lo, hi = contract.weight_range(weight_bits)
+    if w.size and (w.min() < lo or w.max() > hi):
+        bad = int(w.min() if w.min() < lo else w.max())
+        raise ValueError(f"{weight_bits}-bit weights must be in {lo}..{hi}, not {bad}")
+    return w.astype(np.int8), int(weight_bits)
+
+
+class _Neurons:
+    """What every layer of LIF/IF neurons shares: threshold, leak, reset, membrane width, fire-once."""
+
+    def _init_neurons(self, threshold, n_thresholds, leak_shift, reset, membrane_bits, fire_once):
         if not _is_int(membrane_bits):
             raise TypeError(f"membrane_bits must be an int, not {membrane_bits!r}")
         if not contract.MEMBRANE_BITS_MIN <= membrane_bits <= contract.MEMBRANE_BITS_MAX:
@@ -82,18 +82,81 @@ class Layer:
             raise ValueError(f"reset must be one of {', '.join(map(repr, contract.RESET_MODES))}, not {reset!r}")
         if not isinstance(fire_once, (bool, np.bool_)):
             raise TypeError(f"fire_once must be a bool, not {fire_once!r}")
-        n_out = w.shape[0]
         if threshold is not None:
-            threshold = _check_threshold(threshold, n_out, membrane_bits)
-        self.weights = w.copy()
-        self.weights.setflags(write=False)
+            threshold = _check_threshold(threshold, n_thresholds, membrane_bits)
+            threshold.setflags(write=False)
         self.threshold = threshold
-        if threshold is not None:
-            self.threshold.setflags(write=False)
         self.leak_shift = leak_shift
         self.reset = reset
         self.membrane_bits = membrane_bits
         self.fire_once = bool(fire_once)
+
+    has_neurons = True
+
+    def params(self) -> dict[str, Any]:
+        """The scalar neuron parameters (everything but weights and thresholds)."""
+        return dict(leak_shift=self.leak_shift, reset=self.reset, membrane_bits=self.membrane_bits,
+                    fire_once=self.fire_once)
+
+    @property
+    def neuron_threshold(self) -> np.ndarray | None:
+        """The threshold of every output neuron (n_out,), in output order."""
+        return self.threshold
+
+    @property
+    def max_abs_current(self) -> int:
+        """A bound on |I| in one step: fan-in x the largest |weight|."""
+        lo, hi = contract.weight_range(self.weight_bits)
+        return self.fan_in * max(-lo, hi)
+
+    @property
+    def weight_memory_bits(self) -> int:
+        return self.weights.size * self.weight_bits
+
+    @property
+    def synaptic_ops_per_step(self) -> int:
+        """Weights visited per step: every output neuron's fan-in (padding included for conv)."""
+        return self.n_out * self.fan_in
+
+    def _same(self, other) -> bool:
+        same_th = (self.threshold is None and other.threshold is None) or (
+            self.threshold is not None and other.threshold is not None
+            and np.array_equal(self.threshold, other.threshold))
+        return (same_th and self.weight_bits == other.weight_bits and self.weights.shape == other.weights.shape
+                and np.array_equal(self.weights, other.weights) and self.params() == other.params())
+
+
+class Layer(_Neurons):
+    """One fully-connected spiking layer (kind "dense").
+
+    Arguments
+    ---------
+    weights : bool array (n_out, n_in), or an integer array for ``weight_bits`` > 1
+        Weight bits, True = +1, False = -1; or signed k-bit integers.
+    threshold : int array (n_out,), int, or None
+        Per-neuron firing threshold theta, 1 <= theta <= 2^(M-1)-1; a scalar applies to every neuron. ``None`` only
+        for the last layer of a network with the "membrane" readout (that layer never fires).
+    leak_shift : int or None
+        Leak shift k, 1 <= k <= M-1: V <- V - (V >>> k) each step (lambda = 1 - 2^-k). ``None``: no leak (IF neuron).
+    reset : "subtract" or "zero"
+        What happens to the membrane when the neuron fires.
+    membrane_bits : int
+        M, the signed membrane width, 2..32.
+    fire_once : bool
+        Suppress a neuron's output spikes after its first spike in a sample.
+    weight_bits : int
+        1 (binary, the default) or 2..8 (contract v2: signed integers, I = sum w s).
+    """
+    kind = "dense"
+
+    def __init__(self, weights, threshold, leak_shift=None, reset="subtract", membrane_bits=16, fire_once=False,
+                 weight_bits=1):
+        w, self.weight_bits = _check_weights(weights, weight_bits, "(n_out, n_in)")
+        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+            raise ValueError(f"weights must have shape (n_out, n_in) with both at least 1, not {w.shape}")
+        self._init_neurons(threshold, w.shape[0], leak_shift, reset, membrane_bits, fire_once)
+        self.weights = w
+        self.weights.setflags(write=False)
 
     @property
     def n_in(self) -> int:
@@ -103,23 +166,146 @@ class Layer:
     def n_out(self) -> int:
         return self.weights.shape[0]
 
-    def params(self) -> dict[str, Any]:
-        """The scalar parameters (everything but weights and thresholds)."""
-        return dict(leak_shift=self.leak_shift, reset=self.reset, membrane_bits=self.membrane_bits,
-                    fire_once=self.fire_once)
+    @property
+    def fan_in(self) -> int:
+        return self.n_in
+
+    in_shape = property(lambda self: (self.n_in,))
+    out_shape = property(lambda self: (self.n_out,))
 
     def __eq__(self, other):
         if not isinstance(other, Layer):
             return NotImplemented
-        same_th = (self.threshold is None and other.threshold is None) or (
-            self.threshold is not None and other.threshold is not None
-            and np.array_equal(self.threshold, other.threshold))
-        return same_th and np.array_equal(self.weights, other.weights) and self.params() == other.params()
+        return self._same(other)
 
     def __repr__(self):
         leak = "none" if self.leak_shift is None else f">>>{self.leak_shift}"
+        bits = "" if self.weight_bits == 1 else f", {self.weight_bits}-bit weights"
         return (f"Layer({self.n_in}->{self.n_out}, M={self.membrane_bits}, leak={leak}, reset={self.reset}, "
-                f"fire_once={self.fire_once})")
+                f"fire_once={self.fire_once}{bits})")
+
+
+def _check_shape(name: str, shape) -> tuple[int, int, int]:
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be (H, W, C), not {shape!r}") from None
+    if len(shape) != 3 or not all(_is_int(v) and v >= 1 for v in shape):
+        raise ValueError(f"{name} must be three positive ints (H, W, C), not {shape!r}")
+    return tuple(int(v) for v in shape)
+
+
+class Conv2d(_Neurons):
+    """A 2-D convolution of spike maps into a map of spiking neurons (kind "conv2d", contract v2).
+
+    Input: a map ``in_shape`` = (H, W, C_in), position-major (docs/spec.md). Output: (H_out, W_out, C_out), one
+    neuron per (y, x, o) with H_out = floor((H + 2 padding - k) / stride) + 1 (W_out alike). Synaptic input of neuron
+    (y, x, o) at step t: I = sum over (ky, kx, c) of w[o, ky, kx, c] * s[y*stride + ky - padding, x*stride + kx -
+    padding, c], where a position outside the map (zero padding) carries no spike. The neuron dynamics are the dense
+    layer's; thresholds are per output channel (shared by every position).
+
+    Arguments
+    ---------
+    weights : bool array (C_out, k, k, C_in) (True = +1), or integers for ``weight_bits`` > 1
+    in_shape : (H, W, C_in)
+    threshold : int array (C_out,), int, or None
+    stride, padding : ints, stride >= 1, 0 <= padding < k
+    leak_shift, reset, membrane_bits, fire_once, weight_bits : as :class:`Layer`
+    """
+    kind = "conv2d"
+
+    def __init__(self, weights, in_shape, threshold, stride=1, padding=0, leak_shift=None, reset="subtract",
+                 membrane_bits=16, fire_once=False, weight_bits=1):
+        w, self.weight_bits = _check_weights(weights, weight_bits, "(C_out, k, k, C_in)")
+        self.in_shape = _check_shape("in_shape", in_shape)
+        h, wd, c = self.in_shape
+        if w.ndim != 4 or w.shape[1] != w.shape[2] or min(w.shape) < 1:
+            raise ValueError(f"conv weights must have shape (C_out, k, k, C_in) with a square kernel, not {w.shape}")
+        if w.shape[3] != c:
+            raise ValueError(f"conv weights have C_in = {w.shape[3]} but in_shape {self.in_shape} has {c} channels")
+        k = w.shape[1]
+        for name, v, lo in (("stride", stride, 1), ("padding", padding, 0)):
+            if not _is_int(v):
+                raise TypeError(f"{name} must be an int, not {v!r}")
+            if v < lo:
+                raise ValueError(f"{name} must be at least {lo}, not {v}")
+        if padding >= k:
+            raise ValueError(f"padding must be in 0..{k - 1} (below the kernel size {k}), not {padding}")
+        if k > min(h, wd) + 2 * padding:
+            raise ValueError(f"kernel {k}x{k} does not fit the {h}x{wd} map with padding {padding}")
+        self.kernel, self.stride, self.padding = int(k), int(stride), int(padding)
+        self.out_channels = int(w.shape[0])
+        self.out_shape = (contract.conv_output_size(h, k, stride, padding),
+                          contract.conv_output_size(wd, k, stride, padding), self.out_channels)
+        self._init_neurons(threshold, self.out_channels, leak_shift, reset, membrane_bits, fire_once)
+        self.weights = w
+        self.weights.setflags(write=False)
+
+    n_in = property(lambda self: int(np.prod(self.in_shape)))
+    n_out = property(lambda self: int(np.prod(self.out_shape)))
+    fan_in = property(lambda self: self.kernel * self.kernel * self.in_shape[2])
+
+    @property
+    def neuron_threshold(self):
+        if self.threshold is None:
+            return None
+        return np.tile(self.threshold, self.out_shape[0] * self.out_shape[1])     # position-major: channel fastest
+
+    def geometry(self) -> dict[str, Any]:
+        return dict(in_shape=list(self.in_shape), kernel=self.kernel, stride=self.stride, padding=self.padding,
+                    out_channels=self.out_channels)
+
+    def __eq__(self, other):
+        if not isinstance(other, Conv2d):
+            return NotImplemented
+        return self._same(other) and self.geometry() == other.geometry()
+
+    def __repr__(self):
+        return (f"Conv2d({'x'.join(map(str, self.in_shape))} -> {'x'.join(map(str, self.out_shape))}, "
+                f"k={self.kernel}, stride={self.stride}, pad={self.padding}, M={self.membrane_bits}"
+                f"{'' if self.weight_bits == 1 else f', {self.weight_bits}-bit weights'})")
+
+
+class Pool:
+    """OR (max) pooling of a spike map (kind "pool", contract v2): out[y, x, c] at step t is 1 when any of the
+    ``window`` x ``window`` inputs (y*window + i, x*window + j, c) spiked at step t. Stride = window; rows and columns
+    past the last whole window are dropped. No neurons, no state, no weights."""
+    kind = "pool"
+    has_neurons = False
+    threshold = None
+    weight_bits = 0
+    weight_memory_bits = 0
+    synaptic_ops_per_step = 0
+
+    def __init__(self, in_shape, window=2, mode="or"):
+        self.in_shape = _check_shape("in_shape", in_shape)
+        if not _is_int(window):
+            raise TypeError(f"window must be an int, not {window!r}")
+        if not 1 <= window <= min(self.in_shape[:2]):
+            raise ValueError(f"window must be in 1..{min(self.in_shape[:2])} (the map's smaller side), not {window}")
+        if mode not in contract.POOL_MODES:
+            raise ValueError(f"pool mode must be one of {', '.join(map(repr, contract.POOL_MODES))}, not {mode!r}")
+        self.window, self.mode = int(window), mode
+        h, w, c = self.in_shape
+        self.out_shape = (contract.pool_output_size(h, window), contract.pool_output_size(w, window), c)
+
+    n_in = property(lambda self: int(np.prod(self.in_shape)))
+    n_out = property(lambda self: int(np.prod(self.out_shape)))
+
+    def params(self) -> dict[str, Any]:
+        return dict(window=self.window, mode=self.mode)
+
+    def __eq__(self, other):
+        if not isinstance(other, Pool):
+            return NotImplemented
+        return self.in_shape == other.in_shape and self.params() == other.params()
+
+    def __repr__(self):
+        return f"Pool({'x'.join(map(str, self.in_shape))} -> {'x'.join(map(str, self.out_shape))}, {self.window}x{self.window} {self.mode})"
+
+
+# The registry of layer kinds (contract.LAYER_KINDS): golden model, artifact and reports dispatch on ``layer.kind``.
+LAYER_CLASSES = {"dense": Layer, "conv2d": Conv2d, "pool": Pool}
 
 
 class Network:
@@ -152,12 +338,19 @@ class Network:
         if not layers:
             raise ValueError("a network needs at least one layer, not 0")
         for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"layer {i} must be a bsnn_hw.Layer, not {type(layer).__name__}")
+            if not isinstance(layer, tuple(LAYER_CLASSES.values())):
+                raise TypeError(f"layer {i} must be a bsnn_hw.Layer, Conv2d or Pool, not {type(layer).__name__}")
         for i in range(1, len(layers)):
             if layers[i].n_in != layers[i - 1].n_out:
                 raise ValueError(f"layer {i} has n_in = {layers[i].n_in} but layer {i - 1} has n_out = "
                                  f"{layers[i - 1].n_out}; they must match")
+            if layers[i].kind != "dense" and len(layers[i - 1].out_shape) == 3 and \
+                    layers[i].in_shape != layers[i - 1].out_shape:
+                raise ValueError(f"layer {i} takes a {layers[i].in_shape} map but layer {i - 1} gives "
+                                 f"{layers[i - 1].out_shape}; they must match")
+        if not layers[-1].has_neurons:
+            raise ValueError(f"the last layer must have neurons (dense or conv2d) for the readout, not "
+                             f"{layers[-1].kind}")
         if not _is_int(timesteps):
             raise TypeError(f"timesteps must be an int, not {timesteps!r}")
         if timesteps < 1:
@@ -171,7 +364,7 @@ class Network:
         contract.check_seed(seed)
         for i, layer in enumerate(layers):
             last_membrane = (i == len(layers) - 1 and readout == "membrane")
-            if layer.threshold is None and not last_membrane:
+            if layer.has_neurons and layer.threshold is None and not last_membrane:
                 raise ValueError(f"layer {i} has no threshold; only the last layer of a network with the "
                                  f"'membrane' readout may omit it")
         if metadata is not None and not isinstance(metadata, dict):
@@ -204,12 +397,24 @@ class Network:
         """Whether layer ``index`` can fire (the last layer of a "membrane" readout never does)."""
         return not (self.readout == "membrane" and index == len(self.layers) - 1)
 
+    @property
+    def input_shape(self) -> tuple:
+        """(n_in,) for a dense first layer, (H, W, C) for a conv or pool first layer."""
+        return tuple(self.layers[0].in_shape)
+
+    @property
+    def contract_version(self) -> int:
+        """The oldest contract that expresses this network: 1 for dense layers of 1-bit weights only, else 2."""
+        v1 = all(layer.kind == "dense" and layer.weight_bits == 1 for layer in self.layers)
+        return 1 if v1 else 2
+
     def weight_bits(self) -> int:
-        return sum(layer.n_in * layer.n_out for layer in self.layers)
+        """Bits of weight memory: every weight times its width."""
+        return sum(layer.weight_memory_bits for layer in self.layers)
 
     def synaptic_ops(self) -> int:
-        """Synaptic operations per inference: every weight is visited once per step."""
-        return self.timesteps * self.weight_bits()
+        """Synaptic operations per inference: every neuron's fan-in, every step."""
+        return self.timesteps * sum(layer.synaptic_ops_per_step for layer in self.layers)
 
     # --- convenience --------------------------------------------------------------------------------------------
     def encode(self, x, seed=None) -> np.ndarray:

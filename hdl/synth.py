@@ -703,7 +703,8 @@ def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_c
             raise ValueError(f"--freq must be positive, not {freq}")
         if no_pnr is False and t.pnr is None:
             no_pnr = True  # Xilinx: synthesis only (said in the report's table)
-        say = None if as_json else (lambda line: click.echo(line, err=True))
+        from bsnn_hw.cli import progress_printer
+        say = None if as_json else progress_printer()
         if say:
             say(f"generating the design of {model}..." if not Path(model).is_dir() else f"reading {model}...")
         design = load_design(model, parallel, width, name)

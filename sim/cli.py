@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from bsnn_hw.cli import UserError, emit_json, load_model
+from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
 
 
 @click.command("verify")
@@ -48,7 +48,7 @@ def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, wave
                    f"encoding={net.encoding}; {what}; {sim}" + (" with stalls" if stalls else ""), err=True)
     try:
         report = vmod.verify(net, spikes, labels, sim=sim, config=cfg, waves=waves, stalls=stalls, seed=seed,
-                             data=data, offset=offset, progress=None if as_json else _progress)
+                             data=data, offset=offset, progress=None if as_json else progress_printer())
     except runner.SimulatorMissing as e:
         raise UserError(str(e)) from None
     report["model"] = str(model)
@@ -62,10 +62,6 @@ def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, wave
         _print(report, net, limit)
     if report["mismatches"] or report["checked"] < report["samples"]:
         ctx.exit(1)
-
-
-def _progress(line: str) -> None:
-    click.echo(line, err=True)
 
 
 def _pct(v):

@@ -13,9 +13,71 @@ def _floor_shift(v: int, k: int) -> int:
     return v // (2 ** k)
 
 
+def _weight(layer, *index) -> int:
+    """One weight as an integer: a 1-bit weight is +1 for a set bit, -1 otherwise; a k-bit weight as stored."""
+    w = layer.weights[index]
+    if layer.weight_bits == 1:
+        return 1 if w else -1
+    return int(w)
+
+
+def dense_current(layer, s, j) -> int:
+    """I[j] = sum over inputs of s[i] * w[j][i]."""
+    current = 0
+    for i in range(len(s)):
+        if s[i]:
+            current += _weight(layer, j, i)
+    return current
+
+
+def conv_current(layer, s, j) -> int:
+    """Neuron j = (y, x, o) of a conv layer (position-major numbering): the sum over the kernel window of
+    s[y*stride + ky - pad][x*stride + kx - pad][c] * w[o][ky][kx][c], positions outside the map contributing nothing."""
+    h, w, c_in = layer.in_shape
+    ho, wo, c_out = layer.out_shape
+    o = j % c_out
+    x = (j // c_out) % wo
+    y = j // (c_out * wo)
+    current = 0
+    for ky in range(layer.kernel):
+        for kx in range(layer.kernel):
+            iy = y * layer.stride + ky - layer.padding
+            ix = x * layer.stride + kx - layer.padding
+            if not (0 <= iy < h and 0 <= ix < w):
+                continue                  # zero padding: no spike there
+            for c in range(c_in):
+                if s[(iy * w + ix) * c_in + c]:
+                    current += _weight(layer, o, ky, kx, c)
+    return current
+
+
+def run_pool(layer, inputs):
+    """OR pooling, one sample: out[t][(y, x, c)] = any input of the window spiked at t."""
+    h, w, c_in = layer.in_shape
+    ho, wo, _ = layer.out_shape
+    n = layer.window
+    out = []
+    for s in inputs:
+        row = [0] * (ho * wo * c_in)
+        for y in range(ho):
+            for x in range(wo):
+                for c in range(c_in):
+                    hit = 0
+                    for i in range(n):
+                        for k in range(n):
+                            if s[((y * n + i) * w + (x * n + k)) * c_in + c]:
+                                hit = 1
+                    row[(y * wo + x) * c_in + c] = hit
+        out.append(row)
+    return out, [0] * (ho * wo * c_in)
+
+
 def run_layer(layer, fires: bool, inputs: list[list[int]]):
     """One layer on one sample. ``inputs[t][i]`` in {0, 1}. Returns (spikes[t][j], membrane after the last step)."""
-    n_out, n_in = layer.weights.shape
+    if layer.kind == "pool":
+        return run_pool(layer, inputs)
+    n_out = layer.n_out
+    current_of = conv_current if layer.kind == "conv2d" else dense_current
     m = layer.membrane_bits
     lo, hi = -(2 ** (m - 1)), 2 ** (m - 1) - 1
     v = [0] * n_out                       # all state is 0 at the start of each sample
@@ -24,11 +86,7 @@ def run_layer(layer, fires: bool, inputs: list[list[int]]):
     for s in inputs:
         row = []
         for j in range(n_out):
-            # synaptic input: sum over inputs of s[i] * (+1 if bit else -1)
-            current = 0
-            for i in range(n_in):
-                if s[i]:
-                    current += 1 if layer.weights[j][i] else -1
+            current = current_of(layer, s, j)
             old = v[j]
             leak = 0 if layer.leak_shift is None else _floor_shift(old, layer.leak_shift)
             new = old - leak + current    # exact, then clamped once
@@ -38,7 +96,9 @@ def run_layer(layer, fires: bool, inputs: list[list[int]]):
                 new = lo
             spike = 0
             if fires:
-                theta = int(layer.threshold[j])
+                # conv thresholds are per output channel, the channel being the fastest index
+                theta = int(layer.threshold[j % layer.out_shape[-1]]) if layer.kind == "conv2d" \
+                    else int(layer.threshold[j])
                 if new > theta:           # strict: V == theta does not fire
                     new = new - theta if layer.reset == "subtract" else 0
                     if not (layer.fire_once and has_fired[j]):
@@ -65,7 +125,7 @@ def run_sample(net, spikes):
     trains, counts, membranes, firsts = [], [], [], []
     n_layers = len(net.layers)
     for li, layer in enumerate(net.layers):
-        fires = not (net.readout == "membrane" and li == n_layers - 1)
+        fires = layer.kind != "pool" and not (net.readout == "membrane" and li == n_layers - 1)
         out, v = run_layer(layer, fires, x)
         n_out = len(v)
         trains.append(out)

@@ -171,8 +171,8 @@ def test_wrong_magic(good):
 
 
 def test_wrong_version(good):
-    refused(edited(good, lambda h: h.update(format_version=2)),
-            r"format version 2 is not supported \(this bsnn-hw reads version 1\)$")
+    refused(edited(good, lambda h: h.update(format_version=3)),
+            r"format version 3 is not supported \(this bsnn-hw reads versions 1, 2\)$")
     refused(edited(good, lambda h: h.update(format_version=True)), r"format version True is not supported")
     refused(edited(good, lambda h: h.update(contract_version=7)), r"numeric contract version 7 is not supported")
     refused(edited(good, lambda h: h.update(format="onnx")), r"header does not declare format 'bsnn'$")
@@ -238,7 +238,7 @@ def _set_net(**kw):
     (_set_layer(1, membrane_bits=2), r"layer 1: threshold must be in 1\.\.1 \(2\^\(M-1\)-1 for M = 2\), not 3$"),
     (_set_layer(0, reset="soft"), r"layer 0: reset must be one of 'subtract', 'zero', not 'soft'$"),
     (_set_layer(0, fire_once=1), r"layer 0: fire_once must be a bool, not 1$"),
-    (_set_layer(0, type="conv2d"), r"layer 0: layer type 'conv2d' is not supported \(supported: dense\)$"),
+    (_set_layer(0, type="conv2d"), r"layer 0: layer type 'conv2d' needs format version 2, the file says 1$"),
     (_set_layer(0, weight_bits=4), r"layer 0: 4-bit weights are not supported \(supported: 1\)$"),
     (_set_layer(0, n_in=0), r"layer 0: n_in and n_out must be positive, not 0 and 5$"),
     (_set_layer(0, n_in="11"), r"layer 0: field 'n_in' must be a positive int, not '11'$"),
@@ -268,7 +268,7 @@ def test_inconsistent_shapes(good):
         return header, payload[:10] + b"\x00" * 6
     refused(edited(good, grow), r"layer 1 has n_in = 9 but layer 0 has n_out = 5; they must match$")
     # The byte count of a layer disagrees with its shape.
-    refused(edited(good, _set_layer(0, n_out=4)), r"layer 0: weights take 10 bytes but 4 rows of 11 bits need 8$")
+    refused(edited(good, _set_layer(0, n_out=4)), r"layer 0: weights take 10 bytes but 4 rows of 11 1-bit weights need 8$")
     # Weights overlapping, out of order, or leaving payload bytes unused.
     refused(edited(good, _set_layer(1, weights={"offset": 0, "nbytes": 3})), r"layer 1: weights at payload bytes "
             r"0\.\.3 must start at byte 10")
@@ -282,7 +282,7 @@ def test_nonzero_padding_bits(good):
     header, payload = split(good)
     payload = bytearray(payload)
     payload[1] |= 0x80
-    refused(build(header, bytes(payload)), r"layer 0: padding bits past n_in = 11 in the packed weight rows must "
+    refused(build(header, bytes(payload)), r"layer 0: padding bits past the fan-in \(11\) in the packed weight rows must "
                                            r"be 0$")
 
 

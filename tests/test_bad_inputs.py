@@ -161,17 +161,23 @@ def test_11_verilog_keywords_are_refused_as_names(tmp_path, model, name):
           pattern=rf"name must not be a Verilog/SystemVerilog reserved word, not '{name}'")
 
 
-def test_errors_name_the_users_path_not_a_temporary_file(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user who can write anywhere (root)")
-        line = fails("random", "--sizes", "3-2", "-o", ro / "x.bsnn", pattern=r"ro")
-        assert ".x.bsnn." not in line
-    finally:
-        ro.chmod(0o755)
+def test_errors_name_the_users_path_not_a_temporary_file(tmp_path, monkeypatch, model):
+    """A failure while writing (here: the final rename, as a full disk or a permission would make it) names the
+    output the user asked for, never the hidden temporary file beside it, and leaves nothing behind."""
+    from bsnn_hw import artifact as art
+    from bsnn_hw import io
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(art.os, "replace", refuse)
+    line = fails("random", "--sizes", "3-2", "-o", tmp_path / "x.bsnn",
+                 pattern=r"x\.bsnn: cannot write it \(Permission denied\)$")
+    assert ".x.bsnn." not in line and not (tmp_path / "x.bsnn").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.bsnn"]
+    monkeypatch.setattr(io.os, "replace", refuse)
+    line = fails("generate", model, "-o", tmp_path / "gen", pattern=r"gen/bsnn_top\.v: cannot write it")
+    assert ".bsnn_top.v." not in line and list((tmp_path / "gen").iterdir()) == []
 
 
 def test_save_refuses_a_directory_path(tmp_path):
@@ -183,3 +189,20 @@ def test_layer_threshold_api_refuses_huge_python_ints():
     with pytest.raises(ValueError, match=r"threshold must be in 1\.\.127"):
         Layer(np.ones((1, 3), dtype=bool), 2 ** 70, membrane_bits=8)
     assert artifact.identity(random_network([3, 2])) == random_network([3, 2]).identity()
+
+
+def test_verify_reports_progress_of_each_long_step(tmp_path, model):
+    import shutil
+    if shutil.which("iverilog") is None:
+        pytest.skip("Icarus Verilog not installed")
+    from bsnn_hw.sim import verify as vmod
+    net = bsnn_hw.load(model)
+    lines = []
+    x = np.random.default_rng(0).integers(0, 256, (2, 20), dtype=np.uint8)
+    rep = vmod.verify(net, net.encode(x), sim="icarus", progress=lines.append, cache_dir=tmp_path / "cache")
+    assert rep["agree"] == 2
+    text = "\n".join(lines)
+    assert "simulating 2 sample(s)" in text and "icarus: building" in text and "icarus: simulating" in text
+    lines.clear()
+    vmod.verify(net, net.encode(x), sim="icarus", progress=lines.append, cache_dir=tmp_path / "cache")
+    assert any("found in the cache" in line for line in lines)

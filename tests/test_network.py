@@ -125,7 +125,7 @@ def test_layer_equality():
 def test_network_rejects_empty_and_non_layers():
     with raises(ValueError, "a network needs at least one layer, not 0"):
         Network([], 4)
-    with raises(TypeError, "layer 0 must be a bsnn_hw.Layer, not ndarray"):
+    with raises(TypeError, "layer 0 must be a bsnn_hw.Layer, Conv2d or Pool, not ndarray"):
         Network([W], 4)
     with raises(TypeError, "layers must be a list of bsnn_hw.Layer, not Layer"):
         Network(make_layer(), 4)

@@ -116,7 +116,7 @@ def test_missing_tool_is_one_line(monkeypatch, tiny, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--target", "ice40", "--device", "up9k"], "device for target ice40 must be one of up5k, hx8k, hx1k, lp8k"),
     (["--parallel", "1,2,3"], "parallel needs one value per layer (2 layers), not 3"),
-    (["--width", "a"], "--width must be comma-separated ints, one per layer (e.g. 1,1), not 'a'"),
+    (["--width", "a"], "--width must be comma-separated ints, one per layer, none empty (e.g. 1,1), not 'a'"),
     (["--parallel", "9,1"], "layer 0: parallel must be in 1..8"),
 ])
 def test_cli_bad_options_are_one_line(tiny, tmp_path, args, message):
