@@ -335,3 +335,52 @@ def test_unrepresentable_thresholds_are_clamped_and_reported():
     assert clamped_thresholds(model) == [2, 0]
     net = to_network(model, "rate")
     assert net.layers[0].threshold.tolist() == [1, 2, 7]                        # clamped into 1..2^(4-1)-1
+
+
+# --- multi-bit first/last layers (B-SNN's MID variants, contract v2) ---------------------------------------------
+
+def test_quantize_is_the_signed_kbit_rounding_with_a_straight_through_gradient():
+    from bsnn_hw.train.layers import QuantLinear, quantize
+    w = torch.tensor([-1.0, -0.99, -0.5, 0.0, 0.004, 0.5, 0.99, 1.0], requires_grad=True)
+    q = quantize(w, 8)
+    assert q.tolist() == [-128, -127, -64, 0, 1, 64, 127, 127]       # 1.0 * 128 clamps to 127
+    assert quantize(w, 2).tolist() == [-2, -2, -1, 0, 0, 1, 2 - 1, 1]
+    q.sum().backward()
+    assert w.grad.tolist() == [1.0] * 8
+    fc = QuantLinear(5, 3, bits=4)
+    s = (torch.rand(2, 7, 5) < 0.5).float()
+    ints = fc.weight_bits().to(torch.float32)
+    assert fc.weight_bits().dtype == torch.int8 and ints.abs().max() <= 8
+    torch.testing.assert_close(fc.synaptic_input(s), s @ ints.t())
+    with pytest.raises(ValueError, match=r"bits must be in 2\.\.8, not 9"):
+        QuantLinear(5, 3, bits=9)
+
+
+@pytest.mark.parametrize("variant,bits", [("mid", (8, 8)), ("first+mid", (1, 4)), ("last+mid", (4, 1))])
+def test_variants_export_equals_golden_on_digits(tmp_path, variant, bits):
+    """A multi-bit first and/or last layer trains, exports as contract v2 k-bit dense layers, and the golden model
+    predicts exactly the trainer's integer predictions on the whole test split."""
+    import bsnn_hw
+    from bsnn_hw.data import load_dataset
+    from bsnn_hw.train.model import variant_bits
+    first, last = bits
+    assert variant_bits(variant, 8) == tuple(8 if b > 1 else 1 for b in bits)
+    res = fit(TrainConfig(**{**TINY, "epochs": 3, "first_bits": first, "last_bits": last}), out=tmp_path / "v.bsnn",
+              progress=False)
+    net = bsnn_hw.load(tmp_path / "v.bsnn")
+    assert [layer.weight_bits for layer in net.layers] == [first, last] and net.contract_version == 2
+    x, y = load_dataset("digits", "test")
+    gold = golden.run(net, x).prediction
+    assert (gold == y).mean() == pytest.approx(res.metrics["integer_accuracy"])
+    np.testing.assert_array_equal(integer_simulate(net, torch.from_numpy(net.encode(x)))[0].numpy(), gold)
+    assert res.metrics["integer_accuracy"] > 0.25 and abs(res.metrics["gap_pp"]) <= 0.5     # chance is 0.10
+
+
+def test_cli_variant_sets_the_bits_and_refuses_a_contradiction(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--variant", "mid", "--first-bits", "1", "-o", str(tmp_path / "m.bsnn")])
+    assert r.exit_code != 0 and "--variant mid makes the first layer multi-bit, but --first-bits is 1" in r.stderr
+    r = CliRunner().invoke(main, ["train", "--variant", "last+mid", "--hidden", "16", "-T", "2", "-e", "1", "-q",
+                                  "--json", "-o", str(tmp_path / "l.bsnn")])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.stdout)["config"]
+    assert (cfg["first_bits"], cfg["last_bits"]) == (8, 1)

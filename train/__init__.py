@@ -6,9 +6,9 @@ The ready-made network and its export: :class:`BSNN`, :func:`to_network`, :func:
 The loop: :class:`TrainConfig` and :func:`fit` (what ``bsnn-hw train`` runs). See docs/training.md.
 """
 from .encoding import RateEncoder, latency
-from .layers import LIF, BinaryLinear, binarize, binary_matmul
-from .model import BSNN, integer_simulate, to_network
+from .layers import LIF, BinaryLinear, QuantLinear, binarize, binary_matmul, quantize
+from .model import BSNN, VARIANTS, integer_simulate, to_network, variant_bits
 from .trainer import TrainConfig, TrainResult, fit
 
-__all__ = ["BinaryLinear", "LIF", "binarize", "binary_matmul", "RateEncoder", "latency", "BSNN", "to_network",
+__all__ = ["BinaryLinear", "QuantLinear", "quantize", "VARIANTS", "variant_bits", "LIF", "binarize", "binary_matmul", "RateEncoder", "latency", "BSNN", "to_network",
            "integer_simulate", "TrainConfig", "TrainResult", "fit"]

@@ -81,6 +81,13 @@ def _read_config(path) -> dict:
 @click.option("--readout", type=click.Choice(["membrane", "count"]), help="[default: membrane]")
 @click.option("--scale", type=click.Choice(["neuron", "layer", "none"]),
               help="Learned alpha per neuron / per layer, folded into thresholds.  [default: neuron]")
+@click.option("--variant", type=click.Choice(["full", "mid", "first+mid", "last+mid"]),
+              help="B-SNN variant: which layers are binary. full: all; mid: the middle only (first and last k-bit); "
+                   "first+mid: all but the last; last+mid: all but the first.  [default: full]")
+@click.option("--first-bits", type=click.IntRange(1, 8), help="Weight width of the first layer (1 = binary). "
+              "[default: 1, or 8 for a variant with a multi-bit first layer]")
+@click.option("--last-bits", type=click.IntRange(1, 8), help="Weight width of the last layer (1 = binary). "
+              "[default: 1, or 8 for a variant with a multi-bit last layer]")
 @click.option("--epochs", "-e", type=int, help="[default: 30]")
 @click.option("--batch-size", "-b", type=int, help="[default: 64]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")
@@ -103,7 +110,7 @@ def _read_config(path) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale, resume, checkpoint, as_json,
-          quiet, **flags):
+          quiet, variant, first_bits, last_bits, **flags):
     """Train a binarized SNN (B-SNN: binary weights, LIF, no batchnorm) and export a .bsnn artifact.
 
     The reported accuracy is the exported integer network's, on the test split, encoded as the hardware encodes it.
@@ -127,6 +134,19 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
         settings["output_leak_shift"] = _leak(output_leak_shift, "--output-leak-shift")
     if scale is not None:
         settings["scale"] = None if scale == "none" else scale
+    if variant is not None:
+        from .model import VARIANTS
+        multi_first, multi_last = VARIANTS[variant]
+        for name, multi, given in (("first_bits", multi_first, first_bits), ("last_bits", multi_last, last_bits)):
+            if given is not None and (given > 1) != multi:
+                raise UserError(f"--variant {variant} makes the {name.split('_')[0]} layer "
+                                f"{'multi-bit' if multi else 'binary'}, but --{name.replace('_', '-')} is {given}")
+            settings[name] = given if given is not None else (8 if multi else 1)
+    else:
+        if first_bits is not None:
+            settings["first_bits"] = first_bits
+        if last_bits is not None:
+            settings["last_bits"] = last_bits
     cfg = TrainConfig.from_dict(settings)
     if sizes is not None:
         from bsnn_hw.cli import parse_sizes

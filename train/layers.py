@@ -38,6 +38,7 @@ from bsnn_hw import contract
 SCALES = (None, "layer", "neuron")
 # bf16 holds integers up to 2^8 exactly; a +-1 x {0,1} product summed over at most 256 terms stays exact.
 EXACT_BF16_CHUNK = 256
+LATENT_INIT = 0.25      # QuantLinear's latent init range: a quarter of [-1, 1] learns fastest on digits
 
 
 def binary_matmul(spikes: torch.Tensor, sign_w: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
@@ -77,6 +78,7 @@ def binarize(w: torch.Tensor) -> torch.Tensor:
 
 
 class BinaryLinear(nn.Module):
+    bits = 1                                                   # weight width in the exported layer
     """A fully connected layer with binary (+-1) weights and no bias: ``I = alpha * (s @ sign(W)^T)``.
 
     Arguments
@@ -139,6 +141,56 @@ class BinaryLinear(nn.Module):
 
     def extra_repr(self):
         return f"{self.n_in}, {self.n_out}, scale={self.scale_mode}, bias=False"
+
+
+class _QuantSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, bits):
+        ctx.save_for_backward(w)
+        lo, hi = contract.weight_range(bits)
+        return torch.clamp(torch.round(w * (1 << (bits - 1))), lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (w,) = ctx.saved_tensors
+        return grad * (w.abs() <= 1).to(grad.dtype) * 1.0, None
+
+
+def quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """The k-bit integer weights of latent ``w`` in [-1, 1]: ``clamp(round(w * 2^(k-1)), -2^(k-1), 2^(k-1) - 1)``
+    (round half to even, as torch.round); straight-through gradient clipped to |w| <= 1, scaled by 2^(k-1)."""
+    return _QuantSTE.apply(w, bits)
+
+
+class QuantLinear(BinaryLinear):
+    """A fully connected layer of signed k-bit integer weights (2 <= k <= 8, contract v2) and no bias:
+    ``I = alpha * (s @ q^T)`` with ``q = quantize(W, k)``; B-SNN's multi-bit first/last layers. The latent weights
+    start uniform in [-LATENT_INIT, LATENT_INIT]. The synaptic product is float32 (exact: every
+    partial sum is an integer below 2^24 for fan-in < 2^24 / 2^(k-1)); ``precision`` is accepted and ignored."""
+
+    def __init__(self, n_in: int, n_out: int, bits: int, scale: str | None = "layer", init_scale: float = 1.0,
+                 precision: str = "fp32"):
+        super().__init__(n_in, n_out, scale, init_scale, precision)
+        if not isinstance(bits, int) or not 2 <= bits <= contract.WEIGHT_BITS_MAX:
+            raise ValueError(f"bits must be in 2..{contract.WEIGHT_BITS_MAX}, not {bits!r}")
+        self.bits = bits
+        with torch.no_grad():
+            self.weight.uniform_(-LATENT_INIT, LATENT_INIT)
+
+    def sign_weight(self) -> torch.Tensor:
+        return quantize(self.weight, self.bits)
+
+    def weight_bits(self) -> torch.Tensor:
+        """The integers the hardware stores (int8 (n_out, n_in))."""
+        return quantize(self.weight.detach(), self.bits).to(torch.int8)
+
+    def synaptic_input(self, spikes: torch.Tensor) -> torch.Tensor:
+        lead = spikes.shape[:-1]
+        out = spikes.reshape(-1, self.n_in).float() @ self.sign_weight().t()
+        return out.reshape(*lead, self.n_out)
+
+    def extra_repr(self):
+        return f"{self.n_in}, {self.n_out}, bits={self.bits}, scale={self.scale_mode}, bias=False"
 
 
 class _Spike(torch.autograd.Function):

@@ -25,7 +25,19 @@ from torch import nn
 from bsnn_hw import contract
 from bsnn_hw.network import Layer, Network
 
-from .layers import LIF, BinaryLinear
+from .layers import LIF, BinaryLinear, QuantLinear
+
+# B-SNN's variants (the paper's names): which of the first and last layers stay binary. "mid": first and last
+# multi-bit, the middle binary; "first+mid": the first layer binary too; "last+mid": the last layer binary too.
+VARIANTS = {"full": (False, False), "mid": (True, True), "first+mid": (False, True), "last+mid": (True, False)}
+
+
+def variant_bits(variant: str, bits: int = 8) -> tuple[int, int]:
+    """(first_bits, last_bits) of a B-SNN variant with ``bits``-bit multi-bit layers."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    first, last = VARIANTS[variant]
+    return (bits if first else 1), (bits if last else 1)
 
 
 class BSNN(nn.Module):
@@ -53,7 +65,8 @@ class BSNN(nn.Module):
     def __init__(self, sizes, timesteps: int, leak_shift: int | None = None, output_leak_shift: int | None = None,
                  reset: str = "subtract", membrane_bits: int = 16, fire_once: bool = False,
                  readout: str = "membrane", scale: str | None = "neuron", dropout: float = 0.0, exact: bool = True,
-                 precision: str = "fp32", slope: float = 5.0, threshold_init: float = 0.5):
+                 precision: str = "fp32", slope: float = 5.0, threshold_init: float = 0.5, first_bits: int = 1,
+                 last_bits: int = 1):
         super().__init__()
         sizes = list(sizes)
         if len(sizes) < 2:
@@ -69,16 +82,18 @@ class BSNN(nn.Module):
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = i == n_layers - 1
             fires = not (last and readout == "membrane")
+            bits = last_bits if last else first_bits if i == 0 else 1
+            mag = 1.0 if bits == 1 else (1 << (bits - 1)) / 2      # typical |weight|: the scale starts accordingly
             if fires:
                 # theta = 1 and alpha = 1 / theta_eff: start every threshold near threshold_init * sqrt(n_in).
-                init = 1.0 / max(1.0, threshold_init * math.sqrt(n_in))
+                init = 1.0 / max(1.0, threshold_init * math.sqrt(n_in) * mag)
                 layer_scale = scale
             else:
                 # Temperature of the membrane readout: logits = alpha * V / T.
-                init = 4.0 / math.sqrt(n_in)
+                init = 4.0 / (math.sqrt(n_in) * mag)
                 layer_scale = "layer"
-            self.fcs.append(BinaryLinear(n_in, n_out, scale=layer_scale if layer_scale else None,
-                                         init_scale=init, precision=precision))
+            kw = dict(scale=layer_scale if layer_scale else None, init_scale=init, precision=precision)
+            self.fcs.append(BinaryLinear(n_in, n_out, **kw) if bits == 1 else QuantLinear(n_in, n_out, bits, **kw))
             self.lifs.append(LIF(1.0, output_leak_shift if last else leak_shift, reset, membrane_bits, fire_once,
                                  exact=exact, slope=slope, fires=fires))
         if readout == "count":
@@ -127,7 +142,8 @@ def to_network(model: BSNN, encoding: str, seed: int = 1, metadata: dict | None 
             th = np.broadcast_to(lif.integer_threshold(scale).numpy(), (fc.n_out,)).astype(np.int64)
         else:
             th = None
-        layers.append(Layer(weights, th, lif.leak_shift, lif.reset, lif.membrane_bits, lif.fire_once))
+        layers.append(Layer(weights, th, lif.leak_shift, lif.reset, lif.membrane_bits, lif.fire_once,
+                            weight_bits=fc.bits))
     readout = model.readout
     assert len(layers) == n_layers
     return Network(layers, model.timesteps, readout, encoding, seed=seed, metadata=metadata or {})
@@ -152,14 +168,14 @@ def clamped_thresholds(model: BSNN) -> list[int]:
 def integer_simulate(net: Network, spikes: torch.Tensor) -> tuple[torch.Tensor, list, list]:
     """The contract with int64 tensors: ``spikes`` bool/0-1 (B, T, n_in) -> (prediction (B,), counts per layer,
     last membranes per layer). The synaptic sums are float32 products converted to int64 (exact: every partial sum
-    is an integer below 2^24 in magnitude)."""
+    is an integer below 2^24 in magnitude). Dense layers of any weight width (contract v2 k-bit included)."""
     device = spikes.device
     batch, steps, _ = spikes.shape
     x = spikes.float()
     counts, membranes = [], []
     first = None
     for li, layer in enumerate(net.layers):
-        w = torch.from_numpy(contract.bit_to_weight(layer.weights).astype(np.float32)).to(device)
+        w = torch.from_numpy(contract.weight_values(layer.weights, layer.weight_bits).astype(np.float32)).to(device)
         cur = (x.reshape(batch * steps, -1) @ w.t()).round().to(torch.int64).reshape(batch, steps, -1)
         lo, hi = contract.membrane_range(layer.membrane_bits)
         fires = net.layer_fires(li)

@@ -55,6 +55,8 @@ class TrainConfig:
     readout: str = "membrane"           # "membrane" (threshold-infinity output layer) or "count"
     scale: str | None = "neuron"        # learned alpha per "neuron" or per "layer" (folded into thresholds), or None
     threshold_init: float = 0.5         # initial theta / alpha = threshold_init * sqrt(n_in)
+    first_bits: int = 1                 # weight width of the first layer: 1 (binary) or 2..8 (B-SNN's MID variants)
+    last_bits: int = 1                  # weight width of the last layer
     epochs: int = 30
     batch_size: int = 64
     lr: float = 5e-3                    # Adam, cosine decay to 0 over all steps
@@ -101,6 +103,10 @@ class TrainConfig:
                                                          f"{self.precision!r}")
         need(1 <= self.eval_seed <= 65535, f"eval_seed must be in 1..65535 (an LFSR state), not {self.eval_seed}")
         need(self.threads is None or self.threads >= 1, f"threads must be at least 1, not {self.threads!r}")
+        for name in ("first_bits", "last_bits"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8,
+                 f"{name} must be 1 (binary) or 2..8 (signed k-bit weights), not {v!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -151,7 +157,8 @@ def build_model(cfg: TrainConfig, n_in: int, n_classes: int, precision: str) -> 
     return BSNN([n_in, *cfg.hidden, n_classes], cfg.timesteps, leak_shift=cfg.leak_shift,
                 output_leak_shift=cfg.output_leak_shift, reset=cfg.reset, membrane_bits=cfg.membrane_bits,
                 fire_once=cfg.fire_once, readout=cfg.readout, scale=cfg.scale, dropout=cfg.dropout,
-                exact=cfg.exact, precision=precision, slope=cfg.slope, threshold_init=cfg.threshold_init)
+                exact=cfg.exact, precision=precision, slope=cfg.slope, threshold_init=cfg.threshold_init,
+                first_bits=cfg.first_bits, last_bits=cfg.last_bits)
 
 
 def image_shape(n_features: int) -> tuple[int, int, int]:
@@ -280,6 +287,8 @@ def load_checkpoint(path) -> dict:
 
 
 def config_differences(a: dict, b: dict) -> list[str]:
+    defaults = TrainConfig().to_dict()          # a checkpoint from before a setting existed had its default
+    a, b = {**defaults, **a}, {**defaults, **b}
     return [f"{k}={a.get(k)!r} (checkpoint) vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RESUME_FREE and a.get(k) != b.get(k)]
 
