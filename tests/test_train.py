@@ -384,3 +384,44 @@ def test_cli_variant_sets_the_bits_and_refuses_a_contradiction(tmp_path):
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.stdout)["config"]
     assert (cfg["first_bits"], cfg["last_bits"]) == (8, 1)
+
+
+# --- conv / pool stacks (contract v2) -------------------------------------------------------------------------------
+
+def test_parse_arch():
+    from bsnn_hw.train.model import parse_arch
+    assert parse_arch("32c3-p2-64c3-p2-256-10") == ([("conv", 32, 3), ("pool", 2), ("conv", 64, 3), ("pool", 2)],
+                                                    [256, 10])
+    assert parse_arch("784-512-512-10") == ([], [784, 512, 512, 10])
+    for bad, msg in (("8c3-32-p2-10", "must come before"), ("8x3-10", "is not <C>c<k>"), ("8c3-p2", "must end with"),
+                     ("0c3-10", "positive")):
+        with pytest.raises(ValueError, match=msg):
+            parse_arch(bad)
+
+
+@pytest.mark.parametrize("first_bits", [1, 6])
+def test_conv_stack_trains_and_exports_bit_exact(tmp_path, first_bits):
+    """A conv -> OR pool -> dense network trains on digits, exports as contract-v2 conv2d / pool / dense layers, and
+    the golden model predicts exactly the trainer's integer predictions on the whole test split."""
+    import bsnn_hw
+    from bsnn_hw.data import load_dataset
+    cfg = TrainConfig(**{**TINY, "arch": "4c3-p2-16-10", "epochs": 5, "first_bits": first_bits, "timesteps": 8})
+    res = fit(cfg, out=tmp_path / "c.bsnn", progress=False)
+    net = bsnn_hw.load(tmp_path / "c.bsnn")
+    assert [layer.kind for layer in net.layers] == ["conv2d", "pool", "dense", "dense"]
+    assert net.layers[0].weight_bits == first_bits and net.layers[0].out_shape == (8, 8, 4)
+    assert net.layers[1].out_shape == (4, 4, 4) and net.layers[2].n_in == 64
+    x, y = load_dataset("digits", "test")
+    gold = golden.run(net, x).prediction
+    np.testing.assert_array_equal(integer_simulate(net, torch.from_numpy(net.encode(x)))[0].numpy(), gold)
+    assert (gold == y).mean() == pytest.approx(res.metrics["integer_accuracy"])
+    assert res.metrics["integer_accuracy"] > 0.25 and abs(res.metrics["gap_pp"]) <= 0.5
+    assert res.metrics["sizes"] == [64, 256, 64, 16, 10]
+
+
+def test_cli_arch_errors(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--arch", "4c3-10", "--hidden", "16", "-o", str(tmp_path / "m.bsnn")])
+    assert r.exit_code != 0 and "--arch gives every layer" in r.stderr
+    r = CliRunner().invoke(main, ["train", "--arch", "4c3-p2-7", "-e", "1", "-o", str(tmp_path / "m.bsnn")])
+    assert r.exit_code != 0 and "ends with 7 outputs but digits has 10 classes" in r.stderr
+    assert not (tmp_path / "m.bsnn").exists()

@@ -21,7 +21,7 @@ _FLAG_FIELDS = {
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "dropout": "dropout", "seed": "seed", "eval_seed": "eval_seed", "device": "device", "precision": "precision",
     "threads": "threads", "split_seed": "split_seed", "slope": "slope", "label_smoothing": "label_smoothing",
-    "augment_shift": "augment_shift", "augment_flip": "augment_flip",
+    "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch",
 }
 
 
@@ -81,6 +81,9 @@ def _read_config(path) -> dict:
 @click.option("--readout", type=click.Choice(["membrane", "count"]), help="[default: membrane]")
 @click.option("--scale", type=click.Choice(["neuron", "layer", "none"]),
               help="Learned alpha per neuron / per layer, folded into thresholds.  [default: neuron]")
+@click.option("--arch", help="Layer stack with conv/pool layers, e.g. 32c3-p2-64c3-p2-256-10: <C>c<k> a k x k "
+              "convolution (stride 1, 'same' padding), p<n> an n x n OR pooling, numbers dense layers (the last: "
+              "classes). Replaces --hidden.")
 @click.option("--variant", type=click.Choice(["full", "mid", "first+mid", "last+mid"]),
               help="B-SNN variant: which layers are binary. full: all; mid: the middle only (first and last k-bit); "
                    "first+mid: all but the last; last+mid: all but the first.  [default: full]")
@@ -134,6 +137,8 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
         settings["output_leak_shift"] = _leak(output_leak_shift, "--output-leak-shift")
     if scale is not None:
         settings["scale"] = None if scale == "none" else scale
+    if flags.get("arch") is not None and (hidden is not None or sizes is not None):
+        raise UserError("--arch gives every layer; it cannot be combined with --hidden or --sizes")
     if variant is not None:
         from .model import VARIANTS
         multi_first, multi_last = VARIANTS[variant]

@@ -309,3 +309,98 @@ class LIF(nn.Module):
         leak = "none" if self.leak_shift is None else f">>>{self.leak_shift}"
         return (f"threshold={self.threshold}, leak={leak}, reset={self.reset}, M={self.membrane_bits}, "
                 f"fire_once={self.fire_once}, exact={self.exact}, fires={self.fires}")
+
+
+# --- convolution and pooling (contract v2) ---------------------------------------------------------------------------
+# Spike trains stay flat, (batch, T, n), in the contract's position-major order (index (y * W + x) * C + c), so LIF
+# and dropout work unchanged; the conv and pool modules view them as maps.
+
+def to_maps(x: torch.Tensor, shape) -> torch.Tensor:
+    """(batch, T, H*W*C) position-major -> (batch*T, C, H, W) for torch's conv and pooling."""
+    h, w, c = shape
+    return x.reshape(-1, h, w, c).permute(0, 3, 1, 2)
+
+
+def from_maps(m: torch.Tensor, batch: int, steps: int) -> torch.Tensor:
+    """(batch*T, C, H, W) -> (batch, T, H*W*C) position-major."""
+    return m.permute(0, 2, 3, 1).reshape(batch, steps, -1)
+
+
+class BinaryConv2d(nn.Module):
+    """A 2-D convolution of spike maps with binary (+-1) or k-bit weights and no bias (contract v2 conv2d):
+    ``I = alpha * conv(s, sign(W))`` (``quantize(W, bits)`` for bits > 1), alpha one per layer or per output channel.
+    Input and output are flat position-major spike trains; weights export in the contract's (C_out, k, k, C_in)."""
+
+    def __init__(self, in_shape, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
+                 scale: str | None = "neuron", init_scale: float = 1.0, bits: int = 1):
+        super().__init__()
+        if scale not in SCALES:
+            raise ValueError(f"scale must be None, 'layer' or 'neuron', not {scale!r}")
+        self.in_shape = tuple(in_shape)
+        h, w, c = self.in_shape
+        self.out_channels, self.kernel, self.stride, self.padding, self.bits = out_channels, kernel, stride, padding, bits
+        self.out_shape = (contract.conv_output_size(h, kernel, stride, padding),
+                          contract.conv_output_size(w, kernel, stride, padding), out_channels)
+        self.n_in, self.n_out = h * w * c, int(math.prod(self.out_shape))
+        fan_in = kernel * kernel * c
+        init = (1.0 / math.sqrt(fan_in)) if bits == 1 else LATENT_INIT
+        self.weight = nn.Parameter(torch.empty(out_channels, c, kernel, kernel).uniform_(-1, 1) * init)
+        self.scale_mode = scale
+        if scale is None:
+            self.register_parameter("log_scale", None)
+        else:
+            self.log_scale = nn.Parameter(torch.full((1,) if scale == "layer" else (out_channels,),
+                                                     math.log(init_scale)))
+
+    def sign_weight(self) -> torch.Tensor:
+        return binarize(self.weight) if self.bits == 1 else quantize(self.weight, self.bits)
+
+    def weight_bits(self) -> torch.Tensor:
+        """The weights the hardware stores, in the contract's (C_out, k, k, C_in) order: bits (True = +1) or ints."""
+        w = self.weight.detach()
+        q = (w > 0) if self.bits == 1 else quantize(w, self.bits).to(torch.int8)
+        return q.permute(0, 2, 3, 1).contiguous()
+
+    def scale(self) -> torch.Tensor | None:
+        """alpha per layer (1,) or per output channel (C_out,), or None."""
+        return None if self.log_scale is None else self.log_scale.exp()
+
+    def neuron_scale(self) -> torch.Tensor | None:
+        """alpha of every output neuron in position-major order (the channel fastest)."""
+        a = self.scale()
+        if a is None or a.numel() == 1:
+            return a
+        return a.repeat(self.out_shape[0] * self.out_shape[1])
+
+    def synaptic_input(self, spikes: torch.Tensor) -> torch.Tensor:
+        batch, steps = spikes.shape[:2]
+        out = torch.nn.functional.conv2d(to_maps(spikes, self.in_shape), self.sign_weight(), stride=self.stride,
+                                         padding=self.padding)
+        return from_maps(out, batch, steps)
+
+    @torch.no_grad()
+    def clip_(self) -> None:
+        self.weight.clamp_(-1.0, 1.0)
+
+    def extra_repr(self):
+        return (f"{self.in_shape} -> {self.out_shape}, k={self.kernel}, stride={self.stride}, pad={self.padding}, "
+                f"bits={self.bits}, scale={self.scale_mode}")
+
+
+class SpikePool(nn.Module):
+    """OR pooling of spike maps (contract v2 pool): a window x window max of 0/1 spikes, stride = window. The
+    gradient reaches the spiking input of each window (max pooling's)."""
+
+    def __init__(self, in_shape, window: int):
+        super().__init__()
+        self.in_shape, self.window = tuple(in_shape), window
+        h, w, c = self.in_shape
+        self.out_shape = (contract.pool_output_size(h, window), contract.pool_output_size(w, window), c)
+        self.n_in, self.n_out = h * w * c, int(math.prod(self.out_shape))
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        batch, steps = spikes.shape[:2]
+        return from_maps(torch.nn.functional.max_pool2d(to_maps(spikes, self.in_shape), self.window), batch, steps)
+
+    def extra_repr(self):
+        return f"{self.in_shape} -> {self.out_shape}, {self.window}x{self.window} OR"

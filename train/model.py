@@ -23,13 +23,43 @@ import torch
 from torch import nn
 
 from bsnn_hw import contract
-from bsnn_hw.network import Layer, Network
+from bsnn_hw.network import Conv2d, Layer, Network, Pool
 
-from .layers import LIF, BinaryLinear, QuantLinear
+from .layers import LIF, BinaryConv2d, BinaryLinear, QuantLinear, SpikePool, from_maps, to_maps
 
 # B-SNN's variants (the paper's names): which of the first and last layers stay binary. "mid": first and last
 # multi-bit, the middle binary; "first+mid": the first layer binary too; "last+mid": the last layer binary too.
 VARIANTS = {"full": (False, False), "mid": (True, True), "first+mid": (False, True), "last+mid": (True, False)}
+
+
+def parse_arch(text: str) -> tuple[list, list]:
+    """'32c3-p2-64c3-p2-256-10' -> ([("conv", 32, 3), ("pool", 2), ("conv", 64, 3), ("pool", 2)], [256, 10]):
+    ``<C>c<k>`` a k x k convolution to C channels (stride 1, padding k // 2: "same" for odd k), ``p<n>`` an n x n OR
+    pooling, a plain number a dense layer; conv and pool layers come first, the last number is the class count."""
+    front, dense = [], []
+    for tok in str(text).lower().split("-"):
+        try:
+            if "c" in tok:
+                c, k = tok.split("c")
+                spec = ("conv", int(c), int(k))
+            elif tok.startswith("p"):
+                spec = ("pool", int(tok[1:]))
+            else:
+                dense.append(int(tok))
+                if dense[-1] < 1:
+                    raise ValueError
+                continue
+        except ValueError:
+            raise ValueError(f"arch item {tok!r} is not <C>c<k> (conv), p<n> (pool) or a layer size, in "
+                             f"{text!r}") from None
+        if dense:
+            raise ValueError(f"arch {text!r}: conv and pool layers must come before the dense layers")
+        if min(spec[1:]) < 1:
+            raise ValueError(f"arch item {tok!r} needs positive numbers")
+        front.append(spec)
+    if not dense:
+        raise ValueError(f"arch {text!r} must end with dense layers, the last one the class count")
+    return front, dense
 
 
 def variant_bits(variant: str, bits: int = 8) -> tuple[int, int]:
@@ -66,9 +96,10 @@ class BSNN(nn.Module):
                  reset: str = "subtract", membrane_bits: int = 16, fire_once: bool = False,
                  readout: str = "membrane", scale: str | None = "neuron", dropout: float = 0.0, exact: bool = True,
                  precision: str = "fp32", slope: float = 5.0, threshold_init: float = 0.5, first_bits: int = 1,
-                 last_bits: int = 1):
+                 last_bits: int = 1, conv=None, input_shape=None):
         super().__init__()
         sizes = list(sizes)
+        conv = list(conv or [])
         if len(sizes) < 2:
             raise ValueError(f"sizes must hold the inputs and at least one layer, not {sizes}")
         if readout not in ("membrane", "count"):
@@ -78,6 +109,29 @@ class BSNN(nn.Module):
         self.sizes, self.timesteps, self.readout, self.dropout = sizes, timesteps, readout, dropout
         self.fcs = nn.ModuleList()
         self.lifs = nn.ModuleList()
+        # The conv/pool front (contract v2) on an (H, W, C) input, then the dense layers on its flat output.
+        shape = tuple(input_shape) if conv else None
+        if conv and (shape is None or int(np.prod(shape)) != sizes[0]):
+            raise ValueError(f"input_shape {input_shape} does not hold the {sizes[0]} inputs")
+        for j, spec in enumerate(conv):
+            if spec[0] == "pool":
+                if not 1 <= spec[1] <= min(shape[:2]):
+                    raise ValueError(f"pool {spec[1]}x{spec[1]} does not fit the {shape[0]}x{shape[1]} map")
+                self.fcs.append(SpikePool(shape, spec[1]))
+                self.lifs.append(nn.Identity())
+            else:
+                _, c_out, k = spec
+                bits = first_bits if j == 0 else 1
+                mag = 1.0 if bits == 1 else (1 << (bits - 1)) / 2
+                init = 1.0 / max(1.0, threshold_init * math.sqrt(k * k * shape[2]) * mag)
+                if k > min(shape[:2]) + 2 * (k // 2):
+                    raise ValueError(f"conv {k}x{k} does not fit the {shape[0]}x{shape[1]} map")
+                self.fcs.append(BinaryConv2d(shape, c_out, k, 1, k // 2, scale=scale, init_scale=init, bits=bits))
+                self.lifs.append(LIF(1.0, leak_shift, reset, membrane_bits, fire_once, exact=exact, slope=slope))
+            shape = self.fcs[-1].out_shape
+        if conv:
+            sizes = [int(np.prod(shape))] + sizes[1:]
+            first_bits = first_bits if not any(s[0] == "conv" for s in conv) else 1
         n_layers = len(sizes) - 1
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = i == n_layers - 1
@@ -113,7 +167,10 @@ class BSNN(nn.Module):
         x = spikes
         n_layers = len(self.fcs)
         for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
-            scale = fc.scale()
+            if isinstance(fc, SpikePool):
+                x = fc(x)
+                continue
+            scale = fc.neuron_scale() if isinstance(fc, BinaryConv2d) else fc.scale()
             x = lif(fc.synaptic_input(x), scale if lif.fires else None)
             if self.training and self.dropout > 0 and i < n_layers - 1:
                 keep = torch.rand(x.shape[0], 1, x.shape[2], generator=generator, device="cpu") >= self.dropout
@@ -125,7 +182,8 @@ class BSNN(nn.Module):
     @torch.no_grad()
     def clip_(self) -> None:
         for fc in self.fcs:
-            fc.clip_()
+            if not isinstance(fc, SpikePool):
+                fc.clip_()
 
 
 def to_network(model: BSNN, encoding: str, seed: int = 1, metadata: dict | None = None) -> Network:
@@ -135,13 +193,21 @@ def to_network(model: BSNN, encoding: str, seed: int = 1, metadata: dict | None 
     layers = []
     n_layers = len(model.fcs)
     for i, (fc, lif) in enumerate(zip(model.fcs, model.lifs)):
+        if isinstance(fc, SpikePool):
+            layers.append(Pool(fc.in_shape, fc.window))
+            continue
         weights = fc.weight_bits().cpu().numpy()
         if lif.fires:
             # The forward pass already clamps theta / alpha into [1, 2^(M-1)-1]; Layer refuses anything else.
             scale = fc.scale().detach().cpu() if fc.scale() is not None else None
-            th = np.broadcast_to(lif.integer_threshold(scale).numpy(), (fc.n_out,)).astype(np.int64)
+            n_th = fc.out_channels if isinstance(fc, BinaryConv2d) else fc.n_out
+            th = np.broadcast_to(lif.integer_threshold(scale).numpy(), (n_th,)).astype(np.int64)
         else:
             th = None
+        if isinstance(fc, BinaryConv2d):
+            layers.append(Conv2d(weights, fc.in_shape, th, fc.stride, fc.padding, lif.leak_shift, lif.reset,
+                                 lif.membrane_bits, lif.fire_once, weight_bits=fc.bits))
+            continue
         layers.append(Layer(weights, th, lif.leak_shift, lif.reset, lif.membrane_bits, lif.fire_once,
                             weight_bits=fc.bits))
     readout = model.readout
@@ -155,7 +221,7 @@ def clamped_thresholds(model: BSNN) -> list[int]:
     the forward pass (and so the export) uses the clamped value for them. 0 for non-firing layers."""
     counts = []
     for fc, lif in zip(model.fcs, model.lifs):
-        if not lif.fires or fc.scale() is None:
+        if not isinstance(lif, LIF) or not lif.fires or fc.scale() is None:
             counts.append(0)
             continue
         raw = lif.threshold / fc.scale().detach().cpu()
@@ -175,11 +241,22 @@ def integer_simulate(net: Network, spikes: torch.Tensor) -> tuple[torch.Tensor, 
     counts, membranes = [], []
     first = None
     for li, layer in enumerate(net.layers):
+        if layer.kind == "pool":           # OR pooling of the spike maps: stateless
+            out = from_maps(torch.nn.functional.max_pool2d(to_maps(x, layer.in_shape), layer.window), batch, steps)
+            counts.append(out.sum(1))
+            membranes.append(torch.zeros(batch, layer.n_out, dtype=torch.int64, device=device))
+            x = out
+            continue
         w = torch.from_numpy(contract.weight_values(layer.weights, layer.weight_bits).astype(np.float32)).to(device)
-        cur = (x.reshape(batch * steps, -1) @ w.t()).round().to(torch.int64).reshape(batch, steps, -1)
+        if layer.kind == "conv2d":         # torch's (C_out, C_in, k, k) from the contract's (C_out, k, k, C_in)
+            cur = from_maps(torch.nn.functional.conv2d(to_maps(x, layer.in_shape), w.permute(0, 3, 1, 2),
+                                                       stride=layer.stride, padding=layer.padding), batch, steps)
+            cur = cur.round().to(torch.int64)
+        else:
+            cur = (x.reshape(batch * steps, -1) @ w.t()).round().to(torch.int64).reshape(batch, steps, -1)
         lo, hi = contract.membrane_range(layer.membrane_bits)
         fires = net.layer_fires(li)
-        theta = torch.from_numpy(np.array(layer.threshold)).to(device) if fires else None
+        theta = torch.from_numpy(np.array(layer.neuron_threshold)).to(device) if fires else None
         v = torch.zeros(batch, layer.n_out, dtype=torch.int64, device=device)
         fired = torch.zeros(batch, layer.n_out, dtype=torch.bool, device=device)
         first = torch.full((batch, layer.n_out), -1, dtype=torch.int64, device=device)

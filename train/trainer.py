@@ -55,6 +55,7 @@ class TrainConfig:
     readout: str = "membrane"           # "membrane" (threshold-infinity output layer) or "count"
     scale: str | None = "neuron"        # learned alpha per "neuron" or per "layer" (folded into thresholds), or None
     threshold_init: float = 0.5         # initial theta / alpha = threshold_init * sqrt(n_in)
+    arch: str | None = None             # conv stack, e.g. "32c3-p2-64c3-p2-256-10" (replaces hidden); None = MLP
     first_bits: int = 1                 # weight width of the first layer: 1 (binary) or 2..8 (B-SNN's MID variants)
     last_bits: int = 1                  # weight width of the last layer
     epochs: int = 30
@@ -103,6 +104,10 @@ class TrainConfig:
                                                          f"{self.precision!r}")
         need(1 <= self.eval_seed <= 65535, f"eval_seed must be in 1..65535 (an LFSR state), not {self.eval_seed}")
         need(self.threads is None or self.threads >= 1, f"threads must be at least 1, not {self.threads!r}")
+        if self.arch is not None:
+            from .model import parse_arch
+            _, dense = parse_arch(self.arch)
+            self.hidden = dense[:-1]
         for name in ("first_bits", "last_bits"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8,
@@ -154,7 +159,20 @@ def pick_precision(name: str, device: torch.device) -> str:
 
 
 def build_model(cfg: TrainConfig, n_in: int, n_classes: int, precision: str) -> BSNN:
-    return BSNN([n_in, *cfg.hidden, n_classes], cfg.timesteps, leak_shift=cfg.leak_shift,
+    conv, shape = None, None
+    if cfg.arch is not None:
+        from .model import parse_arch
+        conv, dense = parse_arch(cfg.arch)
+        if dense[-1] != n_classes:
+            raise ValueError(f"arch {cfg.arch!r} ends with {dense[-1]} outputs but {cfg.dataset} has {n_classes} "
+                             f"classes")
+        if conv:
+            c, h, w = image_shape(n_in)
+            if c != 1:
+                raise ValueError(f"conv layers take one-channel images for now ({cfg.dataset} has {c} channels, "
+                                 f"stored channel-major; the contract's maps are position-major)")
+            shape = (h, w, c)
+    return BSNN([n_in, *cfg.hidden, n_classes], cfg.timesteps, leak_shift=cfg.leak_shift, conv=conv, input_shape=shape,
                 output_leak_shift=cfg.output_leak_shift, reset=cfg.reset, membrane_bits=cfg.membrane_bits,
                 fire_once=cfg.fire_once, readout=cfg.readout, scale=cfg.scale, dropout=cfg.dropout,
                 exact=cfg.exact, precision=precision, slope=cfg.slope, threshold_init=cfg.threshold_init,
@@ -392,7 +410,8 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     other_acc = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed)
     model.set_exact(cfg.exact)
     ideal_acc = other_acc if cfg.exact else float_acc
-    metrics = {"dataset": cfg.dataset, "sizes": [xtr.shape[1], *cfg.hidden, n_classes],
+    metrics = {"dataset": cfg.dataset, "sizes": [xtr.shape[1], *cfg.hidden, n_classes] if cfg.arch is None
+               else [xtr.shape[1], *[layer.n_out for layer in model.fcs]],
                "train_samples": int(len(ytr)), "test_samples": int(len(yte)),
                "float_accuracy": float_acc, "ideal_accuracy": ideal_acc, "exact_arithmetic_accuracy":
                float_acc if cfg.exact else other_acc,
