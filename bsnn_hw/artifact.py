@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import contract
-from .io import ensure_parent
+from .io import atomic_write_files
 from .network import Conv2d, Layer, Network, Pool
 
 MAGIC = b"BSNN"
@@ -120,33 +118,10 @@ def file_digest(net: Network) -> str:
 def save(net: Network, path) -> None:
     """Write atomically: a temporary file beside ``path``, renamed over it once complete."""
     data = to_bytes(net)
-    path = ensure_parent(path)
+    path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, expected a .bsnn file name")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600 files; a model file is an ordinary file
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        # name the file the user asked for, never the temporary one beside it
-        raise OSError(f"{path}: cannot write it ({e.strerror or e})") from None
-    except BaseException:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_write_files({path: data})
 
 
 def load(path) -> Network:
@@ -294,8 +269,8 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
             if not isinstance(th, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in th):
                 raise ArtifactError(f"{where}: threshold must be a list of ints or null")
             m = lh.get("membrane_bits")
-            hi = (1 << (m - 1)) - 1 if type(m) is int and contract.MEMBRANE_BITS_MIN <= m <= contract.MEMBRANE_BITS_MAX \
-                else (1 << (contract.MEMBRANE_BITS_MAX - 1)) - 1
+            legal_m = type(m) is int and contract.MEMBRANE_BITS_MIN <= m <= contract.MEMBRANE_BITS_MAX
+            hi = contract.membrane_range(m if legal_m else contract.MEMBRANE_BITS_MAX)[1]
             if th and (min(th) < 1 or max(th) > hi):   # as Python ints: 2**70 must not reach NumPy (OverflowError)
                 bad = min(th) if min(th) < 1 else max(th)
                 raise ArtifactError(f"{where}: threshold must be in 1..{hi} (2^(M-1)-1 for M = {m}), not {bad}")

@@ -47,11 +47,6 @@ def weight_values(weights: np.ndarray, bits: int) -> np.ndarray:
 # pool layer reads the map in this order (the "flatten" is an ordering, not a layer). A conv kernel is stored as
 # weights[o, ky, kx, c] (FINN's OHWI), and its fan-in vector in the same (ky, kx, c) order.
 
-def feature_index(y: int, x: int, c: int, width: int, channels: int) -> int:
-    """Flat index of feature (y, x, c) in a map of ``width`` columns and ``channels`` channels."""
-    return (y * width + x) * channels + c
-
-
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output rows (or columns) of a convolution: floor((size + 2 padding - kernel) / stride) + 1."""
     return (size + 2 * padding - kernel) // stride + 1

@@ -105,7 +105,10 @@ def _pool(x: np.ndarray, layer) -> np.ndarray:
 
 
 def _blocked_product(rows: np.ndarray, w: np.ndarray, dtype) -> np.ndarray:
-    """rows (N, K) bool/0-1 x w (K, n_out) float32 -> (N, n_out) ``dtype``, converting rows to float32 in blocks."""
+    """rows (N, K) bool/0-1 x w (K, n_out) float32 -> (N, n_out) ``dtype``, converting rows to float32 in row blocks
+    that stay in cache, each followed by its product (exact integers when every partial sum is below 2^24, so the
+    cast to ``dtype`` is exact)."""
+    w = np.ascontiguousarray(w)
     n_rows, k = rows.shape
     out = np.empty((n_rows, w.shape[1]), dtype=dtype)
     block = max(1, min(max(n_rows, 1), _BLOCK_ELEMENTS // max(k, 1)))
@@ -126,16 +129,8 @@ def _synaptic_input(spikes: np.ndarray, weights: np.ndarray, method: str, dtype=
         # conversion runs in row blocks that stay in cache, each followed by its product.
         if n_in >= 1 << 24:
             raise ValueError(f"n_in = {n_in} is too large for the float32 path; use method='popcount'")
-        w = contract.bit_to_weight(weights).astype(np.float32).T.copy()          # (n_in, n_out)
-        rows = spikes.reshape(t * b, n_in)
-        out = np.empty((t * b, n_out), dtype=dtype)
-        block = max(1, min(rows.shape[0], _BLOCK_ELEMENTS // n_in))
-        buf = np.empty((block, n_in), dtype=np.float32)
-        for i in range(0, rows.shape[0], block):
-            n = min(block, rows.shape[0] - i)
-            np.copyto(buf[:n], rows[i:i + n])
-            np.matmul(buf[:n], w, out=out[i:i + n], casting="unsafe")          # exact integers: the cast is exact
-        return out.reshape(t, b, n_out)
+        w = contract.bit_to_weight(weights).astype(np.float32).T                # (n_in, n_out)
+        return _blocked_product(spikes.reshape(t * b, n_in), w, dtype).reshape(t, b, n_out)
     if method == "popcount":
         # Bits packed LSB-first (the contract's order) into bytes, padded with zeros to whole 64-bit words.
         nb = contract.ceil_div(n_in, 64) * 8

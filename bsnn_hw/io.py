@@ -68,6 +68,22 @@ def atomic_dir(path):
         raise
 
 
+# --- per-sample predictions in metadata -------------------------------------------------------------------------------
+
+def encode_predictions(pred) -> str:
+    """Per-sample classes as a compact string for an artifact's metadata: base64 of little-endian uint16."""
+    import base64
+    import numpy as np
+    return base64.b64encode(np.asarray(pred, dtype="<u2").tobytes()).decode()
+
+
+def decode_predictions(text: str):
+    """Inverse of :func:`encode_predictions` (int64 array); ValueError when ``text`` is not such a string."""
+    import base64
+    import numpy as np
+    return np.frombuffer(base64.b64decode(text, validate=True), dtype="<u2").astype(np.int64)
+
+
 # --- output paths ----------------------------------------------------------------------------------------------------
 
 def ensure_parent(path) -> Path:
@@ -90,7 +106,8 @@ def ensure_parent(path) -> Path:
 def atomic_write_files(files: dict) -> None:
     """Write several files as one: every file is first written beside its target; only when all are complete are
     they renamed into place, and if a rename fails the targets already replaced get their old contents back (or are
-    removed), so an error never leaves a mix of new and old files. ``files``: {path: str or bytes}."""
+    removed), so an error never leaves a mix of new and old files. An error while writing names the target, never
+    the temporary file beside it. ``files``: {path: str or bytes}."""
     temps, done = [], []
     try:
         for path, content in files.items():
@@ -101,6 +118,8 @@ def atomic_write_files(files: dict) -> None:
             temps.append((Path(tmp), path))
             with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
                 f.write(content)
+                f.flush()
+                os.fsync(f.fileno())       # on disk before the rename makes it visible
             mask = os.umask(0)
             os.umask(mask)
             os.chmod(tmp, 0o666 & ~mask)

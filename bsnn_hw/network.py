@@ -38,7 +38,7 @@ def _check_threshold(threshold, n_out: int, membrane_bits: int) -> np.ndarray:
     return th.astype(np.int64)
 
 
-def _check_weights(weights, weight_bits, shape_text: str) -> tuple[np.ndarray, int]:
+def _check_weights(weights, weight_bits) -> tuple[np.ndarray, int]:
     """1-bit weights: a bool array (True = +1); k-bit weights (2 <= k <= 8): an integer array in the signed k-bit
     range. Values outside the range are refused, never wrapped or clamped."""
     if not _is_int(weight_bits):
@@ -151,7 +151,7 @@ class Layer(_Neurons):
 
     def __init__(self, weights, threshold, leak_shift=None, reset="subtract", membrane_bits=16, fire_once=False,
                  weight_bits=1):
-        w, self.weight_bits = _check_weights(weights, weight_bits, "(n_out, n_in)")
+        w, self.weight_bits = _check_weights(weights, weight_bits)
         if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
             raise ValueError(f"weights must have shape (n_out, n_in) with both at least 1, not {w.shape}")
         self._init_neurons(threshold, w.shape[0], leak_shift, reset, membrane_bits, fire_once)
@@ -216,7 +216,7 @@ class Conv2d(_Neurons):
 
     def __init__(self, weights, in_shape, threshold, stride=1, padding=0, leak_shift=None, reset="subtract",
                  membrane_bits=16, fire_once=False, weight_bits=1):
-        w, self.weight_bits = _check_weights(weights, weight_bits, "(C_out, k, k, C_in)")
+        w, self.weight_bits = _check_weights(weights, weight_bits)
         self.in_shape = _check_shape("in_shape", in_shape)
         h, wd, c = self.in_shape
         if w.ndim != 4 or w.shape[1] != w.shape[2] or min(w.shape) < 1:

@@ -32,6 +32,18 @@ def count_bits(timesteps: int) -> int:
     return max(1, clog2(timesteps + 1))
 
 
+def check_layer_kinds(net: Network) -> None:
+    """Refuse, by layer and kind, what the generator does not build: anything but dense layers of 1-bit weights."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+    for i, layer in enumerate(net.layers):
+        if layer.kind != "dense" or layer.weight_bits != 1:
+            what = (f"a {layer.kind} layer" if layer.kind != "dense"
+                    else f"a dense layer of {layer.weight_bits}-bit weights")
+            raise ValueError(f"layer {i} is {what}: the hardware generator builds dense layers of 1-bit weights "
+                             f"only (contract v1); conv2d, pool and k-bit layers run in the golden model")
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerConfig:
     """Folding of one layer: ``parallel`` (P) neuron lanes, ``width`` (W) input bits per word."""
@@ -65,7 +77,7 @@ class HwConfig:
     @classmethod
     def default(cls, net: Network) -> "HwConfig":
         """P = 1 everywhere; W = min(16, n_in) per layer."""
-        cls(()).validate_kinds(net)
+        check_layer_kinds(net)
         return cls(tuple(LayerConfig(1, min(DEFAULT_WIDTH, layer.n_in)) for layer in net.layers))
 
     @classmethod
@@ -82,19 +94,9 @@ class HwConfig:
                                       lc.width if width is None else width[i]))
         return cls(tuple(layers))
 
-    def validate_kinds(self, net: Network) -> None:
-        if not isinstance(net, Network):
-            raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
-        for i, layer in enumerate(net.layers):
-            if layer.kind != "dense" or layer.weight_bits != 1:
-                what = (f"a {layer.kind} layer" if layer.kind != "dense"
-                        else f"a dense layer of {layer.weight_bits}-bit weights")
-                raise ValueError(f"layer {i} is {what}: the hardware generator builds dense layers of 1-bit weights "
-                                 f"only (contract v1); conv2d, pool and k-bit layers run in the golden model")
-
     def validate(self, net: Network) -> None:
         """Refuse combinations the hardware cannot build, naming the numbers and the reason."""
-        self.validate_kinds(net)
+        check_layer_kinds(net)
         if len(self.layers) != len(net.layers):
             raise ValueError(f"the config has {len(self.layers)} layer(s) but the network has {len(net.layers)}; "
                              f"give one LayerConfig per layer")

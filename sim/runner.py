@@ -184,14 +184,17 @@ def _make_runner(sim: str):
 
 
 def _build(verilog: str, toplevel: str, sim: str, waves: bool, cache_dir: Path,
-           quick: bool = False) -> tuple[Path, bool, float]:
-    """Build into the content-keyed cache unless already there. Returns (build_dir, built, seconds)."""
+           quick: bool = False, say=lambda line: None) -> tuple[Path, bool, float]:
+    """Build into the content-keyed cache unless already there (``say`` gets one line either way). Returns
+    (build_dir, built, seconds)."""
     # The Verilog is simulated exactly as given: bsnn_hw.hdl's output needs no patch (bsnn_hw.hdl.generate.portable_verilog).
     key = build_key(verilog, toplevel, sim, waves, quick)
     root = Path(cache_dir) / "builds"
     final = root / f"{sim}-{key}"
     if (final / ".complete").exists():
+        say(f"{sim}: build found in the cache")
         return final, False, 0.0
+    say(f"{sim}: building {toplevel} ({len(verilog) // 1024:,} KiB of Verilog; cached for the next run)...")
     root.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for old in root.glob(".*-*.*"):        # temporary build directories of killed processes
@@ -285,11 +288,7 @@ def run_cocotb(verilog: str, toplevel: str, module: str, sim: str, params: dict 
         raise SimulatorMissing(reason)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     check_cache_path(cache_dir, sim)
-    cached = (Path(cache_dir) / "builds" / f"{sim}-{build_key(verilog, toplevel, sim, waves, quick_build)}" /
-              ".complete").exists()
-    say(f"{sim}: build found in the cache" if cached else
-        f"{sim}: building {toplevel} ({len(verilog) // 1024:,} KiB of Verilog; cached for the next run)...")
-    build_dir, built, build_s = _build(verilog, toplevel, sim, waves, cache_dir, quick_build)
+    build_dir, built, build_s = _build(verilog, toplevel, sim, waves, cache_dir, quick_build, say)
     if built:
         say(f"{sim}: built in {build_s:.1f} s")
     if run_dir is None:

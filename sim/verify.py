@@ -24,13 +24,13 @@ from . import network as netbench
 def float_predictions(net: Network, data: str | None) -> np.ndarray | None:
     """The trainer's float (PyTorch) class for every test sample of ``data``, from the artifact's metadata, or None
     when the artifact has none for that data set."""
-    import base64
+    from bsnn_hw.io import decode_predictions
     metrics = (net.metadata or {}).get("metrics") or {}
     enc = metrics.get("float_predictions") if isinstance(metrics, dict) else None
     if data is None or not isinstance(enc, str) or metrics.get("dataset") != data:
         return None
     try:
-        pred = np.frombuffer(base64.b64decode(enc, validate=True), dtype="<u2").astype(np.int64)
+        pred = decode_predictions(enc)
     except ValueError:
         return None
     return pred if len(pred) == metrics.get("test_samples") else None

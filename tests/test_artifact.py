@@ -306,7 +306,7 @@ def test_save_is_atomic(tmp_path, monkeypatch, good):
 
     def boom(*args):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(artifact.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         net.save(path)
     assert path.read_bytes() == good                         # the old file is untouched

@@ -164,18 +164,14 @@ def test_11_verilog_keywords_are_refused_as_names(tmp_path, model, name):
 def test_errors_name_the_users_path_not_a_temporary_file(tmp_path, monkeypatch, model):
     """A failure while writing (here: the final rename, as a full disk or a permission would make it) names the
     output the user asked for, never the hidden temporary file beside it, and leaves nothing behind."""
-    from bsnn_hw import artifact as art
-    from bsnn_hw import io
-
     def refuse(src, dst):
         raise PermissionError(13, "Permission denied", str(src))
 
-    monkeypatch.setattr(art.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     line = fails("random", "--sizes", "3-2", "-o", tmp_path / "x.bsnn",
                  pattern=r"x\.bsnn: cannot write it \(Permission denied\)$")
     assert ".x.bsnn." not in line and not (tmp_path / "x.bsnn").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m.bsnn"]
-    monkeypatch.setattr(io.os, "replace", refuse)
     line = fails("generate", model, "-o", tmp_path / "gen", pattern=r"gen/bsnn_top\.v: cannot write it")
     assert ".bsnn_top.v." not in line and list((tmp_path / "gen").iterdir()) == []
 

@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bsnn_hw import data as datasets
-from bsnn_hw.io import atomic_write
+from bsnn_hw.io import atomic_write, encode_predictions
 
 from .encoding import RateEncoder, _mix, latency, training_seeds
 from .model import BSNN, clamped_thresholds, integer_simulate, to_network
@@ -261,12 +260,6 @@ def dataset_title(dataset: str) -> str:
     """A data set's name for plot titles: the name given, or for a directory of IDX files its last component."""
     from bsnn_hw.data import DATASETS
     return dataset if dataset in DATASETS else (Path(dataset).name or str(dataset))
-
-
-def encode_predictions(pred) -> str:
-    """Per-sample classes as a compact string: base64 of little-endian uint16 (see bsnn_hw.sim.verify)."""
-    import base64
-    return base64.b64encode(np.asarray(pred, dtype="<u2").tobytes()).decode()
 
 
 @torch.no_grad()
