@@ -100,6 +100,22 @@ def pack_words(bits: np.ndarray, width: int) -> list[int]:
     return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
+def pack_weight_words(weights: np.ndarray, width: int, bits: int) -> list[int]:
+    """Pack one row of weights into words of ``width`` weights each (``width * bits`` bits), weight i of the row at
+    bits [(i % width) * bits, (i % width + 1) * bits) of word i // width, zero padded. 1-bit weights: the bit
+    encoding above (True = +1), exactly :func:`pack_words`. k-bit weights (k >= 2): each weight's k-bit two's
+    complement, LSB first, so lane i of a word is the signed value as the hardware's adder tree reads it."""
+    if bits == 1:
+        return pack_words(weights, width)
+    w = np.asarray(weights, dtype=np.int64).ravel()
+    lo, hi = weight_range(bits)
+    if w.size and (w.min() < lo or w.max() > hi):
+        raise ValueError(f"{bits}-bit weights must be in {lo}..{hi}, not {int(w.min() if w.min() < lo else w.max())}")
+    twos = w & ((1 << bits) - 1)
+    vbits = ((twos[:, None] >> np.arange(bits)) & 1).astype(bool).ravel()   # weight-major, LSB first
+    return pack_words(vbits, width * bits)
+
+
 def unpack_words(words, width: int, n: int) -> np.ndarray:
     """Inverse of :func:`pack_words` (words are Python ints or anything ``int()`` takes)."""
     width = int(width)

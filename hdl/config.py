@@ -32,16 +32,42 @@ def count_bits(timesteps: int) -> int:
     return max(1, clog2(timesteps + 1))
 
 
+def map_input(net: Network, index: int) -> bool:
+    """Whether layer ``index`` reads a feature map in RAM (one word per position) rather than a vector: a conv or
+    pool layer always does; a dense layer does after a conv or pool layer."""
+    layer = net.layers[index]
+    if layer.kind in ("conv2d", "pool"):
+        return True
+    return index > 0 and net.layers[index - 1].kind in ("conv2d", "pool")
+
+
+def map_channels(net: Network, index: int) -> int:
+    """Channels of the map layer ``index`` reads (its input's C)."""
+    layer = net.layers[index]
+    if layer.kind in ("conv2d", "pool"):
+        return layer.in_shape[2]
+    return net.layers[index - 1].out_shape[2]
+
+
 def check_layer_kinds(net: Network) -> None:
-    """Refuse, by layer and kind, what the generator does not build: anything but dense layers of 1-bit weights."""
+    """Refuse, by layer, what the generator does not build (docs/hardware.md): the last layer must be dense (the
+    readout reads its neurons), and a conv or pool layer must be the first layer or follow a conv or pool layer (a
+    dense layer's output is a vector, not a map)."""
     if not isinstance(net, Network):
         raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+    last = net.layers[-1]
+    if last.kind != "dense":
+        raise ValueError(f"the last layer is a {last.kind} layer: the hardware readout reads a dense layer's "
+                         f"neurons; end the network with a dense layer")
     for i, layer in enumerate(net.layers):
-        if layer.kind != "dense" or layer.weight_bits != 1:
-            what = (f"a {layer.kind} layer" if layer.kind != "dense"
-                    else f"a dense layer of {layer.weight_bits}-bit weights")
-            raise ValueError(f"layer {i} is {what}: the hardware generator builds dense layers of 1-bit weights "
-                             f"only (contract v1); conv2d, pool and k-bit layers run in the golden model")
+        if layer.kind in ("conv2d", "pool") and i > 0 and net.layers[i - 1].kind == "dense":
+            raise ValueError(f"layer {i} is a {layer.kind} layer after a dense layer: the hardware feeds conv and pool "
+                             f"layers from a feature map (the input or a conv/pool layer's output)")
+
+
+def conv_geometry(layer) -> dict:
+    """Positions and window of a conv layer, as the engine walks them."""
+    return dict(positions=layer.out_shape[0] * layer.out_shape[1], window=layer.kernel * layer.kernel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +102,11 @@ class HwConfig:
 
     @classmethod
     def default(cls, net: Network) -> "HwConfig":
-        """P = 1 everywhere; W = min(16, n_in) per layer."""
+        """P = 1 everywhere; W = min(16, n_in) for a dense layer reading a vector, else the channels of the map it
+        reads (one position per word)."""
         check_layer_kinds(net)
-        return cls(tuple(LayerConfig(1, min(DEFAULT_WIDTH, layer.n_in)) for layer in net.layers))
+        return cls(tuple(LayerConfig(1, map_channels(net, i) if map_input(net, i) else min(DEFAULT_WIDTH, layer.n_in))
+                         for i, layer in enumerate(net.layers)))
 
     @classmethod
     def from_lists(cls, net: Network, parallel=None, width=None) -> "HwConfig":
@@ -101,6 +129,19 @@ class HwConfig:
             raise ValueError(f"the config has {len(self.layers)} layer(s) but the network has {len(net.layers)}; "
                              f"give one LayerConfig per layer")
         for i, (lc, layer) in enumerate(zip(self.layers, net.layers)):
+            if map_input(net, i) and lc.width != map_channels(net, i):
+                raise ValueError(f"layer {i} ({layer.kind}): width must be {map_channels(net, i)}, the channels of the "
+                                 f"feature map it reads (one position per word), not {lc.width}")
+            if layer.kind == "pool":
+                if lc.parallel != 1:
+                    raise ValueError(f"layer {i} (pool): parallel must be 1 (a pool layer has no neuron lanes), "
+                                     f"not {lc.parallel}")
+                continue
+            if layer.kind == "conv2d":
+                if lc.parallel > layer.out_channels:
+                    raise ValueError(f"layer {i} (conv2d): parallel must be in 1..{layer.out_channels} (its C_out), "
+                                     f"not {lc.parallel}: lanes past the last channel would never be used")
+                continue
             if lc.parallel > layer.n_out:
                 raise ValueError(f"layer {i}: parallel must be in 1..{layer.n_out} (its n_out), not {lc.parallel}: "
                                  f"lanes past the last neuron would never be used")
@@ -117,10 +158,14 @@ class HwConfig:
 
 
 def layer_shape(layer, lc: LayerConfig) -> dict:
-    """G, NW and memory sizes of one layer under its folding."""
-    g = ceil_div(layer.n_out, lc.parallel)
-    nw = ceil_div(layer.n_in, lc.width)
-    return dict(groups=g, words=nw)
+    """Under its folding, a layer's G (neuron groups; channel groups for conv), NW (words per neuron: per window
+    for conv and pool) and positions (1 for dense; output positions for conv and pool)."""
+    if layer.kind == "pool":
+        return dict(groups=1, words=layer.window * layer.window, positions=layer.out_shape[0] * layer.out_shape[1])
+    if layer.kind == "conv2d":
+        return dict(groups=ceil_div(layer.out_channels, lc.parallel), words=layer.kernel * layer.kernel,
+                    positions=layer.out_shape[0] * layer.out_shape[1])
+    return dict(groups=ceil_div(layer.n_out, lc.parallel), words=ceil_div(layer.n_in, lc.width), positions=1)
 
 
 # --- latencies (the blocks assert they match these) --------------------------------------------------------------
@@ -139,10 +184,21 @@ def engine_latency(width: int) -> int:
     return 1 + 1 + synapse_latency(width) + 1 + NEURON_LATENCY + 1
 
 
+POOL_LATENCY = 3  # PoolEngine drain: address register (1), read (1, the OR and the write on the data), done (1)
+
+
+def layer_latency(layer, lc: LayerConfig) -> int:
+    """An engine's fixed drain: dense engine_latency(W); conv one more (the input address register); pool
+    POOL_LATENCY."""
+    if layer.kind == "pool":
+        return POOL_LATENCY
+    return engine_latency(lc.width) + (1 if layer.kind == "conv2d" else 0)
+
+
 def step_cycles(layer, lc: LayerConfig) -> int:
-    """Cycles from a LayerEngine's i_start edge to its o_done pulse."""
+    """Cycles from an engine's i_start edge to its o_done pulse: positions * G * NW + latency."""
     s = layer_shape(layer, lc)
-    return s["groups"] * s["words"] + engine_latency(lc.width)
+    return s["positions"] * s["groups"] * s["words"] + layer_latency(layer, lc)
 
 
 # Top-level constants (see NetworkTop; measured by tests/test_hdl_top.py).
@@ -153,7 +209,7 @@ READOUT_SCAN_OVERHEAD = 3
 def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False) -> int:
     """Cycles from the first accepted i_spikes beat to the last o_result beat (always-valid source, always-ready
     sinks); see docs/hardware.md."""
-    nw0 = layer_shape(net.layers[0], config.layers[0])["words"]
+    nw0 = ceil_div(net.n_in, config.layers[0].width)     # input beats per step
     per_step = nw0
     for layer, lc in zip(net.layers, config.layers):
         per_step += step_cycles(layer, lc) + TOP_LAYER_OVERHEAD + (1 if trace else 0)

@@ -1,42 +1,68 @@
-"""LayerEngine: one layer's step, WeightROM + P SynapseArrays + accumulators + NeuronCore + output spike register."""
+"""Layer engines: LayerEngine (a dense or conv layer's step: WeightROM + P SynapseArrays + accumulators + NeuronCore)
+and PoolEngine (OR pooling of a spike map)."""
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
-from bsnn_hw.network import Layer
+from bsnn_hw.network import Conv2d, Layer, Pool
 
-from .config import _is_int, count_bits, engine_latency, index_bits, memory_info, synapse_latency
+from .config import (POOL_LATENCY, _is_int, conv_geometry, count_bits, engine_latency, index_bits, memory_info,
+                     synapse_latency)
 from .neuron import NeuronCore
 from .rom import WeightROM
 from .synapse import SynapseArray
 
 
+def _delay(m, sig, n, name):
+    """``sig`` through n registers (tags travel beside the data)."""
+    for k in range(n):
+        r = Signal.like(sig, name=f"{name}_d{k}")
+        m.d.sync += r.eq(sig)
+        sig = r
+    return sig
+
+
 class LayerEngine(wiring.Component):
-    """Runs one time step of one layer when started:
+    """Runs one time step of one dense or conv layer when started.
+
+    Dense layer (``bsnn_hw.Layer``), NW = ceil(n_in / W) words, G = ceil(n_out / P) groups::
 
         for g in 0..G-1, for w in 0..NW-1 (one word per cycle):
             ROM[g*NW + w] (P lanes) and spike word w  ->  P SynapseArrays  ->  acc[p] += partial sum
             after w = NW-1: the P sums of group g enter the NeuronCore; its spikes land in ``o_spikes``
 
-    ``o_done`` pulses ``G*NW + latency`` cycles after the edge that samples ``i_start``, with
-    ``latency = SynapseArray.latency(W) + 10`` (ROM/spike read 1, word register 1, accumulator 1, NeuronCore 6,
-    done 1); by then every state write has landed and ``o_spikes`` holds the step's output spikes (bit j = neuron
-    j, after fire-once). Spike words are read from outside: the engine drives ``o_in_addr``/``o_in_en`` and expects
-    the word on ``i_in_data`` one cycle later (a synchronous RAM read); padding bits past n_in must read as 0.
+    Conv layer (``bsnn_hw.Conv2d``, W = C_in: one word is one input position's channels), G = ceil(C_out / P)::
+
+        for (y, x) over the H_out x W_out output positions (row-major), for g in 0..G-1,
+        for (ky, kx) over the k x k kernel (one word per cycle):
+            input position (y*s + ky - p, x*s + kx - p): its word, or 0 outside the map (padding: no read)
+            ROM[g*k*k + ky*k + kx] and that word -> P SynapseArrays -> acc[p]; after the last (ky, kx): NeuronCore
+            (state word (y*W_out + x)*G + g); after group G-1 the position's C_out spikes are written to the output
+            map (``o_map_*``, word y*W_out + x)
+
+    ``o_done`` pulses ``step_cycles = positions * G * NWw + latency`` cycles after the edge that samples ``i_start``
+    (positions = 1 and NWw = NW for a dense layer; H_out * W_out and k * k for conv), with ``latency =
+    SynapseArray.latency(W) + 10`` for dense (ROM/spike read 1, word register 1, accumulator 1, NeuronCore 6, done 1)
+    and one more for conv (the input address register); by then every state write has landed. Spike words are read
+    from outside: the engine drives ``o_in_addr``/``o_in_en`` and expects the word on ``i_in_data`` one cycle later (a
+    synchronous RAM read); padding bits past n_in must read as 0. k-bit weights (``layer.weight_bits`` > 1) use
+    k-bit SynapseArrays: the same timing.
 
     Arguments
     ---------
-    layer : bsnn_hw.Layer; parallel : P in 1..n_out; width : W in 1..n_in; timesteps : T
-    fires : bool (False: the "membrane" readout's last layer); keep_count : bool (keep spike counts for readout)
+    layer : bsnn_hw.Layer or bsnn_hw.Conv2d; parallel : P in 1..n_out (C_out for conv); width : W in 1..n_in (= C_in
+    for conv); timesteps : T; fires : bool (False: the "membrane" readout's last layer); keep_count : bool (keep spike
+    counts for readout)
 
     Members
     -------
     i_start, i_first -> o_busy, o_done
     o_in_addr, o_in_en, i_in_data (W)
-    o_spikes (n_out): the last completed step's spikes, valid while not busy (a shift register during a step)
+    dense: o_spikes (n_out): the last completed step's spikes, valid while not busy (a shift register during a step)
+    conv: o_map_addr, o_map_en, o_map_data (C_out): one output position's spikes per write
     o_fire_valid, o_fire_group, o_fire_spikes (P): the NeuronCore's results as they come out
     i_rd_addr, i_rd_en -> o_rd_membrane, o_rd_count: the NeuronCore's readout port (only while not busy)
     """
@@ -44,58 +70,151 @@ class LayerEngine(wiring.Component):
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
                  keep_count: bool = False):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
-        if not isinstance(layer, Layer):
-            raise TypeError(f"layer must be a bsnn_hw.Layer, not {type(layer).__name__}")
-        for name, v, lim, what in (("parallel", parallel, layer.n_out, "n_out"), ("width", width, layer.n_in, "n_in")):
+        if not isinstance(layer, (Layer, Conv2d)):
+            raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
+        self.conv = isinstance(layer, Conv2d)
+        units = layer.out_channels if self.conv else layer.n_out
+        for name, v, lim, what in (("parallel", parallel, units, "C_out" if self.conv else "n_out"),
+                                   ("width", width, layer.n_in, "n_in")):
             if not _is_int(v):
                 raise TypeError(f"{name} must be an int, not {v!r}")
             if not 1 <= v <= lim:
                 raise ValueError(f"{name} must be in 1..{lim} (the layer's {what}), not {v!r}")
+        if self.conv and width != layer.in_shape[2]:
+            raise ValueError(f"width must equal the conv layer's C_in ({layer.in_shape[2]}), not {width}: a word is "
+                             f"one input position's channels")
         self.layer, self.parallel, self.width, self.timesteps = layer, parallel, width, timesteps
         self.fires, self.keep_count = bool(fires), bool(keep_count)
-        self.groups = contract.ceil_div(layer.n_out, parallel)
-        self.words = contract.ceil_div(layer.n_in, width)
-        self.latency = engine_latency(width)
-        self.step_cycles = self.groups * self.words + self.latency
+        self.units = units
+        self.groups = contract.ceil_div(units, parallel)
+        if self.conv:
+            self.geometry = conv_geometry(layer)
+            self.positions = self.geometry["positions"]
+            self.words = layer.kernel * layer.kernel          # words per window (= per neuron)
+            self.in_words = layer.in_shape[0] * layer.in_shape[1]
+        else:
+            self.positions, self.words = 1, contract.ceil_div(layer.n_in, width)
+            self.in_words = self.words
+        self.latency = engine_latency(width) + (1 if self.conv else 0)
+        self.step_cycles = self.positions * self.groups * self.words + self.latency
         self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count)
         self.core._MustUse__silence = True   # owned and elaborated by this engine
         P, M = parallel, layer.membrane_bits
+        out = ({"o_map_addr": Out(index_bits(self.positions)), "o_map_en": Out(1), "o_map_data": Out(units)}
+               if self.conv else {"o_spikes": Out(layer.n_out)})
         self._MustUse__silence = False
         super().__init__({
             "i_start": In(1), "i_first": In(1), "o_busy": Out(1), "o_done": Out(1),
-            "o_in_addr": Out(index_bits(self.words)), "o_in_en": Out(1), "i_in_data": In(width),
-            "o_spikes": Out(layer.n_out),
+            "o_in_addr": Out(index_bits(self.in_words)), "o_in_en": Out(1), "i_in_data": In(width),
+            **out,
             "o_fire_valid": Out(1), "o_fire_group": Out(index_bits(self.groups)), "o_fire_spikes": Out(P),
-            "i_rd_addr": In(index_bits(self.groups)), "i_rd_en": In(1),
+            "i_rd_addr": In(index_bits(self.core.depth)), "i_rd_en": In(1),
             "o_rd_membrane": Out(data.ArrayLayout(signed(M), P)),
             "o_rd_count": Out(data.ArrayLayout(count_bits(timesteps), P)),
         })
 
+    def rom_weights(self):
+        """The weights as WeightROM rows: (n_out, n_in) for dense, (C_out, k*k*C_in) in (ky, kx, c) order for conv."""
+        w = self.layer.weights
+        return w.reshape(w.shape[0], -1) if self.conv else w
+
     def memories(self) -> list[dict]:
-        return ([memory_info("weights", "rom", self.groups * self.words, self.parallel * self.width)]
+        k = self.layer.weight_bits
+        return ([memory_info("weights", "rom", self.groups * self.words, self.parallel * self.width * k)]
                 + self.core.memories())
 
     def elaborate(self, platform):
         m = Module()
         P, W, G, NW = self.parallel, self.width, self.groups, self.words
-        m.submodules.rom = rom = WeightROM(self.layer.weights, P, W)
+        k = self.layer.weight_bits
+        m.submodules.rom = rom = WeightROM(self.rom_weights(), P, W, k)
         m.submodules.core = core = self.core
         syns = []
         for p in range(P):
-            syn = SynapseArray(W)
+            syn = SynapseArray(W, k)
             m.submodules[f"syn{p}"] = syn
             syns.append(syn)
         ls = synapse_latency(W)
 
-        # --- issue: one (g, w) per cycle ------------------------------------------------------------------------
         busy = Signal()
-        issuing = Signal()
         first = Signal()
+        m.d.comb += self.o_busy.eq(busy)
+        with m.If(self.i_start & ~busy):
+            m.d.sync += [busy.eq(1), first.eq(self.i_first)]
+        if self.conv:
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom)
+        else:
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom)
+        d = 2 + ls
+        tag_valid = _delay(m, read_valid, d, "tv")
+        tag_first = _delay(m, t_first, d, "tf")
+        tag_last = _delay(m, t_last, d, "tl")
+        tag_group = _delay(m, t_group, d, "tg")
+        tag_state = _delay(m, t_state, d, "ts") if self.conv else None
+
+        # word register: ROM and spike words from their synchronous reads (a padded position reads as no spikes)
+        spikes_w = Signal(W, reset_less=True)      # data registers: the tags/valids carry the reset
+        weights_w = Signal(P * W * k, reset_less=True)
+        pad_r = _delay(m, read_pad, 1, "pad")
+        m.d.sync += [spikes_w.eq(Mux(pad_r, 0, self.i_in_data)), weights_w.eq(rom.o_data)]
+        v_syn = _delay(m, read_valid, 2, "vs")
+        for p in range(P):
+            m.d.comb += [syns[p].i_valid.eq(v_syn), syns[p].i_spikes.eq(spikes_w),
+                         syns[p].i_weights.eq(weights_w[p * W * k:(p + 1) * W * k])]
+
+        # accumulators: acc = (first word ? 0 : acc) + partial sum; after the last word the core takes acc
+        acc = [Signal(signed(self.core.sum_width), name=f"acc_{p}", reset_less=True) for p in range(P)]
+        with m.If(tag_valid):
+            for p in range(P):
+                m.d.sync += acc[p].eq(Mux(tag_first, 0, acc[p]) + syns[p].o_sum)
+        core_valid = Signal()
+        core_group = Signal.like(tag_group)
+        m.d.sync += [core_valid.eq(tag_valid & tag_last), core_group.eq(tag_group)]
+        m.d.comb += [core.i_valid.eq(core_valid), core.i_group.eq(core_group), core.i_first.eq(first)]
+        if self.conv:
+            core_state = Signal.like(tag_state)
+            m.d.sync += core_state.eq(tag_state)
+            m.d.comb += core.i_state.eq(core_state)
+        m.d.comb += [core.i_sum[p].eq(acc[p]) for p in range(P)]
+
+        # output: groups come out in order 0..G-1 (at every position), so a shift register by P lands group g at bits
+        # g*P after G shifts (no address decoder: that was the critical path on iCE40)
+        buf = Signal(G * P, reset_less=True)   # fully rewritten before it is read
+        shifted = Signal(G * P)
+        m.d.comb += shifted.eq(core.o_spikes if G == 1 else Cat(buf[P:], core.o_spikes))
+        with m.If(core.o_valid):
+            m.d.sync += buf.eq(shifted)
+        group_done = core.o_valid & (core.o_group == G - 1)
+        done = Signal()
+        if self.conv:
+            pos_out = Signal(index_bits(self.positions))
+            m.d.comb += [self.o_map_addr.eq(pos_out), self.o_map_data.eq(shifted[:self.units]),
+                         self.o_map_en.eq(group_done)]
+            with m.If(group_done):
+                m.d.sync += pos_out.eq(Mux(pos_out == self.positions - 1, 0, pos_out + 1))
+            m.d.sync += done.eq(group_done & (pos_out == self.positions - 1))
+        else:
+            m.d.comb += self.o_spikes.eq(buf[:self.layer.n_out])
+            m.d.sync += done.eq(group_done)
+        with m.If(done):
+            m.d.sync += busy.eq(0)
+        m.d.comb += self.o_done.eq(done)
+
+        m.d.comb += [self.o_fire_valid.eq(core.o_valid), self.o_fire_group.eq(core.o_group),
+                     self.o_fire_spikes.eq(core.o_spikes),
+                     core.i_rd_addr.eq(self.i_rd_addr), core.i_rd_en.eq(self.i_rd_en),
+                     self.o_rd_membrane.eq(core.o_rd_membrane), self.o_rd_count.eq(core.o_rd_count)]
+        return m
+
+    def _issue_dense(self, m, rom):
+        """One (g, w) per cycle; the ROM and spike word are read at once. Returns the read stage's tags."""
+        G, NW = self.groups, self.words
+        issuing = Signal()
         g = Signal(index_bits(G))
         w = Signal(index_bits(NW))
         addr = Signal(index_bits(G * NW))
-        with m.If(self.i_start & ~busy):
-            m.d.sync += [busy.eq(1), issuing.eq(1), first.eq(self.i_first), g.eq(0), w.eq(0), addr.eq(0)]
+        with m.If(self.i_start & ~self.o_busy):
+            m.d.sync += [issuing.eq(1), g.eq(0), w.eq(0), addr.eq(0)]
         last_w = w == NW - 1
         with m.If(issuing):
             m.d.sync += addr.eq(addr + 1)
@@ -107,62 +226,166 @@ class LayerEngine(wiring.Component):
                     m.d.sync += g.eq(g + 1)
             with m.Else():
                 m.d.sync += w.eq(w + 1)
-        m.d.comb += [rom.i_addr.eq(addr), rom.i_en.eq(issuing), self.o_in_addr.eq(w), self.o_in_en.eq(issuing),
-                     self.o_busy.eq(busy)]
+        m.d.comb += [rom.i_addr.eq(addr), rom.i_en.eq(issuing), self.o_in_addr.eq(w), self.o_in_en.eq(issuing)]
+        return issuing, Signal(name="no_pad"), w == 0, last_w, g, None
 
-        # tags travel beside the data: read (1) + word register (1) + synapse tree (ls)
-        def delay(sig, n, name):
-            for k in range(n):
-                r = Signal.like(sig, name=f"{name}_d{k}")
-                m.d.sync += r.eq(sig)
-                sig = r
-            return sig
+    def _issue_conv(self, m, rom):
+        """Walk (position, group, kernel element) one per cycle; the input address and padding flag are computed
+        from running counters (no multiplier) and registered, then the ROM and the input word are read."""
+        geo, layer = self.geometry, self.layer
+        G, KK, kk = self.groups, self.words, layer.kernel
+        H, Wd = layer.in_shape[0], layer.in_shape[1]
+        Ho, Wo = layer.out_shape[0], layer.out_shape[1]
+        s, pad = layer.stride, layer.padding
+        cb = max(H, Wd) * (s + 1) + kk + pad + 2
+        cshape = signed(cb.bit_length() + 1)
+        ashape = signed((H * Wd * (s + 1) + (kk + pad + 2) * (Wd + 1)).bit_length() + 1)
+        issuing = Signal()
+        oy, ox = Signal(index_bits(Ho)), Signal(index_bits(Wo))
+        ky, kx = Signal(index_bits(kk)), Signal(index_bits(kk))
+        g = Signal(index_bits(G))
+        kidx = Signal(index_bits(KK))
+        rom_addr = Signal(index_bits(G * KK))
+        state = Signal(index_bits(self.positions * G))
+        iy0, ix0 = Signal(cshape), Signal(cshape)          # top-left input position of the window
+        row0 = Signal(ashape)                                # iy0 * W_in
+        krow = Signal(ashape)                                # ky * W_in
+        with m.If(self.i_start & ~self.o_busy):
+            m.d.sync += [issuing.eq(1), oy.eq(0), ox.eq(0), ky.eq(0), kx.eq(0), g.eq(0), kidx.eq(0),
+                         rom_addr.eq(0), state.eq(0), iy0.eq(-pad), ix0.eq(-pad), row0.eq(-pad * Wd), krow.eq(0)]
+        last_k = kidx == KK - 1
+        with m.If(issuing):
+            with m.If(last_k):
+                m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), state.eq(state + 1)]
+                with m.If(g == G - 1):
+                    m.d.sync += [g.eq(0), rom_addr.eq(0)]
+                    with m.If(ox == Wo - 1):
+                        m.d.sync += [ox.eq(0), ix0.eq(-pad)]
+                        with m.If(oy == Ho - 1):
+                            m.d.sync += issuing.eq(0)
+                        with m.Else():
+                            m.d.sync += [oy.eq(oy + 1), iy0.eq(iy0 + s), row0.eq(row0 + s * Wd)]
+                    with m.Else():
+                        m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + s)]
+                with m.Else():
+                    m.d.sync += [g.eq(g + 1), rom_addr.eq(rom_addr + 1)]
+            with m.Else():
+                m.d.sync += [kidx.eq(kidx + 1), rom_addr.eq(rom_addr + 1)]
+                with m.If(kx == kk - 1):
+                    m.d.sync += [kx.eq(0), ky.eq(ky + 1), krow.eq(krow + Wd)]
+                with m.Else():
+                    m.d.sync += kx.eq(kx + 1)
+        iy, ix = Signal(cshape), Signal(cshape)
+        m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
+        inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd)
+        a_valid, a_pad, a_first, a_last = Signal(), Signal(), Signal(), Signal()
+        a_addr = Signal(index_bits(self.in_words), reset_less=True)
+        a_rom = Signal(index_bits(G * KK), reset_less=True)
+        a_group = Signal(index_bits(G), reset_less=True)
+        a_state = Signal(index_bits(self.positions * G), reset_less=True)
+        full = Signal(ashape)
+        m.d.comb += full.eq(row0 + krow + ix)
+        m.d.sync += [a_valid.eq(issuing), a_pad.eq(~inside), a_first.eq(kidx == 0), a_last.eq(last_k),
+                     a_addr.eq(full[:len(a_addr)]), a_rom.eq(rom_addr), a_group.eq(g), a_state.eq(state)]
+        m.d.comb += [rom.i_addr.eq(a_rom), rom.i_en.eq(a_valid), self.o_in_addr.eq(a_addr),
+                     self.o_in_en.eq(a_valid & ~a_pad)]
+        return a_valid, a_pad, a_first, a_last, a_group, a_state
 
-        tag_valid = delay(issuing, 2 + ls, "tv")
-        tag_first = delay(w == 0, 2 + ls, "tf")
-        tag_last = delay(last_w, 2 + ls, "tl")
-        tag_group = delay(g, 2 + ls, "tg")
 
-        # word register: ROM and spike words from their synchronous reads
-        spikes_w = Signal(W, reset_less=True)      # data registers: the tags/valids carry the reset
-        weights_w = Signal(P * W, reset_less=True)
-        v_w = delay(issuing, 1, "vw")
-        m.d.sync += [spikes_w.eq(self.i_in_data), weights_w.eq(rom.o_data)]
-        v_syn = Signal()
-        m.d.sync += v_syn.eq(v_w)
-        for p in range(P):
-            m.d.comb += [syns[p].i_valid.eq(v_syn), syns[p].i_spikes.eq(spikes_w),
-                         syns[p].i_weights.eq(weights_w[p * W:(p + 1) * W])]
+class PoolEngine(wiring.Component):
+    """OR pooling of a spike map (``bsnn_hw.Pool``, contract section 8.4), one step when started::
 
-        # accumulators: acc = (first word ? 0 : acc) + partial sum; after the last word the core takes acc
-        acc = [Signal(signed(self.core.sum_width), name=f"acc_{p}", reset_less=True) for p in range(P)]
-        with m.If(tag_valid):
-            for p in range(P):
-                m.d.sync += acc[p].eq(Mux(tag_first, 0, acc[p]) + syns[p].o_sum)
-        core_valid = Signal()
-        core_group = Signal.like(g)
-        m.d.sync += [core_valid.eq(tag_valid & tag_last), core_group.eq(tag_group)]
-        m.d.comb += [core.i_valid.eq(core_valid), core.i_group.eq(core_group), core.i_first.eq(first)]
-        m.d.comb += [core.i_sum[p].eq(acc[p]) for p in range(P)]
+        for (y, x) over the H_out x W_out output positions (row-major), for (i, j) over the n x n window:
+            read input word (y*n + i)*W_in + (x*n + j) (C bits: one position's channels); OR them
+            after the last (i, j): write the C-bit result to output map word y*W_out + x (``o_map_*``)
 
-        # output spike register: groups come out in order 0..G-1 every step, so a shift register by P lands group g at
-        # bits g*P after the step's G shifts (no address decoder: that was the critical path on iCE40)
-        buf = Signal(G * P, reset_less=True)   # fully rewritten every step before it is read
-        with m.If(core.o_valid):
-            if G == 1:
-                m.d.sync += buf.eq(core.o_spikes)
-            else:
-                m.d.sync += buf.eq(Cat(buf[P:], core.o_spikes))
-        m.d.comb += self.o_spikes.eq(buf[:self.layer.n_out])
+    ``o_done`` pulses ``step_cycles = H_out * W_out * n * n + POOL_LATENCY`` cycles after the edge that samples
+    ``i_start`` (address register 1, read 1, OR/write 1, done 1). Reads as LayerEngine (a synchronous RAM read).
 
+    Members
+    -------
+    i_start, i_first (ignored: pooling has no state) -> o_busy, o_done
+    o_in_addr, o_in_en, i_in_data (C)
+    o_map_addr, o_map_en, o_map_data (C)
+    """
+
+    def __init__(self, layer):
+        self._MustUse__silence = True  # no 'never used' warning if validation below fails
+        if not isinstance(layer, Pool):
+            raise TypeError(f"layer must be a bsnn_hw.Pool, not {type(layer).__name__}")
+        if layer.mode != "or":
+            raise ValueError(f"the pool engine builds OR pooling only, not {layer.mode!r}")
+        self.layer = layer
+        self.channels = layer.in_shape[2]
+        self.width = self.channels
+        self.positions = layer.out_shape[0] * layer.out_shape[1]
+        self.in_words = layer.in_shape[0] * layer.in_shape[1]
+        self.words = layer.window * layer.window
+        self.latency = POOL_LATENCY
+        self.step_cycles = self.positions * self.words + self.latency
+        C = self.channels
+        self._MustUse__silence = False
+        super().__init__({
+            "i_start": In(1), "i_first": In(1), "o_busy": Out(1), "o_done": Out(1),
+            "o_in_addr": Out(index_bits(self.in_words)), "o_in_en": Out(1), "i_in_data": In(C),
+            "o_map_addr": Out(index_bits(self.positions)), "o_map_en": Out(1), "o_map_data": Out(C),
+        })
+
+    def memories(self) -> list[dict]:
+        return []
+
+    def elaborate(self, platform):
+        m = Module()
+        layer = self.layer
+        n, Wd = layer.window, layer.in_shape[1]
+        Ho, Wo = layer.out_shape[0], layer.out_shape[1]
+        abits = index_bits(self.in_words + n * Wd + n)
+        busy, issuing = Signal(), Signal()
+        oy, ox = Signal(index_bits(Ho)), Signal(index_bits(Wo))
+        i, j = Signal(index_bits(n)), Signal(index_bits(n))
+        row0, col0, irow = Signal(abits), Signal(abits), Signal(abits)   # oy*n*W_in, ox*n, i*W_in
+        with m.If(self.i_start & ~busy):
+            m.d.sync += [busy.eq(1), issuing.eq(1), oy.eq(0), ox.eq(0), i.eq(0), j.eq(0), row0.eq(0), col0.eq(0),
+                         irow.eq(0)]
+        last_j, last_i = j == n - 1, i == n - 1
+        with m.If(issuing):
+            with m.If(last_j):
+                m.d.sync += j.eq(0)
+                with m.If(last_i):
+                    m.d.sync += [i.eq(0), irow.eq(0)]
+                    with m.If(ox == Wo - 1):
+                        m.d.sync += [ox.eq(0), col0.eq(0)]
+                        with m.If(oy == Ho - 1):
+                            m.d.sync += issuing.eq(0)
+                        with m.Else():
+                            m.d.sync += [oy.eq(oy + 1), row0.eq(row0 + n * Wd)]
+                    with m.Else():
+                        m.d.sync += [ox.eq(ox + 1), col0.eq(col0 + n)]
+                with m.Else():
+                    m.d.sync += [i.eq(i + 1), irow.eq(irow + Wd)]
+            with m.Else():
+                m.d.sync += j.eq(j + 1)
+        a_valid, a_first, a_last = Signal(), Signal(), Signal()
+        a_addr = Signal(index_bits(self.in_words), reset_less=True)
+        full = Signal(abits)
+        m.d.comb += full.eq(row0 + irow + col0 + j)
+        m.d.sync += [a_valid.eq(issuing), a_first.eq((i == 0) & (j == 0)), a_last.eq(last_i & last_j),
+                     a_addr.eq(full[:len(a_addr)])]
+        m.d.comb += [self.o_in_addr.eq(a_addr), self.o_in_en.eq(a_valid)]
+        b_valid, b_first, b_last = _delay(m, a_valid, 1, "bv"), _delay(m, a_first, 1, "bf"), _delay(m, a_last, 1, "bl")
+        acc = Signal(self.channels, reset_less=True)
+        value = Signal(self.channels)
+        m.d.comb += value.eq(Mux(b_first, 0, acc) | self.i_in_data)
+        with m.If(b_valid):
+            m.d.sync += acc.eq(value)
+        pos = Signal(index_bits(self.positions))
+        write = b_valid & b_last
+        m.d.comb += [self.o_map_addr.eq(pos), self.o_map_data.eq(value), self.o_map_en.eq(write)]
         done = Signal()
-        m.d.sync += done.eq(core.o_valid & (core.o_group == G - 1))
+        with m.If(write):
+            m.d.sync += pos.eq(Mux(pos == self.positions - 1, 0, pos + 1))
+        m.d.sync += done.eq(write & (pos == self.positions - 1))
         with m.If(done):
             m.d.sync += busy.eq(0)
-        m.d.comb += self.o_done.eq(done)
-
-        m.d.comb += [self.o_fire_valid.eq(core.o_valid), self.o_fire_group.eq(core.o_group),
-                     self.o_fire_spikes.eq(core.o_spikes),
-                     core.i_rd_addr.eq(self.i_rd_addr), core.i_rd_en.eq(self.i_rd_en),
-                     self.o_rd_membrane.eq(core.o_rd_membrane), self.o_rd_count.eq(core.o_rd_count)]
+        m.d.comb += [self.o_done.eq(done), self.o_busy.eq(busy)]
         return m

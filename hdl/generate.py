@@ -11,8 +11,8 @@ from amaranth.lib import data, wiring
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import (NEURON_LATENCY, HwConfig, synapse_latency, count_bits, cycles_per_inference, engine_latency, index_bits, layer_shape,
-                     readout_cycles, step_cycles)
+from .config import (NEURON_LATENCY, HwConfig, count_bits, cycles_per_inference, index_bits, layer_latency,
+                     layer_shape, readout_cycles, step_cycles, synapse_latency)
 from .top import NetworkTop, result_layout, trace_layout
 
 MANIFEST_VERSION = 1
@@ -129,13 +129,22 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
     layers = []
     for i, (layer, lc, eng) in enumerate(zip(net.layers, config.layers, top.engines)):
         shape = layer_shape(layer, lc)
-        layers.append(dict(
-            index=i, n_in=layer.n_in, n_out=layer.n_out, parallel=lc.parallel, width=lc.width,
-            groups=shape["groups"], words=shape["words"], membrane_bits=layer.membrane_bits,
-            leak_shift=layer.leak_shift, reset=layer.reset, fire_once=layer.fire_once, fires=net.layer_fires(i),
-            latency=engine_latency(lc.width), step_cycles=step_cycles(layer, lc),
+        entry = dict(
+            index=i, kind=layer.kind, n_in=layer.n_in, n_out=layer.n_out, parallel=lc.parallel, width=lc.width,
+            groups=shape["groups"], words=shape["words"], positions=shape["positions"],
+            weight_bits=layer.weight_bits, latency=layer_latency(layer, lc), step_cycles=step_cycles(layer, lc),
             memories=eng.memories(),
-        ))
+        )
+        if layer.kind != "dense":
+            entry.update(in_shape=list(layer.in_shape), out_shape=list(layer.out_shape))
+        if layer.kind == "conv2d":
+            entry.update(kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
+        if layer.kind == "pool":
+            entry.update(window=layer.window, mode=layer.mode)
+        else:
+            entry.update(membrane_bits=layer.membrane_bits, leak_shift=layer.leak_shift, reset=layer.reset,
+                         fire_once=layer.fire_once, fires=net.layer_fires(i))
+        layers.append(entry)
     mems = top.memories()
     return dict(
         manifest_version=MANIFEST_VERSION,
@@ -162,7 +171,8 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         widths=dict(index=index_bits(net.n_out), count=count_bits(net.timesteps),
                     membrane=net.layers[-1].membrane_bits),
         latencies=dict(neuron_core=NEURON_LATENCY,
-                       synapse_array=[synapse_latency(lc.width) for lc in config.layers]),
+                       synapse_array=[synapse_latency(lc.width) if layer.kind != "pool" else None
+                                      for layer, lc in zip(net.layers, config.layers)]),
     )
 
 

@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
-from bsnn_hw.network import Layer
+from bsnn_hw.network import Conv2d, Layer
 
 from .config import NEURON_LATENCY, _is_int, count_bits, index_bits, memory_attrs, memory_info
 
@@ -23,7 +23,12 @@ class NeuronCore(wiring.Component):
         out = fire and not fired      (fire-once; otherwise out = fire); fired |= fire; count += out
 
     Per-neuron state {V: signed M, count: clog2(T+1) bits if ``keep_count``, fired: 1 bit if fire-once} lives in one
-    RAM of G words (P lanes each); thresholds in a ROM of G words (a constant when all are equal). ``i_first``
+    RAM of G words (P lanes each); thresholds in a ROM of G words (a constant when all are equal).
+
+    A conv layer (``bsnn_hw.Conv2d``) has C_out neurons at each of its H_out * W_out positions: groups are channel
+    groups (G = ceil(C_out / P)), the thresholds are per channel, and the state RAM holds H_out * W_out * G words,
+    word ``pos * G + g``, addressed by ``i_state`` (a port only conv cores have) while ``i_group`` picks the channel
+    group (threshold ROM word, lanes past C_out). ``i_first``
     marks step 0 of a sample: the stored state is then taken as 0, so samples start clean without a clear pass (and a
     reset needs none).
 
@@ -38,11 +43,11 @@ class NeuronCore(wiring.Component):
     timesteps : int >= 1 (T; sizes the counts)
     fires : bool (False for a "membrane" readout's last layer)
     keep_count : bool (keep spike counts, for the last layer's readout)
-    sum_width : int or None (bits of the signed synaptic input; default bits(n_in) + 1)
+    sum_width : int or None (bits of the signed synaptic input; default bits(fan_in * max |w|) + 1)
 
     Members
     -------
-    i_valid, i_group, i_first, i_sum (P x signed(sum_width))
+    i_valid, i_group, i_first, i_sum (P x signed(sum_width)); i_state (conv only: the state word)
     o_valid, o_group, o_spikes (P), o_membrane (P x signed(M)), o_count (P x CB)
     i_rd_addr, i_rd_en -> o_rd_membrane, o_rd_count one cycle later (state of a group; shares the RAM read port:
     use only while no group is in flight)
@@ -53,44 +58,51 @@ class NeuronCore(wiring.Component):
     def __init__(self, layer, parallel: int, timesteps: int, fires: bool = True, keep_count: bool = False,
                  sum_width: int | None = None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
-        if not isinstance(layer, Layer):
-            raise TypeError(f"layer must be a bsnn_hw.Layer, not {type(layer).__name__}")
+        if not isinstance(layer, (Layer, Conv2d)):
+            raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
+        conv = isinstance(layer, Conv2d)
+        self.units = layer.out_channels if conv else layer.n_out
+        self.positions = layer.out_shape[0] * layer.out_shape[1] if conv else 1
+        what = "C_out" if conv else "n_out"
         if not _is_int(parallel):
             raise TypeError(f"parallel must be an int, not {parallel!r}")
-        if not 1 <= parallel <= layer.n_out:
-            raise ValueError(f"parallel must be in 1..{layer.n_out} (the layer's n_out), not {parallel!r}")
+        if not 1 <= parallel <= self.units:
+            raise ValueError(f"parallel must be in 1..{self.units} (the layer's {what}), not {parallel!r}")
         if not _is_int(timesteps):
             raise TypeError(f"timesteps must be an int, not {timesteps!r}")
         if timesteps < 1:
             raise ValueError(f"timesteps must be at least 1, not {timesteps!r}")
         if fires and layer.threshold is None:
             raise ValueError("a layer without thresholds cannot fire: pass fires=False (membrane readout)")
-        min_sum = layer.n_in.bit_length() + 1
+        min_sum = layer.max_abs_current.bit_length() + 1
         if sum_width is None:
             sum_width = min_sum
         if not _is_int(sum_width):
             raise TypeError(f"sum_width must be an int or None, not {sum_width!r}")
         if sum_width < min_sum:
-            raise ValueError(f"sum_width must be at least {min_sum} (signed -n_in..n_in for n_in = {layer.n_in}), "
-                             f"not {sum_width!r}")
+            raise ValueError(f"sum_width must be at least {min_sum} (signed +-{layer.max_abs_current}, the layer's "
+                             f"largest synaptic input), not {sum_width!r}")
         self.layer = layer
         self.parallel = parallel
         self.timesteps = timesteps
         self.fires = bool(fires)
         self.keep_count = bool(keep_count)
         self.sum_width = sum_width
-        self.groups = contract.ceil_div(layer.n_out, parallel)
+        self.groups = contract.ceil_div(self.units, parallel)
+        self.depth = self.positions * self.groups
         self.mbits = layer.membrane_bits
         self.cbits = count_bits(timesteps)
         P, M = parallel, self.mbits
         self._MustUse__silence = False
+        ports = {"i_state": In(index_bits(self.depth))} if conv else {}
         super().__init__({
+            **ports,
             "i_valid": In(1), "i_group": In(index_bits(self.groups)), "i_first": In(1),
             "i_sum": In(data.ArrayLayout(signed(sum_width), P)),
             "o_valid": Out(1), "o_group": Out(index_bits(self.groups)), "o_spikes": Out(P),
             "o_membrane": Out(data.ArrayLayout(signed(M), P)),
             "o_count": Out(data.ArrayLayout(unsigned(self.cbits), P)),
-            "i_rd_addr": In(index_bits(self.groups)), "i_rd_en": In(1),
+            "i_rd_addr": In(index_bits(self.depth)), "i_rd_en": In(1),
             "o_rd_membrane": Out(data.ArrayLayout(signed(M), P)),
             "o_rd_count": Out(data.ArrayLayout(unsigned(self.cbits), P)),
         })
@@ -110,7 +122,7 @@ class NeuronCore(wiring.Component):
             value = 0
             for p in range(self.parallel):
                 j = g * self.parallel + p
-                if j < self.layer.n_out:
+                if j < self.units:
                     value |= int(self.layer.threshold[j]) << (p * tw)
             words.append(value)
         return words
@@ -121,7 +133,7 @@ class NeuronCore(wiring.Component):
 
     def memories(self) -> list[dict]:
         """The memories this core instantiates (for the manifest)."""
-        mems = [memory_info("state", "ram", self.groups, self.parallel * self.state_lane_bits)]
+        mems = [memory_info("state", "ram", self.depth, self.parallel * self.state_lane_bits)]
         if self.fires and self.uniform_threshold() is None:
             mems.append(memory_info("threshold", "rom", self.groups, self.parallel * (self.mbits - 1)))
         return mems
@@ -134,13 +146,15 @@ class NeuronCore(wiring.Component):
         lo, hi = contract.membrane_range(M)
         gbits = index_bits(self.groups)
 
-        m.submodules.state = state = Memory(shape=unsigned(P * SW), depth=max(2, self.groups), init=[],
-                                          attrs=memory_attrs(self.groups, P * SW))
+        m.submodules.state = state = Memory(shape=unsigned(P * SW), depth=max(2, self.depth), init=[],
+                                          attrs=memory_attrs(self.depth, P * SW))
         rd = state.read_port()
         wr = state.write_port()
+        conv = self.positions > 1 or isinstance(layer, Conv2d)
+        i_state = self.i_state if conv else self.i_group
         # One read port serves the pipeline and the readout (never at the same time), so the RAM maps to one EBR.
         m.d.comb += [
-            rd.addr.eq(Mux(self.i_valid, self.i_group, self.i_rd_addr)),
+            rd.addr.eq(Mux(self.i_valid, i_state, self.i_rd_addr)),
             rd.en.eq(self.i_valid | self.i_rd_en),
         ]
         for p in range(P):
@@ -159,7 +173,7 @@ class NeuronCore(wiring.Component):
             m.d.comb += th_rd.addr.eq(self.i_group)
 
         # lanes past n_out (only in the last group) never fire
-        n_last = layer.n_out - (self.groups - 1) * P
+        n_last = self.units - (self.groups - 1) * P
         last_mask = (1 << n_last) - 1
         all_mask = (1 << P) - 1
 
@@ -167,6 +181,10 @@ class NeuronCore(wiring.Component):
         # net small; nothing reads a data register unless its valid bit says so.
         # stage 1 inputs (registered at c0)
         v1, g1, f1 = Signal(), Signal(gbits), Signal()
+        # the state address travels beside the group (the group itself for a dense core)
+        sbits = index_bits(self.depth)
+        st = [Signal(sbits, name=f"state{k}", reset_less=True) for k in range(1, 6)]
+        m.d.sync += [st[0].eq(i_state)] + [st[k].eq(st[k - 1]) for k in range(1, 5)]
         sum1 = [Signal(signed(self.sum_width), name=f"sum1_{p}", reset_less=True) for p in range(P)]
         m.d.sync += [v1.eq(self.i_valid), g1.eq(self.i_group), f1.eq(self.i_first)]
         m.d.sync += [sum1[p].eq(self.i_sum[p]) for p in range(P)]
@@ -259,6 +277,6 @@ class NeuronCore(wiring.Component):
             m.d.sync += self.o_membrane[p].eq(vnew)
             if keep:
                 m.d.sync += self.o_count[p].eq(cnew)
-        m.d.comb += [wr.addr.eq(g5), wr.data.eq(Cat(*words)), wr.en.eq(v5)]
+        m.d.comb += [wr.addr.eq(st[4]), wr.data.eq(Cat(*words)), wr.en.eq(v5)]
         m.d.sync += [self.o_valid.eq(v5), self.o_group.eq(g5), self.o_spikes.eq(Cat(*spikes))]
         return m

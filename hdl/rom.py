@@ -12,10 +12,12 @@ from bsnn_hw import contract
 from .config import _is_int, index_bits, memory_attrs
 
 
-def _check_weights(weights) -> np.ndarray:
+def _check_weights(weights, bits: int = 1) -> np.ndarray:
     w = np.asarray(weights)
-    if w.dtype != bool:
+    if bits == 1 and w.dtype != bool:
         raise TypeError(f"weights must be a bool array (True = +1), not {w.dtype}")
+    if bits > 1 and (w.dtype == bool or not np.issubdtype(w.dtype, np.integer)):
+        raise TypeError(f"{bits}-bit weights must be an integer array, not {w.dtype}")
     if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
         raise ValueError(f"weights must have shape (n_out, n_in) with both at least 1, not {w.shape}")
     return w
@@ -30,50 +32,55 @@ def _check_fold(name: str, value, limit: int, what: str) -> int:
 
 
 class WeightROM(wiring.Component):
-    """A layer's weight bits in block RAM.
+    """A layer's weights in block RAM.
 
-    Word ``g*NW + w`` (G = ceil(n_out / P) groups, NW = ceil(n_in / W) words) holds P lanes of W bits; lane p (bits
-    ``[p*W, (p+1)*W)``) bit i is the weight bit B[g*P + p, w*W + i] (1 = +1), packed by
-    :func:`bsnn_hw.contract.pack_words`; bits past n_in and lanes past n_out are 0. An ``amaranth.lib.memory.Memory``
+    Word ``g*NW + w`` (G = ceil(n_out / P) groups, NW = ceil(n_in / W) words) holds P lanes of W weights of k bits;
+    lane p (bits ``[p*W*k, (p+1)*W*k)``) weight i is the weight of neuron g*P + p from input w*W + i, packed by
+    :func:`bsnn_hw.contract.pack_weight_words` (k = 1: the bit, 1 = +1; k > 1: k-bit two's complement); weights
+    past n_in and lanes past n_out are 0. A conv layer's (C_out, k, k, C_in) weights enter as (C_out, k*k*C_in) rows
+    in the contract's (ky, kx, c) order with W = C_in: word w of a group is then kernel position w. An ``amaranth.lib.memory.Memory``
     with init and one synchronous read port, so Yosys infers block RAM.
 
     Arguments
     ---------
-    weights : bool array (n_out, n_in)
+    weights : bool array (n_out, n_in), or integers for ``bits`` > 1
     parallel : int, 1..n_out (P)
     width : int, 1..n_in (W)
+    bits : int, 1..8 (k, the layer's weight_bits)
 
     Members
     -------
     i_addr : In(clog2(depth))   word address
     i_en : In(1)                read enable (o_data holds while low)
-    o_data : Out(P*W)           ROM[i_addr], one cycle after (latency 1)
+    o_data : Out(P*W*k)           ROM[i_addr], one cycle after (latency 1)
     """
 
-    def __init__(self, weights, parallel: int, width: int):
+    def __init__(self, weights, parallel: int, width: int, bits: int = 1):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
-        w = _check_weights(weights)
+        self.bits = _check_fold("bits", bits, 8, "the weight bits")
+        w = _check_weights(weights, bits)
         n_out, n_in = w.shape
         self.parallel = _check_fold("parallel", parallel, n_out, "the layer's n_out")
         self.width = _check_fold("width", width, n_in, "the layer's n_in")
-        self.init = self.contents(w, parallel, width)
+        self.init = self.contents(w, parallel, width, bits)
         self.depth = len(self.init)
         self._MustUse__silence = False
         super().__init__({
             "i_addr": In(index_bits(self.depth)),
             "i_en": In(1, init=1),
-            "o_data": Out(parallel * width),
+            "o_data": Out(parallel * width * bits),
         })
 
     @staticmethod
-    def contents(weights, parallel: int, width: int) -> list[int]:
+    def contents(weights, parallel: int, width: int, bits: int = 1) -> list[int]:
         """The ROM words (the software model): see the class docstring."""
-        w = _check_weights(weights)
+        w = _check_weights(weights, bits)
         n_out, n_in = w.shape
         groups = contract.ceil_div(n_out, parallel)
         words = []
-        rows = [contract.pack_words(w[j], width) for j in range(n_out)]
+        rows = [contract.pack_weight_words(w[j], width, bits) for j in range(n_out)]
         nw = contract.ceil_div(n_in, width)
+        width = width * bits    # lane width in bits
         for g in range(groups):
             for k in range(nw):
                 value = 0
@@ -87,8 +94,9 @@ class WeightROM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         # at least 2 words: a 1-word memory has a 0-bit address, which Amaranth writes as a [-1:0] vector
-        m.submodules.mem = mem = Memory(shape=unsigned(self.parallel * self.width), depth=max(2, self.depth),
-                                        init=self.init, attrs=memory_attrs(self.depth, self.parallel * self.width))
+        bits = self.parallel * self.width * self.bits
+        m.submodules.mem = mem = Memory(shape=unsigned(bits), depth=max(2, self.depth),
+                                        init=self.init, attrs=memory_attrs(self.depth, bits))
         rd = mem.read_port()
         m.d.comb += [rd.addr.eq(self.i_addr), rd.en.eq(self.i_en), self.o_data.eq(rd.data)]
         return m

@@ -1,16 +1,38 @@
 """SynapseArray: the contract's XNOR-popcount partial sum over one W-bit word, as a pipelined adder tree."""
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed
-from amaranth.lib import wiring
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
+from bsnn_hw import contract
 
 from .config import _is_int, synapse_latency
 
 
-def sum_shape(width: int):
-    """Signed shape holding -W..W."""
-    return signed(width.bit_length() + 1)
+def sum_shape(width: int, bits: int = 1):
+    """Signed shape holding every partial sum of W inputs: -W..W for 1-bit weights, W * [-2^(k-1), 2^(k-1)-1]
+    for k-bit weights."""
+    if bits == 1:
+        return signed(width.bit_length() + 1)
+    return signed((width << (bits - 1)).bit_length() + 1)
+
+
+def signed_tree(m: Module, values: list, name: str):
+    """Balanced adder tree over signed values with a register after every level; returns (sum, levels)."""
+    level = list(values)
+    depth = 0
+    while len(level) > 1:
+        nxt = []
+        for k in range(0, len(level), 2):
+            pair = level[k:k + 2]
+            width = max(len(x) for x in pair) + (1 if len(pair) == 2 else 0)
+            r = Signal(signed(width), name=f"{name}_l{depth}_{k // 2}", reset_less=True)
+            m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
+            nxt.append(r)
+        level = nxt
+        depth += 1
+    return level[0], depth
 
 
 def popcount_tree(m: Module, bits: list, name: str):
@@ -31,37 +53,51 @@ def popcount_tree(m: Module, bits: list, name: str):
 
 
 class SynapseArray(wiring.Component):
-    """XNOR-popcount of W spike bits against W weight bits (bit 1 = +1):
+    """The contract's partial sum of W spike bits against W weights (docs/spec.md sections 2 and 8.2).
+
+    1-bit weights (``bits`` = 1; bit 1 = +1), the XNOR-popcount:
 
         o_sum = sum_i s[i] * (2 b[i] - 1) = 2 * popcount(s & b) - popcount(s)        in [-W, W]
 
+    k-bit weights (2 <= k <= 8; lane i = bits [i*k, (i+1)*k) of ``i_weights``, two's complement,
+    ``contract.pack_weight_words``), spikes gating an adder tree (no multipliers):
+
+        o_sum = sum_i (s[i] ? w[i] : 0)
+
     Padding inputs must arrive as s = 0 (they then contribute nothing). Fully pipelined, one word per cycle, no
-    stall; latency ``clog2(W) + 1`` cycles (a register after every tree level, then the 2a - s stage).
+    stall; latency ``clog2(W) + 1`` cycles for every k (a register after every tree level, plus the 2a - s stage for
+    k = 1 or the gating stage for k > 1).
 
     Members
     -------
-    i_valid : In(1); i_spikes : In(W); i_weights : In(W)
+    i_valid : In(1); i_spikes : In(W); i_weights : In(W * k)
     o_valid : Out(1)            i_valid delayed by ``latency``
-    o_sum : Out(signed(bits(W) + 1))
+    o_sum : Out(sum_shape(W, k))
     """
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, bits: int = 1):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not _is_int(width):
             raise TypeError(f"width must be an int, not {width!r}")
         if width < 1:
             raise ValueError(f"width must be at least 1, not {width!r}")
-        self.width = width
+        if not _is_int(bits):
+            raise TypeError(f"bits must be an int, not {bits!r}")
+        if not contract.WEIGHT_BITS_MIN <= bits <= contract.WEIGHT_BITS_MAX:
+            raise ValueError(f"bits must be in {contract.WEIGHT_BITS_MIN}..{contract.WEIGHT_BITS_MAX}, not {bits!r}")
+        self.width, self.bits = width, bits
         self.latency = synapse_latency(width)
         self._MustUse__silence = False
         super().__init__({
-            "i_valid": In(1), "i_spikes": In(width), "i_weights": In(width),
-            "o_valid": Out(1), "o_sum": Out(sum_shape(width)),
+            "i_valid": In(1), "i_spikes": In(width), "i_weights": In(width * bits),
+            "o_valid": Out(1), "o_sum": Out(sum_shape(width, bits)),
         })
 
     def elaborate(self, platform):
         m = Module()
         w = self.width
+        if self.bits > 1:
+            return self._elaborate_kbit(m)
         agree = Signal(w)  # a named signal: slicing an expression would repeat it (TOOLCHAIN gotcha 7)
         m.d.comb += agree.eq(self.i_spikes & self.i_weights)
         a_sum, depth = popcount_tree(m, [agree[i] for i in range(w)], "agree")
@@ -77,4 +113,23 @@ class SynapseArray(wiring.Component):
             v = r
         assert depth + 1 == self.latency
         m.d.comb += [self.o_valid.eq(v), self.o_sum.eq(out)]
+        return m
+
+    def _elaborate_kbit(self, m):
+        w, k = self.width, self.bits
+        lanes = data.ArrayLayout(signed(k), w)
+        weights = data.View(lanes, self.i_weights)
+        gated = []
+        for i in range(w):
+            r = Signal(signed(k), name=f"gated_{i}", reset_less=True)   # spike-gated weight: an AND, no multiplier
+            m.d.sync += r.eq(Mux(self.i_spikes[i], weights[i], 0))
+            gated.append(r)
+        total, depth = signed_tree(m, gated, "wsum")
+        v = self.i_valid
+        for n in range(depth + 1):
+            r = Signal(name=f"valid_{n}")
+            m.d.sync += r.eq(v)
+            v = r
+        assert depth + 1 == self.latency
+        m.d.comb += [self.o_valid.eq(v), self.o_sum.eq(total)]
         return m

@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import HwConfig, count_bits, index_bits, memory_info
-from .engine import LayerEngine
+from .config import HwConfig, count_bits, index_bits, map_input, memory_attrs, memory_info
+from .engine import LayerEngine, PoolEngine
 
 
 def result_layout(net: Network) -> data.StructLayout:
@@ -37,8 +37,13 @@ class NetworkTop(wiring.Component):
     """The whole network behind valid/ready streams (protocol: docs/hardware.md, "The top's protocol").
 
     For each step t: take the step's NW_0 input words into the input buffer, run layer 0 .. L-1 one after the other
-    (each a :class:`LayerEngine` step; with ``trace``, one o_trace beat after each), then step t+1. After step T-1:
-    scan the last layer's n_out neurons for the readout's class, then send n_out o_result beats.
+    (each a :class:`LayerEngine` or :class:`PoolEngine` step; with ``trace``, one o_trace beat after each), then step
+    t+1. After step T-1: scan the last layer's n_out neurons for the readout's class, then send n_out o_result beats.
+
+    Between layers: a dense layer's output is its engine's n_out-bit register, read as W-bit words; a conv or pool
+    layer's output is a feature-map RAM of H_out * W_out words of C bits (one position per word, position-major),
+    written by the producer and read by the next engine. ``trace`` is refused for networks with conv or pool layers
+    (their maps live in RAM, not in a register a trace beat could carry).
 
     Members
     -------
@@ -58,9 +63,13 @@ class NetworkTop(wiring.Component):
         config.validate(net)
         if not isinstance(trace, bool):
             raise TypeError(f"trace must be a bool, not {trace!r}")
+        if trace and any(layer.kind != "dense" for layer in net.layers):
+            raise ValueError("trace is for networks of dense layers only: conv and pool feature maps live in RAM, "
+                             "not in a register a trace beat could carry; generate without trace")
         self.net, self.config, self.trace = net, config, trace
         last = len(net.layers) - 1
-        self.engines = [LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
+        self.engines = [PoolEngine(layer) if layer.kind == "pool" else
+                        LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
                                     keep_count=(i == last))
                         for i, (layer, lc) in enumerate(zip(net.layers, config.layers))]
         for e in self.engines:
@@ -80,7 +89,12 @@ class NetworkTop(wiring.Component):
         mems = [memory_info("input_buffer", "ram", self.input_words, self.input_width, small_to_logic=False)]
         for i, e in enumerate(self.engines):
             mems += [dict(d, name=f"layer{i}_{d['name']}") for d in e.memories()]
+            if not hasattr(e, "o_spikes"):
+                mems.append(memory_info(f"layer{i}_map", "ram", e.positions, self._map_width(i)))
         return mems
+
+    def _map_width(self, i):
+        return self.net.layers[i].out_shape[2]
 
     def elaborate(self, platform):
         m = Module()
@@ -106,9 +120,18 @@ class NetworkTop(wiring.Component):
         m.d.comb += [in_wr.addr.eq(w_in), in_wr.data.eq(masked),
                      in_rd.addr.eq(self.engines[0].o_in_addr), in_rd.en.eq(self.engines[0].o_in_en),
                      self.engines[0].i_in_data.eq(in_rd.data)]
-        # inter-layer buffers: the previous engine's output register, read as W-bit words (zero padded)
+        # inter-layer buffers: a feature-map RAM after a conv or pool layer; otherwise the previous engine's output
+        # register, read as W-bit words (zero padded)
         for i in range(1, L):
             e, prev = self.engines[i], self.engines[i - 1]
+            if not hasattr(prev, "o_spikes"):
+                C, depth = self._map_width(i - 1), prev.positions
+                fmap = Memory(shape=unsigned(C), depth=max(2, depth), init=[], attrs=memory_attrs(max(2, depth), C))
+                m.submodules[f"map{i - 1}"] = fmap
+                wr, rd = fmap.write_port(), fmap.read_port()
+                m.d.comb += [wr.addr.eq(prev.o_map_addr), wr.data.eq(prev.o_map_data), wr.en.eq(prev.o_map_en),
+                             rd.addr.eq(e.o_in_addr), rd.en.eq(e.o_in_en), e.i_in_data.eq(rd.data)]
+                continue
             padded = Signal(e.words * e.width)
             m.d.comb += padded.eq(prev.o_spikes)
             word = Signal(e.width, name=f"layer{i}_in_word", reset_less=True)

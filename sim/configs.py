@@ -290,11 +290,264 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
     return units
 
 
+# --- contract v2 in hardware: conv, OR pooling, k-bit weights -----------------------------------------------------
+# Same method as above with the v2 parameters: unit k aims at V2_CORNERS[k mod len(V2_CORNERS)]; the tally is read
+# from the units. Maps are kept small (sides up to 9, channels up to 6) so a unit simulates in seconds, but every
+# geometry is legal and each extreme is drawn on purpose: k = 1, k = the padded input side, stride > 1, padding 0
+# and k-1, C = 1, P = 1 / C_out / not dividing C_out, pool window 1 and the whole side, rows dropped by the pool,
+# k-bit weights 2..8 with 8-bit weights at both ends of their range, in the first and in the last layer.
+
+V2_LIMITS = dict(max_side=9, max_channels=6, max_hidden=12, max_t=24, max_cycles=30_000, max_lane_bits=512)
+
+
+def _v2_corner_table():
+    def convs(u):
+        return [(l, lc) for l, lc in zip(u.net.layers, u.config.layers) if l.kind == "conv2d"]
+
+    def pools(u):
+        return [l for l in u.net.layers if l.kind == "pool"]
+
+    def kbit(u):
+        return [l for l in u.net.layers if l.kind != "pool" and l.weight_bits > 1]
+
+    c = {
+        "conv first": lambda u: u.net.layers[0].kind == "conv2d",
+        "pool first": lambda u: u.net.layers[0].kind == "pool",
+        "conv->conv": lambda u: any(a.kind == b.kind == "conv2d" for a, b in zip(u.net.layers, u.net.layers[1:])),
+        "conv->pool": lambda u: any(a.kind == "conv2d" and b.kind == "pool"
+                                    for a, b in zip(u.net.layers, u.net.layers[1:])),
+        "pool->conv": lambda u: any(a.kind == "pool" and b.kind == "conv2d"
+                                    for a, b in zip(u.net.layers, u.net.layers[1:])),
+        "conv->dense": lambda u: any(a.kind == "conv2d" and b.kind == "dense"
+                                     for a, b in zip(u.net.layers, u.net.layers[1:])),
+        "pool->dense": lambda u: any(a.kind == "pool" and b.kind == "dense"
+                                     for a, b in zip(u.net.layers, u.net.layers[1:])),
+        "dense->dense after a map": lambda u: sum(l.kind == "dense" for l in u.net.layers) >= 2,
+        "kernel 1": lambda u: any(l.kernel == 1 for l, _ in convs(u)),
+        "kernel = padded side": lambda u: any(l.kernel == min(l.in_shape[:2]) + 2 * l.padding for l, _ in convs(u)),
+        "stride > 1": lambda u: any(l.stride > 1 for l, _ in convs(u)),
+        "padding 0": lambda u: any(l.padding == 0 for l, _ in convs(u)),
+        "padding k-1 > 0": lambda u: any(l.padding == l.kernel - 1 > 0 for l, _ in convs(u)),
+        "C_in = 1": lambda u: any(l.in_shape[2] == 1 for l, _ in convs(u)),
+        "C_out = 1": lambda u: any(l.out_channels == 1 for l, _ in convs(u)),
+        "1x1 output map": lambda u: any(l.out_shape[:2] == (1, 1) for l, _ in convs(u)),
+        "non-square map": lambda u: any(l.in_shape[0] != l.in_shape[1] for l, _ in convs(u)),
+        "P = C_out > 1": lambda u: any(lc.parallel == l.out_channels > 1 for l, lc in convs(u)),
+        "P = 1 < C_out": lambda u: any(lc.parallel == 1 < l.out_channels for l, lc in convs(u)),
+        "P ∤ C_out": lambda u: any(l.out_channels % lc.parallel for l, lc in convs(u)),
+        "pool window 1": lambda u: any(l.window == 1 for l in pools(u)),
+        "pool window = side": lambda u: any(l.window == min(l.in_shape[:2]) > 1 for l in pools(u)),
+        "pool drops rows": lambda u: any(l.in_shape[0] % l.window or l.in_shape[1] % l.window for l in pools(u)),
+        "k-bit first layer": lambda u: u.net.layers[0].kind != "pool" and u.net.layers[0].weight_bits > 1,
+        "k-bit last layer": lambda u: u.net.layers[-1].weight_bits > 1,
+        "k-bit conv": lambda u: any(l.weight_bits > 1 for l, _ in convs(u)),
+        "2-bit weights": lambda u: any(l.weight_bits == 2 for l in kbit(u)),
+        "8-bit weights at +max": lambda u: any(l.weight_bits == 8 and l.weights.max() == 127 for l in kbit(u)),
+        "8-bit weights at -min": lambda u: any(l.weight_bits == 8 and l.weights.min() == -128 for l in kbit(u)),
+        "M=2": lambda u: any(l.kind != "pool" and l.membrane_bits == 2 for l in u.net.layers),
+        "M=32": lambda u: any(l.kind != "pool" and l.membrane_bits == 32 for l in u.net.layers),
+        "T=1": lambda u: u.net.timesteps == 1,
+    }
+    for r in contract.READOUTS:
+        c[f"readout {r}"] = (lambda r: lambda u: u.net.readout == r)(r)
+    c.update({
+        "fire-once": lambda u: any(l.kind != "pool" and l.fire_once for l in u.net.layers),
+        "stalls": lambda u: u.stall_in > 0 or u.stall_out > 0,
+        "reset mid-inference": lambda u: u.reset_mid,
+    })
+    return c
+
+
+V2_CORNERS = _v2_corner_table()
+
+
+def v2_coverage(units) -> dict[str, int]:
+    """How many of ``units`` hit each corner of :data:`V2_CORNERS`."""
+    return {name: sum(1 for u in units if pred(u)) for name, pred in V2_CORNERS.items()}
+
+
+def _v2_neurons(rng, want, n_th, fan_in, bits, last_membrane, first):
+    m = _pick(rng, 2, 32)
+    if first and want in ("M=2", "M=32"):
+        m = int(want[2:])
+    hi = (1 << (m - 1)) - 1
+    leak_kind = rng.random()
+    leak = None if leak_kind < 0.35 else 1 if leak_kind < 0.5 else m - 1 if leak_kind < 0.6 else int(rng.integers(1, m))
+    scale = 1 << (bits - 1) if bits > 1 else 1
+    if last_membrane and rng.random() < 0.5:
+        th = None
+    else:
+        r = rng.random()
+        top = max(1, min(hi, int(np.sqrt(fan_in) * scale * 0.8) + 1))
+        th = np.full(n_th, hi) if r < 0.1 else np.ones(n_th, dtype=np.int64) if r < 0.2 else \
+            rng.integers(1, top + 1, n_th)
+    return dict(threshold=th, leak_shift=leak, reset=str(rng.choice(contract.RESET_MODES)), membrane_bits=m,
+                fire_once=bool(rng.random() < 0.25) or (first and want == "fire-once"))
+
+
+def _v2_weights(rng, shape, bits, want):
+    if bits == 1:
+        return rng.random(shape) < rng.uniform(0.1, 0.9)
+    lo, hi = contract.weight_range(bits)
+    w = rng.integers(lo, hi + 1, shape)
+    if bits == 8 and want in ("8-bit weights at +max", "8-bit weights at -min"):
+        w.ravel()[rng.random(w.size) < 0.5] = hi if want.endswith("+max") else lo   # saturation of the 8-bit range
+    return w
+
+
+def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, max_t: int, samples: int) -> Unit:
+    """One v2 unit: a front of conv/pool layers on a map, then 1..2 dense layers; biased toward corner ``want``."""
+    from bsnn_hw.hdl import HwConfig, LayerConfig
+    from bsnn_hw.network import Conv2d, Pool
+    h, w = _pick(rng, 1, max_side), _pick(rng, 1, max_side)
+    if want == "non-square map":
+        h, w = 2 + int(rng.integers(0, max_side - 2)), max_side
+    c = _pick(rng, 1, max_channels)
+    if want == "C_in = 1":
+        c = 1
+    plan = [str(rng.choice(["conv", "conv", "pool"])) for _ in range(_pick(rng, 1, 3))]
+    forced = {"conv first": ["conv"], "pool first": ["pool", "conv"], "conv->conv": ["conv", "conv"],
+              "conv->pool": ["conv", "pool"], "pool->conv": ["pool", "conv"], "conv->dense": ["conv"],
+              "pool->dense": ["conv", "pool"]}
+    if want in forced:
+        plan = forced[want]
+    elif want.startswith(("kernel", "stride", "padding", "C_", "1x1", "non-square", "P ", "k-bit conv")) \
+            and "conv" not in plan:
+        plan.append("conv")
+    elif want.startswith("pool ") and "pool" not in plan:
+        plan.insert(0, "pool")
+    n_dense = 2 if want == "dense->dense after a map" else _pick(rng, 1, 2)
+    readout = str(rng.choice(contract.READOUTS))
+    if want.startswith("readout "):
+        readout = want[8:]
+    timesteps = _pick(rng, 1, max_t, 0.15)
+    if want == "T=1":
+        timesteps = 1
+    kbit_first = want == "k-bit first layer" or rng.random() < 0.25
+    kbit_last = want == "k-bit last layer" or rng.random() < 0.25
+
+    def bits_for(first, last, conv):
+        if (first and kbit_first) or (last and kbit_last) or (conv and want == "k-bit conv"):
+            if want in ("8-bit weights at +max", "8-bit weights at -min"):
+                return 8
+            return 2 if want == "2-bit weights" else _pick(rng, 2, 8, 0.3)
+        return 1
+
+    shape = (h, w, c)
+    layers, folds = [], []
+    total = len(plan) + n_dense
+    for i, kind in enumerate(plan):
+        hh, ww, cc = shape
+        if kind == "pool":
+            side = min(hh, ww)
+            n = _pick(rng, 1, side)
+            if want == "pool window 1":
+                n = 1
+            elif want == "pool window = side" and side > 1:
+                n = side
+            elif want == "pool drops rows" and side > 2:
+                n = int(rng.choice([q for q in range(2, side + 1) if hh % q or ww % q] or [2]))
+            layers.append(Pool(shape, n))
+            folds.append(LayerConfig(1, cc))
+        else:
+            pad_max = None
+            k = _pick(rng, 1, min(hh, ww) + 2 * min(2, (min(hh, ww) + 1)))
+            if want == "kernel 1":
+                k = 1
+            pad = _pick(rng, 0, k - 1) if k > 1 else 0
+            if want == "padding 0":
+                pad = 0
+            elif want == "padding k-1 > 0" and k == 1:
+                k, pad = 2, 1
+            elif want == "padding k-1 > 0":
+                pad = k - 1
+            while k > min(hh, ww) + 2 * pad:        # keep the kernel inside the padded map
+                k -= 1
+                pad = min(pad, k - 1)
+            if want == "kernel = padded side":
+                pad = _pick(rng, 0, 1)
+                k = min(hh, ww) + 2 * pad
+            del pad_max
+            stride = _pick(rng, 1, 3)
+            if want == "stride > 1":
+                stride = int(rng.integers(2, 4))
+            if want == "1x1 output map":
+                pad, k = 0, min(hh, ww)
+            c_out = _pick(rng, 1, max_channels)
+            if want == "C_out = 1":
+                c_out = 1
+            elif want in ("P = C_out > 1", "P = 1 < C_out", "P ∤ C_out"):
+                c_out = max(c_out, 3)
+            bits = bits_for(i == 0, False, True)
+            fan_in = k * k * cc
+            neurons = _v2_neurons(rng, want, c_out, fan_in, bits, False, i == 0)
+            layer = Conv2d(_v2_weights(rng, (c_out, k, k, cc), bits, want), shape, stride=stride, padding=pad,
+                           weight_bits=bits, **neurons)
+            p = _pick(rng, 1, c_out)
+            if want == "P = C_out > 1":
+                p = c_out
+            elif want == "P = 1 < C_out":
+                p = 1
+            elif want == "P ∤ C_out":
+                p = int(rng.choice([q for q in range(2, c_out) if c_out % q])) if c_out > 2 else p
+            layers.append(layer)
+            folds.append(LayerConfig(p, cc))
+        shape = layers[-1].out_shape
+    n_in = int(np.prod(shape))
+    sizes = [n_in] + [_pick(rng, 1, max_hidden, 0.15) for _ in range(n_dense)]
+    for j, (li, lo) in enumerate(zip(sizes[:-1], sizes[1:])):
+        i = len(plan) + j
+        last = i == total - 1
+        bits = bits_for(False, last, False)
+        neurons = _v2_neurons(rng, want, lo, li, bits, last and readout == "membrane", False)
+        layers.append(Layer(_v2_weights(rng, (lo, li), bits, want), weight_bits=bits, **neurons))
+        w_ = shape[2] if j == 0 else _pick(rng, 1, li)
+        folds.append(LayerConfig(_pick(rng, 1, lo), w_))
+    net = Network(layers, timesteps, readout, "direct", metadata={"origin": "sim.configs.v2"})
+    spikes = rng.random((samples, timesteps, net.n_in)) < rng.uniform(0.05, 0.95)
+    stalls = rng.random() < 0.5 or want == "stalls"
+    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds)), trace=False,
+                stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
+                stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
+                seed=int(rng.integers(1 << 30)), reset_mid=bool(rng.random() < 0.25) or want == "reset mid-inference")
+
+
+def random_v2_units(seed: int, count: int, samples: int = 2, max_side: int = V2_LIMITS["max_side"],
+                    max_channels: int = V2_LIMITS["max_channels"], max_hidden: int = V2_LIMITS["max_hidden"],
+                    max_t: int = V2_LIMITS["max_t"], max_cycles: int = V2_LIMITS["max_cycles"],
+                    max_lane_bits: int = V2_LIMITS["max_lane_bits"]) -> list[Unit]:
+    """``count`` conv/pool/k-bit units (see V2_CORNERS), unit k aimed at corner k mod len(V2_CORNERS); a draw over
+    ``max_cycles`` simulated cycles or ``max_lane_bits`` synapse-array weight bits (sum of P x W x k) is redrawn."""
+    from bsnn_hw.hdl import cycles_per_inference
+    rng = np.random.default_rng(seed)
+    names = list(V2_CORNERS)
+    units = []
+    for k in range(count):
+        want = names[k % len(names)]
+        for _ in range(1000):
+            try:
+                u = _draw_v2(rng, want, max_side, max_channels, max_hidden, max_t, samples)
+            except ValueError:          # an illegal geometry drawn at a corner: draw again
+                continue
+            cost = samples * cycles_per_inference(u.net, u.config)
+            lane_bits = sum(lc.parallel * lc.width * max(1, l.weight_bits)
+                            for l, lc in zip(u.net.layers, u.config.layers))
+            if cost <= max_cycles and lane_bits <= max_lane_bits and V2_CORNERS[want](u):
+                break
+        else:
+            raise RuntimeError(f"no v2 unit within {max_cycles} cycles and {max_lane_bits} lane bits reached corner "
+                               f"{want!r} in 1000 draws")
+        u.name = f"v{seed}-{k}"
+        units.append(u)
+    return units
+
+
 def describe_unit(u: Unit) -> str:
     net = u.net
     cfg = ",".join(f"P{lc.parallel}W{lc.width}" for lc in u.config.layers) if u.config else "default"
-    lay = ";".join(f"M{l.membrane_bits} k{l.leak_shift} {l.reset[0]}{' fo' if l.fire_once else ''}"
-                   for l in net.layers)
+    lay = ";".join(repr(l) if l.kind != "dense" else
+                   f"M{l.membrane_bits} k{l.leak_shift} {l.reset[0]}{' fo' if l.fire_once else ''}"
+                   f"{f' {l.weight_bits}b' if l.weight_bits > 1 else ''}" for l in net.layers)
     return (f"{u.name}: {'-'.join(map(str, net.sizes))} T={net.timesteps} {net.readout} {net.encoding} [{cfg}] [{lay}] "
             f"trace={u.trace} stalls={u.stall_in:.2f}/{u.stall_out:.2f} reset_mid={u.reset_mid}")
 

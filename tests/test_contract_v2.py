@@ -237,20 +237,37 @@ def test_reference_is_independent_of_the_golden_model():
     assert "golden" not in open(reference.__file__).read().split('"""', 2)[2]
 
 
-def test_hardware_refuses_v2_layers_by_name(tmp_path):
+def test_hardware_refuses_what_it_cannot_build(tmp_path):
+    """The generator builds conv, pool and k-bit layers; it refuses, with the numbers, the few shapes it does not."""
     from test_cli import fails
-    from bsnn_hw.hdl import generate
+    from bsnn_hw.hdl import HwConfig, LayerConfig, NetworkTop, generate
     rng = np.random.default_rng(3)
-    conv = Network([Conv2d(rng.random((2, 3, 3, 1)) < 0.5, (5, 5, 1), 1), Layer(rng.random((3, 18)) < 0.5, 1)],
-                   2, "count", "direct")
-    kbit = Network([Layer(rng.integers(-2, 2, (3, 6)), 1, weight_bits=2)], 2, "count", "direct")
-    with pytest.raises(ValueError, match=r"layer 0 is a conv2d layer: the hardware generator builds dense layers of "
-                                         r"1-bit weights only"):
-        generate(conv)
-    with pytest.raises(ValueError, match=r"layer 0 is a dense layer of 2-bit weights"):
-        generate(kbit)
-    kbit.save(tmp_path / "k.bsnn")
-    fails("generate", tmp_path / "k.bsnn", "-o", tmp_path / "out", pattern=r"2-bit weights: the hardware generator")
+    conv = Conv2d(rng.random((2, 3, 3, 1)) < 0.5, (5, 5, 1), 1)
+    dense = Layer(rng.random((3, 18)) < 0.5, 1)
+    net = Network([conv, dense], 2, "count", "direct")
+    generate(net)                                        # builds
+    last_conv = Network([conv], 2, "count", "direct")
+    with pytest.raises(ValueError, match=r"the last layer is a conv2d layer: the hardware readout reads a dense "
+                                         r"layer's neurons"):
+        generate(last_conv)
+    after_dense = Network([Layer(rng.random((25, 4)) < 0.5, 1), Conv2d(rng.random((2, 3, 3, 1)) < 0.5, (5, 5, 1), 1),
+                           dense], 2, "count", "direct")
+    with pytest.raises(ValueError, match=r"layer 1 is a conv2d layer after a dense layer"):
+        generate(after_dense)
+    with pytest.raises(ValueError, match=r"trace is for networks of dense layers only"):
+        NetworkTop(net, trace=True)
+    with pytest.raises(ValueError, match=r"layer 0 \(conv2d\): width must be 1, the channels of the feature map it "
+                                         r"reads \(one position per word\), not 2"):
+        generate(net, HwConfig((LayerConfig(1, 2), LayerConfig(1, 2))))
+    with pytest.raises(ValueError, match=r"layer 0 \(conv2d\): parallel must be in 1..2 \(its C_out\), not 3"):
+        generate(net, HwConfig((LayerConfig(3, 1), LayerConfig(1, 2))))
+    with pytest.raises(ValueError, match=r"layer 1 \(dense\): width must be 2, the channels"):
+        generate(net, HwConfig((LayerConfig(1, 1), LayerConfig(1, 3))))
+    pooled = Network([Pool((5, 5, 1), 2), Layer(rng.random((3, 4)) < 0.5, 1)], 2, "count", "direct")
+    with pytest.raises(ValueError, match=r"layer 0 \(pool\): parallel must be 1"):
+        generate(pooled, HwConfig((LayerConfig(2, 1), LayerConfig(1, 1))))
+    last_conv.save(tmp_path / "c.bsnn")
+    fails("generate", tmp_path / "c.bsnn", "-o", tmp_path / "out", pattern=r"the last layer is a conv2d layer")
     assert not (tmp_path / "out").exists()
 
 

@@ -237,9 +237,9 @@ def test_neuron_core_arguments():
         NeuronCore(layer, 0, 4)
     with pytest.raises(ValueError, match="timesteps must be at least 1, not 0"):
         NeuronCore(layer, 1, 0)
-    with pytest.raises(ValueError, match=r"sum_width must be at least 4 \(signed -n_in..n_in for n_in = 6\), not 3"):
+    with pytest.raises(ValueError, match=r"sum_width must be at least 4 \(signed \+-6, the layer's largest synaptic input\), not 3"):
         NeuronCore(layer, 1, 4, sum_width=3)
-    with pytest.raises(TypeError, match="layer must be a bsnn_hw.Layer, not str"):
+    with pytest.raises(TypeError, match="layer must be a bsnn_hw.Layer or Conv2d, not str"):
         NeuronCore("layer", 1, 4)
     no_th = Layer(np.ones((4, 6), bool), None, None, "subtract", 8, False)
     with pytest.raises(ValueError, match="cannot fire"):
