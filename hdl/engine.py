@@ -25,6 +25,16 @@ def _delay(m, sig, n, name):
     return sig
 
 
+def _step_counter(m, engine, write, data):
+    """o_step_count: the spikes in the map words written since the step's start (a popcount per write)."""
+    count = Signal.like(engine.o_step_count)
+    with m.If(engine.i_start & ~engine.o_busy):
+        m.d.sync += count.eq(0)
+    with m.Elif(write):
+        m.d.sync += count.eq(count + sum(data[i] for i in range(len(data))))
+    m.d.comb += engine.o_step_count.eq(count)
+
+
 class LayerEngine(wiring.Component):
     """Runs one time step of one dense or conv layer when started.
 
@@ -62,7 +72,8 @@ class LayerEngine(wiring.Component):
     i_start, i_first -> o_busy, o_done
     o_in_addr, o_in_en, i_in_data (W)
     dense: o_spikes (n_out): the last completed step's spikes, valid while not busy (a shift register during a step)
-    conv: o_map_addr, o_map_en, o_map_data (C_out): one output position's spikes per write
+    conv: o_map_addr, o_map_en, o_map_data (C_out): one output position's spikes per write; o_step_count: the
+    spikes written in the last step (valid while not busy; for the trace)
     o_fire_valid, o_fire_group, o_fire_spikes (P): the NeuronCore's results as they come out
     i_rd_addr, i_rd_en -> o_rd_membrane, o_rd_count: the NeuronCore's readout port (only while not busy)
     """
@@ -100,7 +111,8 @@ class LayerEngine(wiring.Component):
         self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count)
         self.core._MustUse__silence = True   # owned and elaborated by this engine
         P, M = parallel, layer.membrane_bits
-        out = ({"o_map_addr": Out(index_bits(self.positions)), "o_map_en": Out(1), "o_map_data": Out(units)}
+        out = ({"o_map_addr": Out(index_bits(self.positions)), "o_map_en": Out(1), "o_map_data": Out(units),
+                "o_step_count": Out(count_bits(layer.n_out))}
                if self.conv else {"o_spikes": Out(layer.n_out)})
         self._MustUse__silence = False
         super().__init__({
@@ -190,6 +202,7 @@ class LayerEngine(wiring.Component):
             pos_out = Signal(index_bits(self.positions))
             m.d.comb += [self.o_map_addr.eq(pos_out), self.o_map_data.eq(shifted[:self.units]),
                          self.o_map_en.eq(group_done)]
+            _step_counter(m, self, group_done, shifted[:self.units])
             with m.If(group_done):
                 m.d.sync += pos_out.eq(Mux(pos_out == self.positions - 1, 0, pos_out + 1))
             m.d.sync += done.eq(group_done & (pos_out == self.positions - 1))
@@ -306,7 +319,7 @@ class PoolEngine(wiring.Component):
     -------
     i_start, i_first (ignored: pooling has no state) -> o_busy, o_done
     o_in_addr, o_in_en, i_in_data (C)
-    o_map_addr, o_map_en, o_map_data (C)
+    o_map_addr, o_map_en, o_map_data (C); o_step_count: spikes written in the last step (valid while not busy)
     """
 
     def __init__(self, layer):
@@ -329,6 +342,7 @@ class PoolEngine(wiring.Component):
             "i_start": In(1), "i_first": In(1), "o_busy": Out(1), "o_done": Out(1),
             "o_in_addr": Out(index_bits(self.in_words)), "o_in_en": Out(1), "i_in_data": In(C),
             "o_map_addr": Out(index_bits(self.positions)), "o_map_en": Out(1), "o_map_data": Out(C),
+            "o_step_count": Out(count_bits(layer.n_out)),
         })
 
     def memories(self) -> list[dict]:
@@ -381,6 +395,7 @@ class PoolEngine(wiring.Component):
         pos = Signal(index_bits(self.positions))
         write = b_valid & b_last
         m.d.comb += [self.o_map_addr.eq(pos), self.o_map_data.eq(value), self.o_map_en.eq(write)]
+        _step_counter(m, self, write, value)
         done = Signal()
         with m.If(write):
             m.d.sync += pos.eq(Mux(pos == self.positions - 1, 0, pos + 1))

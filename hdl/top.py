@@ -24,12 +24,18 @@ def result_layout(net: Network) -> data.StructLayout:
     })
 
 
+def trace_spike_bits(net: Network) -> int:
+    """Width of the o_trace ``spikes`` field: a dense layer's beat carries its n_out spike bits; a conv or pool
+    layer's beat carries the number of spikes in its output map at that step (a count of 0..n_out)."""
+    return max(layer.n_out if layer.kind == "dense" else count_bits(layer.n_out) for layer in net.layers)
+
+
 def trace_layout(net: Network) -> data.StructLayout:
-    """o_trace payload, fields LSB first: layer, step, spikes (max n_out bits, bit j = neuron j)."""
+    """o_trace payload, fields LSB first: layer, step, spikes (see :func:`trace_spike_bits`)."""
     return data.StructLayout({
         "layer": unsigned(index_bits(len(net.layers))),
         "step": unsigned(index_bits(net.timesteps)),
-        "spikes": unsigned(max(layer.n_out for layer in net.layers)),
+        "spikes": unsigned(trace_spike_bits(net)),
     })
 
 
@@ -42,8 +48,8 @@ class NetworkTop(wiring.Component):
 
     Between layers: a dense layer's output is its engine's n_out-bit register, read as W-bit words; a conv or pool
     layer's output is a feature-map RAM of H_out * W_out words of C bits (one position per word, position-major),
-    written by the producer and read by the next engine. ``trace`` is refused for networks with conv or pool layers
-    (their maps live in RAM, not in a register a trace beat could carry).
+    written by the producer and read by the next engine. With ``trace``, a conv or pool layer's beat carries its map's
+    spike count at that step (the map itself lives in RAM), a dense layer's beat its spike bits.
 
     Members
     -------
@@ -63,9 +69,6 @@ class NetworkTop(wiring.Component):
         config.validate(net)
         if not isinstance(trace, bool):
             raise TypeError(f"trace must be a bool, not {trace!r}")
-        if trace and any(layer.kind != "dense" for layer in net.layers):
-            raise ValueError("trace is for networks of dense layers only: conv and pool feature maps live in RAM, "
-                             "not in a register a trace beat could carry; generate without trace")
         self.net, self.config, self.trace = net, config, trace
         last = len(net.layers) - 1
         self.engines = [PoolEngine(layer) if layer.kind == "pool" else
@@ -199,7 +202,7 @@ class NetworkTop(wiring.Component):
             self.o_result.payload.last.eq(r_last),
         ]
         if self.trace:
-            spikes_by_layer = Array(e.o_spikes for e in self.engines)
+            spikes_by_layer = Array(e.o_spikes if hasattr(e, "o_spikes") else e.o_step_count for e in self.engines)
             m.d.comb += [self.o_trace.payload.layer.eq(layer), self.o_trace.payload.step.eq(t),
                          self.o_trace.payload.spikes.eq(spikes_by_layer[layer])]
 

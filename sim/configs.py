@@ -297,7 +297,7 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
 # and k-1, C = 1, P = 1 / C_out / not dividing C_out, pool window 1 and the whole side, rows dropped by the pool,
 # k-bit weights 2..8 with 8-bit weights at both ends of their range, in the first and in the last layer.
 
-V2_LIMITS = dict(max_side=9, max_channels=6, max_hidden=12, max_t=24, max_cycles=30_000, max_lane_bits=512)
+V2_LIMITS = dict(max_side=9, max_channels=6, max_hidden=12, max_t=24, max_cycles=16_000, max_lane_bits=384)
 
 
 def _v2_corner_table():
@@ -352,6 +352,8 @@ def _v2_corner_table():
         c[f"readout {r}"] = (lambda r: lambda u: u.net.readout == r)(r)
     c.update({
         "fire-once": lambda u: any(l.kind != "pool" and l.fire_once for l in u.net.layers),
+        "trace on": lambda u: u.trace,
+        "trace off": lambda u: not u.trace,
         "stalls": lambda u: u.stall_in > 0 or u.stall_out > 0,
         "reset mid-inference": lambda u: u.reset_mid,
     })
@@ -506,7 +508,10 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
     net = Network(layers, timesteps, readout, "direct", metadata={"origin": "sim.configs.v2"})
     spikes = rng.random((samples, timesteps, net.n_in)) < rng.uniform(0.05, 0.95)
     stalls = rng.random() < 0.5 or want == "stalls"
-    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds)), trace=False,
+    trace = bool(rng.random() < 0.6)
+    if want in ("trace on", "trace off"):
+        trace = want == "trace on"
+    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds)), trace=trace,
                 stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 seed=int(rng.integers(1 << 30)), reset_mid=bool(rng.random() < 0.25) or want == "reset mid-inference")
@@ -529,7 +534,7 @@ def random_v2_units(seed: int, count: int, samples: int = 2, max_side: int = V2_
                 u = _draw_v2(rng, want, max_side, max_channels, max_hidden, max_t, samples)
             except ValueError:          # an illegal geometry drawn at a corner: draw again
                 continue
-            cost = samples * cycles_per_inference(u.net, u.config)
+            cost = samples * cycles_per_inference(u.net, u.config, u.trace)
             lane_bits = sum(lc.parallel * lc.width * max(1, l.weight_bits)
                             for l, lc in zip(u.net.layers, u.config.layers))
             if cost <= max_cycles and lane_bits <= max_lane_bits and V2_CORNERS[want](u):

@@ -45,7 +45,8 @@ def default_layouts(net: Network) -> dict:
         lsb += width
     tr, lsb = [], 0
     for name, width in (("layer", max(1, _clog2(len(net.layers)))), ("step", max(1, _clog2(net.timesteps))),
-                        ("spikes", max(layer.n_out for layer in net.layers))):
+                        ("spikes", max(layer.n_out if layer.kind == "dense" else max(1, _clog2(layer.n_out + 1))
+                                       for layer in net.layers))):
         tr.append(dict(name=name, lsb=lsb, width=width, signed=False))
         lsb += width
     return {"o_result": res, "o_trace": tr}
@@ -248,6 +249,12 @@ def compare(net: Network, ref: golden.Result, b: int, hw: dict, sample: int | No
                 if word is None:
                     out.append(dict(sample=s, what="trace beat missing", layer=li, neuron=None, step=t,
                                     expected="a beat", actual=None))
+                    continue
+                if layer.kind != "dense":       # a map layer's beat carries its spike count at step t
+                    want_n = int(ref.spikes[li][b, t].sum())
+                    if int(word) != want_n:
+                        out.append(dict(sample=s, what="map spike count", layer=li, neuron=None, step=t,
+                                        expected=want_n, actual=int(word)))
                     continue
                 got = np.array([(int(word) >> j) & 1 for j in range(layer.n_out)], dtype=bool)
                 want = ref.spikes[li][b, t]

@@ -121,7 +121,9 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
         if mism and first is None:
             first = mism[0]
         for li in range(n_layers):
-            hw_layer_spikes[b, li] = sum(_popcount(v) for v in s["trace"][li] if v is not None)
+            # a dense layer's trace beat is its spike bits; a conv or pool layer's beat is its map's spike count
+            count = int if net.layers[li].kind != "dense" else _popcount
+            hw_layer_spikes[b, li] = sum(count(v) for v in s["trace"][li] if v is not None)
         per_sample.append(dict(
             sample=b, agree=not mism, mismatches=len(mism),
             label=None if labels is None else int(labels[b]),

@@ -100,6 +100,59 @@ def test_synapse_array_matches_contract(W):
     run(syn, bench)
 
 
+@pytest.mark.parametrize("W,k", [(1, 2), (3, 8), (5, 4), (16, 2), (7, 8), (33, 3)])
+def test_kbit_synapse_array_and_rom_match_contract(W, k):
+    """k-bit lanes: the ROM packs each weight's two's complement (contract.pack_weight_words, checked here against a
+    plain per-bit reading), the synapse array sums the spike-gated signed weights; extremes of the range on purpose."""
+    rng = np.random.default_rng(W * 10 + k)
+    lo, hi = contract.weight_range(k)
+    n_out, n_in, P = 3, W * 2 + 1, 2
+    weights = rng.integers(lo, hi + 1, (n_out, n_in))
+    weights[0] = hi
+    weights[1, ::2] = lo
+    rom = WeightROM(weights, P, W, k)
+    NW = -(-n_in // W)
+    for g in range(2):
+        for w in range(NW):
+            word = rom.init[g * NW + w]
+            for p in range(P):
+                for i in range(W):
+                    j, c = g * P + p, w * W + i
+                    raw = (word >> ((p * W + i) * k)) & ((1 << k) - 1)
+                    value = raw - (1 << k) if raw >> (k - 1) else raw
+                    assert value == (int(weights[j, c]) if j < n_out and c < n_in else 0)
+    syn = SynapseArray(W, k)
+    assert syn.latency == synapse_latency(W)
+    full = (1 << W) - 1
+    cases = [(full, 0), (full, 1), (0, 0)] + [(int(rng.integers(0, 1 << W)), int(rng.integers(0, 2))) for _ in range(30)]
+    words = [contract.pack_weight_words(weights[j], W, k) for j in range(n_out)]
+
+    def expect(s, j):
+        sb = np.array([(s >> i) & 1 for i in range(W)], bool)
+        return int((sb * weights[j, :W]).sum())       # the contract's sum of section 8.2, by hand
+
+    async def bench(ctx):
+        got = []
+        for cyc in range(len(cases) + syn.latency + 2):
+            if cyc < len(cases):
+                s, j = cases[cyc]
+                ctx.set(syn.i_valid, 1)
+                ctx.set(syn.i_spikes, s)
+                ctx.set(syn.i_weights, words[j][0])
+            else:
+                ctx.set(syn.i_valid, 0)
+            if ctx.get(syn.o_valid):
+                got.append((cyc, ctx.get(syn.o_sum)))
+            await ctx.tick()
+        assert [c for c, _ in got] == [n + syn.latency for n in range(len(cases))]
+        assert [v for _, v in got] == [expect(s, j) for s, j in cases]
+    run(syn, bench)
+    with pytest.raises(ValueError, match="bits must be in 1..8, not 9"):
+        SynapseArray(4, 9)
+    with pytest.raises(ValueError, match=r"4-bit weights must be in -8..7, not 8"):
+        contract.pack_weight_words(np.array([8]), 1, 4)
+
+
 def test_synapse_array_arguments():
     with pytest.raises(ValueError, match="width must be at least 1, not 0"):
         SynapseArray(0)

@@ -17,6 +17,8 @@ SLOW_BATCHES = 3
 FULL_DEFAULT = len(configs.CORNERS)        # one unit aimed at each corner of the whole legal space
 FULL_SLOW = 3 * len(configs.CORNERS)
 FULL_SHARDS = 2
+V2_DEFAULT = len(configs.V2_CORNERS)       # conv / pool / k-bit: one unit aimed at each v2 corner
+V2_SLOW = 3 * len(configs.V2_CORNERS)
 SEEDS = {"icarus": 1000, "verilator": 2000}
 
 
@@ -109,4 +111,47 @@ def test_bench_catches_a_wrong_model(sim, sim_cache):
     with pytest.raises(runner.SimFailure, match=r"mismatches against the golden model.*first: wrong: "
                                                 r"spike mismatch at sample \d+, layer 0, neuron \d+, step \d+: "
                                                 r"expected [01], got [01]"):
+        run_network([unit], sim, cache_dir=sim_cache, quick_build=True)
+
+
+def test_v2_generator_reaches_every_corner():
+    """Conv, pool and k-bit units: the tally read from the units, printed, every corner required."""
+    for seed in SEEDS.values():
+        units = configs.random_v2_units(seed + 11, V2_DEFAULT)
+        tally = configs.v2_coverage(units)
+        print(f"\nv2 units, seed {seed + 11}:\n{configs.format_coverage(tally)}")
+        assert all(tally.values()), [k for k, v in tally.items() if not v]
+
+
+@pytest.mark.parametrize("shard", range(FULL_SHARDS))
+def test_network_v2(sim, sim_cache, shard):
+    """Random conv / OR-pool / k-bit networks over every v2 corner on both simulators: bit-exact (class, last-layer
+    counts and membranes, and with trace every map layer's spike count and every dense layer's spikes at every
+    step), cycles = formula where nothing stalls."""
+    units = configs.random_v2_units(SEEDS[sim] + 11, V2_DEFAULT)
+    _check_full(units[shard::FULL_SHARDS], sim, sim_cache)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", range(SLOW_BATCHES))
+def test_network_v2_slow(sim, sim_cache, batch):
+    units = configs.random_v2_units(SEEDS[sim] + 200 + batch, V2_SLOW, samples=3, max_side=14, max_channels=12,
+                                    max_cycles=120_000, max_lane_bits=2048)
+    assert all(configs.v2_coverage(units).values())
+    for shard in range(FULL_SHARDS):
+        _check_full(units[shard::FULL_SHARDS], sim, sim_cache)
+
+
+def test_bench_catches_a_wrong_conv_model(sim, sim_cache):
+    """The map layers' trace check can fail: a conv layer built with one threshold, checked against another."""
+    from bsnn_hw.network import Conv2d, Layer, Network
+    rng = np.random.default_rng(1)
+    w = rng.random((2, 3, 3, 1)) < 0.7
+    dense = Layer(rng.random((3, 32)) < 0.5, 1, None, "subtract", 8)
+    nets = [Network([Conv2d(w, (4, 4, 1), th, padding=1, membrane_bits=8), dense], 3, "count", "direct")
+            for th in (1, 3)]
+    spikes = rng.random((2, 3, 16)) < 0.7
+    unit = Unit(nets[0], spikes, trace=True, name="wrong-conv", check_net=nets[1])
+    with pytest.raises(runner.SimFailure, match=r"first: wrong-conv: map spike count mismatch at sample \d+, "
+                                                r"layer 0, step \d+: expected \d+, got \d+"):
         run_network([unit], sim, cache_dir=sim_cache, quick_build=True)
