@@ -25,7 +25,8 @@ from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
 @click.pass_context
 def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, waves, seed, as_json, plot_path, limit):
     """Run the generated RTL of MODEL on test images (or random inputs) in Icarus or Verilator and compare it bit
-    for bit with the golden model: every layer's spikes at every step, counts, membranes, class.
+    for bit with the golden model: every dense layer's spikes and every conv/pool layer's spike count at every step,
+    counts, membranes, class.
 
     Exits with status 1 if any sample disagrees (the report names the first mismatch: sample, layer, neuron,
     step)."""
@@ -116,4 +117,5 @@ def _print(r: dict, net, limit: int) -> None:
             console.print(f"[red]{r['samples'] - r['checked']} samples produced no result[/]")
     else:
         console.print(f"[bold green]bit-exact[/]: {r['agree']}/{r['samples']} samples agree with the golden model "
-                      f"(every layer's spikes at every step, counts, membranes, class)")
+                      f"(every dense layer's spikes and every conv/pool layer's spike count at every step, counts, "
+                      f"membranes, class)")

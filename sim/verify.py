@@ -1,9 +1,10 @@
 """`bsnn-hw verify`: run the generated full-network RTL on real (or random) inputs and compare it bit for bit with the
 golden model.
 
-:func:`verify` generates the network top with ``trace=True`` (so every layer's output spikes at every step come back
-on ``o_trace``), streams the encoded samples through it on Icarus or Verilator with the cocotb bench of
-``bsnn_hw.sim.network``, and compares per sample: every layer's spikes at every step, the last layer's counts and
+:func:`verify` generates the network top with ``trace=True`` (so every dense layer's output spikes, and every conv or
+pool layer's spike count, at every step come back on ``o_trace``), streams the encoded samples through it on Icarus
+or Verilator with the cocotb bench of ``bsnn_hw.sim.network``, and compares per sample: those traces, the last
+layer's counts and
 membranes, and the class. The report (a JSON-able dict) gives per-sample agreement with per-layer spike counts, the
 first mismatch (sample, layer, neuron, step), hardware accuracy next to the golden model's and the float (PyTorch)
 accuracy recorded by the trainer, spikes per layer hardware against software, cycles per inference (measured and the
