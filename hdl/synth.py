@@ -547,6 +547,8 @@ def implement(net=None, config=None, *, target: str = "ice40", device: str | Non
     else:
         res = synthesize(design.verilog, m["top"], target, device, cache=cache, timeout=timeout, progress=progress)
     res["design"] = design_summary(m)
+    if m.get("memories"):
+        res["memory_plan"] = memory_plan(m["memories"], target)
     cyc = m.get("cycles_per_inference")
     if res.get("fmax_mhz") and cyc:
         res["latency_us"] = round(cyc / res["fmax_mhz"], 2)
@@ -584,6 +586,39 @@ def expected_brams(memories: list[dict], target: str, small_bits: int | None = N
             continue
         total += min(ceil_div(depth, d) * ceil_div(width, w) for d, w in shapes)
     return total
+
+
+def memory_plan(memories: list[dict], target: str) -> list[dict]:
+    """Where each of the manifest's memories lands on ``target``: its placement (block RAM or logic, as the
+    generator marks it) and, for block RAM, the blocks it needs alone at its best aspect ratio (the estimate of
+    :func:`expected_brams`, one memory at a time)."""
+    rows = []
+    for mem in memories:
+        blocks = expected_brams([mem], target) if mem.get("placement", "block") == "block" else 0
+        rows.append(dict(name=mem["name"], kind=mem.get("kind"), depth=int(mem["depth"]), width=int(mem["width"]),
+                         bits=int(mem["depth"]) * int(mem["width"]), placement=mem.get("placement", "block"),
+                         blocks=blocks))
+    return rows
+
+
+def check_fit(memories: list[dict], target: str, device: str | None = None) -> None:
+    """Refuse, before any tool runs, an iCE40 design whose block RAMs cannot fit the part: the iCE40 has no
+    distributed RAM, so every memory the generator places in block RAM takes at least its own EBRs (Yosys never
+    packs two memories into one), and a sum above the part's count cannot place. The message names the largest
+    memories and their shares. (ECP5 and Xilinx parts may take a memory into LUT RAM: there the plan is reported,
+    not enforced.)"""
+    t, dev = get_target(target, device)
+    if target != "ice40":
+        return
+    need = expected_brams(memories, target)
+    if need is None or not dev.brams or need <= dev.brams:
+        return
+    rows = sorted(memory_plan(memories, target), key=lambda r: -(r["blocks"] or 0))
+    top = ", ".join(f"{r['name']} {r['depth']}x{r['width']} = {r['blocks']}" for r in rows[:3] if r["blocks"])
+    spram = (" (the UP5K's SPRAM is not used by the generator)" if target == "ice40" and dev.name == "up5k" else "")
+    raise ValueError(f"the design needs at least {need} {t.bram_unit.split(' ')[0]} block RAMs but the {dev.part} "
+                     f"has {dev.brams}{spram}; largest: {top}. Fold differently (-P/-W), pick a bigger --device, or "
+                     f"pass --no-fit-check to run the tools anyway")
 
 
 # --- the command ---------------------------------------------------------------------------------------------------
@@ -654,6 +689,15 @@ def print_report(res: dict, console=None) -> None:
         row.append(unit)
         table.add_row(*row)
     console.print(table)
+    plan = res.get("memory_plan")
+    if plan:
+        mt = Table(title="memories (placement as generated; block RAMs each needs alone, estimated)")
+        for col in ("memory", "kind", "depth x width", "bits", "placement", "block RAMs"):
+            mt.add_column(col, justify="left" if col in ("memory", "kind", "placement") else "right")
+        for row in plan:
+            mt.add_row(row["name"], row["kind"] or "", f"{row['depth']:,} x {row['width']}", f"{row['bits']:,}",
+                       row["placement"], "-" if row["blocks"] is None else str(row["blocks"]))
+        console.print(mt)
     if res.get("fmax_mhz") is not None:
         line = f"Fmax {res['fmax_mhz']:.2f} MHz (nextpnr, seed {res['seed']}, wrapped design)"
         if res.get("images_per_s"):
@@ -690,7 +734,8 @@ def print_report(res: dict, console=None) -> None:
 @click.option("--no-cache", is_flag=True, help="Run the tools even if a cached result exists (and keep none).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON report here.")
-def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_cache, as_json, out):
+@click.option("--no-fit-check", is_flag=True, help="Run the tools even when the block RAMs cannot fit the part.")
+def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_cache, as_json, out, no_fit_check):
     """Synthesize MODEL (a .bsnn artifact, or a directory from `bsnn-hw generate`) with Yosys; resources and Fmax.
 
     Resources are the core top's (Yosys' mapped cells); the Fmax is nextpnr's on the core inside an IO wrapper that
@@ -708,6 +753,8 @@ def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_c
         if say:
             say(f"generating the design of {model}..." if not Path(model).is_dir() else f"reading {model}...")
         design = load_design(model, parallel, width, name)
+        if not no_fit_check:
+            check_fit(design.manifest.get("memories") or [], target, device)
         res = implement(target=target, device=device, pnr=not no_pnr, design=design, freq=freq, seed=seed,
                         cache=not no_cache, progress=say)
     except ToolError as e:

@@ -261,3 +261,37 @@ def test_xilinx_is_synthesis_only(tiny, tmp_path):
     assert res["resources"]["other"] == 0, res["cells"]  # hierarchy flattened, every cell a known Xilinx cell
     with pytest.raises(ValueError, match="place-and-route is not available for target xilinx"):
         synth.implement(tiny, HwConfig((LayerConfig(1, 8), LayerConfig(1, 8))), target="xilinx", pnr=True)
+
+
+def test_design_that_cannot_fit_the_up5k_is_refused_before_the_tools(tmp_path, monkeypatch):
+    """784-512-10 needs ~105 EBRs for its weights alone; the UP5K has 30: one line, in seconds, no tool started."""
+    model = tmp_path / "big.bsnn"
+    random_network([784, 512, 10], timesteps=2, seed=1).save(model)
+    monkeypatch.setattr(synth, "run_tool", lambda *a, **k: pytest.fail("a tool ran"))
+    r = CliRunner().invoke(main, ["synth", str(model), "--no-pnr"])
+    assert r.exit_code == 1
+    line = r.output.strip()
+    assert line.startswith("Error: the design needs at least 10") and "but the iCE40UP5K-SG48 has 30" in line
+    assert "layer0_weights 25088x16 = 98" in line and "--no-fit-check" in line
+    plan = synth.memory_plan(generate(random_network([784, 512, 10], timesteps=2, seed=1)).manifest["memories"],
+                             "ice40")
+    assert sum(r["blocks"] for r in plan) == synth.expected_brams(
+        generate(random_network([784, 512, 10], timesteps=2, seed=1)).manifest["memories"], "ice40")
+
+
+@needs_yosys
+def test_synthesize_conv_pool_kbit_network(tmp_path):
+    """A conv -> pool -> 4-bit dense network goes through Yosys; the report lists where each memory lands."""
+    from bsnn_hw.network import Conv2d, Layer, Network, Pool
+    rng = np.random.default_rng(0)
+    c1 = Conv2d(rng.random((4, 3, 3, 1)) < 0.5, (8, 8, 1), 2, padding=1, membrane_bits=8)
+    p = Pool(c1.out_shape, 2)
+    d = Layer(rng.integers(-8, 8, (10, p.n_out)), 3, weight_bits=4, membrane_bits=12)
+    model = tmp_path / "conv.bsnn"
+    Network([c1, p, d], 4, "count", "rate").save(model)
+    r = CliRunner().invoke(main, ["synth", str(model), "--no-pnr", "--json", "-P", "2,1,2"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    names = [m["name"] for m in res["memory_plan"]]
+    assert {"layer0_weights", "layer0_state", "layer0_map", "layer1_map", "layer2_weights"} <= set(names)
+    assert res["resources"]["lut"] > 0 and res["design"]["cycles_per_inference"] > 0
