@@ -339,3 +339,83 @@ def test_layer_engine_steps_and_timing(n_in, n_out, P, W, fire_once):
             seen.append([(got >> j) & 1 for j in range(n_out)])
     run(eng, bench)
     np.testing.assert_array_equal(np.array(seen, bool), ref.spikes[0][0])
+
+
+# --- conv LayerEngine and PoolEngine alone -----------------------------------------------------------------------------
+
+def _map_engine_steps(eng, in_words, out_positions, T):
+    """Drive a map-reading engine for T steps from a synchronous-RAM model of its input map; collect each step's
+    output map from its o_map_* writes and the cycles from i_start to o_done."""
+    maps, cycles = [], []
+
+    async def bench(ctx):
+        for t in range(T):
+            ctx.set(eng.i_start, 1)
+            ctx.set(eng.i_first, t == 0)
+            out = [None] * out_positions
+            cyc, data = 0, 0
+            while True:
+                ctx.set(eng.i_in_data, data)
+                addr, en = ctx.get(eng.o_in_addr), ctx.get(eng.o_in_en)
+                done = ctx.get(eng.o_done)
+                if ctx.get(eng.o_map_en):
+                    a = ctx.get(eng.o_map_addr)
+                    assert out[a] is None, f"position {a} written twice"
+                    out[a] = ctx.get(eng.o_map_data)
+                await ctx.tick()
+                ctx.set(eng.i_start, 0)
+                if en:
+                    data = in_words[t][addr]
+                if done:
+                    break
+                cyc += 1
+            cycles.append(cyc)
+            maps.append(out)
+            assert ctx.get(eng.o_step_count) == sum(bin(v).count("1") for v in out)
+    run(eng, bench)
+    return maps, cycles
+
+
+@pytest.mark.parametrize("shape,k,stride,pad,c_out,P,bits", [
+    ((5, 4, 2), 3, 1, 1, 3, 2, 1), ((6, 6, 1), 2, 2, 0, 2, 2, 1), ((4, 5, 3), 1, 1, 0, 4, 3, 3),
+    ((3, 3, 2), 5, 1, 2, 2, 1, 8)])
+def test_conv_engine_alone_matches_golden_and_timing(shape, k, stride, pad, c_out, P, bits):
+    """The conv engine's output map, step by step, against the golden model of the one-layer network (a dense
+    readout layer after it is only there to make a legal network); o_done exactly step_cycles after i_start."""
+    from bsnn_hw.network import Conv2d, Network
+    rng = np.random.default_rng(k * 10 + P)
+    lo, hi = contract.weight_range(bits)
+    w = rng.random((c_out, k, k, shape[2])) < 0.6 if bits == 1 else rng.integers(lo, hi + 1, (c_out, k, k, shape[2]))
+    conv = Conv2d(w, shape, rng.integers(1, 4, c_out), stride=stride, padding=pad, leak_shift=2, membrane_bits=8,
+                  weight_bits=bits, fire_once=P == 1)
+    net = Network([conv, Layer(np.ones((1, conv.n_out), bool), 1)], 3, "count", "direct")
+    T = net.timesteps
+    spikes = rng.random((1, T, conv.n_in)) < 0.5
+    ref = golden.simulate(net, spikes, record=True)
+    eng = LayerEngine(conv, P, shape[2], T)
+    positions = conv.out_shape[0] * conv.out_shape[1]
+    assert eng.step_cycles == positions * (-(-c_out // P)) * k * k + engine_latency(shape[2]) + 1
+    maps, cycles = _map_engine_steps(eng, [contract.pack_words(spikes[0, t], shape[2]) for t in range(T)],
+                                     positions, T)
+    assert cycles == [eng.step_cycles] * T
+    for t in range(T):
+        got = contract.unpack_words(maps[t], c_out, conv.n_out)
+        np.testing.assert_array_equal(got, ref.spikes[0][0, t], err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize("shape,n", [((4, 4, 3), 2), ((5, 7, 2), 2), ((3, 3, 1), 3), ((4, 2, 5), 1)])
+def test_pool_engine_alone_matches_golden_and_timing(shape, n):
+    from bsnn_hw.hdl import PoolEngine
+    from bsnn_hw.network import Network, Pool
+    pool = Pool(shape, n)
+    net = Network([pool, Layer(np.ones((1, pool.n_out), bool), 1)], 2, "count", "direct")
+    spikes = np.random.default_rng(n).random((1, 2, pool.n_in)) < 0.3
+    ref = golden.simulate(net, spikes, record=True)
+    eng = PoolEngine(pool)
+    positions = pool.out_shape[0] * pool.out_shape[1]
+    assert eng.step_cycles == positions * n * n + 3
+    maps, cycles = _map_engine_steps(eng, [contract.pack_words(spikes[0, t], shape[2]) for t in range(2)],
+                                     positions, 2)
+    assert cycles == [eng.step_cycles] * 2
+    for t in range(2):
+        np.testing.assert_array_equal(contract.unpack_words(maps[t], shape[2], pool.n_out), ref.spikes[0][0, t])
