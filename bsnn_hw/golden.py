@@ -296,6 +296,46 @@ def readout(kind: str, counts: np.ndarray, membrane: np.ndarray, first_step: np.
     raise ValueError(f"readout must be one of {', '.join(contract.READOUTS)}, not {kind!r}")
 
 
+def decision_step(net: Network, result: Result) -> np.ndarray:
+    """The step at which a "first" readout is decided (docs/spec.md section 9): the earliest step in which an output
+    neuron spikes, or T - 1 when none does (the fallback needs the final membranes). (batch,) int64."""
+    first = result.first_step[-1]
+    spiked = first >= 0
+    earliest = np.where(spiked, first, net.timesteps).min(axis=1)
+    return np.where(spiked.any(axis=1), earliest, net.timesteps - 1).astype(np.int64)
+
+
+def decide(net: Network, spikes, record: bool = False) -> tuple[Result, np.ndarray]:
+    """The early decision (docs/spec.md section 9): run ``net`` (readout "first") and, per sample, stop after its
+    decision step d. Returns (the Result of the state after step d - counts, membranes and first-spike steps of
+    steps 0..d, the class - and d). The class always equals the full run's; counts and membranes are those a design
+    that stops at d holds."""
+    if net.readout != "first":
+        raise ValueError(f"the early decision needs the 'first' readout, not {net.readout!r}")
+    spikes = np.asarray(spikes, dtype=bool)
+    full = simulate(net, spikes, record=record)
+    d = decision_step(net, full)
+    n_layers = len(net.layers)
+    counts = [c.copy() for c in full.counts]
+    membrane = [v.copy() for v in full.membrane]
+    first = [f.copy() for f in full.first_step]
+    recorded = [s.copy() for s in full.spikes] if record else None
+    for steps in np.unique(d):
+        steps = int(steps)
+        if steps == net.timesteps - 1:
+            continue                       # ran to the end: the full run's state
+        idx = np.flatnonzero(d == steps)
+        short = Network(net.layers, steps + 1, net.readout, "direct")
+        part = simulate(short, spikes[idx, :steps + 1], record=False)
+        for li in range(n_layers):
+            counts[li][idx] = part.counts[li]
+            membrane[li][idx] = part.membrane[li]
+            first[li][idx] = part.first_step[li]
+            if record:
+                recorded[li][idx, steps + 1:] = False      # the steps after d never run
+    return Result(counts, membrane, first, full.prediction, recorded), d
+
+
 def run(net: Network, x, seed=None, record: bool = False, method: str = "matmul") -> Result:
     """Encode uint8 inputs with the network's encoding (or take spike trains for "direct") and simulate."""
     batch = np.shape(x)[0] if np.ndim(x) >= 2 else 1

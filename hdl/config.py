@@ -87,9 +87,18 @@ class LayerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class HwConfig:
-    """Per-layer folding and the input stream's width (``None``: layer 0's W)."""
+    """Per-layer folding, the input stream's width (``None``: layer 0's W) and two data-dependent options
+    (docs/hardware.md, "Early decision and zero-word skipping"):
+
+    early_exit : with the "first" readout, stop after the step in which an output neuron first spikes, send the
+                 result (with the decision step), then take and drop the sample's remaining input beats
+    skip_zero  : dense layers that read a vector (the input or a dense layer's output) spend no cycle on an input
+                 word without a spike
+    """
     layers: tuple = ()
     input_width: int | None = None
+    early_exit: bool = False
+    skip_zero: bool = False
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -97,6 +106,9 @@ class HwConfig:
             if not isinstance(lc, LayerConfig):
                 raise TypeError(f"layers[{i}] must be a LayerConfig, not {type(lc).__name__}")
         object.__setattr__(self, "layers", layers)
+        for name in ("early_exit", "skip_zero"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         if self.input_width is not None and not _is_int(self.input_width):
             raise TypeError(f"input_width must be an int or None, not {self.input_width!r}")
 
@@ -109,7 +121,8 @@ class HwConfig:
                          for i, layer in enumerate(net.layers)))
 
     @classmethod
-    def from_lists(cls, net: Network, parallel=None, width=None) -> "HwConfig":
+    def from_lists(cls, net: Network, parallel=None, width=None, early_exit: bool = False,
+                   skip_zero: bool = False) -> "HwConfig":
         """Build from per-layer lists (``None`` entries or lists: defaults); lengths must match the layer count."""
         base = cls.default(net)
         n = len(net.layers)
@@ -120,7 +133,7 @@ class HwConfig:
         for i, lc in enumerate(base.layers):
             layers.append(LayerConfig(lc.parallel if parallel is None else parallel[i],
                                       lc.width if width is None else width[i]))
-        return cls(tuple(layers))
+        return cls(tuple(layers), early_exit=early_exit, skip_zero=skip_zero)
 
     def validate(self, net: Network) -> None:
         """Refuse combinations the hardware cannot build, naming the numbers and the reason."""
@@ -148,6 +161,12 @@ class HwConfig:
             if lc.width > layer.n_in:
                 raise ValueError(f"layer {i}: width must be in 1..{layer.n_in} (its n_in), not {lc.width}: "
                                  f"a wider word would hold only padding")
+        if self.early_exit and net.readout != "first":
+            raise ValueError(f"early_exit needs the 'first' readout (the decision is the first output spike), not "
+                             f"{net.readout!r}")
+        if self.skip_zero and not any(skips_zero(net, self, i) for i in range(len(net.layers))):
+            raise ValueError("skip_zero applies to dense layers that read a vector (the input or a dense layer); "
+                             "this network has none")
         w0 = self.layers[0].width
         if self.input_width is not None and self.input_width != w0:
             raise ValueError(f"input_width must equal layer 0's width ({w0}), not {self.input_width}: the input "
@@ -155,6 +174,11 @@ class HwConfig:
 
     def input_width_for(self, net: Network) -> int:
         return self.layers[0].width if self.input_width is None else self.input_width
+
+
+def skips_zero(net: Network, config: HwConfig, index: int) -> bool:
+    """Whether layer ``index`` skips all-zero input words under ``config``: dense layers reading a vector."""
+    return config.skip_zero and net.layers[index].kind == "dense" and not map_input(net, index)
 
 
 def layer_shape(layer, lc: LayerConfig) -> dict:
@@ -187,18 +211,22 @@ def engine_latency(width: int) -> int:
 POOL_LATENCY = 3  # PoolEngine drain: address register (1), read (1, the OR and the write on the data), done (1)
 
 
-def layer_latency(layer, lc: LayerConfig) -> int:
-    """An engine's fixed drain: dense engine_latency(W); conv one more (the input address register); pool
-    POOL_LATENCY."""
+def layer_latency(layer, lc: LayerConfig, skip: bool = False) -> int:
+    """An engine's fixed drain: dense engine_latency(W); conv and a skipping dense engine one more (the registered
+    read address); pool POOL_LATENCY."""
     if layer.kind == "pool":
         return POOL_LATENCY
-    return engine_latency(lc.width) + (1 if layer.kind == "conv2d" else 0)
+    return engine_latency(lc.width) + (1 if layer.kind == "conv2d" or skip else 0)
 
 
-def step_cycles(layer, lc: LayerConfig) -> int:
-    """Cycles from an engine's i_start edge to its o_done pulse: positions * G * NW + latency."""
+def step_cycles(layer, lc: LayerConfig, skip: bool = False, nonzero_words: int | None = None) -> int:
+    """Cycles from an engine's i_start edge to its o_done pulse: positions * G * NW + latency. A skipping dense
+    engine spends max(1, nonzero_words) cycles per group instead of NW (worst case, ``None``: every word)."""
     s = layer_shape(layer, lc)
-    return s["positions"] * s["groups"] * s["words"] + layer_latency(layer, lc)
+    words = s["words"]
+    if skip and nonzero_words is not None:
+        words = max(1, nonzero_words)
+    return s["positions"] * s["groups"] * words + layer_latency(layer, lc, skip)
 
 
 # Top-level constants (see NetworkTop; measured by tests/test_hdl_top.py).
@@ -208,12 +236,46 @@ READOUT_SCAN_OVERHEAD = 3
 
 def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False) -> int:
     """Cycles from the first accepted i_spikes beat to the last o_result beat (always-valid source, always-ready
-    sinks); see docs/hardware.md."""
+    sinks); see docs/hardware.md. With early_exit or skip_zero this is the worst case (every step runs, every word
+    holds a spike); :func:`sample_cycles` gives a sample's own figure."""
     nw0 = ceil_div(net.n_in, config.layers[0].width)     # input beats per step
     per_step = nw0
-    for layer, lc in zip(net.layers, config.layers):
-        per_step += step_cycles(layer, lc) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
+    for i, (layer, lc) in enumerate(zip(net.layers, config.layers)):
+        per_step += step_cycles(layer, lc, skips_zero(net, config, i)) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
     return net.timesteps * per_step + readout_cycles(net, config)
+
+
+def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -> list[dict]:
+    """Per sample of ``spikes`` (bool (N, T, n_in)): ``cycles`` from the first input beat to the last result beat,
+    ``drain`` (the input beats taken and dropped after an early decision, before the next sample can start) and
+    ``step`` (the last step run). Each run step costs NW_0 + sum_l (step_l + 1 [+ 1 trace]), where a skipping
+    dense layer's step_l counts max(1, words of its input holding a spike) per group; then the readout."""
+    import numpy as np
+    from bsnn_hw import golden
+    spikes = np.asarray(spikes, dtype=bool)
+    if config.early_exit:
+        ref, last_step = golden.decide(net, spikes, record=True)
+    else:
+        ref = golden.simulate(net, spikes, record=True)
+        last_step = np.full(spikes.shape[0], net.timesteps - 1)
+    nw0 = ceil_div(net.n_in, config.layers[0].width)
+    out = []
+    for b in range(spikes.shape[0]):
+        total = 0
+        for t in range(int(last_step[b]) + 1):
+            total += nw0
+            for i, (layer, lc) in enumerate(zip(net.layers, config.layers)):
+                skip = skips_zero(net, config, i)
+                nnz = None
+                if skip:
+                    vec = spikes[b, t] if i == 0 else ref.spikes[i - 1][b, t]
+                    padded = np.zeros(ceil_div(vec.size, lc.width) * lc.width, dtype=bool)
+                    padded[:vec.size] = vec
+                    nnz = int(padded.reshape(-1, lc.width).any(axis=1).sum())
+                total += step_cycles(layer, lc, skip, nnz) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
+        total += readout_cycles(net, config)
+        out.append(dict(cycles=total, drain=(net.timesteps - 1 - int(last_step[b])) * nw0, step=int(last_step[b])))
+    return out
 
 
 def readout_cycles(net: Network, config: HwConfig) -> int:

@@ -79,7 +79,7 @@ class LayerEngine(wiring.Component):
     """
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
-                 keep_count: bool = False):
+                 keep_count: bool = False, skip: bool = False):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -106,11 +106,20 @@ class LayerEngine(wiring.Component):
         else:
             self.positions, self.words = 1, contract.ceil_div(layer.n_in, width)
             self.in_words = self.words
-        self.latency = engine_latency(width) + (1 if self.conv else 0)
+        if skip and self.conv:
+            raise ValueError("skip (zero-word skipping) is for dense layers: a conv layer's windows are not "
+                             "skipped")
+        self.skip = bool(skip)
+        # conv and skip engines register the read address (one more cycle of latency)
+        self.latency = engine_latency(width) + (1 if self.conv or self.skip else 0)
         self.step_cycles = self.positions * self.groups * self.words + self.latency
         self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count)
         self.core._MustUse__silence = True   # owned and elaborated by this engine
         P, M = parallel, layer.membrane_bits
+        if self.skip:
+            out_skip = {"i_nz": In(self.words)}
+        else:
+            out_skip = {}
         out = ({"o_map_addr": Out(index_bits(self.positions)), "o_map_en": Out(1), "o_map_data": Out(units),
                 "o_step_count": Out(count_bits(layer.n_out))}
                if self.conv else {"o_spikes": Out(layer.n_out)})
@@ -118,7 +127,7 @@ class LayerEngine(wiring.Component):
         super().__init__({
             "i_start": In(1), "i_first": In(1), "o_busy": Out(1), "o_done": Out(1),
             "o_in_addr": Out(index_bits(self.in_words)), "o_in_en": Out(1), "i_in_data": In(width),
-            **out,
+            **out, **out_skip,
             "o_fire_valid": Out(1), "o_fire_group": Out(index_bits(self.groups)), "o_fire_spikes": Out(P),
             "i_rd_addr": In(index_bits(self.core.depth)), "i_rd_en": In(1),
             "o_rd_membrane": Out(data.ArrayLayout(signed(M), P)),
@@ -155,6 +164,8 @@ class LayerEngine(wiring.Component):
             m.d.sync += [busy.eq(1), first.eq(self.i_first)]
         if self.conv:
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom)
+        elif self.skip:
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_skip(m, rom)
         else:
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom)
         d = 2 + ls
@@ -241,6 +252,44 @@ class LayerEngine(wiring.Component):
                 m.d.sync += w.eq(w + 1)
         m.d.comb += [rom.i_addr.eq(addr), rom.i_en.eq(issuing), self.o_in_addr.eq(w), self.o_in_en.eq(issuing)]
         return issuing, Signal(name="no_pad"), w == 0, last_w, g, None
+
+    def _issue_skip(self, m, rom):
+        """Zero-word skipping: per group, only the words whose ``i_nz`` bit is set are issued, lowest first (a
+        priority encoder over the pending bits; each issued word's bit is cleared); a group with no such word issues
+        one masked word so that its neurons still take their step (leak, state write). Registered like conv."""
+        G, NW = self.groups, self.words
+        issuing = Signal()
+        g = Signal(index_bits(G))
+        gbase = Signal(index_bits(G * NW + 1))            # g * NW
+        pending = Signal(NW)
+        first = Signal()
+        with m.If(self.i_start & ~self.o_busy):
+            m.d.sync += [issuing.eq(1), g.eq(0), gbase.eq(0), pending.eq(self.i_nz), first.eq(1)]
+        w = Signal(index_bits(NW))
+        for i in reversed(range(NW)):
+            with m.If(pending[i]):
+                m.d.comb += w.eq(i)
+        rest = Signal(NW)
+        m.d.comb += rest.eq(pending & (pending - 1))         # pending without its lowest set bit
+        last = rest == 0
+        with m.If(issuing):
+            with m.If(last):
+                m.d.sync += [pending.eq(self.i_nz), first.eq(1)]
+                with m.If(g == G - 1):
+                    m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += [g.eq(g + 1), gbase.eq(gbase + NW)]
+            with m.Else():
+                m.d.sync += [pending.eq(rest), first.eq(0)]
+        a_valid, a_pad, a_first, a_last = Signal(), Signal(), Signal(), Signal()
+        a_w = Signal(index_bits(NW), reset_less=True)
+        a_rom = Signal(index_bits(G * NW), reset_less=True)
+        a_group = Signal(index_bits(G), reset_less=True)
+        m.d.sync += [a_valid.eq(issuing), a_pad.eq(pending == 0), a_first.eq(first), a_last.eq(last), a_w.eq(w),
+                     a_rom.eq(gbase + w), a_group.eq(g)]
+        m.d.comb += [rom.i_addr.eq(a_rom), rom.i_en.eq(a_valid), self.o_in_addr.eq(a_w),
+                     self.o_in_en.eq(a_valid & ~a_pad)]
+        return a_valid, a_pad, a_first, a_last, a_group, None
 
     def _issue_conv(self, m, rom):
         """Walk (position, group, kernel element) one per cycle; the input address and padding flag are computed

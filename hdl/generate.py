@@ -12,7 +12,7 @@ from bsnn_hw import contract
 from bsnn_hw.network import Network
 
 from .config import (NEURON_LATENCY, HwConfig, count_bits, cycles_per_inference, index_bits, layer_latency,
-                     layer_shape, readout_cycles, step_cycles, synapse_latency)
+                     layer_shape, readout_cycles, skips_zero, step_cycles, synapse_latency)
 from .top import NetworkTop, result_layout, trace_layout
 
 MANIFEST_VERSION = 1
@@ -108,7 +108,7 @@ def _fields(layout: data.StructLayout) -> list[dict]:
 def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: NetworkTop | None = None) -> dict:
     """The manifest (docs/hardware.md): everything a bench needs to size itself."""
     top = top or NetworkTop(net, config, trace)
-    rl = result_layout(net)
+    rl = result_layout(net, config.early_exit)
     ports = [
         dict(name="clk", direction="in", width=1),
         dict(name="rst", direction="in", width=1),
@@ -132,7 +132,9 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         entry = dict(
             index=i, kind=layer.kind, n_in=layer.n_in, n_out=layer.n_out, parallel=lc.parallel, width=lc.width,
             groups=shape["groups"], words=shape["words"], positions=shape["positions"],
-            weight_bits=layer.weight_bits, latency=layer_latency(layer, lc), step_cycles=step_cycles(layer, lc),
+            weight_bits=layer.weight_bits, skip_zero=skips_zero(net, config, i),
+            latency=layer_latency(layer, lc, skips_zero(net, config, i)),
+            step_cycles=step_cycles(layer, lc, skips_zero(net, config, i)),
             memories=eng.memories(),
         )
         if layer.kind != "dense":
@@ -166,7 +168,12 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         layers=layers,
         memories=mems,
         memory_bits=sum(d["depth"] * d["width"] for d in mems),
+        early_exit=config.early_exit,
+        skip_zero=config.skip_zero,
         cycles_per_inference=cycles_per_inference(net, config, trace),
+        cycles_note=("the worst case: with early_exit or skip_zero a sample's cycles depend on its spikes "
+                     "(bsnn_hw.hdl.config.sample_cycles, docs/hardware.md)"
+                     if config.early_exit or config.skip_zero else "fixed: every sample takes this many"),
         readout_cycles=readout_cycles(net, config),
         widths=dict(index=index_bits(net.n_out), count=count_bits(net.timesteps),
                     membrane=net.layers[-1].membrane_bits),

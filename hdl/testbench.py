@@ -24,7 +24,7 @@ from .top import NetworkTop
 class TopRun:
     """Per sample: prediction (cls), counts and membranes of the last layer (from o_result), trace spikes
     (T, L) lists of n_out_l bool arrays when traced, and cycles (first accepted input beat to last result beat,
-    both edges counted)."""
+    both edges counted), and the step each sample ran to (the decision step with early_exit, else T - 1)."""
     prediction: np.ndarray
     counts: np.ndarray
     membrane: np.ndarray
@@ -33,6 +33,7 @@ class TopRun:
     cls_per_beat: np.ndarray
     trace: list | None
     cycles: list
+    steps: np.ndarray | None = None
 
 
 def input_beats(spikes_t: np.ndarray, width: int) -> list[int]:
@@ -136,7 +137,8 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
                     if not state["armed"]:
                         continue
                     beats.append(dict(index=payload.index, count=payload.count, membrane=payload.membrane,
-                                      cls=payload.cls, last=payload.last))
+                                      cls=payload.cls, last=payload.last,
+                                      step=payload.step if config.early_exit else net.timesteps - 1))
                     if payload.last:
                         break
             state["last"].append(edge)
@@ -170,12 +172,15 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
     if trace:
         L = len(net.layers)
         trace_out = []
-        per_sample = net.timesteps * L
-        if len(traces) != batch * per_sample:
-            raise AssertionError(f"expected {batch * per_sample} trace beats, got {len(traces)}")
+        # every step up to the decision (all T steps without early_exit), L beats each
+        per = [(r[0]["step"] + 1) * L for r in results]
+        if len(traces) != sum(per):
+            raise AssertionError(f"expected {sum(per)} trace beats, got {len(traces)}")
+        k = 0
         for b in range(batch):
-            chunk = traces[b * per_sample:(b + 1) * per_sample]
-            trace_out.append(chunk)
+            trace_out.append(traces[k:k + per[b]])
+            k += per[b]
     cycles = [last - first + 1 for first, last in zip(state["accept"], state["last"])]
     assert counts.shape == (batch, n_out), counts.shape
-    return TopRun(cls[:, 0], counts, membrane, indices, last_flags, cls, trace_out, cycles)
+    steps = np.array([r[0]["step"] for r in results], dtype=np.int64)
+    return TopRun(cls[:, 0], counts, membrane, indices, last_flags, cls, trace_out, cycles, steps)

@@ -9,19 +9,23 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import HwConfig, count_bits, index_bits, map_input, memory_attrs, memory_info
+from .config import HwConfig, count_bits, index_bits, memory_attrs, memory_info, skips_zero
 from .engine import LayerEngine, PoolEngine
 
 
-def result_layout(net: Network) -> data.StructLayout:
-    """o_result payload, fields LSB first: index, count, membrane, cls, last."""
-    return data.StructLayout({
+def result_layout(net: Network, early_exit: bool = False) -> data.StructLayout:
+    """o_result payload, fields LSB first: index, count, membrane, cls, last, and with ``early_exit`` step (the
+    decision step)."""
+    fields = {
         "index": unsigned(index_bits(net.n_out)),
         "count": unsigned(count_bits(net.timesteps)),
         "membrane": signed(net.layers[-1].membrane_bits),
         "cls": unsigned(index_bits(net.n_out)),
         "last": unsigned(1),
-    })
+    }
+    if early_exit:
+        fields["step"] = unsigned(index_bits(net.timesteps))
+    return data.StructLayout(fields)
 
 
 def trace_spike_bits(net: Network) -> int:
@@ -73,7 +77,7 @@ class NetworkTop(wiring.Component):
         last = len(net.layers) - 1
         self.engines = [PoolEngine(layer) if layer.kind == "pool" else
                         LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
-                                    keep_count=(i == last))
+                                    keep_count=(i == last), skip=skips_zero(net, config, i))
                         for i, (layer, lc) in enumerate(zip(net.layers, config.layers))]
         for e in self.engines:
             e._MustUse__silence = True   # owned and elaborated by this top
@@ -81,7 +85,7 @@ class NetworkTop(wiring.Component):
         self.input_words = contract.ceil_div(net.n_in, self.input_width)
         sig = {
             "i_spikes": In(stream.Signature(self.input_width)),
-            "o_result": Out(stream.Signature(result_layout(net))),
+            "o_result": Out(stream.Signature(result_layout(net, config.early_exit))),
         }
         if trace:
             sig["o_trace"] = Out(stream.Signature(trace_layout(net)))
@@ -123,6 +127,13 @@ class NetworkTop(wiring.Component):
         m.d.comb += [in_wr.addr.eq(w_in), in_wr.data.eq(masked),
                      in_rd.addr.eq(self.engines[0].o_in_addr), in_rd.en.eq(self.engines[0].o_in_en),
                      self.engines[0].i_in_data.eq(in_rd.data)]
+        if getattr(self.engines[0], "skip", False):
+            # which input words hold a spike: one flag per word, written with the word (every word is rewritten
+            # each step, so no clear is needed)
+            nz0 = Signal(NW0, name="input_nonzero")
+            with m.If(in_wr.en):
+                m.d.sync += nz0.bit_select(w_in, 1).eq(masked.any())
+            m.d.comb += self.engines[0].i_nz.eq(nz0)
         # inter-layer buffers: a feature-map RAM after a conv or pool layer; otherwise the previous engine's output
         # register, read as W-bit words (zero padded)
         for i in range(1, L):
@@ -143,6 +154,9 @@ class NetworkTop(wiring.Component):
             else:
                 m.d.sync += word.eq(padded.word_select(e.o_in_addr, e.width))
             m.d.comb += e.i_in_data.eq(word)
+            if getattr(e, "skip", False):
+                # the previous layer's output register is stable during this step: its words' flags are ORs
+                m.d.comb += e.i_nz.eq(Cat(padded[k * e.width:(k + 1) * e.width].any() for k in range(e.words)))
 
         # --- sequencing -------------------------------------------------------------------------------------------
         t = Signal(index_bits(T))
@@ -206,10 +220,15 @@ class NetworkTop(wiring.Component):
             m.d.comb += [self.o_trace.payload.layer.eq(layer), self.o_trace.payload.step.eq(t),
                          self.o_trace.payload.spikes.eq(spikes_by_layer[layer])]
 
+        early = self.config.early_exit
+        if early:
+            m.d.comb += self.o_result.payload.step.eq(t)     # t holds the decision step from SCAN to RESULT
+
         def next_layer():
             with m.If(layer == L - 1):
                 m.d.sync += layer.eq(0)
-                with m.If(t == T - 1):
+                # early exit: decide at the end of the first step with an output spike ("first" readout)
+                with m.If((t == T - 1) | found if early else (t == T - 1)):
                     m.d.sync += [j.eq(0), g.eq(0), p_.eq(0)]
                     m.next = "SCAN"
                 with m.Else():
@@ -268,4 +287,21 @@ class NetworkTop(wiring.Component):
                 with m.If(r_valid & self.o_result.ready & r_last):
                     m.d.sync += [r_valid.eq(0), t.eq(0), layer.eq(0), found.eq(0), j.eq(0), g.eq(0), p_.eq(0)]
                     m.next = "INPUT"
+                    if early:
+                        with m.If(t != T - 1):           # the sample's remaining steps: take and drop their beats
+                            m.d.sync += t.eq(t + 1)
+                            m.next = "DRAIN"
+            if early:
+                with m.State("DRAIN"):
+                    m.d.comb += self.i_spikes.ready.eq(1)
+                    with m.If(self.i_spikes.valid):
+                        with m.If(w_in == NW0 - 1):
+                            m.d.sync += w_in.eq(0)
+                            with m.If(t == T - 1):
+                                m.d.sync += t.eq(0)
+                                m.next = "INPUT"
+                            with m.Else():
+                                m.d.sync += t.eq(t + 1)
+                        with m.Else():
+                            m.d.sync += w_in.eq(w_in + 1)
         return m

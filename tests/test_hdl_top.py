@@ -22,7 +22,11 @@ def spikes_for(net, batch, seed, density=0.5):
 
 def check(net, config, spikes, trace=False, **kw):
     out = simulate_top(net, config, spikes, trace=trace, **kw)
-    ref = golden.simulate(net, spikes, record=True)
+    if config is not None and config.early_exit:
+        ref, decided = golden.decide(net, spikes, record=True)
+        np.testing.assert_array_equal(out.steps, decided, err_msg="decision step")
+    else:
+        ref = golden.simulate(net, spikes, record=True)
     batch = spikes.shape[0]
     n_out = net.n_out
     assert (out.indices == np.arange(n_out)).all(), out.indices
@@ -38,6 +42,7 @@ def check(net, config, spikes, trace=False, **kw):
         L = len(net.layers)
         for b in range(batch):
             beats = out.trace[b]
+            assert len(beats) == (out.steps[b] + 1) * L
             for k, (layer, step, bits) in enumerate(beats):
                 assert (layer, step) == (k % L, k // L)
                 n = net.layers[layer].n_out
@@ -173,3 +178,44 @@ def test_conv_top_stalls_and_reset():
     net = _v2_net(9, T=2, readout="first")
     check(net, HwConfig.default(net), spikes_for(net, 2, seed=2), trace=True, src_gap=0.3, sink_stall=0.4, seed=3,
           reset_junk_beats=7, reset_wait=11)
+
+
+# --- early decision and zero-word skipping ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("early,skip,P,W", [(True, True, (2, 3), (6, 4)), (True, False, (1, 1), (40, 12)),
+                                            (False, True, (12, 5), (1, 1)), (True, True, (1, 5), (40, 3))])
+def test_early_decision_and_skipping_match_golden_and_sample_cycles(early, skip, P, W):
+    """IF neurons, fire-once, "first" readout, sparse (latency-like) input: the class, the decision step, the state at
+    the decision, every traced step up to it, and each sample's cycles against sample_cycles (data dependent)."""
+    from bsnn_hw.hdl.config import sample_cycles
+    net = make_net([40, 12, 5], 8, seed=sum(P) + 7 * W[0], readout="first", leak=None, fire_once=True)
+    config = HwConfig(tuple(LayerConfig(p, w) for p, w in zip(P, W)), early_exit=early, skip_zero=skip)
+    spikes = spikes_for(net, 5, seed=sum(W), density=0.06)
+    spikes[0] = False                                     # a silent sample: every group's empty word, no decision
+    out = check(net, config, spikes, trace=True)
+    want = sample_cycles(net, config, spikes, trace=True)
+    assert out.cycles == [w["cycles"] for w in want]
+    assert max(out.cycles) <= cycles_per_inference(net, config, trace=True)
+    if skip:
+        full = HwConfig(config.layers)
+        assert sum(out.cycles) < sum(w["cycles"] for w in sample_cycles(net, full, spikes, trace=True))
+
+
+def test_early_exit_with_stalls_gaps_and_reset():
+    net = make_net([30, 9, 4], 6, seed=21, readout="first", leak=None, fire_once=True)
+    config = HwConfig((LayerConfig(3, 7), LayerConfig(2, 9)), early_exit=True, skip_zero=True)
+    check(net, config, spikes_for(net, 4, seed=9, density=0.1), trace=True, src_gap=0.3, sink_stall=0.4, seed=5,
+          reset_junk_beats=9, reset_wait=13)
+
+
+def test_early_and_skip_are_refused_where_they_do_not_apply():
+    from bsnn_hw.network import Conv2d
+    net = make_net([10, 4], 3, seed=1, readout="count")
+    with pytest.raises(ValueError, match="early_exit needs the 'first' readout"):
+        HwConfig((LayerConfig(1, 10),), early_exit=True).validate(net)
+    conv = Network([Conv2d(np.ones((2, 3, 3, 1), bool), (4, 4, 1), 1, padding=1),
+                    Layer(np.ones((3, 32), bool), 1)], 2, "first", "direct")
+    with pytest.raises(ValueError, match="skip_zero applies to dense layers that read a vector"):
+        HwConfig.from_lists(conv, skip_zero=True).validate(conv)
+    with pytest.raises(TypeError, match="early_exit must be a bool, not 1"):
+        HwConfig((LayerConfig(1, 10),), early_exit=1)
