@@ -1,12 +1,17 @@
 """Trainer targets (issue 3): trains each target network and prints its integer test accuracy and timings.
 
-    .venv/bin/python bench/train_targets.py                      # all targets (Fashion-MNIST ones take a while)
+    .venv/bin/python bench/train_targets.py                      # the MLP targets (Fashion-MNIST ones take a while)
     .venv/bin/python bench/train_targets.py --only digits        # one target
     .venv/bin/python bench/train_targets.py --only fmnist256 --epochs 1   # time one Fashion-MNIST epoch
+    .venv/bin/python bench/train_targets.py --only conv_full --device cuda   # a conv target, on a GPU
 
 Targets: digits 64-128-10 >= 96% in <= 120 s; Fashion-MNIST 784-256-10 or 784-512-10 (all binary, T <= 32) >= 88.5%
 with one epoch <= 60 s (the issue asks for either size; each is checked against it here); Fashion-MNIST 784-128-10
-(reported, epoch <= 60 s). Threads default to 2 (the reference machine). The reported accuracy is
+(reported, epoch <= 60 s). Issue targets of the conv stacks and the longer MLP run, all on Fashion-MNIST with T <= 32:
+conv FULL (all binary) >= 91.5%, conv MID (8-bit first and last layers) >= 92.5%, 784-512-10 all binary >= 89.5%
+(fmnist512_long); conv_small is the small all-binary conv network of the hardware demo (reported). These four run
+only when named with --only (the conv ones take hours on 2 CPU cores). Threads
+default to 2 (the reference machine). The reported accuracy is
 the exported integer network's (hardware-exact); models are written to out/bench_<name>.bsnn.
 """
 from __future__ import annotations
@@ -28,7 +33,17 @@ TARGETS = {
                   0.885, None, 60.0),
     "fmnist128": (dict(dataset="fashion-mnist", hidden=[128], timesteps=32, epochs=20, batch_size=128, lr=5e-4),
                   None, None, 60.0),
+    "fmnist512_long": (dict(dataset="fashion-mnist", hidden=[512], timesteps=32, epochs=40, batch_size=128, lr=5e-4,
+                            label_smoothing=0.1), 0.895, None, None),
+    "conv_full": (dict(dataset="fashion-mnist", arch="32c3-p2-64c3-p2-256-10", timesteps=8, epochs=20,
+                       batch_size=128, lr=5e-4), 0.915, None, None),
+    "conv_mid": (dict(dataset="fashion-mnist", arch="32c3-p2-64c3-p2-256-10", timesteps=8, epochs=20,
+                      batch_size=128, lr=5e-4, first_bits=8, last_bits=8), 0.925, None, None),
+    "conv_small": (dict(dataset="fashion-mnist", arch="16c3-p2-32c3-p2-10", timesteps=8, epochs=4, batch_size=64,
+                        lr=1e-3), None, None, None),
 }
+
+DEFAULT = ("digits", "fmnist256", "fmnist512", "fmnist128")
 
 
 def _log_epoch(epoch, h):
@@ -41,15 +56,19 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", choices=sorted(TARGETS), help="run only these targets")
     ap.add_argument("--epochs", type=int, help="override the number of epochs (e.g. 1 to time an epoch)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    ap.add_argument("--data-root", help="directory of the Fashion-MNIST IDX files (default: the Debian package's)")
     ap.add_argument("--out", default="out", help="directory for the models")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--resume", action="store_true",
                     help="continue from out/bench_<name>.bsnn.ckpt (finished epochs are kept; timings cover this run)")
     args = ap.parse_args(argv)
     rows = []
-    for name in args.only or list(TARGETS):
+    for name in args.only or DEFAULT:
         settings, acc_target, time_target, epoch_target = TARGETS[name]
-        settings = dict(settings, threads=args.threads)
+        settings = dict(settings, threads=args.threads, device=args.device)
+        if args.data_root and settings["dataset"] != "digits":
+            settings["data_root"] = args.data_root
         if args.epochs:
             settings["epochs"] = args.epochs
         cfg = TrainConfig(**settings)
@@ -63,7 +82,7 @@ def main(argv=None) -> int:
                "integer_accuracy": round(100 * m["integer_accuracy"], 2),
                "float_accuracy": round(100 * m["float_accuracy"], 2), "gap_pp": m["gap_pp"],
                "total_s": round(total, 1), "epoch_s_median": round(sorted(epoch_s)[len(epoch_s) // 2], 1),
-               "precision": m["precision"], "threads": args.threads,
+               "precision": m["precision"], "threads": args.threads, "device": m["device"],
                "accuracy_target": acc_target, "time_target_s": time_target, "epoch_target_s": epoch_target}
         ok = []
         if acc_target is not None:
@@ -78,7 +97,8 @@ def main(argv=None) -> int:
             print(f"{name:10s} {row['sizes']:>11s} T={row['T']:<3d} epochs={row['epochs']:<3d} "
                   f"integer acc {row['integer_accuracy']:6.2f}% (float {row['float_accuracy']:.2f}%, "
                   f"gap {row['gap_pp']:+.2f} pp)  total {row['total_s']:7.1f} s  epoch {row['epoch_s_median']:5.1f} s"
-                  f"  [{row['precision']}, {args.threads} threads]  target met: {row['met']}", flush=True)
+                  f"  [{row['device']}, {row['precision']}, {args.threads} threads]  target met: {row['met']}",
+                  flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

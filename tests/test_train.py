@@ -113,6 +113,44 @@ def test_exact_forward_equals_golden_on_random_models(params):
     np.testing.assert_array_equal(logits.argmax(1).numpy(), ref.prediction)
 
 
+@pytest.mark.parametrize("block", [None, 8])
+@pytest.mark.parametrize("exact", [True, False])
+def test_fused_lif_equals_the_step_by_step_graph(monkeypatch, block, exact):
+    """LIF's fused recurrence (one autograd node, hand-written BPTT, run in neuron blocks) gives the spikes and
+    membranes of the step-by-step autograd graph exactly, and its gradients (input and threshold) up to rounding:
+    every leak, reset, fire-once, saturation (M = 6), scale kind, and the non-firing readout."""
+    import itertools
+
+    from bsnn_hw.train import layers
+    if block is not None:
+        monkeypatch.setattr(layers, "LIF_BLOCK", block)          # several blocks of 8 // batch = 1..2 columns
+    g = torch.Generator().manual_seed(0)
+    for leak, reset, once, scale_kind, bits, fires in itertools.product(
+            [None, 2], ["subtract", "zero"], [False, True], [None, "layer", "neuron"], [6, 16], [True, False]):
+        lif = LIF(1.0, leak, reset, bits, once, exact=exact, fires=fires)
+        cur = torch.randint(-12, 13, (5, 9, 7), generator=g).float().requires_grad_()
+        scale = (None if scale_kind is None else torch.tensor([0.2]) if scale_kind == "layer"
+                 else torch.rand(7, generator=g) * 0.5 + 0.05)
+        if scale is not None:
+            scale.requires_grad_()
+        w_out, w_mem = torch.randn(5, 9, 7, generator=g), torch.randn(5, 7, generator=g)
+        inputs = [cur] + ([scale] if scale is not None and fires else [])
+        results = []
+        for fused in (True, False):
+            sc = scale if fires else None
+            out = lif(cur, sc) if fused else lif._forward_reference(cur, lif.effective_threshold(sc) if fires
+                                                                    else None)
+            mem = lif.last_membrane
+            grads = torch.autograd.grad((out * w_out).sum() + (mem * w_mem).sum(), inputs, allow_unused=True)
+            results.append((out.detach(), mem.detach(), grads))
+        (o1, m1, g1), (o2, m2, g2) = results
+        case = (leak, reset, once, scale_kind, bits, fires)
+        assert torch.equal(o1, o2) and torch.equal(m1, m2), case
+        for a, b in zip(g1, g2):
+            assert a is not None and b is not None, case
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=str(case))
+
+
 # --- training -----------------------------------------------------------------------------------------------------
 
 def test_export_equals_golden_on_digits(tmp_path):
