@@ -24,6 +24,15 @@ def parse_list(option: str, text: str | None):
                         f"not {text!r}") from None
 
 
+def decision_options(f):
+    """--early-exit / --skip-zero, shared by generate, synth and verify (docs/hardware.md)."""
+    f = click.option("--skip-zero", is_flag=True, help="Dense layers reading a vector spend no cycle on an input "
+                     "word without a spike (cycles become data dependent).")(f)
+    f = click.option("--early-exit", is_flag=True, help="With the 'first' readout: stop after the first step with "
+                     "an output spike and send the result with its decision step.")(f)
+    return f
+
+
 @click.command("generate")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
@@ -32,14 +41,16 @@ def parse_list(option: str, text: str | None):
 @click.option("--width", "-W", default=None, help="Input bits per word W per layer, e.g. 16,16 (default min(16, n_in)).")
 @click.option("--trace", is_flag=True, help="Add the o_trace stream (per-step spikes of every layer; for debugging).")
 @click.option("--name", default="bsnn_top", show_default=True, help="Verilog module name of the top.")
-def generate(model, out, parallel, width, trace, name):
+@decision_options
+def generate(model, out, parallel, width, trace, name, early_exit, skip_zero):
     """Generate synthesizable Verilog (one self-contained file) and a JSON manifest from a .bsnn MODEL."""
     from . import HwConfig
     from . import generate as gen
     from .generate import check_name
     check_name(name)
     net = load_model(model)
-    config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width))
+    config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
+                                 early_exit=early_exit, skip_zero=skip_zero)
     config.validate(net)
     design = gen(net, config, trace=trace, name=name)
     out = Path(out)
@@ -53,4 +64,5 @@ def generate(model, out, parallel, width, trace, name):
                f"{'-'.join(map(str, net.sizes))}, T={net.timesteps}, "
                f"P={','.join(str(lc.parallel) for lc in config.layers)}, "
                f"W={','.join(str(lc.width) for lc in config.layers)}, "
-               f"{man['memory_bits']:,} memory bits, {man['cycles_per_inference']:,} cycles per inference")
+               f"{man['memory_bits']:,} memory bits, {man['cycles_per_inference']:,} cycles per inference"
+               + (" (worst case)" if early_exit or skip_zero else ""))

@@ -2,7 +2,7 @@
 and PoolEngine (OR pooling of a spike map)."""
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -146,7 +146,7 @@ class LayerEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P, W, G, NW = self.parallel, self.width, self.groups, self.words
+        P, W, G = self.parallel, self.width, self.groups
         k = self.layer.weight_bits
         m.submodules.rom = rom = WeightROM(self.rom_weights(), P, W, k)
         m.submodules.core = core = self.core
@@ -294,7 +294,7 @@ class LayerEngine(wiring.Component):
     def _issue_conv(self, m, rom):
         """Walk (position, group, kernel element) one per cycle; the input address and padding flag are computed
         from running counters (no multiplier) and registered, then the ROM and the input word are read."""
-        geo, layer = self.geometry, self.layer
+        layer = self.layer
         G, KK, kk = self.groups, self.words, layer.kernel
         H, Wd = layer.in_shape[0], layer.in_shape[1]
         Ho, Wo = layer.out_shape[0], layer.out_shape[1]

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import click
 
+from .cli import decision_options
+
 FLOW_VERSION = 2  # bump when the scripts or the parsing change: invalidates cached results
 WRAPPER_NAME = "bsnn_synth_wrapper"
 _DEFAULT_TIMEOUT = 1800  # seconds per tool run
@@ -623,15 +625,16 @@ def check_fit(memories: list[dict], target: str, device: str | None = None) -> N
 
 # --- the command ---------------------------------------------------------------------------------------------------
 
-def load_design(model: str, parallel: str | None, width: str | None, name: str):
+def load_design(model: str, parallel: str | None, width: str | None, name: str, early_exit: bool = False,
+                skip_zero: bool = False):
     """A :class:`Design` from a .bsnn artifact (generated now) or from a directory written by ``bsnn-hw generate``
     (OUT/<top>.v and OUT/<top>.json)."""
     from .generate import Design
     p = Path(model)
     if p.is_dir():
-        if parallel or width:
-            raise ValueError(f"{model} is a generated design directory: --parallel/--width apply only to a .bsnn "
-                             f"model (they were fixed when it was generated)")
+        if parallel or width or early_exit or skip_zero:
+            raise ValueError(f"{model} is a generated design directory: --parallel/--width/--early-exit/--skip-zero "
+                             f"apply only to a .bsnn model (they were fixed when it was generated)")
         manifests = []
         for f in sorted(p.glob("*.json")):
             with contextlib.suppress(ValueError, OSError):
@@ -651,7 +654,8 @@ def load_design(model: str, parallel: str | None, width: str | None, name: str):
     from .config import HwConfig
     from .generate import generate
     net = load(model)
-    config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width))
+    config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
+                                 early_exit=early_exit, skip_zero=skip_zero)
     return generate(net, config, name=name)
 
 
@@ -735,7 +739,9 @@ def print_report(res: dict, console=None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON report here.")
 @click.option("--no-fit-check", is_flag=True, help="Run the tools even when the block RAMs cannot fit the part.")
-def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_cache, as_json, out, no_fit_check):
+@decision_options
+def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_cache, as_json, out, no_fit_check,
+          early_exit, skip_zero):
     """Synthesize MODEL (a .bsnn artifact, or a directory from `bsnn-hw generate`) with Yosys; resources and Fmax.
 
     Resources are the core top's (Yosys' mapped cells); the Fmax is nextpnr's on the core inside an IO wrapper that
@@ -752,7 +758,7 @@ def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_c
         say = None if as_json else progress_printer()
         if say:
             say(f"generating the design of {model}..." if not Path(model).is_dir() else f"reading {model}...")
-        design = load_design(model, parallel, width, name)
+        design = load_design(model, parallel, width, name, early_exit, skip_zero)
         if not no_fit_check:
             check_fit(design.manifest.get("memories") or [], target, device)
         res = implement(target=target, device=device, pnr=not no_pnr, design=design, freq=freq, seed=seed,

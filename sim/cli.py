@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
+from bsnn_hw.hdl.cli import decision_options
 
 
 @click.command("verify")
@@ -13,8 +14,8 @@ from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
 @click.option("--samples", "-n", default=20, show_default=True, type=int, help="Samples to simulate.")
 @click.option("--offset", default=0, show_default=True, type=int, help="First test sample (with --data).")
 @click.option("--sim", type=click.Choice(["icarus", "verilator"]), default="verilator", show_default=True)
-@click.option("--parallel", default=None, help="P per layer, e.g. 1,1 (default 1 everywhere).")
-@click.option("--width", default=None, help="W per layer, e.g. 16,16 (default min(16, n_in)).")
+@click.option("--parallel", "-P", default=None, help="P per layer, e.g. 1,1 (default 1 everywhere).")
+@click.option("--width", "-W", default=None, help="W per layer, e.g. 16,16 (default min(16, n_in)).")
 @click.option("--stalls", is_flag=True, help="Random valid/ready stalls on every stream (seeded by --seed).")
 @click.option("--waves", is_flag=True, help="Write an FST wave file (path in the report).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of random inputs and stalls.")
@@ -22,8 +23,10 @@ from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
               help="Write a PNG of hardware against software spike counts per layer.")
 @click.option("--limit", default=20, show_default=True, type=int, help="Samples listed in the table.")
+@decision_options
 @click.pass_context
-def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, waves, seed, as_json, plot_path, limit):
+def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, waves, seed, as_json, plot_path, limit,
+           early_exit, skip_zero):
     """Run the generated RTL of MODEL on test images (or random inputs) in Icarus or Verilator and compare it bit
     for bit with the golden model: every dense layer's spikes and every conv/pool layer's spike count at every step,
     counts, membranes, class.
@@ -41,7 +44,8 @@ def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, wave
         runner.check_cache_path(runner.default_cache_dir(), sim)
     except runner.SimulatorMissing as e:
         raise UserError(str(e)) from None
-    cfg = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width))
+    cfg = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
+                              early_exit=early_exit, skip_zero=skip_zero)
     cfg.validate(net)
     x, spikes, labels, what = vmod.load_inputs(net, data, samples, seed, offset)
     if not as_json:
@@ -101,7 +105,16 @@ def _print(r: dict, net, limit: int) -> None:
     else:
         console.print("no labels (random inputs): no accuracy")
     c = r["cycles_per_inference"]
-    console.print(f"cycles per inference: measured {c['measured']}, manifest formula {c['manifest']} ({c['note']})")
+    dd = c.get("data_dependent")
+    if dd:
+        console.print(f"cycles per inference (data dependent): median {dd['measured_median']:,.0f}, range "
+                      f"{dd['measured_min']:,}..{dd['measured_max']:,}; equal to the per-sample formula on "
+                      f"{dd['formula_equal']}/{dd['samples']} samples; worst case {dd['worst_case']:,}; median "
+                      f"decision step {dd['decision_step_median']:g}, median input beats dropped after it "
+                      f"{dd['drain_median']:g}")
+    else:
+        console.print(f"cycles per inference: measured {c['measured']}, manifest formula {c['manifest']} "
+                      f"({c['note']})")
     sp = r["speed"]
     cps = "-" if sp["cycles_per_second"] is None else f"{sp['cycles_per_second']:,}"
     console.print(f"simulation: {sp['sim_cycles']:,} cycles in {sp['sim_seconds']:.2f} s = {cps} cycles/s; build "

@@ -140,6 +140,8 @@ def _corner_table():
         "stalls": lambda u: u.stall_in > 0 or u.stall_out > 0,
         "no stalls": lambda u: u.stall_in == 0 and u.stall_out == 0,
         "reset mid-inference": lambda u: u.reset_mid,
+        "early exit": lambda u: u.config.early_exit,
+        "skip zero words": lambda u: u.config.skip_zero,
     })
     return c
 
@@ -189,7 +191,7 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
         timesteps = 1
     elif want == "T>=128":
         timesteps = int(rng.integers(128, max(128, max_t) + 1))
-    readout = str(rng.choice(contract.READOUTS))
+    readout = "first" if want == "early exit" else str(rng.choice(contract.READOUTS))
     encoding = str(rng.choice(contract.ENCODINGS))
     for key, value in (("readout", readout), ("encoding", encoding)):
         if want.startswith(key + " "):
@@ -253,7 +255,9 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     trace = bool(rng.random() < 0.7)
     if want in ("trace on", "trace off"):
         trace = want == "trace on"
-    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds)), trace=trace,
+    early = readout == "first" and (rng.random() < 0.5 or want == "early exit")
+    skip = rng.random() < 0.35 or want == "skip zero words"
+    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds), early_exit=early, skip_zero=skip), trace=trace,
                 stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 seed=int(rng.integers(1 << 30)), reset_mid=bool(rng.random() < 0.25) or want == "reset mid-inference")
@@ -356,6 +360,8 @@ def _v2_corner_table():
         "trace off": lambda u: not u.trace,
         "stalls": lambda u: u.stall_in > 0 or u.stall_out > 0,
         "reset mid-inference": lambda u: u.reset_mid,
+        "early exit": lambda u: u.config.early_exit,
+        "skip zero words (dense after dense)": lambda u: u.config.skip_zero,
     })
     return c
 
@@ -419,9 +425,11 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
     elif want.startswith("pool ") and "pool" not in plan:
         plan.insert(0, "pool")
     n_dense = 2 if want == "dense->dense after a map" else _pick(rng, 1, 2)
-    readout = str(rng.choice(contract.READOUTS))
+    readout = "first" if want == "early exit" else str(rng.choice(contract.READOUTS))
     if want.startswith("readout "):
         readout = want[8:]
+    if want.startswith("skip zero"):
+        n_dense = 2
     timesteps = _pick(rng, 1, max_t, 0.15)
     if want == "T=1":
         timesteps = 1
@@ -452,7 +460,6 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
             layers.append(Pool(shape, n))
             folds.append(LayerConfig(1, cc))
         else:
-            pad_max = None
             k = _pick(rng, 1, min(hh, ww) + 2 * min(2, (min(hh, ww) + 1)))
             if want == "kernel 1":
                 k = 1
@@ -469,7 +476,6 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
             if want == "kernel = padded side":
                 pad = _pick(rng, 0, 1)
                 k = min(hh, ww) + 2 * pad
-            del pad_max
             stride = _pick(rng, 1, 3)
             if want == "stride > 1":
                 stride = int(rng.integers(2, 4))
@@ -511,7 +517,9 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
     trace = bool(rng.random() < 0.6)
     if want in ("trace on", "trace off"):
         trace = want == "trace on"
-    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds)), trace=trace,
+    early = readout == "first" and (rng.random() < 0.5 or want == "early exit")
+    skip = n_dense >= 2 and (rng.random() < 0.4 or want.startswith("skip zero"))
+    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds), early_exit=early, skip_zero=skip), trace=trace,
                 stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 seed=int(rng.integers(1 << 30)), reset_mid=bool(rng.random() < 0.25) or want == "reset mid-inference")
@@ -554,7 +562,9 @@ def describe_unit(u: Unit) -> str:
                    f"M{l.membrane_bits} k{l.leak_shift} {l.reset[0]}{' fo' if l.fire_once else ''}"
                    f"{f' {l.weight_bits}b' if l.weight_bits > 1 else ''}" for l in net.layers)
     return (f"{u.name}: {'-'.join(map(str, net.sizes))} T={net.timesteps} {net.readout} {net.encoding} [{cfg}] [{lay}] "
-            f"trace={u.trace} stalls={u.stall_in:.2f}/{u.stall_out:.2f} reset_mid={u.reset_mid}")
+            f"trace={u.trace} stalls={u.stall_in:.2f}/{u.stall_out:.2f} reset_mid={u.reset_mid}"
+            f"{' early_exit' if u.config and u.config.early_exit else ''}"
+            f"{' skip_zero' if u.config and u.config.skip_zero else ''}")
 
 
 # --- directed corner cases -------------------------------------------------------------------------------------------

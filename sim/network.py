@@ -147,7 +147,8 @@ class Unit:
 
 
 def _config_dict(cfg) -> dict:
-    return {"layers": [[lc.parallel, lc.width] for lc in cfg.layers], "input_width": cfg.input_width}
+    return {"layers": [[lc.parallel, lc.width] for lc in cfg.layers], "input_width": cfg.input_width,
+            "early_exit": cfg.early_exit, "skip_zero": cfg.skip_zero}
 
 
 @functools.lru_cache(maxsize=1)
@@ -184,6 +185,17 @@ def generate_cached(net: Network, cfg, trace: bool, name: str, cache_dir=None) -
     with atomic_write(path) as f:
         json.dump({"verilog": design.verilog, "manifest": design.manifest}, f)
     return design.verilog, design.manifest
+
+
+def expected_cycles(u: Unit) -> list[int]:
+    """Each sample's cycles from the first input beat to the last result beat with an always-valid source and
+    always-ready sinks: the fixed formula, or, with early_exit / skip_zero, ``sample_cycles`` (data dependent)."""
+    from bsnn_hw.hdl import HwConfig
+    from bsnn_hw.hdl.config import cycles_per_inference, sample_cycles
+    cfg = u.config if u.config is not None else HwConfig.default(u.net)
+    if cfg.early_exit or cfg.skip_zero:
+        return [c["cycles"] for c in sample_cycles(u.net, cfg, u.spikes, u.trace)]
+    return [cycles_per_inference(u.net, cfg, u.trace)] * int(np.shape(u.spikes)[0])
 
 
 def build_units(units: list[Unit], workdir: Path, cache_dir=None) -> tuple[str, list[dict]]:
@@ -232,18 +244,32 @@ def run_network(units: list[Unit], sim: str, *, waves: bool = False, cache_dir=N
 
 # --- scoreboard ----------------------------------------------------------------------------------------------------
 
-def expected(net: Network, spikes: np.ndarray) -> golden.Result:
-    return golden.simulate(net, np.asarray(spikes, dtype=bool), record=True)
+def expected(net: Network, spikes: np.ndarray, early_exit: bool = False):
+    """(golden Result with every layer's spikes recorded, decision steps or None). With ``early_exit`` the Result
+    is the state at each sample's decision step (``golden.decide``)."""
+    spikes = np.asarray(spikes, dtype=bool)
+    if early_exit:
+        return golden.decide(net, spikes, record=True)
+    return golden.simulate(net, spikes, record=True), None
 
 
-def compare(net: Network, ref: golden.Result, b: int, hw: dict, sample: int | None = None) -> list[dict]:
+def compare(net: Network, ref: golden.Result, b: int, hw: dict, sample: int | None = None,
+            decision=None) -> list[dict]:
     """Mismatches of one hardware sample ``hw`` against golden sample ``b`` of ``ref``. Each mismatch is a dict:
-    {sample, what, layer, neuron, step, expected, actual}; trace mismatches first, earliest (step, layer, neuron)."""
+    {sample, what, layer, neuron, step, expected, actual}; trace mismatches first, earliest (step, layer, neuron).
+    ``decision``: the golden decision steps of an early-exit design (``ref`` is then the state at them); the
+    hardware's step is checked and its trace runs to that step."""
     s = b if sample is None else sample
     out = []
+    steps = net.timesteps
+    if decision is not None:
+        steps = int(decision[b]) + 1
+        if hw.get("step") != int(decision[b]):
+            out.append(dict(sample=s, what="decision step", layer=len(net.layers) - 1, neuron=None, step=None,
+                            expected=int(decision[b]), actual=hw.get("step")))
     trace = hw.get("trace")
     if trace is not None:
-        for t in range(net.timesteps):
+        for t in range(steps):
             for li, layer in enumerate(net.layers):
                 word = trace[li][t]
                 if word is None:

@@ -43,7 +43,8 @@ class NetworkTB:
         self.log = logging.getLogger(f"cocotb.tb.{self.name}")
         self.net = bsnn_hw.load(p["artifact"])
         self.spikes = np.load(p["spikes"])
-        self.ref = expected(self.net, self.spikes)
+        self.early = bool((p.get("config") or {}).get("early_exit"))
+        self.ref, self.decision = expected(self.net, self.spikes, self.early)
         self.width = int(p["input_width"])
         self.layouts = p["layouts"]
         self.trace = bool(p["trace"])
@@ -99,6 +100,13 @@ class NetworkTB:
         membrane = [v if v is not None else -(1 << 40) for v in membrane]
         hw = dict(counts=counts, membrane=membrane, cls=beats[0][0]["cls"], framing=framing,
                   t_last=beats[-1][1])
+        steps_run = net.timesteps
+        if self.early:
+            hw["step"] = beats[0][0]["step"]
+            for k, (f, _t) in enumerate(beats):
+                if f["step"] != hw["step"]:
+                    framing.append(f"o_result beat {k} has step {f['step']}, beat 0 had {hw['step']}")
+            steps_run = min(net.timesteps, hw["step"] + 1)
         if self.tracer:
             lay_t = self.layouts["o_trace"]
             trace = [[None] * net.timesteps for _ in net.layers]
@@ -113,9 +121,9 @@ class NetworkTB:
                 if f["layer"] < len(net.layers) and f["step"] < net.timesteps:
                     trace[f["layer"]][f["step"]] = f["spikes"]
                 k += 1
-            if k != net.timesteps * len(net.layers):
+            if k != steps_run * len(net.layers):
                 framing.append(f"{k} o_trace beats before the last o_result beat, expected "
-                               f"{net.timesteps * len(net.layers)}")
+                               f"{steps_run * len(net.layers)}")
             hw["trace"] = trace
         return hw
 
@@ -132,6 +140,8 @@ class NetworkTB:
             raise SampleTimeout(f"sample {b}: no complete result within {self.timeout_cycles} cycles "
                                 f"({self.results.queue.qsize()} result beats queued, {self.driver.beats_sent} "
                                 f"input beats taken): {type(e).__name__}") from None
+        if self.early and not send.done():
+            await send                   # an early decision: the top takes and drops the sample's remaining beats
         if not send.done():
             hw["framing"].append("all results came before the input was consumed")
             send.cancel()
@@ -169,7 +179,7 @@ class NetworkTB:
                                        expected="results", actual=str(e)))
                 await self.reset()
                 continue
-            bad = compare(self.net, self.ref, b, hw)
+            bad = compare(self.net, self.ref, b, hw, decision=self.decision)
             for m in bad[:20]:
                 self.log.error("%s: %s", self.name, describe(m))
             if len(bad) > 20:

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 
-from bsnn_hw import golden
 from bsnn_hw.network import Network
 
 from . import network as netbench
@@ -90,7 +89,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     cfg = config if config is not None else HwConfig.default(net)
     cfg.validate(net)
     spikes = np.asarray(spikes, dtype=bool)
-    ref = golden.simulate(net, spikes, record=True)
+    ref, decision = netbench.expected(net, spikes, cfg.early_exit)
     unit = netbench.Unit(net, spikes, cfg, trace=True, stall_in=0.3 if stalls else 0.0,
                          stall_out=0.3 if stalls else 0.0, seed=seed, name="model")
     t0 = time.perf_counter()
@@ -117,7 +116,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     all_mism = []
     hw_layer_spikes = np.zeros((n, n_layers), dtype=np.int64)
     for b, s in enumerate(hw["samples"]):
-        mism = netbench.compare(net, ref, b, s)
+        mism = netbench.compare(net, ref, b, s, decision=decision)
         all_mism.extend(mism)
         if mism and first is None:
             first = mism[0]
@@ -131,7 +130,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
             hw_class=int(s["cls"]), golden_class=int(ref.prediction[b]),
             hw_spikes=[int(v) for v in hw_layer_spikes[b]],
             golden_spikes=[int(ref.counts[li][b].sum()) for li in range(n_layers)],
-            cycles=int(s["cycles"])))
+            cycles=int(s["cycles"]), step=s.get("step")))
     checked = len(hw["samples"])
     if checked < n:       # a sample that timed out never came back
         all_mism.extend(m for m in hw["mismatches"] if m.get("what") == "timeout")
@@ -153,6 +152,18 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     expected_cycles = None
     from bsnn_hw.hdl import cycles_per_inference
     expected_cycles = int(cycles_per_inference(net, cfg, trace=True))
+    data_dependent = None
+    if cfg.early_exit or cfg.skip_zero:
+        from bsnn_hw.hdl.config import sample_cycles
+        want = sample_cycles(net, cfg, spikes[:checked], trace=True)
+        measured = [s["cycles"] for s in per_sample]
+        data_dependent = dict(
+            formula_equal=sum(1 for m_, w in zip(measured, want) if m_ == w["cycles"]), samples=len(want),
+            measured_min=min(measured) if measured else None, measured_max=max(measured) if measured else None,
+            measured_median=float(np.median(measured)) if measured else None,
+            drain_median=float(np.median([w["drain"] for w in want])) if want else None,
+            decision_step_median=float(np.median([w["step"] for w in want])) if want else None,
+            worst_case=expected_cycles)
     report = dict(
         simulator=sim, samples=n, checked=checked,
         agree=sum(1 for s in per_sample if s["agree"]), mismatching_samples=sum(1 for s in per_sample
@@ -164,7 +175,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
                               golden=[float(v) for v in sw_layer_spikes.mean(axis=0)] if checked else [],
                               layers=[f"layer {i} ({layer.n_out})" for i, layer in enumerate(net.layers)]),
         cycles_per_inference=dict(measured=cycles[0] if len(cycles) == 1 else cycles,
-                                  manifest=expected_cycles,
+                                  manifest=expected_cycles, data_dependent=data_dependent,
                                   note="with --stalls the measured figure includes the stalls" if stalls else
                                   "always-valid source, always-ready sinks; o_trace enabled"),
         speed=dict(sim_cycles=sim_cycles, sim_seconds=round(sim_wall, 3),
