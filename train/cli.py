@@ -21,7 +21,9 @@ _FLAG_FIELDS = {
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "dropout": "dropout", "seed": "seed", "eval_seed": "eval_seed", "device": "device", "precision": "precision",
     "threads": "threads", "split_seed": "split_seed", "slope": "slope", "label_smoothing": "label_smoothing",
-    "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch",
+    "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
+    "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
+    "bstdg_backward": "bstdg_backward",
 }
 
 
@@ -91,6 +93,15 @@ def _read_config(path) -> dict:
               "[default: 1, or 8 for a variant with a multi-bit first layer]")
 @click.option("--last-bits", type=click.IntRange(1, 8), help="Weight width of the last layer (1 = binary). "
               "[default: 1, or 8 for a variant with a multi-bit last layer]")
+@click.option("--method", type=click.Choice(["bsnn", "bstdg"]),
+              help="bsnn: surrogate gradients through time (B-SNN); bstdg: spike-time gradients on an IF, "
+                   "latency-coded, fire-once, first-spike network (docs/training.md).  [default: bsnn]")
+@click.option("--bstdg-gamma", type=float,
+              help="bstdg: steps the other classes must fire after the first.  [default: 1]")
+@click.option("--bstdg-threshold-lr", type=float, help="bstdg: Adam lr of the threshold factors.  [default: --lr]")
+@click.option("--bstdg-deadline", type=int, help="bstdg: latest target step of the correct class.  [default: T-1]")
+@click.option("--bstdg-backward", type=click.Choice(["sign", "latent"]),
+              help="bstdg: propagate errors through the latent W (BS4NN) or sign(W).  [default: latent]")
 @click.option("--epochs", "-e", type=int, help="[default: 30]")
 @click.option("--batch-size", "-b", type=int, help="[default: 64]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")
@@ -152,6 +163,15 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
             settings["first_bits"] = first_bits
         if last_bits is not None:
             settings["last_bits"] = last_bits
+    if settings.get("method") == "bstdg":
+        from .bstdg import DEFAULTS
+        for key, value in DEFAULTS.items():     # given settings win; check_config refuses the ones BSTDG cannot train
+            settings.setdefault(key, value)
+    else:
+        given = [f"--{f.replace('_', '-')}" for f in _FLAG_FIELDS
+                 if f.startswith("bstdg_") and flags.get(f) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply to --method bstdg")
     cfg = TrainConfig.from_dict(settings)
     if sizes is not None:
         from bsnn_hw.cli import parse_sizes
@@ -179,6 +199,13 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
         emit_json({**m, "config": dataclasses.asdict(cfg)})
         return
     click.echo(f"wrote {out}: {'-'.join(map(str, m['sizes']))}, T={cfg.timesteps}, {cfg.dataset}")
+    if cfg.method == "bstdg":
+        click.echo(f"integer test accuracy {100 * m['integer_accuracy']:.2f}% (float {100 * m['float_accuracy']:.2f}%, "
+                   f"gap {m['gap_pp']:+.2f} pp); no output spike (fallback) on {100 * m['fallback_rate']:.2f}% of "
+                   f"test samples; median decision step {m['median_decision_step']:g} of T={cfg.timesteps}; "
+                   f"thresholds {m['thresholds']}; {m['train_seconds']:.1f} s on {m['device']}")
+        click.echo(f"curves: {m['plot']}   checkpoint: {m['checkpoint']}")
+        return
     click.echo(f"integer test accuracy {100 * m['integer_accuracy']:.2f}% "
                f"(float {100 * m['float_accuracy']:.2f}%, gap {m['gap_pp']:+.2f} pp; "
                f"ideal real-valued neurons {100 * m['ideal_accuracy']:.2f}%) in {m['train_seconds']:.1f} s "

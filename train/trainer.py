@@ -34,6 +34,7 @@ from .model import BSNN, clamped_thresholds, integer_simulate, to_network
 CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
 CHECKPOINT_VERSION = 1
 TRAIN_ENCODINGS = ("rate", "latency")
+METHODS = ("bsnn", "bstdg")
 # Settings that may differ between a checkpoint and the run that resumes it (they do not change the result).
 RESUME_FREE = ("device", "threads", "data_root")
 
@@ -72,6 +73,11 @@ class TrainConfig:
     device: str = "auto"                # "auto" (cuda when available), "cpu", "cuda", "cuda:1"...
     precision: str = "auto"             # synaptic products: "auto", "fp32" or "bf16" (exact either way)
     threads: int | None = None          # torch CPU threads (None: torch's default)
+    method: str = "bsnn"                # "bsnn" (surrogate gradients, BPTT) or "bstdg" (spike-time gradients)
+    bstdg_gamma: float = 1.0            # bstdg: margin (steps) by which the other classes must fire after the first
+    bstdg_threshold_lr: float | None = None   # bstdg: Adam lr of the threshold factors (None: lr)
+    bstdg_deadline: int | None = None   # bstdg: the correct class's target step is at most this (None: T - 1)
+    bstdg_backward: str = "latent"      # bstdg: errors propagate through the latent W ("latent", BS4NN) or sign(W)
 
     def validate(self) -> "TrainConfig":
         def need(ok, msg):
@@ -84,8 +90,9 @@ class TrainConfig:
                                                                        f"{self.timesteps!r}")
         need(self.encoding in TRAIN_ENCODINGS, f"encoding must be one of {', '.join(TRAIN_ENCODINGS)} for training "
                                                f"(direct spike trains: use the BSNN module), not {self.encoding!r}")
-        need(self.readout in ("membrane", "count"), f"readout must be 'membrane' or 'count' for training, not "
-                                                    f"{self.readout!r}")
+        need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        need(self.method == "bstdg" or self.readout in ("membrane", "count"),
+             f"readout must be 'membrane' or 'count' for training, not {self.readout!r}")
         need(self.scale in (None, "layer", "neuron"), f"scale must be 'layer', 'neuron' or none, not {self.scale!r}")
         need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be at least 1, not {self.epochs!r}")
         need(isinstance(self.batch_size, int) and self.batch_size >= 1,
@@ -111,6 +118,9 @@ class TrainConfig:
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8,
                  f"{name} must be 1 (binary) or 2..8 (signed k-bit weights), not {v!r}")
+        if self.method == "bstdg":
+            from .bstdg import check_config
+            check_config(self)
         return self
 
     def to_dict(self) -> dict:
@@ -312,6 +322,10 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     ``checkpoint`` defaults to ``<out>.ckpt``; with ``resume`` an existing checkpoint (same config) is continued.
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (it may raise to stop).
     Returns a :class:`TrainResult`."""
+    if cfg.method == "bstdg":
+        from .bstdg import fit as fit_bstdg
+        return fit_bstdg(cfg, out=out, checkpoint=checkpoint, resume=resume, progress=progress, log=log,
+                         on_epoch_end=on_epoch_end)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()

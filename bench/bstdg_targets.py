@@ -1,0 +1,96 @@
+"""BSTDG targets (issue 12): trains a latency-coded IF network on Fashion-MNIST with spike-time gradients
+(``--method bstdg``) and prints the exported integer network's test accuracy, the float -> integer gap, how often no
+output neuron fires (the fallback: argmax of the final membrane) and the median decision step.
+
+    .venv/bin/python bench/bstdg_targets.py                                  # 784-600-10, T=32 (the issue's target)
+    .venv/bin/python bench/bstdg_targets.py --hidden 256 --epochs 5          # smaller / shorter
+    .venv/bin/python bench/bstdg_targets.py --epochs 1                       # time one epoch
+
+Targets: integer test accuracy >= 87.5% (BS4NN, 784-600-10: 87.3%); median decision step <= T/3 (a sample with no
+output spike counts as deciding at step T: the hardware runs all T steps for it). The model is written to --out
+(default out/bench_bstdg.bsnn), with its checkpoint beside it (--resume continues it). One torch thread by default.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bsnn_hw.train import bstdg
+
+ACCURACY_TARGET = 0.875
+SETTINGS = dict(dataset="fashion-mnist", hidden=[600], timesteps=32, epochs=20, batch_size=64, lr=1e-3,
+                bstdg_backward="latent", threshold_init=0.5)
+
+
+def _log_epoch(epoch, h):
+    print(f"  epoch {epoch}: loss {h['loss']:.4f} train {100 * h['train_accuracy']:.2f}% "
+          f"test {100 * h['test_accuracy']:.2f}% fallback {100 * h['fallback_rate']:.2f}% "
+          f"median step {h['median_decision_step']:g} thresholds {h['thresholds']} "
+          f"hidden spikes {h['hidden_spikes']:.0f} ({h['epoch_seconds']:.1f} s)", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, default=SETTINGS["hidden"][0])
+    ap.add_argument("-T", "--timesteps", type=int, default=SETTINGS["timesteps"])
+    ap.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
+    ap.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
+    ap.add_argument("--lr", type=float, default=SETTINGS["lr"])
+    ap.add_argument("--threshold-init", type=float, default=SETTINGS["threshold_init"])
+    ap.add_argument("--gamma", type=float, default=1.0)
+    ap.add_argument("--deadline", type=int, help="latest target step of the correct class (default T-1)")
+    ap.add_argument("--backward", choices=bstdg.BACKWARD, default=SETTINGS["bstdg_backward"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="out/bench_bstdg.bsnn", help="the model (.bsnn)")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
+    ap.add_argument("--from-checkpoint", metavar="CKPT",
+                    help="no training: evaluate and export the model of this checkpoint (a run stopped early) to --out")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = ap.parse_args(argv)
+    cfg = bstdg.config(**dict(SETTINGS, hidden=[args.hidden], timesteps=args.timesteps, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, threshold_init=args.threshold_init,
+                              bstdg_gamma=args.gamma, bstdg_deadline=args.deadline, bstdg_backward=args.backward,
+                              seed=args.seed, threads=args.threads, device="cpu"))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.from_checkpoint:
+        res = bstdg.from_checkpoint(args.from_checkpoint, out=args.out)
+        cfg = bstdg.config(**{k: v for k, v in res.network.metadata["config"].items()})
+    else:
+        res = bstdg.fit(cfg, out=args.out, resume=args.resume, progress=False, on_epoch_end=_log_epoch)
+    total = time.perf_counter() - t0
+    m = res.metrics
+    epoch_s = sorted(m["epoch_seconds"])
+    row = {"sizes": "-".join(map(str, m["sizes"])), "T": cfg.timesteps, "epochs": m["epochs_trained"],
+           "integer_accuracy": round(100 * m["integer_accuracy"], 2),
+           "float_accuracy": round(100 * m["float_accuracy"], 2),
+           "gap_pp": m["gap_pp"], "fallback_rate_pct": round(100 * m["fallback_rate"], 2),
+           "median_decision_step": m["median_decision_step"], "mean_decision_step": round(m["mean_decision_step"], 2),
+           "median_decision_step_decided": m["median_decision_step_decided"],
+           "hidden_spikes_per_sample": round(m["hidden_spikes_per_sample"], 1), "thresholds": m["thresholds"],
+           "total_s": round(total, 1), "epoch_s_median": round(epoch_s[len(epoch_s) // 2], 1) if epoch_s else None,
+           "threads": args.threads, "model": args.out,
+           "accuracy_met": m["integer_accuracy"] >= ACCURACY_TARGET,
+           "decision_met": m["median_decision_step"] <= cfg.timesteps / 3}
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        print(f"BSTDG {row['sizes']} T={row['T']} epochs={row['epochs']}: integer test accuracy "
+              f"{row['integer_accuracy']:.2f}% (float {row['float_accuracy']:.2f}%, gap {row['gap_pp']:+.2f} pp; "
+              f"target {100 * ACCURACY_TARGET:.1f}%: {'met' if row['accuracy_met'] else 'NOT met'})")
+        print(f"  fallback (no output spike) {row['fallback_rate_pct']:.2f}% of test samples; median decision step "
+              f"{row['median_decision_step']:g} (target <= T/3 = {cfg.timesteps / 3:.1f}: "
+              f"{'met' if row['decision_met'] else 'NOT met'}), mean {row['mean_decision_step']:.2f}; "
+              f"{row['hidden_spikes_per_sample']:.0f} hidden spikes per sample; thresholds {row['thresholds']}")
+        print(f"  {row['total_s']:.1f} s in all{' (evaluation and export only)' if args.from_checkpoint else ''}, "
+              f"{row['epoch_s_median']} s per epoch (median), "
+              f"{args.threads} thread(s); model {args.out}")
+    return 0 if row["accuracy_met"] and row["decision_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""BSTDG (``--method bstdg``): spike-time gradients on IF / latency / fire-once / first-spike networks. The training
+forward pass equals the contract, the exported artifact's golden predictions equal the trainer's integer
+predictions, training moves, and the CLI refuses what BSTDG does not train. Every run here is tiny (seconds)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import bsnn_hw
+from bsnn_hw import data, golden
+from bsnn_hw.cli import main
+from bsnn_hw.train import bstdg, integer_simulate, latency
+
+TINY = dict(dataset="digits", hidden=[48], timesteps=16, epochs=3, batch_size=64, lr=5e-3,
+            bstdg_backward="latent", threads=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("bstdg") / "m.bsnn"
+    return bstdg.fit(bstdg.config(**TINY), out=out, progress=False), out
+
+
+def test_forward_is_the_contract():
+    """The sparse running-sum forward pass gives golden's first-spike steps and predictions on a random network."""
+    torch.manual_seed(3)
+    model = bstdg.BSTDGNet([64, 40, 10], timesteps=12, threshold_init=0.4)
+    x, _ = data.load_dataset("digits", "test")
+    x = x[:100]
+    rec = model.run(latency(torch.from_numpy(x), 12))
+    pred, first = model.predict(rec)
+    net = bstdg.to_network(model)
+    g = golden.run(net, x)
+    np.testing.assert_array_equal(pred.numpy(), g.prediction)
+    for r, gf in zip(rec, g.first_step):
+        np.testing.assert_array_equal(np.where(r["t"].numpy() >= 12, -1, r["t"].numpy()), gf)
+    assert ((first.numpy() >= 12) == (g.first_step[-1] < 0).all(1)).all()
+
+
+def test_targets_follow_bs4nn():
+    t = torch.tensor([[3, 4, 9, 16], [16, 16, 16, 16], [5, 2, 2, 16]])
+    y = torch.tensor([0, 2, 0])
+    got = bstdg.targets(t, y, 16, gamma=1.0, deadline=None)
+    # correct class at t_min (T-1 when nothing fires); others within gamma of t_min pushed to t_min + gamma; silent
+    # neurons and later ones keep their time.
+    assert got.tolist() == [[3, 4, 9, 16], [16, 16, 15, 16], [2, 3, 3, 16]]
+    assert bstdg.targets(t, y, 16, gamma=1.0, deadline=1)[:, 0].tolist() == [1, 16, 1]
+
+
+def test_training_moves_and_exports_exactly(trained):
+    result, out = trained
+    h = result.history
+    assert h[-1]["loss"] < h[0]["loss"] and h[-1]["train_accuracy"] > 0.3
+    m = result.metrics
+    assert m["integer_accuracy"] > 0.3 and m["gap_pp"] == 0 and m["method"] == "bstdg"
+    for key in ("fallback_rate", "median_decision_step", "fallback_count", "hidden_spikes_per_sample"):
+        assert key in m
+    net = bsnn_hw.load(out)
+    assert net.encoding == "latency" and net.readout == "first" and net.timesteps == 16
+    assert all(layer.leak_shift is None and layer.fire_once for layer in net.layers)
+    assert net.metadata["metrics"]["integer_accuracy"] == m["integer_accuracy"]
+    # The artifact, loaded from disk and run by the golden model, predicts what the trainer's integer evaluation does.
+    x, y = data.load_dataset("digits", "test")
+    g = golden.run(net, x)
+    ti, _, _ = integer_simulate(net, latency(torch.from_numpy(x), 16).bool())
+    np.testing.assert_array_equal(g.prediction, ti.numpy())
+    assert float((g.prediction == y).mean()) == pytest.approx(m["integer_accuracy"])
+    first = np.where((g.first_step[-1] < 0).all(1), 16, np.where(g.first_step[-1] < 0, 16, g.first_step[-1]).min(1))
+    assert m["fallback_rate"] == pytest.approx(float((first >= 16).mean()))
+    assert m["median_decision_step"] == pytest.approx(float(np.median(first)))
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, ["train", *args])
+
+
+def test_cli_method_bstdg(tmp_path):
+    out = tmp_path / "c.bsnn"
+    r = run_cli("--method", "bstdg", "--hidden", "16", "-T", "8", "--epochs", "1", "--threads", "1",
+                "--out", str(out), "--json", "-q")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["method"] == "bstdg" and m["sizes"] == [64, 16, 10] and 0 <= m["fallback_rate"] <= 1
+    assert m["config"]["readout"] == "first" and m["config"]["leak_shift"] is None
+    net = bsnn_hw.load(out)
+    assert net.readout == "first" and net.encoding == "latency"
+    r = CliRunner().invoke(main, ["inspect", str(out)])
+    assert r.exit_code == 0, r.output
+    r = run_cli("--method", "bstdg", "--hidden", "16", "-T", "8", "--epochs", "1", "--threads", "1",
+                "--out", str(tmp_path / "d.bsnn"))
+    assert r.exit_code == 0 and "fallback" in r.stdout and "median decision step" in r.stdout, r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "8c3-p2-10"], "--method bstdg: trains fully connected layers only"),
+    (["--variant", "mid"], "--method bstdg: trains all-binary layers"),
+    (["--encoding", "rate"], "--method bstdg: needs latency-coded input"),
+    (["--leak-shift", "4"], "--method bstdg: uses IF neurons"),
+    (["--no-fire-once"], "--method bstdg: needs fire-once neurons"),
+    (["--readout", "membrane"], "--method bstdg: reads out the first output spike"),
+    (["--dropout", "0.1"], "--method bstdg: has no dropout"),
+    (["--bstdg-deadline", "99"], "deadline must be a step in 0..T-1"),
+    (["-M", "6"], "needs membrane_bits"),
+])
+def test_cli_bad_combinations(tmp_path, args, message):
+    out = tmp_path / "m.bsnn"
+    r = run_cli("--method", "bstdg", "--epochs", "1", "-q", "--out", str(out), *args)
+    assert r.exit_code != 0
+    err = r.stderr or r.output
+    assert message in err, err
+    assert err.strip().count("\n") == 0 and err.startswith("Error:")
+    assert not out.exists()
+
+
+def test_cli_bstdg_flags_need_the_method(tmp_path):
+    r = run_cli("--bstdg-gamma", "2", "--epochs", "1", "-q", "--out", str(tmp_path / "m.bsnn"))
+    assert r.exit_code != 0 and "only apply to --method bstdg" in (r.stderr or r.output)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    settings = dict(TINY, hidden=[16], timesteps=8, epochs=2)
+    whole = bstdg.fit(bstdg.config(**settings), out=tmp_path / "a.bsnn", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, record):
+        raise Stop
+
+    with pytest.raises(Stop):
+        bstdg.fit(bstdg.config(**settings), out=tmp_path / "b.bsnn", progress=False, on_epoch_end=stop)
+    resumed = bstdg.fit(bstdg.config(**settings), out=tmp_path / "b.bsnn", resume=True, progress=False)
+    assert resumed.network == whole.network
+    with pytest.raises(ValueError, match="settings differ"):
+        bstdg.fit(bstdg.config(**dict(settings, bstdg_gamma=2.0)), out=tmp_path / "b.bsnn", resume=True,
+                  progress=False)

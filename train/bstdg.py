@@ -1,0 +1,441 @@
+"""BSTDG: binarized IF networks on latency-coded input, trained from spike times (``bsnn-hw train --method bstdg``).
+
+The network is the contract's (docs/spec.md): fully connected layers of +-1 weights, IF neurons (no leak),
+fire-once on every layer, "latency" input code, "first" readout (the earliest output spike; none: argmax of the final
+membrane). There is no surrogate and no backpropagation through time: the gradient is computed from the spike times
+alone, following BS4NN (Kheradpisheh et al., the documented rule closest to seed 002, BSTDG; see
+../shared/research/METHODS.md "BSTDG" and docs/training.md "BSTDG"):
+
+- forward: the exact integer IF dynamics. Every input and every neuron spikes at most once, so the membrane of a
+  layer is the running sum ``V[t] = sum_{t' <= t} s[t'] @ sign(W)^T`` and a neuron's spike time is the first t with
+  ``V[t] > theta_int`` (T when it never fires). ``theta_int = clamp(floor(theta0 / f), 1, 2^(M-1)-1)`` is the integer
+  threshold the artifact holds, f > 0 the layer's learned threshold factor (stored as log f).
+- output targets: the correct class at ``min(t_min, T - 1)`` (``t_min`` the earliest output spike time, optionally
+  also no later than ``bstdg_deadline``); every other class that fired before ``t_min + gamma`` at ``min(t_min + gamma,
+  T)``; the rest keep their time. ``delta_j = (t_target_j - t_j) / T``, L2-normalised per sample and layer.
+- updates through causal pairs only (input i reached neuron j no later than j fired: ``t_i <= t_j``, the contract's
+  same-step propagation): ``dW_ji = delta_j [t_i <= t_j]``, ``delta_i = sum_j w_ji delta_j [t_i <= t_j]`` (w = the
+  latent W, as BS4NN, or sign(W) with ``bstdg_backward = "sign"``), then L2-normalised, and
+  ``d(log f) = sum_j delta_j V_j(t_j) / theta``. These are gradients (of 0.5 * sum_j (t_j - t_target_j)^2 / T^2,
+  with dt_j / dV_j = -1) handed to Adam.
+
+Sparse arithmetic: a latency-coded sample has one spike per lit pixel and fire-once layers one per neuron, so the
+synaptic products and the weight gradient are sums over spikes (``embedding_bag``), not dense (B*T, n_in) products.
+Every sum of +-1 over at most 2^24 spikes is exact in float32.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bsnn_hw import contract
+from bsnn_hw.io import encode_predictions
+from bsnn_hw.network import Layer, Network
+
+from .encoding import _mix, latency
+
+METHOD = "bstdg"
+# What --method bstdg sets unless told otherwise (anything else given explicitly is refused by check_config).
+DEFAULTS = {"encoding": "latency", "leak_shift": None, "output_leak_shift": None, "fire_once": True,
+            "readout": "first", "dropout": 0.0, "scale": "layer", "timesteps": 32, "lr": 1e-3, "batch_size": 64,
+            "threshold_init": 0.5}
+BACKWARD = ("latent", "sign")
+
+
+def config(**settings):
+    """A TrainConfig for BSTDG: the BSTDG defaults, then ``settings``."""
+    from .trainer import TrainConfig
+    return TrainConfig.from_dict({**DEFAULTS, "method": METHOD, **settings}).validate()
+
+
+def check_config(cfg) -> None:
+    """Refuse (ValueError, one line) settings that BSTDG does not train."""
+    def need(ok, msg):
+        if not ok:
+            raise ValueError(f"--method bstdg: {msg}")
+    need(cfg.arch is None, f"trains fully connected layers only, not --arch {cfg.arch}")
+    need(cfg.first_bits == 1 and cfg.last_bits == 1, f"trains all-binary layers; first/last layer weight bits "
+         f"{cfg.first_bits}/{cfg.last_bits} (a --variant or --first-bits/--last-bits) are not supported")
+    need(cfg.encoding == "latency", f"needs latency-coded input, not --encoding {cfg.encoding}")
+    need(cfg.leak_shift is None and cfg.output_leak_shift is None,
+         f"uses IF neurons (leak none), not leak shift {cfg.leak_shift}/{cfg.output_leak_shift}")
+    need(cfg.fire_once is True, "needs fire-once neurons (--fire-once)")
+    need(cfg.readout == "first", f"reads out the first output spike, not --readout {cfg.readout}")
+    need(cfg.dropout == 0, f"has no dropout, not --dropout {cfg.dropout}")
+    need(cfg.scale == "layer", f"learns one threshold factor per layer (scale 'layer'), not scale {cfg.scale!r}")
+    need(cfg.label_smoothing == 0, "has no cross-entropy loss to smooth (--label-smoothing)")
+    need(cfg.augment_shift == 0 and not cfg.augment_flip, "does not augment (--augment-shift/--augment-flip)")
+    need(cfg.exact, "always trains in the contract's integer arithmetic (exact = false)")
+    need(cfg.bstdg_gamma > 0 and math.isfinite(cfg.bstdg_gamma), f"gamma must be positive, not {cfg.bstdg_gamma}")
+    need(cfg.bstdg_threshold_lr is None or cfg.bstdg_threshold_lr >= 0,
+         f"threshold lr must be >= 0, not {cfg.bstdg_threshold_lr}")
+    need(cfg.bstdg_deadline is None or 0 <= cfg.bstdg_deadline < cfg.timesteps,
+         f"deadline must be a step in 0..T-1 = {cfg.timesteps - 1}, not {cfg.bstdg_deadline}")
+    need(cfg.bstdg_backward in BACKWARD, f"backward must be one of {', '.join(BACKWARD)}, not "
+         f"{cfg.bstdg_backward!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The network
+
+
+class BSTDGNet(nn.Module):
+    """Binary IF MLP: latent weights ``weights[l]`` (n_out, n_in), threshold factors ``log_factor`` (one per layer),
+    fixed base thresholds ``theta0[l] = threshold_init * sqrt(n_in)``; real threshold ``theta0 / f``."""
+
+    def __init__(self, sizes, timesteps: int, membrane_bits: int = 16, threshold_init: float = 0.5):
+        super().__init__()
+        self.sizes, self.timesteps, self.membrane_bits = list(sizes), int(timesteps), int(membrane_bits)
+        hi = contract.membrane_range(membrane_bits)[1]
+        for n_in in self.sizes[:-1]:
+            # Every input spikes at most once, so |V| <= n_in: with n_in <= 2^(M-1)-1 saturation never acts and the
+            # running sum below is the contract's membrane.
+            if n_in > hi:
+                raise ValueError(f"--method bstdg: a layer with {n_in} inputs needs membrane_bits with 2^(M-1)-1 >= "
+                                 f"{n_in} (M = {membrane_bits} holds {hi})")
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(n_out, n_in).uniform_(-1, 1) / math.sqrt(n_in))
+            for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
+        self.log_factor = nn.Parameter(torch.zeros(len(self.sizes) - 1))
+        self.register_buffer("theta0", torch.tensor([threshold_init * math.sqrt(n) for n in self.sizes[:-1]],
+                                                    dtype=torch.float64))
+
+    def theta(self) -> torch.Tensor:
+        """Real thresholds theta0 / f per layer (float64)."""
+        return self.theta0 * torch.exp(-self.log_factor.detach().double())
+
+    def integer_thresholds(self) -> list[int]:
+        hi = contract.membrane_range(self.membrane_bits)[1]
+        return [int(min(max(math.floor(float(t)), 1), hi)) for t in self.theta()]
+
+    def clamped(self) -> list[int]:
+        """Per layer, 1 if theta0 / f lies outside 1..2^(M-1)-1 (it trains and exports clamped), else 0."""
+        hi = contract.membrane_range(self.membrane_bits)[1]
+        return [int(not 1 <= float(t) <= hi) for t in self.theta()]
+
+    @torch.no_grad()
+    def clip_(self) -> None:
+        for w in self.weights:
+            w.clamp_(-1, 1)
+
+    @torch.no_grad()
+    def run(self, spikes: torch.Tensor, thresholds=None):
+        """Forward pass on 0/1 spikes (B, T, n_in), each input spiking at most once (a latency code)."""
+        return self.run_times(spike_times(spikes, self.timesteps), thresholds)
+
+    @torch.no_grad()
+    def run_times(self, t_in: torch.Tensor, thresholds=None):
+        """Forward pass on input spike steps (B, n_in) int64 (T: no spike). ``thresholds``: per layer (default: the
+        integer ones). Returns a list per layer of dicts: ``t_in`` the layer's input spike steps, ``t`` its neurons'
+        first spike steps (B, n_out) (T: none), ``v`` membrane (B, T, n_out) before any reset (the contract's V up to
+        and including the neuron's first spike)."""
+        thresholds = self.integer_thresholds() if thresholds is None else thresholds
+        rec, t_prev = [], t_in
+        for w, th in zip(self.weights, thresholds):
+            sign_w = torch.where(w > 0, 1.0, -1.0)
+            v = spike_product(t_prev, sign_w, self.timesteps).cumsum(1)
+            # first step with V > theta = the number of steps before the first firing (T: never)
+            t = ((v > th).to(v.dtype).cumsum(1) == 0).sum(1)
+            rec.append({"t_in": t_prev, "t": t, "v": v})
+            t_prev = t
+        return rec
+
+    def predict(self, rec) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class, decision step) from :meth:`run`'s record: the earliest output spike (lowest index among ties),
+        or, when no output neuron fires (decision step T), argmax of the final membrane (lowest index)."""
+        t, v = rec[-1]["t"], rec[-1]["v"]
+        first = t.min(1).values
+        pred = torch.where(first < self.timesteps, torch.argmin(t, 1), torch.argmax(v[:, -1], 1))
+        return pred, first
+
+
+def input_times(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The contract's latency code as spike steps: ((255 - x) * T) // 256, T (no spike) for x = 0."""
+    x = x.to(torch.int64)
+    return torch.where(x > 0, ((255 - x) * steps) // 256, steps)
+
+
+def spike_times(spikes: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, T, n) 0/1 spikes -> first spike step (B, n), T for none."""
+    fired = spikes.bool()
+    return torch.where(fired.any(1), fired.to(torch.uint8).argmax(1), steps)
+
+
+def spike_product(t_in: torch.Tensor, w: torch.Tensor, steps: int) -> torch.Tensor:
+    """Synaptic input (B, T, n_out) of single spikes at steps ``t_in`` (B, n_in) through weights ``w`` (n_out,
+    n_in): for every (sample, step), the sum of the weight columns of the inputs that spike then."""
+    b, _ = t_in.shape
+    ts, order = torch.sort(t_in, dim=1, stable=True)
+    keep = ts < steps
+    key = (torch.arange(b, device=t_in.device)[:, None] * steps + ts)[keep]
+    counts = torch.bincount(key, minlength=b * steps)
+    offsets = torch.cumsum(counts, 0) - counts
+    out = F.embedding_bag(order[keep], w.t().contiguous(), offsets, mode="sum")
+    return out.reshape(b, steps, -1)
+
+
+def targets(t_out: torch.Tensor, labels: torch.Tensor, steps: int, gamma: float, deadline: int | None):
+    """BS4NN's relative targets on output spike times (T = no spike)."""
+    t = t_out.double()
+    t_min = t.min(1).values
+    correct = F.one_hot(labels, t.shape[1]).bool()
+    goal = torch.clamp(t_min, max=steps - 1)
+    if deadline is not None:
+        goal = torch.clamp(goal, max=deadline)
+    late = torch.clamp(t_min + gamma, max=steps)
+    push = ~correct & (t < t_min[:, None] + gamma) & (t < steps)
+    target = torch.where(push, late[:, None], t)
+    return torch.where(correct, goal[:, None], target)
+
+
+def _normalise(d: torch.Tensor) -> torch.Tensor:
+    n = d.norm(dim=1, keepdim=True)
+    return torch.where(n > 0, d / n.clamp_min(1e-30), d)
+
+
+def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, backward: str = "latent"):
+    """Spike-time gradients of every latent weight matrix and of the log threshold factors: (loss, [dW per layer],
+    d log f)."""
+    steps = model.timesteps
+    t_out = rec[-1]["t"]
+    target = targets(t_out, labels, steps, gamma, deadline)
+    delta = ((target - t_out.double()) / steps).float()
+    loss = 0.5 * float((delta ** 2).sum(1).mean())
+    delta = _normalise(delta)
+    batch = t_out.shape[0]
+    dev = t_out.device
+    ar = torch.arange(steps, device=dev)
+    theta = model.theta().float()
+    grads = [None] * len(model.weights)
+    g_factor = torch.zeros(len(model.weights), device=dev)
+    for li in range(len(model.weights) - 1, -1, -1):
+        r = rec[li]
+        tc = r["t"].clamp(max=steps - 1)                                   # a silent neuron: all inputs causal
+        # causal[b, t, j] = delta_bj [t <= t_j]: an input spike at step t is causal for j iff t <= t_j.
+        causal = (delta[:, None, :] * (ar[None, :, None] <= tc[:, None, :])).reshape(batch * steps, -1)
+        t_in = r["t_in"]
+        n_in = t_in.shape[1]
+        # dW_ji = sum_b causal[b, t_bi, j], one embedding bag per input i over its spikes
+        tt = t_in.t()
+        keep = tt < steps
+        rows = (torch.arange(batch, device=dev)[None, :] * steps + tt)[keep]
+        counts = keep.sum(1)
+        offsets = torch.cumsum(counts, 0) - counts
+        grads[li] = F.embedding_bag(rows, causal, offsets, mode="sum").t() / batch      # (n_out, n_in)
+        v_at = r["v"].gather(1, tc[:, None, :])[:, 0]                        # V_j(t_j) before reset
+        g_factor[li] = (delta * v_at).sum(1).mean() / theta[li]
+        if li > 0:
+            w = model.weights[li].detach()
+            w = torch.where(w > 0, 1.0, -1.0) if backward == "sign" else w
+            # delta_i = sum_j w_ji delta_j [t_i <= t_j], for the neurons i that fired (one spike each)
+            bi, ii = (t_in < steps).nonzero(as_tuple=True)
+            d_in = torch.zeros(batch, n_in, device=dev)
+            d_in[bi, ii] = (causal[bi * steps + t_in[bi, ii]] * w.t()[ii]).sum(1)
+            delta = _normalise(d_in)
+    return loss, grads, g_factor
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export and evaluation
+
+
+def to_network(model: BSTDGNet, seed: int = 1, metadata: dict | None = None) -> Network:
+    """The integer network: weight bits W > 0, the integer thresholds the forward pass uses, IF, fire-once,
+    latency code, first-spike readout."""
+    layers = [Layer((w.detach().cpu().numpy() > 0), np.full(w.shape[0], th, dtype=np.int64), None, "subtract",
+                    model.membrane_bits, True)
+              for w, th in zip(model.weights, model.integer_thresholds())]
+    return Network(layers, model.timesteps, "first", "latency", seed=seed, metadata=metadata or {})
+
+
+@torch.no_grad()
+def evaluate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, real: bool = False, batch_size: int = 1000) -> dict:
+    """Predictions, decision steps and hidden spike counts on ``x`` (uint8), with the integer thresholds or, with
+    ``real``, the real thresholds theta0 / f (the "float" model)."""
+    ths = [float(t) for t in model.theta()] if real else None
+    preds, firsts, hidden = [], [], 0
+    for i in range(0, len(y), batch_size):
+        rec = model.run_times(input_times(x[i:i + batch_size], model.timesteps), ths)
+        p, f = model.predict(rec)
+        preds.append(p.cpu())
+        firsts.append(f.cpu())
+        hidden += sum(int((r["t"] < model.timesteps).sum()) for r in rec[:-1])
+    pred = torch.cat(preds)
+    first = torch.cat(firsts)
+    return {"accuracy": int((pred == y.cpu()).sum()) / max(1, len(y)), "pred": pred.numpy(), "first": first.numpy(),
+            "hidden_spikes": hidden / max(1, len(y))}
+
+
+def decision_metrics(first: np.ndarray, steps: int) -> dict:
+    """Fallback rate and decision steps; a sample without output spike decides at step T (all T steps run)."""
+    fallback = first >= steps
+    decided = first[~fallback]
+    return {"fallback_rate": float(fallback.mean()) if len(first) else 0.0, "fallback_count": int(fallback.sum()),
+            "median_decision_step": float(np.median(first)) if len(first) else float("nan"),
+            "mean_decision_step": float(first.mean()) if len(first) else float("nan"),
+            "median_decision_step_decided": float(np.median(decided)) if len(decided) else float("nan")}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = True,
+        log: Callable[[str], None] | None = None, on_epoch_end=None):
+    """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bstdg"``."""
+    from .trainer import _Progress, config_differences, load_checkpoint, load_data, pick_device, save_checkpoint
+    cfg.validate()
+    log = log or (lambda msg: None)
+    started = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    xtr, ytr, xte, yte = load_data(cfg)
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    xtr_t, ytr_t = torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device)
+    xte_t, yte_t = torch.from_numpy(xte).to(device), torch.from_numpy(yte).to(device)
+    sizes = [xtr.shape[1], *cfg.hidden, n_classes]
+
+    torch.manual_seed(cfg.seed)
+    model = BSTDGNet(sizes, cfg.timesteps, cfg.membrane_bits, cfg.threshold_init).to(device)
+    steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
+    th_lr = cfg.lr if cfg.bstdg_threshold_lr is None else cfg.bstdg_threshold_lr
+    optimizer = torch.optim.Adam([{"params": list(model.weights), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+                                  {"params": [model.log_factor], "lr": th_lr}])
+    total = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    if checkpoint is None and out is not None:
+        checkpoint = Path(str(out) + ".ckpt")
+    history: list[dict] = []
+    start_epoch = 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint)
+        diffs = config_differences(state["config"], cfg.to_dict())
+        if diffs:
+            raise ValueError(f"{checkpoint}: cannot resume, settings differ: {'; '.join(diffs)}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        log(f"resuming from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
+
+    bar = _Progress(progress)
+    with bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            order = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch, 1)))
+            task = bar.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for b in range(steps_per_epoch):
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(device)
+                labels = ytr_t[idx]
+                rec = model.run_times(input_times(xtr_t[idx], cfg.timesteps))
+                pred, _ = model.predict(rec)
+                loss, grads, g_factor = gradients(model, rec, labels, cfg.bstdg_gamma, cfg.bstdg_deadline,
+                                                  cfg.bstdg_backward)
+                for w, g in zip(model.weights, grads):
+                    w.grad = g
+                model.log_factor.grad = g_factor
+                optimizer.step()
+                scheduler.step()
+                model.clip_()
+                loss_sum += loss * len(idx)
+                correct += int((pred == labels).sum())
+                seen += len(idx)
+                bar.advance(task, f"loss {loss_sum / seen:.4f}  acc {100 * correct / seen:.2f}%")
+            train_time = time.perf_counter() - t0
+            ev = evaluate(model, xte_t, yte_t)
+            dm = decision_metrics(ev["first"], cfg.timesteps)
+            history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+                            "test_accuracy": ev["accuracy"], "epoch_seconds": train_time,
+                            "lr": scheduler.get_last_lr()[0], "thresholds": model.integer_thresholds(),
+                            "fallback_rate": dm["fallback_rate"], "median_decision_step": dm["median_decision_step"],
+                            "hidden_spikes": ev["hidden_spikes"]})
+            bar.finish(task, f"loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
+                             f"test {100 * ev['accuracy']:.2f}%  fallback {100 * dm['fallback_rate']:.1f}%  "
+                             f"median step {dm['median_decision_step']:g}  {train_time:.1f}s")
+            if not progress:
+                log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
+                    f"test {100 * ev['accuracy']:.2f}%  fallback {100 * dm['fallback_rate']:.1f}%  median step "
+                    f"{dm['median_decision_step']:g}  thresholds {model.integer_thresholds()}  {train_time:.1f}s")
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, cfg, model, optimizer, scheduler, epoch + 1, history)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, history[-1])
+
+    return _finish(cfg, model, history, sizes, len(ytr), xte_t, yte, device, started, out, checkpoint, log)
+
+
+def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, out, checkpoint, log):
+    """Hardware-exact evaluation of the trained model, metrics, export (and, with ``out``, the artifact and curves)."""
+    from .model import integer_simulate
+    from .trainer import TrainResult, dataset_title, plot_history
+    yte_t = torch.from_numpy(yte).to(device)
+    real = evaluate(model, xte_t, yte_t, real=True)
+    net = to_network(model, seed=cfg.eval_seed)
+    # The integer evaluation: the exported network run by the trainer's int64 contract (model.integer_simulate).
+    preds, firsts = [], []
+    for i in range(0, len(yte), 1000):
+        spikes = latency(xte_t[i:i + 1000], cfg.timesteps).bool()
+        p, _, _ = integer_simulate(net, spikes)
+        preds.append(p.cpu())
+    int_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    int_acc = float((int_pred == yte).mean()) if len(yte) else 0.0
+    fast = evaluate(model, xte_t, yte_t)                     # the training forward pass with the integer thresholds
+    if not np.array_equal(fast["pred"], int_pred):           # both run the contract: they must agree
+        raise RuntimeError("bstdg: the training forward pass and the integer evaluation disagree")
+    firsts = fast["first"]
+    metrics = {"dataset": cfg.dataset, "method": METHOD, "sizes": sizes, "train_samples": int(n_train),
+               "test_samples": int(len(yte)), "float_accuracy": real["accuracy"], "integer_accuracy": int_acc,
+               "gap_pp": round((real["accuracy"] - int_acc) * 100, 4), "epochs": cfg.epochs, "device": str(device),
+               "epochs_trained": len(history), "precision": "fp32",
+               "epoch_seconds": [h["epoch_seconds"] for h in history],
+               "thresholds": model.integer_thresholds(), "threshold_real": [float(t) for t in model.theta()],
+               "thresholds_clamped": model.clamped(), "hidden_spikes_per_sample": fast["hidden_spikes"],
+               **decision_metrics(firsts, cfg.timesteps)}
+    if any(metrics["thresholds_clamped"]):
+        log(f"note: theta0 / f of layers {metrics['thresholds_clamped']} lies outside 1..2^(M-1)-1; trained and "
+            f"exported clamped")
+    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+    metrics["float_predictions"] = encode_predictions(real["pred"])
+    net.metadata = {"trainer": "bsnn_hw.train", "config": cfg.to_dict(), "metrics": metrics}
+    if out is not None:
+        net.save(out)
+        plot_history(history, Path(out).with_suffix(".png"), title=f"BSTDG {dataset_title(cfg.dataset)} "
+                     f"{'-'.join(map(str, sizes))}, T={cfg.timesteps}")
+        metrics["model"] = str(out)
+        metrics["plot"] = str(Path(out).with_suffix(".png"))
+        if checkpoint is not None:
+            metrics["checkpoint"] = str(checkpoint)
+    return TrainResult(net, model, metrics, history)
+
+
+def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None):
+    """Evaluate and export the model of a BSTDG checkpoint (e.g. of a run stopped before its last epoch): the same
+    metrics as :func:`fit`, with ``epochs_trained`` saying how many epochs it holds."""
+    from .trainer import TrainConfig, load_checkpoint, load_data, pick_device
+    started = time.perf_counter()
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"]).validate()
+    if cfg.method != METHOD:
+        raise ValueError(f"{path}: a checkpoint of method {cfg.method!r}, not {METHOD!r}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    xtr, ytr, xte, yte = load_data(cfg)
+    sizes = [xtr.shape[1], *cfg.hidden, int(max(ytr.max(), yte.max())) + 1]
+    model = BSTDGNet(sizes, cfg.timesteps, cfg.membrane_bits, cfg.threshold_init).to(device)
+    model.load_state_dict(state["model"])
+    return _finish(cfg, model, list(state["history"]), sizes, len(ytr), torch.from_numpy(xte).to(device), yte, device,
+                   started, out, None, log or (lambda msg: None))
