@@ -89,7 +89,7 @@ def random_units(seed: int, count: int, samples: int = 2, **limits) -> list[Unit
 # any count >= len(CORNERS) reaches every corner; coverage() tallies what the units really hit (read from the units,
 # not from the schedule), and the tests assert the tally and print it.
 
-FULL_LIMITS = dict(max_in=320, max_hidden=40, max_layers=4, max_t=160, max_cycles=24_000, max_lane_bits=1024)
+FULL_LIMITS = dict(max_in=320, max_hidden=40, max_layers=4, max_t=160, max_cycles=24_000, max_lane_bits=512)
 WIDE_WORD = 64          # words wider than a 64-bit machine integer: the corner that once shipped a wrong ROM
 
 
