@@ -226,8 +226,13 @@ def run_tool(name: str, args: list[str], cwd: Path, log_name: str, timeout: floa
         raise ToolError(f"{name} timed out after {timeout:.0f} s (log: {cwd / log_name})") from None
     (cwd / log_name).write_text(proc.stdout)
     if proc.returncode != 0:
-        raise ToolError(f"{name} failed (exit {proc.returncode}): {last_error_line(proc.stdout)} "
-                        f"(log: {cwd / log_name})")
+        text, log = proc.stdout, cwd / log_name
+        if not _ERROR_LINE.search(text) and "-l" in args[:-1]:
+            # a quiet run (-q -l FILE) writes its error to FILE, not to stdout
+            own = cwd / args[args.index("-l") + 1]
+            if own.exists():
+                text, log = own.read_text(errors="replace"), own
+        raise ToolError(f"{name} failed (exit {proc.returncode}): {last_error_line(text)} (log: {log})")
     return proc.stdout
 
 

@@ -295,3 +295,16 @@ def test_synthesize_conv_pool_kbit_network(tmp_path):
     names = [m["name"] for m in res["memory_plan"]]
     assert {"layer0_weights", "layer0_state", "layer0_map", "layer1_map", "layer2_weights"} <= set(names)
     assert res["resources"]["lut"] > 0 and res["design"]["cycles_per_inference"] > 0
+
+
+def test_quiet_tool_failure_names_the_error_from_its_log_file(tmp_path, monkeypatch):
+    """yosys -q -l FILE writes its error (e.g. an internal assertion) only to FILE: the one-line error still names
+    it, and points at that log."""
+    tool = tmp_path / "fake-yosys"
+    tool.write_text("#!/bin/sh\nwhile [ \"$1\" != \"-l\" ]; do shift; done\n"
+                    "echo \"ERROR: Assert \\`x' failed in rtlil.cc:3091.\" > \"$2\"\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr(synth, "find_tool", lambda name: str(tool))
+    with pytest.raises(synth.ToolError, match=r"fake failed \(exit 1\): ERROR: Assert `x' failed in rtlil.cc:3091. "
+                                              r"\(log: .*own.log\)"):
+        synth.run_tool("fake", ["-q", "-l", "own.log", "-p", "x"], tmp_path, "tool.out")
