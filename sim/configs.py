@@ -528,15 +528,19 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
 def random_v2_units(seed: int, count: int, samples: int = 2, max_side: int = V2_LIMITS["max_side"],
                     max_channels: int = V2_LIMITS["max_channels"], max_hidden: int = V2_LIMITS["max_hidden"],
                     max_t: int = V2_LIMITS["max_t"], max_cycles: int = V2_LIMITS["max_cycles"],
-                    max_lane_bits: int = V2_LIMITS["max_lane_bits"]) -> list[Unit]:
+                    max_lane_bits: int = V2_LIMITS["max_lane_bits"], cover: int = 0) -> list[Unit]:
     """``count`` conv/pool/k-bit units (see V2_CORNERS), unit k aimed at corner k mod len(V2_CORNERS); a draw over
-    ``max_cycles`` simulated cycles or ``max_lane_bits`` synapse-array weight bits (sum of P x W x k) is redrawn."""
+    ``max_cycles`` simulated cycles or ``max_lane_bits`` synapse-array weight bits (sum of P x W x k) is redrawn.
+    ``cover`` = n > 0: skip a corner that the units drawn so far already hit n times, so the set is smaller and still
+    reaches every corner at least n times (the default suite's profile; each unit hits many corners by its draw)."""
     from bsnn_hw.hdl import cycles_per_inference
     rng = np.random.default_rng(seed)
     names = list(V2_CORNERS)
     units = []
     for k in range(count):
         want = names[k % len(names)]
+        if cover and sum(1 for v in units if V2_CORNERS[want](v)) >= cover:
+            continue
         for _ in range(1000):
             try:
                 u = _draw_v2(rng, want, max_side, max_channels, max_hidden, max_t, samples)

@@ -17,8 +17,9 @@ SLOW_BATCHES = 3
 FULL_DEFAULT = len(configs.CORNERS)        # one unit aimed at each corner of the whole legal space
 FULL_SLOW = 3 * len(configs.CORNERS)
 FULL_SHARDS = 2
-V2_DEFAULT = len(configs.V2_CORNERS)       # conv / pool / k-bit: one unit aimed at each v2 corner
+V2_DEFAULT = 2 * len(configs.V2_CORNERS)   # conv / pool / k-bit: two passes over the v2 corners (with V2_COVER)
 V2_SLOW = 3 * len(configs.V2_CORNERS)
+V2_COVER = 2                               # default suite: every v2 corner hit by at least 2 units
 SEEDS = {"icarus": 1000, "verilator": 2000}
 
 
@@ -116,7 +117,7 @@ def test_bench_catches_a_wrong_model(sim, sim_cache):
 def test_v2_generator_reaches_every_corner():
     """Conv, pool and k-bit units: the tally read from the units, printed, every corner required."""
     for seed in SEEDS.values():
-        units = configs.random_v2_units(seed + 11, V2_DEFAULT)
+        units = configs.random_v2_units(seed + 11, V2_DEFAULT, cover=V2_COVER)
         tally = configs.v2_coverage(units)
         print(f"\nv2 units, seed {seed + 11}:\n{configs.format_coverage(tally)}")
         assert all(tally.values()), [k for k, v in tally.items() if not v]
@@ -127,7 +128,8 @@ def test_network_v2(sim, sim_cache, shard):
     """Random conv / OR-pool / k-bit networks over every v2 corner on both simulators: bit-exact (class, last-layer
     counts and membranes, and with trace every map layer's spike count and every dense layer's spikes at every
     step), cycles = formula where nothing stalls."""
-    units = configs.random_v2_units(SEEDS[sim] + 11, V2_DEFAULT)
+    units = configs.random_v2_units(SEEDS[sim] + 11, V2_DEFAULT, cover=V2_COVER)
+    assert all(configs.v2_coverage(units).values())
     _check_full(units[shard::FULL_SHARDS], sim, sim_cache)
 
 

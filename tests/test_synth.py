@@ -204,7 +204,7 @@ def test_cli_takes_a_generated_directory(tiny, tmp_path):
     a, b = json.loads(from_dir.output), json.loads(from_model.output)
     assert a["top"] == "net" and a["resources"] == b["resources"] and a["resources"]["lut"] > 0
     r = runner.invoke(main, ["synth", str(tmp_path / "gen"), "--no-pnr", "--parallel", "1,1"])
-    assert r.exit_code == 1 and "--parallel/--width apply only to a .bsnn model" in r.output
+    assert r.exit_code == 1 and "--parallel/--width/--early-exit/--skip-zero apply only to a .bsnn model" in r.output
 
 
 @needs_yosys
