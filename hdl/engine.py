@@ -61,6 +61,10 @@ class LayerEngine(wiring.Component):
     synchronous RAM read); padding bits past n_in must read as 0. k-bit weights (``layer.weight_bits`` > 1) use
     k-bit SynapseArrays: the same timing.
 
+    ``skip`` (dense only): the engine reads ``i_nz`` (bit w = input word w holds a spike; stable for the step) and
+    issues, per group, only those words (at least one, masked, for an all-zero input): a group costs max(1, nz)
+    cycles instead of NW, and the read address is registered (latency + 1).
+
     Arguments
     ---------
     layer : bsnn_hw.Layer or bsnn_hw.Conv2d; parallel : P in 1..n_out (C_out for conv); width : W in 1..n_in (= C_in
@@ -76,6 +80,7 @@ class LayerEngine(wiring.Component):
     spikes written in the last step (valid while not busy; for the trace)
     o_fire_valid, o_fire_group, o_fire_spikes (P): the NeuronCore's results as they come out
     i_rd_addr, i_rd_en -> o_rd_membrane, o_rd_count: the NeuronCore's readout port (only while not busy)
+    i_nz (NW): with ``skip``, which input words hold a spike
     """
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
