@@ -18,8 +18,9 @@ def sum_shape(width: int, bits: int = 1):
     return signed((width << (bits - 1)).bit_length() + 1)
 
 
-def signed_tree(m: Module, values: list, name: str):
-    """Balanced adder tree over signed values with a register after every level; returns (sum, levels)."""
+def _tree(m: Module, values: list, name: str, signed_: bool):
+    """Balanced adder tree with a register after every level; returns (sum, levels). Each sum is one bit wider than
+    its wider operand, so no level can overflow."""
     level = list(values)
     depth = 0
     while len(level) > 1:
@@ -27,7 +28,8 @@ def signed_tree(m: Module, values: list, name: str):
         for k in range(0, len(level), 2):
             pair = level[k:k + 2]
             width = max(len(x) for x in pair) + (1 if len(pair) == 2 else 0)
-            r = Signal(signed(width), name=f"{name}_l{depth}_{k // 2}", reset_less=True)
+            r = Signal(signed(width) if signed_ else width, name=f"{name}_l{depth}_{k // 2}",
+                       reset_less=True)  # data: valid carries the reset
             m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
             nxt.append(r)
         level = nxt
@@ -36,20 +38,13 @@ def signed_tree(m: Module, values: list, name: str):
 
 
 def popcount_tree(m: Module, bits: list, name: str):
-    """Balanced adder tree over 1-bit signals with a register after every level; returns (sum, levels)."""
-    level = list(bits)
-    depth = 0
-    while len(level) > 1:
-        nxt = []
-        for k in range(0, len(level), 2):
-            pair = level[k:k + 2]
-            width = max(len(x) for x in pair) + (1 if len(pair) == 2 else 0)
-            r = Signal(width, name=f"{name}_l{depth}_{k // 2}", reset_less=True)  # data: valid carries the reset
-            m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
-            nxt.append(r)
-        level = nxt
-        depth += 1
-    return level[0], depth
+    """Adder tree over 1-bit signals (a popcount): (sum, levels)."""
+    return _tree(m, bits, name, signed_=False)
+
+
+def signed_tree(m: Module, values: list, name: str):
+    """Adder tree over signed values (the k-bit lanes' gated weights): (sum, levels)."""
+    return _tree(m, values, name, signed_=True)
 
 
 class SynapseArray(wiring.Component):

@@ -290,7 +290,7 @@ def decision_metrics(first: np.ndarray, steps: int) -> dict:
 def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bstdg"``."""
-    from .trainer import _Progress, config_differences, load_checkpoint, load_data, pick_device, save_checkpoint
+    from .trainer import _Progress, cosine_schedule, load_data, pick_device, resume_state, save_checkpoint
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -311,24 +311,10 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
     th_lr = cfg.lr if cfg.bstdg_threshold_lr is None else cfg.bstdg_threshold_lr
     optimizer = torch.optim.Adam([{"params": list(model.weights), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
                                   {"params": [model.log_factor], "lr": th_lr}])
-    total = cfg.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    scheduler = cosine_schedule(optimizer, cfg.epochs * steps_per_epoch)
     if checkpoint is None and out is not None:
         checkpoint = Path(str(out) + ".ckpt")
-    history: list[dict] = []
-    start_epoch = 0
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        diffs = config_differences(state["config"], cfg.to_dict())
-        if diffs:
-            raise ValueError(f"{checkpoint}: cannot resume, settings differ: {'; '.join(diffs)}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-        log(f"resuming from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
+    history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)
 
     bar = _Progress(progress)
     with bar:

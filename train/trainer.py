@@ -314,6 +314,30 @@ def config_differences(a: dict, b: dict) -> list[str]:
             if k not in RESUME_FREE and a.get(k) != b.get(k)]
 
 
+
+def cosine_schedule(optimizer, total_steps: int):
+    """Cosine decay of every parameter group's learning rate to 0 over ``total_steps`` (then held at 0)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+
+
+def resume_state(checkpoint, cfg, model, optimizer, scheduler, log) -> tuple[list, int]:
+    """Load ``checkpoint`` (when given and present) into model, optimizer and scheduler after checking that its
+    settings equal ``cfg``'s; returns (history, epochs done), ([], 0) when there is nothing to resume."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return [], 0
+    state = load_checkpoint(checkpoint)
+    diffs = config_differences(state["config"], cfg.to_dict())
+    if diffs:
+        raise ValueError(f"{checkpoint}: cannot resume, settings differ: {'; '.join(diffs)}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    start_epoch = int(state["epoch"])
+    log(f"resuming from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
+    return list(state["history"]), start_epoch
+
+
 def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
         progress: bool = True, log: Callable[[str], None] | None = None,
         on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
@@ -349,24 +373,10 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
                if cfg.augment_shift or cfg.augment_flip else None)
     steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, cfg.epochs * steps_per_epoch)
-                                                    / (cfg.epochs * steps_per_epoch))))
+    scheduler = cosine_schedule(optimizer, cfg.epochs * steps_per_epoch)
     if checkpoint is None and out is not None:
         checkpoint = Path(str(out) + ".ckpt")
-    history: list[dict] = []
-    start_epoch = 0
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        diffs = config_differences(state["config"], cfg.to_dict())
-        if diffs:
-            raise ValueError(f"{checkpoint}: cannot resume, settings differ: {'; '.join(diffs)}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-        log(f"resuming from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
+    history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)
 
     bar = _Progress(progress)
     with bar:
