@@ -366,7 +366,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
 def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, out, checkpoint, log):
     """Hardware-exact evaluation of the trained model, metrics, export (and, with ``out``, the artifact and curves)."""
     from .model import integer_simulate
-    from .trainer import TrainResult, dataset_title, plot_history
+    from .trainer import TrainResult, dataset_title, save_outputs
     yte_t = torch.from_numpy(yte).to(device)
     real = evaluate(model, xte_t, yte_t, real=True)
     net = to_network(model, seed=cfg.eval_seed)
@@ -395,15 +395,8 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
             f"exported clamped")
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     metrics["float_predictions"] = encode_predictions(real["pred"])
-    net.metadata = {"trainer": "bsnn_hw.train", "config": cfg.to_dict(), "metrics": metrics}
-    if out is not None:
-        net.save(out)
-        plot_history(history, Path(out).with_suffix(".png"), title=f"BSTDG {dataset_title(cfg.dataset)} "
-                     f"{'-'.join(map(str, sizes))}, T={cfg.timesteps}")
-        metrics["model"] = str(out)
-        metrics["plot"] = str(Path(out).with_suffix(".png"))
-        if checkpoint is not None:
-            metrics["checkpoint"] = str(checkpoint)
+    save_outputs(net, cfg, metrics, history, out, checkpoint,
+                 f"BSTDG {dataset_title(cfg.dataset)} {'-'.join(map(str, sizes))}, T={cfg.timesteps}")
     return TrainResult(net, model, metrics, history)
 
 

@@ -446,16 +446,23 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     # The float model's class for every test sample, so that `verify` can report the float accuracy on exactly the
     # samples it simulates (metadata: outside the model's identity).
     metrics["float_predictions"] = encode_predictions(float_pred)
-    net.metadata = {"trainer": "bsnn_hw.train", "config": cfg.to_dict(), "metrics": metrics}
-    if out is not None:
-        net.save(out)
-        plot_history(history, Path(out).with_suffix(".png"), title=f"{dataset_title(cfg.dataset)} "
-                     f"{'-'.join(map(str, metrics['sizes']))}, T={cfg.timesteps}")
-        metrics["model"] = str(out)
-        metrics["plot"] = str(Path(out).with_suffix(".png"))
-        if checkpoint is not None:
-            metrics["checkpoint"] = str(checkpoint)
+    save_outputs(net, cfg, metrics, history, out, checkpoint,
+                 f"{dataset_title(cfg.dataset)} {'-'.join(map(str, metrics['sizes']))}, T={cfg.timesteps}")
     return TrainResult(net, model, metrics, history)
+
+
+def save_outputs(net, cfg, metrics: dict, history: list, out, checkpoint, title: str) -> None:
+    """Attach the run's config and metrics to ``net`` and, with ``out``, save it and its training-curve plot
+    (metrics then name the files written)."""
+    net.metadata = {"trainer": "bsnn_hw.train", "config": cfg.to_dict(), "metrics": metrics}
+    if out is None:
+        return
+    net.save(out)
+    plot_history(history, Path(out).with_suffix(".png"), title=title)
+    metrics["model"] = str(out)
+    metrics["plot"] = str(Path(out).with_suffix(".png"))
+    if checkpoint is not None:
+        metrics["checkpoint"] = str(checkpoint)
 
 
 def plot_history(history: list, path, title: str = "") -> None:
