@@ -25,6 +25,10 @@ LAZY_COMMANDS = {
     "generate": ("bsnn_hw.hdl.cli", "generate", "Generate Verilog and a manifest from a .bsnn artifact."),
     "synth": ("bsnn_hw.hdl.synth", "synth", "Synthesize the generated Verilog with Yosys; resources and Fmax."),
     "verify": ("bsnn_hw.sim.cli", "verify", "Run the RTL on data and compare it bit for bit with the golden model."),
+    "calibrate": ("bsnn_hw.calibrate", "calibrate",
+                  "Accuracy and calibration (NLL, Brier, ECE, reliability diagram) of a model or an ensemble."),
+    "export-nir": ("bsnn_hw.nirgraph", "export_nir", "Write a .bsnn model as a NIR graph (.nir)."),
+    "import-nir": ("bsnn_hw.nirgraph", "import_nir", "Read a NIR graph (.nir) into a .bsnn model, exactly or not at all."),
 }
 
 # Exceptions that carry a user-facing message; anything else is a bug and keeps its traceback.

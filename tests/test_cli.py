@@ -241,7 +241,7 @@ def test_run_direct_model_refuses_intensities(tmp_path, inputs):
 
 def test_help_and_version():
     out = cli("--help").stdout
-    for name in ("inspect", "random", "run", "train", "generate", "synth", "verify"):
+    for name in ("inspect", "random", "run", "train", "generate", "synth", "verify", "calibrate", "export-nir", "import-nir"):
         assert name in out
     assert bsnn_hw.__version__ in cli("--version").stdout
     fails("frobnicate", pattern=r"^Error: No such command 'frobnicate' \(see 'bsnn-hw --help'\)$")
