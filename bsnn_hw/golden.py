@@ -9,26 +9,52 @@ Layer l at step t, for every neuron j (all integers, exact)::
     out    = fire, or fire and no earlier spike in the sample when fire_once
 
 A layer's input at step t is the previous layer's output at step t, so the model runs layer by layer: the synaptic
-input of all T steps is one product (``method="matmul"``: a float32 matrix product, exact because every partial sum
-is an integer below 2^24; ``method="popcount"``: the XNOR-popcount of the contract on packed bits, kept as the
-cross-check), and only the membrane recurrence loops over t.
+input of all T steps and all samples is one product per layer (every (step, sample) row is independent), and only the
+membrane recurrence loops over t. ``method`` chooses how that product is computed; every method is exact and they
+agree bit for bit (tests/test_golden.py checks each against an independent per-neuron loop, tests/reference.py):
 
-Exactness of the fast path: the membrane is held in the narrowest of int16/int32/int64 that provably holds every
+- ``"matmul"``: a float32 matrix product of the spikes and the weights, exact because every partial sum is an integer
+  of magnitude below 2^24 (int64 when fan-in x max|w| is not).
+- ``"popcount"``: the contract's XNOR-popcount on spikes and weight bits packed into 64-bit words,
+  I = 2 popcount(s & B) - popcount(s), one neuron at a time (``np.bitwise_count``); for dense 1-bit layers (other
+  layers use the exact int64 product).
+- ``"packed"``: with w = g u + lo (u = the bit and g = 2, lo = -1 for 1-bit weights; u = w - min w, g = 1 for k-bit),
+  I = g (s . u) + lo popcount(s), and the dot products s . u >= 0 are packed f to a float32 column, each in its own
+  b-bit field of the mantissa (b = bit_length(fan_in x max u), f = 24 // b >= 2; popcount(s) rides in one more
+  field). Every partial sum of a column is a non-negative integer below 2^(f b) <= 2^24, so the product is exact in
+  any summation order; integer shifts and masks cut the fields out. A 784-input layer packs two neurons per column:
+  half the multiply-adds of "matmul". Fields too wide for two per column fall back to the exact int64 product.
+- ``"auto"`` (the default) picks per layer what measured fastest for the layer's shape (docs/golden.md; 2 AVX2
+  cores, OpenBLAS): "popcount" for dense 1-bit layers of at most 64 neurons (a float product that narrow runs far
+  below the BLAS peak) or at most 256 inputs, "packed" for fan-ins of 256 and more where two fields fit, else
+  "matmul".
+  ``_layer_method`` holds the rule.
+
+The float products are bound by the BLAS multiply-add rate (a 784-256 layer over 32,000 rows is 3.2 G multiply-adds
+packed, 6.4 G plain); the membrane recurrence is about a tenth of the time.
+
+Exactness of the recurrence: the membrane is held in the narrowest of int16/int32/int64 that provably holds every
 intermediate value. |V_t| <= min(2^(M-1), (t+1) * n_in) because the leak and both resets never increase |V|, so
 ``V - leak + I`` stays within that bound plus n_in; when T * n_in <= 2^(M-1) - 1 the clamp can never act and is skipped.
-tests/test_golden.py checks both methods against an independent per-neuron loop (tests/reference.py).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
 from . import contract
 from .network import Network
 
-METHODS = ("matmul", "popcount")
+METHODS = ("auto", "packed", "matmul", "popcount")
 _BLOCK_ELEMENTS = 1 << 22        # rows per block of the float32 product: 16 MiB of float32 at most
+_PACKED_BLOCK_ELEMENTS = 1 << 20  # rows per block of the packed product: its int32 fields stay in the L2 cache
+_MANTISSA = 24                   # every integer of magnitude <= 2^24 is exact in float32
+_PARALLEL_MIN_BATCH = 64         # samples from which simulate() runs parts of the batch on several threads
+_POPCOUNT_MAX_OUT = 64           # "auto": the popcount for 1-bit dense layers up to this many neurons ...
+_POPCOUNT_MAX_FAN_IN = 256       # ... or up to this fan-in (four 64-bit words)
+_PACKED_MIN_FAN_IN = 256         # "auto": the packed product from this fan-in up
 _CHUNK_ELEMENTS = 1 << 25        # samples per chunk of simulate(): about 32 Mi spikes of the widest layer
 
 
@@ -59,24 +85,117 @@ def _state_dtype(membrane_bits: int, n_in: int, timesteps: int):
     return np.int64
 
 
+def _layer_method(layer, method: str) -> str:
+    """The method that computes ``layer``'s synaptic input: ``method`` itself, or for "auto" the one that measured
+    fastest for the layer's shape (docs/golden.md; 2 AVX2 cores, OpenBLAS): "popcount" for a dense layer of
+    1-bit weights with at most ``_POPCOUNT_MAX_OUT`` neurons (a float product that narrow runs far below the BLAS
+    peak) or a fan-in of at most ``_POPCOUNT_MAX_FAN_IN`` (a few words per neuron), "packed" where at least two dot
+    products share a float32 column and the fan-in is at least ``_PACKED_MIN_FAN_IN`` (below that, cutting out the
+    fields costs more than the product saves), else "matmul"."""
+    if method != "auto":
+        return method
+    if layer.kind == "dense" and layer.weight_bits == 1 and (layer.n_out <= _POPCOUNT_MAX_OUT
+                                                             or layer.n_in <= _POPCOUNT_MAX_FAN_IN):
+        return "popcount"
+    if layer.fan_in >= _PACKED_MIN_FAN_IN and _packed_plan(layer.fan_in, _weight_offsets(layer)[0].max(initial=0)):
+        return "packed"
+    return "matmul"
+
+
+def _weight_offsets(layer):
+    """(u, g, lo) with w = g * u + lo for every weight, u >= 0 integers (n_rows, fan_in) int64: for 1-bit weights
+    u is the bit (w = 2 b - 1), for k-bit weights u = w - min(w). Then I = g * (s . u) + lo * popcount(s)."""
+    if layer.weight_bits == 1:
+        return layer.weights.reshape(layer.weights.shape[0], -1).astype(np.int64), 2, -1
+    w = contract.weight_values(layer.weights, layer.weight_bits).reshape(layer.weights.shape[0], -1)
+    lo = int(w.min(initial=0))
+    return w - lo, 1, lo
+
+
+def _packed_plan(fan_in: int, span: int):
+    """How dot products s . u (s in {0, 1}, 0 <= u <= ``span``, ``fan_in`` terms) share the mantissa of one float32
+    column: (field bits b, fields f per column), or None when fewer than two fit. Each field gets
+    b = bit_length(fan_in * max(span, 1)) bits and f = 24 // b fields share a column, so every partial sum of a column
+    is an integer below 2^(f b) <= 2^24: exact in float32, in any summation order. (float64 would fit more fields,
+    but measured slower: twice the operand bytes and half the BLAS rate.)"""
+    b = (fan_in * max(int(span), 1)).bit_length()
+    f = _MANTISSA // b
+    return (b, f) if f >= 2 else None
+
+
+def _packed_product(rows: np.ndarray, layer, dtype) -> np.ndarray:
+    """The synaptic input of every row: rows (N, fan_in) bool -> (N, n_rows_of_weights) ``dtype``, exact.
+
+    Several dot products s . u share one float column, each in its own bit field of the mantissa (see
+    :func:`_packed_plan`): neuron j = i * cols + c sits in field i of column c, and the column after the last neuron
+    holds popcount(s). The product runs in row blocks that stay in cache; each block's fields are cut out with
+    integer shifts and masks."""
+    u, g, lo = _weight_offsets(layer)
+    n_rows, k = rows.shape
+    n_out = u.shape[0]
+    plan = _packed_plan(k, u.max(initial=0))
+    if plan is None:        # fewer than two fields fit a float32 mantissa: the plain product (exact int64)
+        return (rows.astype(np.int64) @ (g * u + lo).T).astype(dtype)
+    b, f = plan
+    ftype, itype = np.float32, np.int32                                       # f * b + 1 <= 25 bits
+    cols = contract.ceil_div(n_out + 1, f)
+    lanes = np.zeros((f * cols, k), dtype=np.int64)
+    lanes[:n_out] = u
+    lanes[n_out] = 1                                                          # popcount(s)
+    shifts = (b * np.arange(f, dtype=np.int64))[:, None, None]
+    packed = np.ascontiguousarray((lanes.reshape(f, cols, k) << shifts).sum(axis=0).T.astype(ftype))  # (k, cols)
+    shifts = shifts[:, :, 0].astype(itype)                                    # (f, 1)
+    mask = itype((1 << b) - 1)
+    out = np.empty((n_rows, n_out), dtype=dtype)
+    block = max(1, min(max(n_rows, 1), _PACKED_BLOCK_ELEMENTS // max(k, 1)))
+    buf = np.empty((block, k), dtype=ftype)
+    prod = np.empty((block, cols), dtype=ftype)
+    ints = np.empty((block, cols), dtype=itype)
+    fields = np.empty((block, f, cols), dtype=itype)
+    # g = 2 (1-bit weights) is applied to the packed word, before the fields are cut out: a column is several times
+    # narrower than the layer. Doubling moves field i to bits [b i + 1, b i + b + 1), below field i + 1's lowest bit.
+    double = g == 2
+    if double:
+        mask = itype(mask << 1)
+    for i in range(0, n_rows, block):
+        n = min(block, n_rows - i)
+        np.copyto(buf[:n], rows[i:i + n])
+        np.matmul(buf[:n], packed, out=prod[:n])
+        np.copyto(ints[:n], prod[:n], casting="unsafe")                      # exact: an integer below 2^24
+        if double:
+            ints[:n] <<= 1
+        np.right_shift(ints[:n, None, :], shifts, out=fields[:n])
+        fields[:n] &= mask
+        dots = fields[:n].reshape(n, f * cols)                                # g * (s . u); popcount(s) last
+        offset = (dots[:, n_out] >> int(double)) * lo                         # lo * popcount(s)
+        np.add(dots[:, :n_out], offset[:, None], out=out[i:i + n], casting="unsafe")
+    return out
+
+
 def _layer_input(x: np.ndarray, layer, method: str, dtype) -> np.ndarray:
-    """The synaptic input of a dense or conv2d layer for every (step, sample): (T, B, n_in) bool -> (T, B, n_out)."""
-    if layer.kind == "dense" and layer.weight_bits == 1:
+    """The synaptic input of a dense or conv2d layer for every (step, sample): (T, B, n_in) bool -> (T, B, n_out)
+    (or (B, T, ...) -> (B, T, ...): every row is independent)."""
+    method = _layer_method(layer, method)
+    if layer.kind == "dense" and layer.weight_bits == 1 and method != "packed":
         return _synaptic_input(x, layer.weights, method, dtype)
-    w = contract.weight_values(layer.weights, layer.weight_bits).reshape(layer.weights.shape[0], -1)   # (rows, fan_in)
     if layer.kind == "dense":
         rows, n_pos = x, 1
     else:
         rows = _im2col(x, layer)                                       # (T, B, positions, fan_in)
         n_pos = rows.shape[2]
     t, b = x.shape[:2]
-    rows = rows.reshape(-1, w.shape[1])
-    if method == "matmul" and layer.max_abs_current < 1 << 24:
+    rows = rows.reshape(-1, layer.fan_in)
+    n_w = layer.weights.shape[0]
+    if method == "packed":
+        out = _packed_product(rows, layer, dtype)
+    elif method == "matmul" and layer.max_abs_current < 1 << 24:
         # float32 is exact: every partial sum is an integer of magnitude <= fan_in x max|w| < 2^24
+        w = contract.weight_values(layer.weights, layer.weight_bits).reshape(n_w, -1)
         out = _blocked_product(rows, w.T.astype(np.float32), dtype)
     else:   # "popcount" (the cross-check) and sums too large for float32: exact int64 arithmetic
+        w = contract.weight_values(layer.weights, layer.weight_bits).reshape(n_w, -1)
         out = (rows.astype(np.int64) @ w.T).astype(dtype)
-    return out.reshape(t, b, n_pos * w.shape[0])                      # position-major: channel fastest
+    return out.reshape(t, b, n_pos * n_w)                             # position-major: channel fastest
 
 
 def _im2col(x: np.ndarray, layer) -> np.ndarray:
@@ -132,24 +251,47 @@ def _synaptic_input(spikes: np.ndarray, weights: np.ndarray, method: str, dtype=
         w = contract.bit_to_weight(weights).astype(np.float32).T                # (n_in, n_out)
         return _blocked_product(spikes.reshape(t * b, n_in), w, dtype).reshape(t, b, n_out)
     if method == "popcount":
-        # Bits packed LSB-first (the contract's order) into bytes, padded with zeros to whole 64-bit words.
-        nb = contract.ceil_div(n_in, 64) * 8
-        s = np.zeros((t, b, nb), dtype=np.uint8)
-        s[..., :contract.ceil_div(n_in, 8)] = contract.pack_bits(spikes)
-        wp = np.zeros((n_out, nb), dtype=np.uint8)
-        wp[:, :contract.ceil_div(n_in, 8)] = contract.pack_bits(weights)
-        s, wp = s.view(np.uint64), wp.view(np.uint64)
-        active = np.bitwise_count(s).sum(-1, dtype=np.int64)                     # popcount(s_t)
-        out = np.empty((t, b, n_out), dtype=dtype)
+        # Bits packed LSB-first (the contract's order) into 64-bit words, zero padded; word-major (n_words, rows) so
+        # that every operation runs over one contiguous row of words.
+        sw = _pack_words64(spikes.reshape(t * b, n_in)).T.copy()               # (n_words, T * B)
+        wp = _pack_words64(weights)                                             # (n_out, n_words)
+        ctype = np.int16 if n_in < 1 << 14 else np.int64                        # holds 2 * n_in
+        active = np.zeros(t * b, dtype=ctype)
+        for word in sw:
+            active += np.bitwise_count(word)                                    # popcount(s_t)
+        out = np.empty((n_out, t * b), dtype=dtype)
+        agree = np.empty(t * b, dtype=ctype)
+        scratch = np.empty(t * b, dtype=np.uint64)
         for j in range(n_out):
-            agree = np.bitwise_count(s & wp[j]).sum(-1, dtype=np.int64)          # popcount(s_t & B[j])
-            out[:, :, j] = 2 * agree - active
-        return out
+            agree[:] = 0
+            for word, wbits in zip(sw, wp[j]):
+                np.bitwise_and(word, wbits, out=scratch)
+                agree += np.bitwise_count(scratch)                               # popcount(s_t & B[j])
+            agree <<= 1
+            np.subtract(agree, active, out=out[j], casting="unsafe")            # 2 popcount(s & B) - popcount(s)
+        return out.T.reshape(t, b, n_out)
     raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
 
 
+def _pack_words64(bits: np.ndarray) -> np.ndarray:
+    """(rows, n) bool -> (rows, ceil(n / 64)) uint64, packed with :func:`bsnn_hw.contract.pack_bits` (LSB first),
+    zero padded to whole words."""
+    rows, n = bits.shape
+    packed = np.zeros((rows, contract.ceil_div(n, 64) * 8), dtype=np.uint8)
+    packed[:, :contract.ceil_div(n, 8)] = contract.pack_bits(bits)
+    return packed.view("<u8")
+
+
+def _counter_dtype(steps: int):
+    """The narrowest unsigned type that counts to ``steps``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if steps <= np.iinfo(dtype).max:
+            return dtype
+    return np.uint64
+
+
 def _run_layer(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: int):
-    """The membrane recurrence of one layer, in place. ``current`` (T, B, n_out) in the state dtype.
+    """The membrane recurrence of one layer. ``current`` (T, B, n_out) in the state dtype (may be a strided view).
     Returns (spikes (T, B, n_out) bool, counts, membrane, first step (each (B, n_out) int64))."""
     steps, batch, n_out = current.shape
     dtype = current.dtype
@@ -162,9 +304,12 @@ def _run_layer(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: in
     v = np.zeros((batch, n_out), dtype=dtype)
     tmp = np.empty_like(v)
     out = np.zeros((steps, batch, n_out), dtype=bool)
-    counts = np.zeros((batch, n_out), dtype=np.int32)
+    # Every per-step operation stays within one narrow dtype (mixed-type ufuncs are several times slower): the spike
+    # count and the steps since the first spike are counted in the narrowest unsigned type that holds T.
+    ctype = _counter_dtype(steps)
+    counts = np.zeros((batch, n_out), dtype=ctype)
     seen = np.zeros((batch, n_out), dtype=bool)          # spiked at or before the current step
-    before = np.zeros((batch, n_out), dtype=np.int32)    # steps before the first spike
+    since = np.zeros((batch, n_out), dtype=ctype)        # steps at or after the first spike
     fired = None
     if fires:
         # A threshold beyond the dtype's range can never be crossed (|V| stays below it): cap it to fit the dtype.
@@ -183,25 +328,23 @@ def _run_layer(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: in
             np.maximum(v, lo, out=v)
         if not fires:
             continue
-        np.greater(v, theta, out=fire)
-        np.logical_or(seen, fire, out=seen)
-        before += ~seen
-        if subtract:
-            np.multiply(fire, theta, out=tmp)  # theta where fire, else 0
-            v -= tmp
-        else:
-            np.logical_not(fire, out=out[t])   # (out[t] is scratch here; it is written below)
-            v *= out[t]
-        if fired is None:
-            out[t] = fire
-            counts += fire
-        else:
-            np.greater(fire, fired, out=out[t])      # fire and not fired before
+        spike = out[t]
+        raw = fire if fired is not None else spike     # the neuron fires; with fire-once, spike is only the first
+        np.greater(v, theta, out=raw)
+        # reset: subtract theta, or V itself ("zero"), where the neuron fires
+        np.multiply(raw, theta if subtract else v, out=tmp)
+        v -= tmp
+        if fired is not None:
+            np.greater(fire, fired, out=spike)       # fire and not fired before
             fired |= fire
+        else:
+            counts += spike
+        seen |= raw
+        since += seen
     if fired is not None:
-        counts = seen.astype(np.int32)               # fire-once: one spike per neuron that ever fired
+        counts = fired                               # fire-once: one spike per neuron that ever fired
     # (fire-once does not move the first spike: it is the first firing either way)
-    first = np.where(seen, before, -1).astype(np.int64)
+    first = np.where(seen, steps - since.astype(np.int64), -1)
     return out, counts.astype(np.int64), v.astype(np.int64), first
 
 
@@ -224,11 +367,13 @@ def check_memory_for(net: Network, batch: int, record: bool = False) -> None:
                  f"network for T = {net.timesteps} steps")
 
 
-def simulate(net: Network, spikes, record: bool = False, method: str = "matmul") -> Result:
+def simulate(net: Network, spikes, record: bool = False, method: str = "auto") -> Result:
     """Run ``net`` on spike trains ``spikes`` (bool (batch, T, n_in)); see :class:`Result`.
 
-    ``method`` chooses how the synaptic input is computed ("matmul" or "popcount"); both are exact and agree bit
-    for bit."""
+    ``method`` chooses how the synaptic input is computed ("auto", "packed", "matmul" or "popcount", see the module
+    docstring); all are exact and agree bit for bit. A batch of at least ``_PARALLEL_MIN_BATCH`` samples runs in
+    parts on as many threads as BLAS is set to use (threadpoolctl; NumPy releases the GIL), each part's BLAS calls on
+    one thread, so the conversions and the membrane recurrence use every core too, not only the products."""
     spikes = np.asarray(spikes)
     if spikes.dtype != bool:
         raise TypeError(f"spikes must be a bool array, not {spikes.dtype}")
@@ -240,9 +385,19 @@ def simulate(net: Network, spikes, record: bool = False, method: str = "matmul")
     steps = net.timesteps
     # Samples are independent: long batches run in chunks, which bounds memory and keeps the working set in cache.
     widest = max(net.sizes)
-    chunk = max(1, _CHUNK_ELEMENTS // (steps * widest))
-    parts = [_simulate_chunk(net, spikes[i:i + chunk], record, method)
-             for i in range(0, max(spikes.shape[0], 1), chunk)]
+    batch = spikes.shape[0]
+    workers = _workers(batch)
+    # (with several workers, as many chunks are in flight at once: together they stay within one chunk's bound)
+    chunk = max(1, min(_CHUNK_ELEMENTS // (steps * widest * workers), -(-batch // workers)))
+    starts = range(0, max(batch, 1), chunk)
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(lambda i: _simulate_chunk(net, spikes[i:i + chunk], record, method), starts))
+    else:
+        parts = [_simulate_chunk(net, spikes[i:i + chunk], record, method) for i in starts]
     if len(parts) == 1:
         counts, membranes, firsts, recorded = parts[0]
     else:
@@ -253,11 +408,28 @@ def simulate(net: Network, spikes, record: bool = False, method: str = "matmul")
                   recorded if record else None)
 
 
+def _workers(batch: int) -> int:
+    """Threads for a batch: 1 below ``_PARALLEL_MIN_BATCH`` samples or without threadpoolctl (scikit-learn's
+    dependency), else the BLAS thread count (the user's setting, by default one per core)."""
+    if batch < _PARALLEL_MIN_BATCH:
+        return 1
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return 1
+    counts = [p.get("num_threads", 1) for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(1, min(max(counts, default=1), os.cpu_count() or 1))
+
+
 def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str):
     steps = net.timesteps
     counts, membranes, firsts, recorded = [], [], [], []
-    x = np.ascontiguousarray(spikes.transpose(1, 0, 2))          # time-major (T, B, n): x[t] is contiguous
+    # Layers run time-major (T, B, n): x[t] is contiguous. The synaptic input treats every (step, sample) row alike,
+    # so the first layer reads the sample-major input as it is and only its (narrower) input current is transposed.
+    x = spikes
     for li, layer in enumerate(net.layers):
+        if li == 0 and not layer.has_neurons:
+            x = np.ascontiguousarray(spikes.transpose(1, 0, 2))
         if not layer.has_neurons:                     # OR pooling: stateless; its "membrane" is 0
             out = _pool(x, layer)
             seen = out.any(axis=0)
@@ -271,6 +443,8 @@ def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str)
         bound = layer.max_abs_current
         dtype = _state_dtype(layer.membrane_bits, bound, steps)
         current = _layer_input(x, layer, method, dtype)
+        if x is spikes:
+            current = current.transpose(1, 0, 2)      # (B, T, n_out) -> a time-major view
         out, count, v, first = _run_layer(current, layer, net.layer_fires(li), steps, bound)
         counts.append(count)
         membranes.append(v)
@@ -336,7 +510,7 @@ def decide(net: Network, spikes, record: bool = False) -> tuple[Result, np.ndarr
     return Result(counts, membrane, first, full.prediction, recorded), d
 
 
-def run(net: Network, x, seed=None, record: bool = False, method: str = "matmul") -> Result:
+def run(net: Network, x, seed=None, record: bool = False, method: str = "auto") -> Result:
     """Encode uint8 inputs with the network's encoding (or take spike trains for "direct") and simulate."""
     batch = np.shape(x)[0] if np.ndim(x) >= 2 else 1
     check_memory_for(net, batch, record)

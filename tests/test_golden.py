@@ -2,8 +2,8 @@
 
 Two layers of checks:
 1. hand-worked cases: tiny networks whose every membrane value is worked out in a comment beside the test;
-2. property tests: golden.simulate (both methods) against tests/reference.py, an independent per-neuron loop, on
-   random networks drawn across every parameter of the contract.
+2. property tests: golden.simulate (every method: "auto", "packed", "matmul", "popcount") against tests/reference.py,
+   an independent per-neuron loop, on random networks drawn across every parameter of the contract.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ try:
 except ImportError:      # tests/ is not a package: pytest put it on sys.path
     import reference
 
-METHODS = ("matmul", "popcount")
+METHODS = golden.METHODS
 
 
 def layer(weights, threshold, leak_shift=None, reset="subtract", membrane_bits=8, fire_once=False):
@@ -34,7 +34,7 @@ def trains(rows):
 
 
 def sim(net, spikes):
-    """Run both methods and the reference, check all three agree exactly (so every hand-worked value below also
+    """Run every method and the reference, check they all agree exactly (so every hand-worked value below also
     checks tests/reference.py), return the matmul result."""
     check_against_reference(net, spikes)
     return golden.simulate(net, spikes, record=True)
@@ -317,7 +317,7 @@ def test_simulate_rejects_bad_spikes():
         golden.simulate(net, np.zeros((1, 4, 2), dtype=np.int64))
     with pytest.raises(ValueError, match=r"^spikes must have shape \(batch, 4, 2\), not \(1, 3, 2\)$"):
         golden.simulate(net, np.zeros((1, 3, 2), dtype=bool))
-    with pytest.raises(ValueError, match=r"^method must be one of 'matmul', 'popcount', not 'fast'$"):
+    with pytest.raises(ValueError, match=r"^method must be one of 'auto', 'packed', 'matmul', 'popcount', not 'fast'$"):
         golden.simulate(net, np.zeros((1, 4, 2), dtype=bool), method="fast")
 
 
@@ -462,6 +462,141 @@ def test_long_batches_run_in_chunks_with_the_same_result(monkeypatch):
     check_against_reference(net, spikes)
 
 
+# --- the packed product and the choice of method -------------------------------------------------------------------
+# "packed" puts several dot products in the bit fields of one float32 column; "auto" picks a method per layer. The
+# random networks above (fan-in <= 24) pack 5-6 fields per column; these tests cover wide fan-ins (more than one
+# 64-bit word, not a multiple of 64, wide enough for "auto" to pick "packed"), k-bit and conv layers, and fan-ins too
+# wide for two fields (the exact int64 fallback).
+
+def _dense_net(n_in, n_out, weight_bits=1, readout="count", m=16, seed=0, timesteps=6):
+    rng = np.random.default_rng(seed)
+    if weight_bits == 1:
+        w = rng.random((n_out, n_in)) < 0.5
+    else:
+        lo, hi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+        w = rng.integers(lo, hi + 1, (n_out, n_in))
+    th = rng.integers(1, max(2, int(np.sqrt(n_in))), n_out)
+    out = Layer(rng.random((3, n_out)) < 0.5, None if readout == "membrane" else 2, 2, "zero", m)
+    return Network([Layer(w, th, 3, "subtract", m, False, weight_bits), out], timesteps, readout=readout,
+                   encoding="direct")
+
+
+@pytest.mark.parametrize("n_in", [63, 64, 65, 130, 300, 784])
+@pytest.mark.parametrize("readout", ["count", "membrane", "first"])
+def test_wide_fan_in_every_method_matches_reference(n_in, readout):
+    net = _dense_net(n_in, 70, readout=readout, seed=n_in)
+    spikes = np.random.default_rng(n_in + 1).random((2, 6, n_in)) < 0.4
+    check_against_reference(net, spikes)
+
+
+@pytest.mark.parametrize("weight_bits", [2, 4, 8])
+@pytest.mark.parametrize("n_in", [5, 300])
+def test_kbit_packed_matches_reference(weight_bits, n_in):
+    # 8-bit weights over 300 inputs need 17-bit fields: only one fits a float32 column, so "packed" falls back to the
+    # exact int64 product; 2- and 4-bit ones pack two fields.
+    net = _dense_net(n_in, 9, weight_bits=weight_bits, m=24, seed=weight_bits)
+    spikes = np.random.default_rng(weight_bits).random((2, 6, n_in)) < 0.5
+    check_against_reference(net, spikes)
+
+
+def test_kbit_packed_with_all_weights_of_one_sign():
+    # The offset form w = u + min(w): all weights positive (min(w) > 0 -> offset 0 kept) or all negative.
+    for sign in (1, -1):
+        w = sign * np.random.default_rng(3).integers(1, 8, (5, 40))
+        net = Network([Layer(w, 4, None, "subtract", 16, False, 4)], 5, readout="membrane", encoding="direct")
+        spikes = np.random.default_rng(4).random((3, 5, 40)) < 0.5
+        check_against_reference(net, spikes)
+
+
+def test_packed_field_layout_against_int64():
+    # One layer, many rows, fan-ins around the field-width steps (b = 8, 9, 10, 12 bits: 3, 2, 2, 2 fields; 13 bits:
+    # the int64 fallback), every neuron count modulo the field count: the packed product equals exact int64.
+    rng = np.random.default_rng(5)
+    for n_in in (255, 256, 511, 1023, 4095, 4096):
+        for n_out in (1, 2, 3, 5, 64):
+            lay = Layer(rng.random((n_out, n_in)) < 0.5, 1)
+            x = rng.random((2, 7, n_in)) < rng.choice([0.0, 0.5, 1.0])
+            expect = x.reshape(-1, n_in).astype(np.int64) @ np.where(lay.weights, 1, -1).T
+            got = golden._layer_input(x, lay, "packed", np.int32)
+            np.testing.assert_array_equal(got.reshape(-1, n_out), expect, err_msg=f"{n_in} -> {n_out}")
+
+
+def test_packed_plan_bounds():
+    # Every field holds fan_in * span < 2^b, and f * b <= 24 bits: every partial sum is an exact float32 integer.
+    for fan_in in (1, 7, 8, 255, 256, 784, 4095):
+        for span in (1, 3, 255):
+            plan = golden._packed_plan(fan_in, span)
+            b = (fan_in * span).bit_length()
+            assert fan_in * span < 2 ** b
+            if plan is None:
+                assert 24 // b < 2
+            else:
+                assert plan == (b, 24 // b) and plan[0] * plan[1] <= 24
+    assert golden._packed_plan(784, 1) == (10, 2)
+    assert golden._packed_plan(255, 1) == (8, 3)
+    assert golden._packed_plan(4096, 1) is None
+
+
+def test_auto_picks_per_layer():
+    from bsnn_hw.network import Conv2d, Pool
+    rng = np.random.default_rng(0)
+    dense = lambda n_in, n_out, bits=1: Layer(rng.random((n_out, n_in)) < 0.5 if bits == 1 else
+                                              rng.integers(-2, 2, (n_out, n_in)), 1, weight_bits=bits)
+    assert golden._layer_method(dense(784, 256), "auto") == "packed"
+    assert golden._layer_method(dense(256, 10), "auto") == "popcount"
+    assert golden._layer_method(dense(784, 64), "auto") == "popcount"
+    assert golden._layer_method(dense(784, 65), "auto") == "packed"
+    assert golden._layer_method(dense(256, 200), "auto") == "popcount"          # four words per neuron
+    assert golden._layer_method(dense(257, 200), "auto") == "packed"
+    assert golden._layer_method(dense(100, 200, bits=2), "auto") == "matmul"    # k-bit, fan-in below 256
+    assert golden._layer_method(dense(784, 10, bits=2), "auto") == "packed"     # k-bit: no popcount path
+    assert golden._layer_method(dense(5000, 100), "auto") == "matmul"           # 13-bit fields: only one fits
+    conv = Conv2d(rng.random((8, 3, 3, 2)) < 0.5, (6, 6, 2), 1)
+    assert golden._layer_method(conv, "auto") == "matmul"                       # fan-in 18
+    for method in ("matmul", "popcount", "packed"):
+        assert golden._layer_method(dense(784, 256), method) == method
+    assert golden._layer_method(Conv2d(rng.random((8, 3, 3, 32)) < 0.5, (6, 6, 32), 1), "auto") == "packed"
+    net = Network([conv, Pool((4, 4, 8)), Layer(rng.random((300, 32)) < 0.5, 1)], 3, encoding="direct")
+    spikes = rng.random((2, 3, 72)) < 0.5
+    check_against_reference(net, spikes)
+
+
+def test_first_layer_runs_sample_major():
+    # The first layer reads the (batch, T, n) input without a transpose; a pool first layer gets a time-major copy.
+    from bsnn_hw.network import Pool
+    rng = np.random.default_rng(8)
+    for layers in ([Layer(rng.random((4, 300)) < 0.5, 3, 1, "subtract", 12, True)],
+                   [Pool((10, 10, 3), 2), Layer(rng.random((4, 75)) < 0.5, 3, 1, "zero", 12)]):
+        net = Network(layers, 5, readout="first", encoding="direct")
+        spikes = rng.random((3, 5, 300)) < 0.3
+        check_against_reference(net, spikes)
+
+
+def test_parallel_parts_give_the_same_result(monkeypatch):
+    # A long batch runs in parts on several threads; the parts are independent samples, put back in order.
+    rng = np.random.default_rng(9)
+    net = Network([Layer(rng.random((20, 300)) < 0.5, 4, 2, "subtract", 12, True),
+                   Layer(rng.random((5, 20)) < 0.5, 2, None, "zero", 8, False)], 6, readout="first",
+                  encoding="direct")
+    spikes = rng.random((70, 6, 300)) < 0.3
+    monkeypatch.setattr(golden, "_workers", lambda batch: 1)
+    serial = golden.simulate(net, spikes, record=True)
+    monkeypatch.setattr(golden, "_workers", lambda batch: 3)        # 70 samples: parts of 24, 24 and 22
+    parallel = golden.simulate(net, spikes, record=True)
+    for a, b in zip(serial.counts + serial.membrane + serial.first_step + serial.spikes,
+                    parallel.counts + parallel.membrane + parallel.first_step + parallel.spikes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(serial.prediction, parallel.prediction)
+    check_against_reference(net, spikes[:3])
+
+
+def test_workers_follow_blas_threads():
+    from threadpoolctl import threadpool_limits
+    assert golden._workers(golden._PARALLEL_MIN_BATCH - 1) == 1
+    with threadpool_limits(1, user_api="blas"):
+        assert golden._workers(1000) == 1
+
+
 @pytest.mark.parametrize("encoding", ["rate", "latency", "direct"])
 def test_run_encodes_with_the_network_encoding(encoding):
     net = Network([Layer(np.random.default_rng(0).random((4, 6)) < 0.5, 1)], 5, encoding=encoding, seed=321)
@@ -493,5 +628,8 @@ def test_speed_bench_runs():
                         "20-8-3", "-T", "4", "--per-sample-seeds", "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
-    assert set(report["methods"]) == {"matmul", "popcount"}
-    assert report["methods"]["matmul"]["simulate_images_per_s"] > 0 and report["encode_images_per_s"] > 0
+    assert set(report["methods"]) == {"auto", "matmul", "popcount"}
+    assert report["methods"]["auto"]["simulate_images_per_s"] > 0 and report["encode_images_per_s"] > 0
+    assert set(report["images_per_s"]) >= {"PyTorch loop", "snnTorch"}
+    # the PyTorch loop computes the same integers: every prediction agrees
+    assert report["prediction_agreement_percent"]["PyTorch loop"] == 100.0
