@@ -1,4 +1,4 @@
-"""The `.bsnn` model artifact, format version 1 (docs/artifact.md).
+"""The `.bsnn` model artifact, format versions 1 to 3 (docs/artifact.md).
 
 Layout::
 
@@ -10,6 +10,8 @@ Layout::
 
 Weights are packed per layer, row (neuron) by row, each row LSB-first into ceil(n_in/8) bytes
 (:func:`bsnn_hw.contract.pack_bits`); each layer's ``weights`` entry gives its offset and length in the payload.
+Version 3 adds an ensemble (``header["ensemble"]``): S more weight sets after the network's own, member by member,
+each laid out as the network's weights are.
 No pickle anywhere. Every load error is an :class:`ArtifactError` with a one-line message.
 """
 from __future__ import annotations
@@ -26,8 +28,10 @@ from .io import atomic_write_files
 from .network import Conv2d, Layer, Network, Pool
 
 MAGIC = b"BSNN"
-FORMAT_VERSION = 2            # the newest format this code writes
-FORMAT_VERSIONS = (1, 2)      # v1: dense layers of 1-bit weights (still written for such networks); v2: every kind
+FORMAT_VERSION = 3            # the newest format this code writes
+# v1: dense layers of 1-bit weights (still written for such networks); v2: every kind; v3: v2 plus an ensemble
+# (written only for a network that carries one, so plain files and their identities stay as they were)
+FORMAT_VERSIONS = (1, 2, 3)
 LAYER_TYPES = contract.LAYER_KINDS
 _DIGEST = 32
 
@@ -40,8 +44,12 @@ def _weight_bytes(layer) -> bytes:
     """A layer's weights in the payload: 1-bit weights packed per row (neuron, or conv output channel) LSB-first into
     ceil(fan_in / 8) bytes; k-bit weights one signed byte each (two's complement), row after row. Rows are in the
     weight array's C order: dense (n_out, n_in), conv (C_out, k, k, C_in) with the fan-in in (ky, kx, c) order."""
-    rows = layer.weights.reshape(layer.weights.shape[0], -1)
-    if layer.weight_bits == 1:
+    return _pack(layer.weights, layer.weight_bits)
+
+
+def _pack(weights: np.ndarray, bits: int) -> bytes:
+    rows = weights.reshape(weights.shape[0], -1)
+    if bits == 1:
         return contract.pack_bits(rows).tobytes()
     return rows.astype(np.int8).tobytes()
 
@@ -73,6 +81,16 @@ def _layers_and_payload(net: Network) -> tuple[list, bytes]:
     return layers, bytes(payload)
 
 
+def _ensemble_payload(net: Network) -> bytes:
+    """The members' weights, member after member, each member's layers in order, packed as the network's own."""
+    weighted = [layer for layer in net.layers if layer.has_neurons]
+    return b"".join(_pack(w, layer.weight_bits) for member in net.ensemble for w, layer in zip(member, weighted))
+
+
+def _ensemble_header(net: Network, offset: int, nbytes: int) -> dict:
+    return {"members": len(net.ensemble), "offset": offset, "nbytes": nbytes}
+
+
 def _network_header(net: Network) -> dict:
     return {"timesteps": net.timesteps, "readout": net.readout, "encoding": net.encoding, "seed": net.seed}
 
@@ -80,11 +98,16 @@ def _network_header(net: Network) -> dict:
 def identity(net: Network) -> str:
     """The model's identity: SHA-256 (hex) of what the hardware computes and nothing else - the contract version,
     the network parameters (T, readout, encoding, seed), every layer's parameters and thresholds, and the packed
-    weight bits. Metadata (training history, timings, accuracy) is outside it, so two files with the same weights and
-    parameters have the same identity however they were made. Canonical form: the UTF-8 JSON (sorted keys, no
-    spaces) of {"contract_version", "network", "layers"} as in the header, a NUL byte, then the payload."""
+    weight bits, and an ensemble's member count and member weights. Metadata (training history, timings, accuracy) is
+    outside it, so two files with the same weights and parameters have the same identity however they were made.
+    Canonical form: the UTF-8 JSON (sorted keys, no spaces) of {"contract_version", "network", "layers"} as in the
+    header (plus "ensemble" as in the header when there is one), a NUL byte, then the payload."""
     layers, payload = _layers_and_payload(net)
     canon = {"contract_version": net.contract_version, "network": _network_header(net), "layers": layers}
+    if net.ensemble:
+        extra = _ensemble_payload(net)
+        canon["ensemble"] = _ensemble_header(net, len(payload), len(extra))
+        payload += extra
     text = json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(text + b"\0" + payload).hexdigest()
 
@@ -93,14 +116,20 @@ def to_bytes(net: Network) -> bytes:
     layers, payload = _layers_and_payload(net)
     header = {
         "format": "bsnn",
-        # a network the first contract expresses is written exactly as before (v1 readers keep reading it)
-        "format_version": 1 if net.contract_version == 1 else FORMAT_VERSION,
+        # a network the first contract expresses is written exactly as before (v1 readers keep reading it); only an
+        # ensemble needs version 3
+        "format_version": 3 if net.ensemble else 1 if net.contract_version == 1 else 2,
         "contract_version": net.contract_version,
         "network": _network_header(net),
         "layers": layers,
         "payload_bytes": len(payload),
         "metadata": net.metadata,
     }
+    if net.ensemble:
+        extra = _ensemble_payload(net)
+        header["ensemble"] = _ensemble_header(net, len(payload), len(extra))
+        payload += extra
+        header["payload_bytes"] = len(payload)
     try:
         head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     except TypeError as e:
@@ -288,10 +317,53 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
             raise ArtifactError(f"{where}: n_in, n_out = {n_in}, {n_out} do not match the layer's geometry "
                                 f"({layer.n_in}, {layer.n_out})")
         layers.append(layer)
+    ensemble = None
+    if "ensemble" in header:
+        if version < 3:
+            raise ArtifactError(f"{name}: an ensemble needs format version 3, the file says {version}")
+        ensemble, position = _read_ensemble(header["ensemble"], layers, payload, position, name)
     if position != plen:
         raise ArtifactError(f"{name}: the layers' weights take {position} bytes but the payload has {plen}")
     try:
         return Network(layers, net_h.get("timesteps"), net_h.get("readout"), net_h.get("encoding"),
-                       net_h.get("seed", 1), metadata=header.get("metadata") or {})
+                       net_h.get("seed", 1), metadata=header.get("metadata") or {}, ensemble=ensemble)
     except (TypeError, ValueError) as e:
         raise ArtifactError(f"{name}: {e}") from None
+
+
+def _read_ensemble(eh, layers, payload: bytes, position: int, name: str) -> tuple[list, int]:
+    """The members' weight arrays from the payload (format version 3) and the payload position after them."""
+    where = f"{name}: ensemble"
+    if not isinstance(eh, dict):
+        raise ArtifactError(f"{where}: must be an object, not {eh!r}")
+    count = _field(eh, "members", where, int, "a positive int")
+    off = _field(eh, "offset", where, int, "an int")
+    nbytes = _field(eh, "nbytes", where, int, "an int")
+    weighted = [layer for layer in layers if layer.has_neurons]
+    sizes = [len(_weight_bytes(layer)) for layer in weighted]
+    if count < 1:
+        raise ArtifactError(f"{where}: members must be at least 1, not {count}")
+    if nbytes != count * sum(sizes):
+        raise ArtifactError(f"{where}: takes {nbytes} bytes but {count} members of {sum(sizes)} weight bytes need "
+                            f"{count * sum(sizes)}")
+    if off != position or off + nbytes > len(payload):
+        raise ArtifactError(f"{where}: weights at payload bytes {off}..{off + nbytes} must start at byte {position} "
+                            f"(right after the network's own) and end within the {len(payload)}-byte payload")
+    members = []
+    for m in range(count):
+        arrays = []
+        for i, (layer, size) in enumerate(zip(weighted, sizes)):
+            chunk = payload[position:position + size]
+            position += size
+            rows = layer.weights.shape[0]
+            fan_in = int(np.prod(layer.weights.shape[1:]))
+            if layer.weight_bits == 1:
+                packed = np.frombuffer(chunk, dtype=np.uint8).reshape(rows, -1)
+                if fan_in % 8 and (packed[:, -1] >> (fan_in % 8)).any():
+                    raise ArtifactError(f"{where}: member {m}, weighted layer {i}: padding bits past the fan-in "
+                                        f"({fan_in}) in the packed weight rows must be 0")
+                arrays.append(contract.unpack_bits(packed, fan_in).reshape(layer.weights.shape))
+            else:
+                arrays.append(np.frombuffer(chunk, dtype=np.int8).reshape(layer.weights.shape))
+        members.append(arrays)
+    return members, position

@@ -29,6 +29,10 @@ LAZY_COMMANDS = {
                   "Accuracy and calibration (NLL, Brier, ECE, reliability diagram) of a model or an ensemble."),
     "export-nir": ("bsnn_hw.nirgraph", "export_nir", "Write a .bsnn model as a NIR graph (.nir)."),
     "import-nir": ("bsnn_hw.nirgraph", "import_nir", "Read a NIR graph (.nir) into a .bsnn model, exactly or not at all."),
+    "build": ("bsnn_hw.hdl.board", "build", "Build a bitstream for a board (iCEBreaker, ULX3S...) with a UART host link."),
+    "board-run": ("bsnn_hw.sim.board_run", "board_run",
+                  "Send test images to a board over its UART and compare with the golden model."),
+    "dse": ("bsnn_hw.hdl.dse", "dse", "Explore P and W per layer for an FPGA: Pareto table of cycles, LUTs, block RAM."),
 }
 
 # Exceptions that carry a user-facing message; anything else is a bug and keeps its traceback.
@@ -170,6 +174,7 @@ def describe(net) -> dict:
         "seed": net.seed, "layers": layers, "weight_memory_bits": net.weight_bits(),
         "synaptic_ops_per_inference": net.synaptic_ops(), "identity": net.identity(),
         "contract_version": net.contract_version, "metadata": net.metadata,
+        "ensemble_members": len(net.ensemble),
     }
 
 
@@ -187,7 +192,9 @@ def inspect(model, as_json):
     from rich.table import Table
     console = Console(width=max(Console().width, 110))
     console.print(f"[bold]{model}[/]  {'-'.join(map(str, net.sizes))}  T={net.timesteps}  readout={net.readout}  "
-                  f"encoding={net.encoding}" + (f" (seed {net.seed})" if net.encoding == "rate" else ""))
+                  f"encoding={net.encoding}" + (f" (seed {net.seed})" if net.encoding == "rate" else "")
+                  + (f"  an ensemble of {len(net.ensemble)} members (the layers below are its MAP network; "
+                     f"{len(net.ensemble)} more weight sets)" if net.ensemble else ""))
     table = Table()
     for col in ("layer", "kind", "in", "out", "threshold", "leak", "reset", "M", "fire-once", "weight bits",
                 "syn. ops"):

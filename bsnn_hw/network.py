@@ -325,10 +325,16 @@ class Network:
         The rate encoder's LFSR seed, 1..65535.
     metadata : dict
         Free-form JSON-serializable information (training config, accuracy...) carried in the artifact.
+    ensemble : sequence of members, or None
+        An ensemble of S >= 1 networks that differ from this one only in their weights (docs/spec.md section 10):
+        each member is a sequence of weight arrays, one per layer with weights (dense, conv2d) in layer order, each of
+        that layer's shape and ``weight_bits`` (validated as the layer's own weights). The network itself is then the
+        ensemble's MAP network. Stored as ``self.ensemble``, a tuple of tuples of read-only arrays (``()``: none);
+        :func:`bsnn_hw.ensemble.members` gives the members as Networks.
     """
 
     def __init__(self, layers: Sequence[Layer], timesteps: int, readout: str = "count", encoding: str = "rate",
-                 seed: int = 1, metadata: dict | None = None):
+                 seed: int = 1, metadata: dict | None = None, ensemble=None):
         if isinstance(layers, Layer) or isinstance(layers, (str, bytes, dict, np.ndarray)):
             raise TypeError(f"layers must be a list of bsnn_hw.Layer, not {type(layers).__name__}")
         try:
@@ -379,6 +385,7 @@ class Network:
         self.encoding = encoding
         self.seed = int(seed)
         self.metadata = dict(metadata or {})
+        self.ensemble = _check_ensemble(ensemble, layers)
 
     # --- shape --------------------------------------------------------------------------------------------------
     @property
@@ -441,11 +448,55 @@ class Network:
         if not isinstance(other, Network):
             return NotImplemented
         return (self.layers == other.layers and self.timesteps == other.timesteps and self.readout == other.readout
-                and self.encoding == other.encoding and self.seed == other.seed)
+                and self.encoding == other.encoding and self.seed == other.seed
+                and len(self.ensemble) == len(other.ensemble)
+                and all(np.array_equal(a, b) for ma, mb in zip(self.ensemble, other.ensemble)
+                        for a, b in zip(ma, mb)))
 
     def __repr__(self):
+        members = f", ensemble of {len(self.ensemble)}" if self.ensemble else ""
         return (f"Network({'-'.join(map(str, self.sizes))}, T={self.timesteps}, readout={self.readout}, "
-                f"encoding={self.encoding})")
+                f"encoding={self.encoding}{members})")
+
+
+def _check_ensemble(ensemble, layers) -> tuple:
+    """The ensemble's member weights as a tuple (members) of tuples (layers with weights) of read-only arrays;
+    ``()`` for None. Each array is checked as the layer's own weights are (same shape, same weight_bits; 1-bit
+    weights a bool array): nothing is converted or rounded."""
+    if ensemble is None:
+        return ()
+    if isinstance(ensemble, (str, bytes, dict, np.ndarray)):
+        raise TypeError(f"ensemble must be a list of members (each a list of weight arrays), not "
+                        f"{type(ensemble).__name__}")
+    try:
+        ensemble = list(ensemble)
+    except TypeError:
+        raise TypeError(f"ensemble must be a list of members (each a list of weight arrays), not "
+                        f"{type(ensemble).__name__}") from None
+    if not ensemble:
+        raise ValueError("an ensemble needs at least 1 member, not 0 (pass None for a plain network)")
+    weighted = [layer for layer in layers if layer.has_neurons]
+    out = []
+    for m, member in enumerate(ensemble):
+        if isinstance(member, np.ndarray) or not isinstance(member, (list, tuple)):
+            raise TypeError(f"ensemble member {m} must be a list of weight arrays (one per layer with weights), not "
+                            f"{type(member).__name__}")
+        if len(member) != len(weighted):
+            raise ValueError(f"ensemble member {m} has {len(member)} weight arrays but the network has "
+                             f"{len(weighted)} layers with weights")
+        arrays = []
+        for i, (w, layer) in enumerate(zip(member, weighted)):
+            try:
+                w, _ = _check_weights(w, layer.weight_bits)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"ensemble member {m}, weighted layer {i}: {e}") from None
+            if w.shape != layer.weights.shape:
+                raise ValueError(f"ensemble member {m}, weighted layer {i}: weights must have the layer's shape "
+                                 f"{layer.weights.shape}, not {w.shape}")
+            w.setflags(write=False)
+            arrays.append(w)
+        out.append(tuple(arrays))
+    return tuple(out)
 
 
 def random_network(sizes: Sequence[int], timesteps: int = 16, leak_shift: int | None = 4, reset: str = "subtract",

@@ -24,7 +24,12 @@ _FLAG_FIELDS = {
     "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
     "bstdg_backward": "bstdg_backward",
+    "members": "bisnn_members", "member_seed": "bisnn_member_seed", "tau": "bisnn_tau", "prior": "bisnn_prior",
+    "rho": "bisnn_rho", "mc_samples": "bisnn_mc", "bisnn_lr": "bisnn_lr", "bisnn_update": "bisnn_update",
+    "relaxed": "bisnn_relaxed", "bisnn_init": "bisnn_init", "val_samples": "val_samples",
 }
+_BISNN_FLAGS = ("members", "member_seed", "tau", "prior", "rho", "mc_samples", "bisnn_lr", "bisnn_update", "relaxed",
+                "bisnn_init")
 
 
 def _leak(text, name):
@@ -93,9 +98,22 @@ def _read_config(path) -> dict:
               "[default: 1, or 8 for a variant with a multi-bit first layer]")
 @click.option("--last-bits", type=click.IntRange(1, 8), help="Weight width of the last layer (1 = binary). "
               "[default: 1, or 8 for a variant with a multi-bit last layer]")
-@click.option("--method", type=click.Choice(["bsnn", "bstdg"]),
+@click.option("--method", type=click.Choice(["bsnn", "bstdg", "bisnn"]),
               help="bsnn: surrogate gradients through time (B-SNN); bstdg: spike-time gradients on an IF, "
-                   "latency-coded, fire-once, first-spike network (docs/training.md).  [default: bsnn]")
+                   "latency-coded, fire-once, first-spike network; bisnn: a Bayesian posterior over the binary "
+                   "weights, exported as the MAP network plus an ensemble (docs/training.md).  [default: bsnn]")
+@click.option("--members", type=int, help="bisnn: ensemble size S sampled into the artifact.  [default: 8]")
+@click.option("--member-seed", type=int, help="bisnn: seed of the sampled members.  [default: 0]")
+@click.option("--tau", type=float, help="bisnn: temperature of the concrete relaxation.  [default: 1]")
+@click.option("--prior", type=float, help="bisnn: prior probability of a +1 weight.  [default: 0.5]")
+@click.option("--rho", type=float, help="bisnn: weight of the prior term.  [default: 1 / training samples]")
+@click.option("--mc-samples", type=int, help="bisnn: weight samples per training step.  [default: 1]")
+@click.option("--bisnn-lr", type=float, help="bisnn: step on the latent natural parameters.  [default: 0.05]")
+@click.option("--bisnn-update", type=click.Choice(["adam", "sgd"]),
+              help="bisnn: Adam-scaled or plain mirror-descent step.  [default: adam]")
+@click.option("--bisnn-init", type=float, help="bisnn: initial |w_r| (random signs).  [default: 1.5]")
+@click.option("--relaxed/--no-relaxed", default=None,
+              help="bisnn: forward on the relaxed tanh sample instead of its sign.  [default: off]")
 @click.option("--bstdg-gamma", type=float,
               help="bstdg: steps the other classes must fire after the first.  [default: 1]")
 @click.option("--bstdg-threshold-lr", type=float, help="bstdg: Adam lr of the threshold factors.  [default: --lr]")
@@ -115,6 +133,7 @@ def _read_config(path) -> dict:
 @click.option("--seed", type=int, help="Training seed.  [default: 0]")
 @click.option("--eval-seed", type=int, help="The model's rate-encoder LFSR seed (1..65535).  [default: 1]")
 @click.option("--split-seed", type=int, help="digits: seed of the train/test split.  [default: 0]")
+@click.option("--val-samples", type=int, help="Hold out the last N training samples (never trained on).  [default: 0]")
 @click.option("--device", help="auto, cpu, cuda, cuda:N.  [default: auto]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
               help="Synaptic product arithmetic (exact either way).  [default: auto]")
@@ -172,6 +191,10 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
                  if f.startswith("bstdg_") and flags.get(f) is not None]
         if given:
             raise UserError(f"{', '.join(given)} only apply to --method bstdg")
+    if settings.get("method") != "bisnn":
+        given = [f"--{f.replace('_', '-')}" for f in _BISNN_FLAGS if flags.get(f) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply to --method bisnn")
     cfg = TrainConfig.from_dict(settings)
     if sizes is not None:
         from bsnn_hw.cli import parse_sizes
@@ -204,6 +227,14 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
                    f"gap {m['gap_pp']:+.2f} pp); no output spike (fallback) on {100 * m['fallback_rate']:.2f}% of "
                    f"test samples; median decision step {m['median_decision_step']:g} of T={cfg.timesteps}; "
                    f"thresholds {m['thresholds']}; {m['train_seconds']:.1f} s on {m['device']}")
+        click.echo(f"curves: {m['plot']}   checkpoint: {m['checkpoint']}")
+        return
+    if cfg.method == "bisnn":
+        click.echo(f"MAP network: integer test accuracy {100 * m['integer_accuracy']:.2f}% (float "
+                   f"{100 * m['float_accuracy']:.2f}%, gap {m['gap_pp']:+.2f} pp); ensemble of {m['members']}: "
+                   f"{100 * m['ensemble_accuracy']:.2f}% (summed scores), {100 * m['vote_accuracy']:.2f}% (votes); "
+                   f"{m['train_seconds']:.1f} s on {m['device']}")
+        click.echo(f"calibration: bsnn-hw calibrate {out} --dataset {cfg.dataset}")
         click.echo(f"curves: {m['plot']}   checkpoint: {m['checkpoint']}")
         return
     click.echo(f"integer test accuracy {100 * m['integer_accuracy']:.2f}% "

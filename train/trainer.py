@@ -34,7 +34,7 @@ from .model import BSNN, clamped_thresholds, integer_simulate, to_network
 CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
 CHECKPOINT_VERSION = 1
 TRAIN_ENCODINGS = ("rate", "latency")
-METHODS = ("bsnn", "bstdg")
+METHODS = ("bsnn", "bstdg", "bisnn")
 # Settings that may differ between a checkpoint and the run that resumes it (they do not change the result).
 RESUME_FREE = ("device", "threads", "data_root")
 
@@ -44,6 +44,7 @@ class TrainConfig:
     dataset: str = "digits"             # a name from bsnn_hw.data.DATASETS or a directory of IDX / CIFAR-10 files
     data_root: str | None = None        # directory of a named IDX / CIFAR-10 data set (default: where Debian puts it)
     split_seed: int = 0                 # digits only: which seeded train/test split
+    val_samples: int = 0                # the last N samples of the training split are held out (never trained on)
     hidden: list = dataclasses.field(default_factory=lambda: [128])   # hidden layer sizes
     timesteps: int = 16                 # T
     encoding: str = "rate"              # "rate" (LFSR Bernoulli) or "latency"
@@ -78,6 +79,16 @@ class TrainConfig:
     bstdg_threshold_lr: float | None = None   # bstdg: Adam lr of the threshold factors (None: lr)
     bstdg_deadline: int | None = None   # bstdg: the correct class's target step is at most this (None: T - 1)
     bstdg_backward: str = "latent"      # bstdg: errors propagate through the latent W ("latent", BS4NN) or sign(W)
+    bisnn_members: int = 8              # bisnn: S, weight sets sampled from the posterior into the artifact
+    bisnn_member_seed: int = 0          # bisnn: seed of those samples
+    bisnn_tau: float = 1.0              # bisnn: temperature of the concrete relaxation
+    bisnn_prior: float = 0.5            # bisnn: prior probability of a +1 weight
+    bisnn_rho: float | None = None      # bisnn: weight of the prior (KL) term; None: 1 / training samples
+    bisnn_mc: int = 1                   # bisnn: Monte Carlo weight samples per step
+    bisnn_lr: float = 0.05              # bisnn: step eta on the latent natural parameters (cosine schedule)
+    bisnn_update: str = "adam"          # bisnn: "sgd" (plain mirror descent, as BayesBiSNN) or "adam" (Adam-scaled)
+    bisnn_init: float = 1.5             # bisnn: initial |w_r| (random signs): q(w = sign) = sigmoid(2 init)
+    bisnn_relaxed: bool = False         # bisnn: forward on the relaxed tanh sample instead of its sign
 
     def validate(self) -> "TrainConfig":
         def need(ok, msg):
@@ -121,6 +132,9 @@ class TrainConfig:
         if self.method == "bstdg":
             from .bstdg import check_config
             check_config(self)
+        if self.method == "bisnn":
+            from .bisnn import check_config as check_bisnn
+            check_bisnn(self)
         return self
 
     def to_dict(self) -> dict:
@@ -249,7 +263,20 @@ def load_data(cfg: TrainConfig):
     xte, yte = datasets.load_dataset(cfg.dataset, "test", seed=cfg.split_seed, root=cfg.data_root)
     if xtr.shape[1] != xte.shape[1]:
         raise ValueError(f"{cfg.dataset}: train has {xtr.shape[1]} features but test has {xte.shape[1]}")
+    if cfg.val_samples:
+        xtr, ytr = validation_split(cfg, xtr, ytr)[:2]
     return xtr, ytr, xte, yte
+
+
+def validation_split(cfg: TrainConfig, xtr=None, ytr=None):
+    """(x_train, y_train, x_val, y_val): the training split without and with only its last ``cfg.val_samples``."""
+    if xtr is None:
+        xtr, ytr = datasets.load_dataset(cfg.dataset, "train", seed=cfg.split_seed, root=cfg.data_root)
+    n = cfg.val_samples
+    if not 0 <= n < len(ytr):
+        raise ValueError(f"val_samples must be in 0..{len(ytr) - 1} (the training split has {len(ytr)}), not {n}")
+    cut = len(ytr) - n
+    return xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
 
 
 @torch.no_grad()
@@ -350,6 +377,10 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
         from .bstdg import fit as fit_bstdg
         return fit_bstdg(cfg, out=out, checkpoint=checkpoint, resume=resume, progress=progress, log=log,
                          on_epoch_end=on_epoch_end)
+    if cfg.method == "bisnn":
+        from .bisnn import fit as fit_bisnn
+        return fit_bisnn(cfg, out=out, checkpoint=checkpoint, resume=resume, progress=progress, log=log,
+                         on_epoch_end=on_epoch_end)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -442,6 +473,9 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     int_acc, _ = integer_accuracy(net, encoder, xte_t, yte_t)
     metrics["integer_accuracy"] = int_acc
     metrics["gap_pp"] = round((float_acc - int_acc) * 100, 4)
+    # logit per unit of readout score (alpha_L / T, or the count temperature): the scale of bsnn_hw.ensemble.confidence
+    metrics["output_scale"] = (float(model.fcs[-1].scale().detach().reshape(-1)[0]) / cfg.timesteps
+                               if model.readout == "membrane" else float(model.log_temperature.detach().exp()))
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     # The float model's class for every test sample, so that `verify` can report the float accuracy on exactly the
     # samples it simulates (metadata: outside the model's identity).
