@@ -45,7 +45,7 @@ def run(args) -> dict:
     for target in [t for t in args.targets.split(",") if t]:
         device = {"ice40": "up5k", "ecp5": "25k"}.get(target)
         try:
-            hsynth.check_fit(design.manifest["memories"], target, device)
+            hsynth.check_fit(design.manifest, target, device)
         except ValueError as e:
             rep["targets"][target] = dict(refused=str(e))
             continue

@@ -25,12 +25,79 @@ def parse_list(option: str, text: str | None):
 
 
 def decision_options(f):
-    """--early-exit / --skip-zero, shared by generate, synth and verify (docs/hardware.md)."""
+    """--early-exit / --skip-zero / --encoder, shared by generate, synth and verify (docs/hardware.md)."""
+    f = click.option("--encoder-lanes", type=click.IntRange(min=1), default=None, help="With --encoder: pixels per "
+                     "word of the encoder's pixel RAM, a divisor of layer 0's W (default W; fewer lanes, fewer block "
+                     "RAMs, more cycles).")(f)
+    f = click.option("--encoder", is_flag=True, help="Take 8-bit pixels (i_pixels, n_in beats per sample) and "
+                     "encode them on chip with the model's rate or latency code.")(f)
     f = click.option("--skip-zero", is_flag=True, help="Dense layers reading a vector spend no cycle on an input "
                      "word without a spike (cycles become data dependent).")(f)
     f = click.option("--early-exit", is_flag=True, help="With the 'first' readout: stop after the first step with "
                      "an output spike and send the result with its decision step.")(f)
     return f
+
+
+CONFIG_FORMAT = "bsnn-hw-config"
+
+
+def config_option(f):
+    """--config FILE, shared by generate, synth and verify: the hardware configuration chosen by `bsnn-hw dse`."""
+    return click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                        help="A configuration file from `bsnn-hw dse -o` (P, W and options per layer); replaces "
+                        "-P/-W and the option flags.")(f)
+
+
+def load_config_file(path, net):
+    """The HwConfig of a configuration file written by `bsnn-hw dse` (docs/dse.md), for ``net``: refused when it was
+    made for another model (its model identity) or is malformed."""
+    from .config import HwConfig
+    try:
+        d = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not a JSON configuration file ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != CONFIG_FORMAT:
+        raise ValueError(f"{path}: not a bsnn-hw configuration file (expected \"format\": \"{CONFIG_FORMAT}\")")
+    if d.get("version") != 1:
+        raise ValueError(f"{path}: configuration format version {d.get('version')!r} is not supported (expected 1)")
+    ident = d.get("model_identity")
+    if ident is not None and ident != net.identity():
+        raise ValueError(f"{path}: made for model {str(ident)[:16]}..., not this one ({net.identity()[:16]}...)")
+    try:
+        return HwConfig.from_dict(d.get("hw_config"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def make_config(net, parallel, width, early_exit=False, skip_zero=False, encoder=False, encoder_lanes=None,
+                config_file=None):
+    """The HwConfig from the command line: a --config file, or -P/-W and the option flags (not both)."""
+    from .config import HwConfig
+    if config_file is not None:
+        if parallel or width or early_exit or skip_zero or encoder or encoder_lanes:
+            raise ValueError("--config gives the whole configuration: drop -P/-W/--early-exit/--skip-zero/--encoder/"
+                             "--encoder-lanes")
+        config = load_config_file(config_file, net)
+    else:
+        config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
+                                     early_exit=early_exit, skip_zero=skip_zero, encoder=encoder,
+                                     encoder_lanes=encoder_lanes)
+    config.validate(net)
+    return config
+
+
+def map_only_option(f):
+    """--map-only, shared by generate, synth and verify: an ensemble artifact is built as its ensemble unless given."""
+    return click.option("--map-only", is_flag=True, help="For a model with an ensemble: build its MAP network only "
+                        "(default: the ensemble, S members one after another, totals and votes in the result).")(f)
+
+
+def select_network(net, map_only: bool):
+    """``net`` without its ensemble when ``map_only`` (the MAP network), else ``net``."""
+    if map_only and getattr(net, "ensemble", ()):
+        from bsnn_hw.network import Network
+        return Network(net.layers, net.timesteps, net.readout, net.encoding, net.seed, net.metadata)
+    return net
 
 
 @click.command("generate")
@@ -42,16 +109,16 @@ def decision_options(f):
 @click.option("--trace", is_flag=True, help="Add the o_trace stream (per-step spikes of every layer; for debugging).")
 @click.option("--name", default="bsnn_top", show_default=True, help="Verilog module name of the top.")
 @decision_options
-def generate(model, out, parallel, width, trace, name, early_exit, skip_zero):
+@map_only_option
+@config_option
+def generate(model, out, parallel, width, trace, name, early_exit, skip_zero, encoder, encoder_lanes, map_only,
+             config_file):
     """Generate synthesizable Verilog (one self-contained file) and a JSON manifest from a .bsnn MODEL."""
-    from . import HwConfig
     from . import generate as gen
     from .generate import check_name
     check_name(name)
-    net = load_model(model)
-    config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
-                                 early_exit=early_exit, skip_zero=skip_zero)
-    config.validate(net)
+    net = select_network(load_model(model), map_only)
+    config = make_config(net, parallel, width, early_exit, skip_zero, encoder, encoder_lanes, config_file)
     design = gen(net, config, trace=trace, name=name)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -64,5 +131,8 @@ def generate(model, out, parallel, width, trace, name, early_exit, skip_zero):
                f"{'-'.join(map(str, net.sizes))}, T={net.timesteps}, "
                f"P={','.join(str(lc.parallel) for lc in config.layers)}, "
                f"W={','.join(str(lc.width) for lc in config.layers)}, "
+               + (f"an ensemble of {man['members']} members, " if man["members"] > 1 else "") +
                f"{man['memory_bits']:,} memory bits, {man['cycles_per_inference']:,} cycles per inference"
-               + (" (worst case)" if early_exit or skip_zero else ""))
+               + (" (worst case)" if config.early_exit or config.skip_zero else "")
+               + (f"; input: {net.n_in} pixel beats per sample, {net.encoding} code on chip" if config.encoder
+                  else ""))

@@ -94,11 +94,17 @@ class HwConfig:
                  result (with the decision step), then take and drop the sample's remaining input beats
     skip_zero  : dense layers that read a vector (the input or a dense layer's output) spend no cycle on an input
                  word without a spike
+    encoder    : the top takes 8-bit pixels (``i_pixels``, n_in beats per sample) and encodes them on chip with the
+                 network's rate or latency code (docs/hardware.md, "On-chip input encoder")
+    encoder_lanes : pixels per word of the encoder's pixel RAM (a divisor of layer 0's W; None: W): fewer lanes, a
+                 narrower RAM (block RAMs on a small FPGA), ceil(n_in / lanes) cycles per step to encode
     """
     layers: tuple = ()
     input_width: int | None = None
     early_exit: bool = False
     skip_zero: bool = False
+    encoder: bool = False
+    encoder_lanes: int | None = None
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -106,11 +112,13 @@ class HwConfig:
             if not isinstance(lc, LayerConfig):
                 raise TypeError(f"layers[{i}] must be a LayerConfig, not {type(lc).__name__}")
         object.__setattr__(self, "layers", layers)
-        for name in ("early_exit", "skip_zero"):
+        for name in ("early_exit", "skip_zero", "encoder"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         if self.input_width is not None and not _is_int(self.input_width):
             raise TypeError(f"input_width must be an int or None, not {self.input_width!r}")
+        if self.encoder_lanes is not None and not _is_int(self.encoder_lanes):
+            raise TypeError(f"encoder_lanes must be an int or None, not {self.encoder_lanes!r}")
 
     @classmethod
     def default(cls, net: Network) -> "HwConfig":
@@ -122,7 +130,7 @@ class HwConfig:
 
     @classmethod
     def from_lists(cls, net: Network, parallel=None, width=None, early_exit: bool = False,
-                   skip_zero: bool = False) -> "HwConfig":
+                   skip_zero: bool = False, encoder: bool = False, encoder_lanes: int | None = None) -> "HwConfig":
         """Build from per-layer lists (``None`` entries or lists: defaults); lengths must match the layer count."""
         base = cls.default(net)
         n = len(net.layers)
@@ -133,7 +141,8 @@ class HwConfig:
         for i, lc in enumerate(base.layers):
             layers.append(LayerConfig(lc.parallel if parallel is None else parallel[i],
                                       lc.width if width is None else width[i]))
-        return cls(tuple(layers), early_exit=early_exit, skip_zero=skip_zero)
+        return cls(tuple(layers), early_exit=early_exit, skip_zero=skip_zero, encoder=encoder,
+                   encoder_lanes=encoder_lanes)
 
     def validate(self, net: Network) -> None:
         """Refuse combinations the hardware cannot build, naming the numbers and the reason."""
@@ -167,10 +176,41 @@ class HwConfig:
         if self.skip_zero and not any(skips_zero(net, self, i) for i in range(len(net.layers))):
             raise ValueError("skip_zero applies to dense layers that read a vector (the input or a dense layer); "
                              "this network has none")
+        if self.encoder and net.encoding not in ("rate", "latency"):
+            raise ValueError(f"the on-chip encoder needs the 'rate' or 'latency' encoding, not {net.encoding!r} (a "
+                             f"'direct' model takes its spike trains from the host)")
         w0 = self.layers[0].width
+        if self.encoder_lanes is not None:
+            if not self.encoder:
+                raise ValueError("encoder_lanes applies to the on-chip encoder: set encoder too")
+            if not 1 <= self.encoder_lanes <= w0 or w0 % self.encoder_lanes:
+                raise ValueError(f"encoder_lanes must divide layer 0's width {w0} (whole pixel words per spike "
+                                 f"word), not {self.encoder_lanes}")
         if self.input_width is not None and self.input_width != w0:
             raise ValueError(f"input_width must equal layer 0's width ({w0}), not {self.input_width}: the input "
                              f"buffer stores i_spikes beats as layer 0's words")
+
+    def to_dict(self) -> dict:
+        """The JSON form (``hw_config`` of a configuration file, docs/dse.md)."""
+        return {"layers": [[lc.parallel, lc.width] for lc in self.layers], "input_width": self.input_width,
+                "early_exit": self.early_exit, "skip_zero": self.skip_zero, "encoder": self.encoder,
+                "encoder_lanes": self.encoder_lanes}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HwConfig":
+        """Inverse of :meth:`to_dict`; unknown keys and malformed layers are refused, naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"hw_config must be an object, not {type(d).__name__}")
+        known = {"layers", "input_width", "early_exit", "skip_zero", "encoder", "encoder_lanes"}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"hw_config has unknown keys {extra}; expected some of {sorted(known)}")
+        layers = d.get("layers")
+        if not isinstance(layers, list) or not all(isinstance(x, list) and len(x) == 2 for x in layers):
+            raise ValueError(f"hw_config.layers must be a list of [P, W] pairs, not {layers!r}")
+        return cls(tuple(LayerConfig(p, w) for p, w in layers), d.get("input_width"),
+                   d.get("early_exit", False), d.get("skip_zero", False), d.get("encoder", False),
+                   d.get("encoder_lanes"))
 
     def input_width_for(self, net: Network) -> int:
         return self.layers[0].width if self.input_width is None else self.input_width
@@ -232,17 +272,45 @@ def step_cycles(layer, lc: LayerConfig, skip: bool = False, nonzero_words: int |
 # Top-level constants (see NetworkTop; measured by tests/test_hdl_top.py).
 TOP_LAYER_OVERHEAD = 1   # cycle to start the next engine after o_done
 READOUT_SCAN_OVERHEAD = 3
+ENSEMBLE_MEMBER_OVERHEAD = 2   # an ensemble member's scan: n_out cycles, then SCAN_END and CLASS
+ENCODER_LOAD_OVERHEAD = 1      # the encoder's done pulse after the last pixel
+ENCODER_STEP_OVERHEAD = 3      # ENCODE (start), the pixel RAM's read latency, the done pulse
 
 
-def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False) -> int:
+def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False, members: int = 1) -> int:
     """Cycles from the first accepted i_spikes beat to the last o_result beat (always-valid source, always-ready
     sinks); see docs/hardware.md. With early_exit or skip_zero this is the worst case (every step runs, every word
-    holds a spike); :func:`sample_cycles` gives a sample's own figure."""
-    nw0 = ceil_div(net.n_in, config.layers[0].width)     # input beats per step
-    per_step = nw0
+    holds a spike); :func:`sample_cycles` gives a sample's own figure.
+
+    An ensemble of ``members`` S > 1: member 0 as a single network but without its result beats, each further
+    member T steps without input beats (it replays the buffer) and a scan (n_out + ENSEMBLE_MEMBER_OVERHEAD)::
+
+        T * (NW_0 + compute) + (S - 1) * (T * compute + n_out + 2) + readout_cycles"""
+    compute = 0
     for i, (layer, lc) in enumerate(zip(net.layers, config.layers)):
-        per_step += step_cycles(layer, lc, skips_zero(net, config, i)) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
-    return net.timesteps * per_step + readout_cycles(net, config)
+        compute += step_cycles(layer, lc, skips_zero(net, config, i)) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
+    extra = (members - 1) * (net.timesteps * compute + net.n_out + ENSEMBLE_MEMBER_OVERHEAD)
+    return input_cycles(net, config) + net.timesteps * (step_input_cycles(net, config) + compute) + extra + \
+        readout_cycles(net, config)
+
+
+def input_cycles(net: Network, config: HwConfig) -> int:
+    """Cycles a sample's input costs once, before step 0: with the on-chip encoder its n_in pixel beats (and the
+    load's end), else 0 (spike words come with each step)."""
+    return net.n_in + ENCODER_LOAD_OVERHEAD if config.encoder else 0
+
+
+def step_input_cycles(net: Network, config: HwConfig) -> int:
+    """Cycles each step's input costs: NW_0 i_spikes beats, or with the on-chip encoder its R = ceil(n_in / lanes)
+    pixel words encoded (+ ENCODER_STEP_OVERHEAD: start, read latency, done)."""
+    if config.encoder:
+        return ceil_div(net.n_in, encoder_lanes(config)) + ENCODER_STEP_OVERHEAD
+    return ceil_div(net.n_in, config.layers[0].width)
+
+
+def encoder_lanes(config: HwConfig) -> int:
+    """Pixels per word of the on-chip encoder's pixel RAM (layer 0's W unless set)."""
+    return config.layers[0].width if config.encoder_lanes is None else config.encoder_lanes
 
 
 def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -> list[dict]:
@@ -259,11 +327,12 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
         ref = golden.simulate(net, spikes, record=True)
         last_step = np.full(spikes.shape[0], net.timesteps - 1)
     nw0 = ceil_div(net.n_in, config.layers[0].width)
+    per_step_in = step_input_cycles(net, config)
     out = []
     for b in range(spikes.shape[0]):
-        total = 0
+        total = input_cycles(net, config)
         for t in range(int(last_step[b]) + 1):
-            total += nw0
+            total += per_step_in
             for i, (layer, lc) in enumerate(zip(net.layers, config.layers)):
                 skip = skips_zero(net, config, i)
                 nnz = None
@@ -274,7 +343,8 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
                     nnz = int(padded.reshape(-1, lc.width).any(axis=1).sum())
                 total += step_cycles(layer, lc, skip, nnz) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
         total += readout_cycles(net, config)
-        out.append(dict(cycles=total, drain=(net.timesteps - 1 - int(last_step[b])) * nw0, step=int(last_step[b])))
+        drain = 0 if config.encoder else (net.timesteps - 1 - int(last_step[b])) * nw0
+        out.append(dict(cycles=total, drain=drain, step=int(last_step[b])))
     return out
 
 
@@ -287,18 +357,23 @@ def readout_cycles(net: Network, config: HwConfig) -> int:
 # Memories this small go to logic (flip-flops / LUTs) instead of a block RAM: an iCE40 EBR holds 4 kbit whatever the
 # shape, and a 784-128-10 network needs every EBR it has for its weights (docs/hardware.md, resource expectations).
 SMALL_MEMORY_BITS = 1024
+# ROMs up to this size go to logic too: a ROM in logic is a LUT function of its address (no flip-flops), so a small
+# weight or threshold ROM costs a few LUTs instead of a whole EBR (the trained 784-128-10 then fits the UP5K's 30
+# EBRs with the on-chip encoder: docs/board.md); a RAM in logic is a register file, too dear past 1 kbit.
+SMALL_ROM_BITS = 2048
 
 
-def memory_attrs(depth: int, width: int) -> dict:
-    """Verilog attributes for a memory: ``ram_style = "logic"`` when it holds at most SMALL_MEMORY_BITS bits (Yosys'
-    memory_libmap honours the attribute). The input buffer keeps the default (block RAM)."""
-    return {"ram_style": "logic"} if depth * width <= SMALL_MEMORY_BITS else {}
+def memory_attrs(depth: int, width: int, rom: bool = False) -> dict:
+    """Verilog attributes for a memory: ``ram_style = "logic"`` when it holds at most SMALL_MEMORY_BITS bits
+    (SMALL_ROM_BITS for a ROM; Yosys' memory_libmap honours the attribute). The input buffer keeps the default
+    (block RAM)."""
+    return {"ram_style": "logic"} if depth * width <= (SMALL_ROM_BITS if rom else SMALL_MEMORY_BITS) else {}
 
 
 def memory_info(name: str, kind: str, depth: int, width: int, small_to_logic: bool = True) -> dict:
     """A memory as the manifest lists it: name, kind (rom/ram), depth, width, bits, placement (block/logic).
     Memories are built with at least 2 words (a 1-word memory would have a 0-bit address)."""
     depth = max(2, depth)
-    logic = small_to_logic and bool(memory_attrs(depth, width))
+    logic = small_to_logic and bool(memory_attrs(depth, width, rom=kind == "rom"))
     return dict(name=name, kind=kind, depth=depth, width=width, bits=depth * width,
                 placement="logic" if logic else "block")

@@ -2,6 +2,7 @@
 and PoolEngine (OR pooling of a spike map)."""
 from __future__ import annotations
 
+import numpy as np
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -81,10 +82,13 @@ class LayerEngine(wiring.Component):
     o_fire_valid, o_fire_group, o_fire_spikes (P): the NeuronCore's results as they come out
     i_rd_addr, i_rd_en -> o_rd_membrane, o_rd_count: the NeuronCore's readout port (only while not busy)
     i_nz (NW): with ``skip``, which input words hold a spike
+    i_member (clog2 S): with ``banks`` (an ensemble of S weight sets), the member whose weights the step uses; the
+    ROM holds S banks of G*NW words (member s at words s*G*NW ..), read from i_member * G*NW on (hold it stable
+    while busy)
     """
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
-                 keep_count: bool = False, skip: bool = False):
+                 keep_count: bool = False, skip: bool = False, banks=None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -115,6 +119,9 @@ class LayerEngine(wiring.Component):
             raise ValueError("skip (zero-word skipping) is for dense layers: a conv layer's windows are not "
                              "skipped")
         self.skip = bool(skip)
+        self.banks = self._check_banks(layer, banks)
+        self.members = len(self.banks) if self.banks else 1
+        self.bank_depth = self.groups * self.words        # ROM words of one weight set
         # conv and skip engines register the read address (one more cycle of latency)
         self.latency = engine_latency(width) + (1 if self.conv or self.skip else 0)
         self.step_cycles = self.positions * self.groups * self.words + self.latency
@@ -132,21 +139,47 @@ class LayerEngine(wiring.Component):
         super().__init__({
             "i_start": In(1), "i_first": In(1), "o_busy": Out(1), "o_done": Out(1),
             "o_in_addr": Out(index_bits(self.in_words)), "o_in_en": Out(1), "i_in_data": In(width),
-            **out, **out_skip,
+            **out, **out_skip, **({"i_member": In(index_bits(self.members))} if self.members > 1 else {}),
             "o_fire_valid": Out(1), "o_fire_group": Out(index_bits(self.groups)), "o_fire_spikes": Out(P),
             "i_rd_addr": In(index_bits(self.core.depth)), "i_rd_en": In(1),
             "o_rd_membrane": Out(data.ArrayLayout(signed(M), P)),
             "o_rd_count": Out(data.ArrayLayout(count_bits(timesteps), P)),
         })
 
+    @staticmethod
+    def _check_banks(layer, banks):
+        if banks is None:
+            return None
+        banks = list(banks)
+        if not banks:
+            raise ValueError("banks must hold at least one weight set (one per ensemble member), not none")
+        for s, w in enumerate(banks):
+            if not isinstance(w, np.ndarray) or w.shape != layer.weights.shape or w.dtype != layer.weights.dtype:
+                got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
+                raise ValueError(f"banks[{s}] must be a {layer.weights.dtype} array of the layer's weight shape "
+                                 f"{layer.weights.shape}, not {got}")
+        return banks
+
     def rom_weights(self):
-        """The weights as WeightROM rows: (n_out, n_in) for dense, (C_out, k*k*C_in) in (ky, kx, c) order for conv."""
-        w = self.layer.weights
-        return w.reshape(w.shape[0], -1) if self.conv else w
+        """The weights as WeightROM rows: (n_out, n_in) for dense, (C_out, k*k*C_in) in (ky, kx, c) order for conv.
+        With ``banks``, the S members' rows one after the other, each padded to G*P rows (padding rows pack to the
+        same 0 words as unused lanes), so member s's group g is ROM group s*G + g."""
+        def rows(w):
+            return w.reshape(w.shape[0], -1) if self.conv else w
+        if not self.banks:
+            return rows(self.layer.weights)
+        pad = self.groups * self.parallel - self.units
+        out = []
+        for w in self.banks:
+            r = rows(w)
+            out.append(r)
+            if pad:
+                out.append(np.zeros((pad, r.shape[1]), dtype=r.dtype))
+        return np.concatenate(out)
 
     def memories(self) -> list[dict]:
         k = self.layer.weight_bits
-        return ([memory_info("weights", "rom", self.groups * self.words, self.parallel * self.width * k)]
+        return ([memory_info("weights", "rom", self.members * self.bank_depth, self.parallel * self.width * k)]
                 + self.core.memories())
 
     def elaborate(self, platform):
@@ -154,6 +187,10 @@ class LayerEngine(wiring.Component):
         P, W, G = self.parallel, self.width, self.groups
         k = self.layer.weight_bits
         m.submodules.rom = rom = WeightROM(self.rom_weights(), P, W, k)
+        # the member's bank: its first ROM word (0 without banks; i_member is stable while the engine is busy)
+        base = Signal(index_bits(self.members * self.bank_depth))
+        if self.members > 1:
+            m.d.comb += base.eq(self.i_member * self.bank_depth)
         m.submodules.core = core = self.core
         syns = []
         for p in range(P):
@@ -168,11 +205,11 @@ class LayerEngine(wiring.Component):
         with m.If(self.i_start & ~busy):
             m.d.sync += [busy.eq(1), first.eq(self.i_first)]
         if self.conv:
-            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom)
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom, base)
         elif self.skip:
-            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_skip(m, rom)
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_skip(m, rom, base)
         else:
-            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom)
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom, base)
         d = 2 + ls
         tag_valid = _delay(m, read_valid, d, "tv")
         tag_first = _delay(m, t_first, d, "tf")
@@ -235,15 +272,15 @@ class LayerEngine(wiring.Component):
                      self.o_rd_membrane.eq(core.o_rd_membrane), self.o_rd_count.eq(core.o_rd_count)]
         return m
 
-    def _issue_dense(self, m, rom):
+    def _issue_dense(self, m, rom, base):
         """One (g, w) per cycle; the ROM and spike word are read at once. Returns the read stage's tags."""
         G, NW = self.groups, self.words
         issuing = Signal()
         g = Signal(index_bits(G))
         w = Signal(index_bits(NW))
-        addr = Signal(index_bits(G * NW))
+        addr = Signal(len(base))
         with m.If(self.i_start & ~self.o_busy):
-            m.d.sync += [issuing.eq(1), g.eq(0), w.eq(0), addr.eq(0)]
+            m.d.sync += [issuing.eq(1), g.eq(0), w.eq(0), addr.eq(base)]
         last_w = w == NW - 1
         with m.If(issuing):
             m.d.sync += addr.eq(addr + 1)
@@ -258,18 +295,18 @@ class LayerEngine(wiring.Component):
         m.d.comb += [rom.i_addr.eq(addr), rom.i_en.eq(issuing), self.o_in_addr.eq(w), self.o_in_en.eq(issuing)]
         return issuing, Signal(name="no_pad"), w == 0, last_w, g, None
 
-    def _issue_skip(self, m, rom):
+    def _issue_skip(self, m, rom, base):
         """Zero-word skipping: per group, only the words whose ``i_nz`` bit is set are issued, lowest first (a
         priority encoder over the pending bits; each issued word's bit is cleared); a group with no such word issues
         one masked word so that its neurons still take their step (leak, state write). Registered like conv."""
         G, NW = self.groups, self.words
         issuing = Signal()
         g = Signal(index_bits(G))
-        gbase = Signal(index_bits(G * NW + 1))            # g * NW
+        gbase = Signal(index_bits(self.members * G * NW + 1))            # base + g * NW
         pending = Signal(NW)
         first = Signal()
         with m.If(self.i_start & ~self.o_busy):
-            m.d.sync += [issuing.eq(1), g.eq(0), gbase.eq(0), pending.eq(self.i_nz), first.eq(1)]
+            m.d.sync += [issuing.eq(1), g.eq(0), gbase.eq(base), pending.eq(self.i_nz), first.eq(1)]
         w = Signal(index_bits(NW))
         for i in reversed(range(NW)):
             with m.If(pending[i]):
@@ -288,7 +325,7 @@ class LayerEngine(wiring.Component):
                 m.d.sync += [pending.eq(rest), first.eq(0)]
         a_valid, a_pad, a_first, a_last = Signal(), Signal(), Signal(), Signal()
         a_w = Signal(index_bits(NW), reset_less=True)
-        a_rom = Signal(index_bits(G * NW), reset_less=True)
+        a_rom = Signal(len(base), reset_less=True)
         a_group = Signal(index_bits(G), reset_less=True)
         m.d.sync += [a_valid.eq(issuing), a_pad.eq(pending == 0), a_first.eq(first), a_last.eq(last), a_w.eq(w),
                      a_rom.eq(gbase + w), a_group.eq(g)]
@@ -296,7 +333,7 @@ class LayerEngine(wiring.Component):
                      self.o_in_en.eq(a_valid & ~a_pad)]
         return a_valid, a_pad, a_first, a_last, a_group, None
 
-    def _issue_conv(self, m, rom):
+    def _issue_conv(self, m, rom, base):
         """Walk (position, group, kernel element) one per cycle; the input address and padding flag are computed
         from running counters (no multiplier) and registered, then the ROM and the input word are read."""
         layer = self.layer
@@ -312,20 +349,20 @@ class LayerEngine(wiring.Component):
         ky, kx = Signal(index_bits(kk)), Signal(index_bits(kk))
         g = Signal(index_bits(G))
         kidx = Signal(index_bits(KK))
-        rom_addr = Signal(index_bits(G * KK))
+        rom_addr = Signal(len(base))
         state = Signal(index_bits(self.positions * G))
         iy0, ix0 = Signal(cshape), Signal(cshape)          # top-left input position of the window
         row0 = Signal(ashape)                                # iy0 * W_in
         krow = Signal(ashape)                                # ky * W_in
         with m.If(self.i_start & ~self.o_busy):
             m.d.sync += [issuing.eq(1), oy.eq(0), ox.eq(0), ky.eq(0), kx.eq(0), g.eq(0), kidx.eq(0),
-                         rom_addr.eq(0), state.eq(0), iy0.eq(-pad), ix0.eq(-pad), row0.eq(-pad * Wd), krow.eq(0)]
+                         rom_addr.eq(base), state.eq(0), iy0.eq(-pad), ix0.eq(-pad), row0.eq(-pad * Wd), krow.eq(0)]
         last_k = kidx == KK - 1
         with m.If(issuing):
             with m.If(last_k):
                 m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), state.eq(state + 1)]
                 with m.If(g == G - 1):
-                    m.d.sync += [g.eq(0), rom_addr.eq(0)]
+                    m.d.sync += [g.eq(0), rom_addr.eq(base)]
                     with m.If(ox == Wo - 1):
                         m.d.sync += [ox.eq(0), ix0.eq(-pad)]
                         with m.If(oy == Ho - 1):
@@ -347,7 +384,7 @@ class LayerEngine(wiring.Component):
         inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd)
         a_valid, a_pad, a_first, a_last = Signal(), Signal(), Signal(), Signal()
         a_addr = Signal(index_bits(self.in_words), reset_less=True)
-        a_rom = Signal(index_bits(G * KK), reset_less=True)
+        a_rom = Signal(len(base), reset_less=True)
         a_group = Signal(index_bits(G), reset_less=True)
         a_state = Signal(index_bits(self.positions * G), reset_less=True)
         full = Signal(ashape)

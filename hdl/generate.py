@@ -52,10 +52,32 @@ _TIME0_FIX = ("{indent}reg {name} = 0;\n"
 # or `--cc` build does not stop on them.
 VERILATOR_LINT_OFF = ("WIDTHEXPAND", "WIDTHTRUNC", "CASEINCOMPLETE")
 
+# Yosys' Verilog backend writes a memory's contents as ONE `initial begin ... end` block holding an assignment per
+# word. Yosys' own Verilog frontend (read_verilog) takes time quadratic in the statements of one such block, and
+# linear when every word is its own `initial` statement (784-512-10, a 25,088-word weight ROM: 211 CPU s before,
+# 6.7 s after; docs/synthesis.md, "ROM contents"). `initial mem[i] = value;` is plain Verilog-2005 that every
+# simulator and synthesis tool reads to the same memory contents, and it keeps the design one self-contained file
+# ($readmemh would need side files).
+_MEMORY_INIT_BLOCK = re.compile(
+    r"^( +)initial begin\n((?:\1  (?:\\\S+ |[A-Za-z_][\w$]*)\[\d+\] = [^;\n]+;\n)+)\1end\n", re.M)
+
+
+def _one_initial_per_word(m: re.Match) -> str:
+    indent = m.group(1)
+    return "".join(f"{indent}initial {line.strip()}\n" for line in m.group(2).splitlines())
+
+
+def split_memory_init(text: str) -> str:
+    """Rewrite every memory-init block of Yosys' Verilog backend (``initial begin`` then only ``name[i] = value;``
+    lines) into one ``initial name[i] = value;`` statement per word: the same contents, read by Yosys in linear
+    time (see the comment above). Other ``initial`` blocks are left alone; idempotent."""
+    return _MEMORY_INIT_BLOCK.sub(_one_initial_per_word, text)
+
 
 def portable_verilog(text: str) -> str:
-    """Make Amaranth/Yosys output simulate correctly, unmodified, on Icarus and Verilator (see the comments above);
-    idempotent."""
+    """Make Amaranth/Yosys output simulate correctly, unmodified, on Icarus and Verilator (see the comments above)
+    and read in linear time by Yosys (:func:`split_memory_init`); idempotent."""
+    text = split_memory_init(text)
     if "bsnn-hw: time-0" in text:
         return text
     text = _YOSYS_TRIGGER.sub(lambda m: _TIME0_FIX.format(indent=m.group(1), name=m.group(2)), text)
@@ -107,21 +129,27 @@ def _fields(layout: data.StructLayout) -> list[dict]:
 
 def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: NetworkTop | None = None) -> dict:
     """The manifest (docs/hardware.md): everything a bench needs to size itself."""
-    top = top or NetworkTop(net, config, trace)
-    rl = result_layout(net, config.early_exit)
+    if top is None:
+        top = NetworkTop(net, config, trace)
+        top._MustUse__silence = True   # built for its shape and memories only (the fit check), not elaborated
+    S = top.members
+    rl = result_layout(net, config.early_exit, S)
     ports = [
         dict(name="clk", direction="in", width=1),
         dict(name="rst", direction="in", width=1),
-        dict(name="i_spikes__valid", direction="in", width=1),
-        dict(name="i_spikes__ready", direction="out", width=1),
-        dict(name="i_spikes__payload", direction="in", width=top.input_width),
+        *([dict(name="i_pixels__valid", direction="in", width=1),
+           dict(name="i_pixels__ready", direction="out", width=1),
+           dict(name="i_pixels__payload", direction="in", width=8)] if config.encoder else
+          [dict(name="i_spikes__valid", direction="in", width=1),
+           dict(name="i_spikes__ready", direction="out", width=1),
+           dict(name="i_spikes__payload", direction="in", width=top.input_width)]),
         dict(name="o_result__valid", direction="out", width=1),
         dict(name="o_result__ready", direction="in", width=1),
         dict(name="o_result__payload", direction="out", width=rl.size),
     ]
     payloads = {"o_result": _fields(rl)}
     if trace:
-        tl = trace_layout(net)
+        tl = trace_layout(net, S)
         ports += [dict(name="o_trace__valid", direction="out", width=1),
                   dict(name="o_trace__ready", direction="in", width=1),
                   dict(name="o_trace__payload", direction="out", width=tl.size)]
@@ -160,7 +188,12 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         trace=trace,
         input_width=top.input_width,
         input_words=top.input_words,
-        beats_per_sample=net.timesteps * top.input_words,
+        input="pixels" if config.encoder else "spikes",
+        encoder=dict(encoding=net.encoding, seed=net.seed if net.encoding == "rate" else None,
+                     lane_bits=top.encoder.lane_bits) if config.encoder else None,
+        beats_per_sample=net.n_in if config.encoder else net.timesteps * top.input_words,
+        members=S,
+        member_identities=[mem.identity() for mem in top.member_nets],
         result_beats=net.n_out,
         clock=dict(name="clk", reset="rst", reset_kind="synchronous, active high"),
         ports=ports,
@@ -170,7 +203,7 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         memory_bits=sum(d["depth"] * d["width"] for d in mems),
         early_exit=config.early_exit,
         skip_zero=config.skip_zero,
-        cycles_per_inference=cycles_per_inference(net, config, trace),
+        cycles_per_inference=cycles_per_inference(net, config, trace, S),
         cycles_note=("the worst case: with early_exit or skip_zero a sample's cycles depend on its spikes "
                      "(bsnn_hw.hdl.config.sample_cycles, docs/hardware.md)"
                      if config.early_exit or config.skip_zero else "fixed: every sample takes this many"),
@@ -183,8 +216,11 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
     )
 
 
-def generate(net: Network, config: HwConfig | None = None, trace: bool = False, name: str = "bsnn_top") -> Design:
-    """Build :class:`NetworkTop` for ``net`` and convert it: ``Design(verilog, manifest)``."""
+def generate(net: Network, config: HwConfig | None = None, trace: bool = False, name: str = "bsnn_top",
+             ensemble: bool = True) -> Design:
+    """Build :class:`NetworkTop` for ``net`` and convert it: ``Design(verilog, manifest)``. A network that carries
+    an ensemble (``net.ensemble``) is built as the ensemble (its members' weights in ROM banks, totals and votes in
+    the result), unless ``ensemble=False``: then the MAP network (``net``'s own weights)."""
     if not isinstance(net, Network):
         raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
     config = HwConfig.default(net) if config is None else config
@@ -192,6 +228,10 @@ def generate(net: Network, config: HwConfig | None = None, trace: bool = False, 
         raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
     config.validate(net)
     check_name(name)
-    top = NetworkTop(net, config, trace)
+    members = None
+    if ensemble and getattr(net, "ensemble", ()):
+        from bsnn_hw import ensemble as ens
+        members = ens.members(net)
+    top = NetworkTop(net, config, trace, members=members)
     text = to_verilog(top, name)
     return Design(text, manifest(net, config, trace, name, top))

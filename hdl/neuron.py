@@ -168,7 +168,7 @@ class NeuronCore(wiring.Component):
         if self.fires and uniform is None:
             m.submodules.threshold = trom = Memory(shape=unsigned(P * TW), depth=max(2, self.groups),
                                                    init=self.threshold_words(),
-                                                   attrs=memory_attrs(self.groups, P * TW))
+                                                   attrs=memory_attrs(self.groups, P * TW, rom=True))
             th_rd = trom.read_port()
             m.d.comb += th_rd.addr.eq(self.i_group)
 

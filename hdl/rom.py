@@ -96,7 +96,7 @@ class WeightROM(wiring.Component):
         # at least 2 words: a 1-word memory has a 0-bit address, which Amaranth writes as a [-1:0] vector
         bits = self.parallel * self.width * self.bits
         m.submodules.mem = mem = Memory(shape=unsigned(bits), depth=max(2, self.depth),
-                                        init=self.init, attrs=memory_attrs(self.depth, bits))
+                                        init=self.init, attrs=memory_attrs(self.depth, bits, rom=True))
         rd = mem.read_port()
         m.d.comb += [rd.addr.eq(self.i_addr), rd.en.eq(self.i_en), self.o_data.eq(rd.data)]
         return m

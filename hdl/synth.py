@@ -16,6 +16,9 @@ What is measured
   few registers). With place-and-route the core is synthesized as its own module inside the wrapper
   (``-noflatten``), so its resource figures are the core's alone; the wrapped design's totals are reported apart.
 
+Capacity is checked first: :func:`check_fit` refuses, from the manifest alone and before any tool runs, a design
+whose block RAMs (:func:`memory_plan`, Yosys' own mapping rule) or LUT floor (:func:`estimate_luts`) exceed the part.
+
 Results are cached by content (the SHA-256 of the Verilog, the target, the device, the tool versions and this flow's
 version) under ``$BSNN_HW_CACHE/synth`` (default ``~/.cache/bsnn-hw/synth``): a rerun on the same design is instant.
 
@@ -38,7 +41,7 @@ from pathlib import Path
 
 import click
 
-from .cli import decision_options
+from .cli import config_option, decision_options, map_only_option
 
 FLOW_VERSION = 2  # bump when the scripts or the parsing change: invalidates cached results
 WRAPPER_NAME = "bsnn_synth_wrapper"
@@ -556,6 +559,7 @@ def implement(net=None, config=None, *, target: str = "ice40", device: str | Non
     res["design"] = design_summary(m)
     if m.get("memories"):
         res["memory_plan"] = memory_plan(m["memories"], target)
+    res["fit"] = fit_report(m, target, device)
     cyc = m.get("cycles_per_inference")
     if res.get("fmax_mhz") and cyc:
         res["latency_us"] = round(cyc / res["fmax_mhz"], 2)
@@ -573,73 +577,234 @@ def design_summary(m: dict) -> dict:
     }
 
 
+# --- capacity: what a design needs against what the part has, before any tool runs --------------------------------
+
+# Block RAM shapes (depth, width) per target: iCE40 SB_RAM40_4K (4 kbit); ECP5 DP16KD / PDPW16KD (18 kbit, the
+# 9/18/36-bit widths use the parity bits).
+BRAM_SHAPES = {"ice40": [(256, 16), (512, 8), (1024, 4), (2048, 2)],
+               "ecp5": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)]}
+# How Yosys' memory_libmap (synth_ice40, synth_ecp5) chooses where a memory without a ram_style goes: the cheapest
+# of its library's options and soft logic, a tie going to logic. Costs from techlibs/ice40/brams.txt (an EBR 64),
+# techlibs/lattice/brams_16kd.txt (a DP16KD 128) and lutrams.txt (a TRELLIS_DPR16X4, 16 x 4 bits, 4; never a ROM:
+# prune_rom), and the pass's defaults for logic: 1/16 per ROM bit, 1 per RAM bit.
+BRAM_COST = {"ice40": 64, "ecp5": 128}
+# Bits one block holds (the ECP5's parity bits included): no mapping can use fewer blocks than bits / this.
+BRAM_BITS = {"ice40": 4096, "ecp5": 18432}
+_DPR16X4_COST = 4
+_LOGIC_COST = {"rom": 1 / 16, "ram": 1.0}
+# LUT4 positions a TRELLIS_DPR16X4 takes (two slices: 4 LUT4; the write logic in a third slice is not counted).
+_ECP5_DPR16X4_LUTS = 4
+
+
+def _bram_blocks(depth: int, width: int, target: str) -> int:
+    from bsnn_hw.contract import ceil_div
+    return min(ceil_div(depth, d) * ceil_div(width, w) for d, w in BRAM_SHAPES[target])
+
+
+def _ecp5_lutram_cells(depth: int, width: int) -> int:
+    from bsnn_hw.contract import ceil_div
+    return ceil_div(depth, 16) * ceil_div(width, 4)
+
+
+def _lands(mem: dict, target: str, small_bits: int) -> str:
+    """Where one manifest memory lands: "logic" where the generator marks it so (ram_style logic), else Yosys'
+    cheapest choice (see BRAM_COST): "block", "logic" or, on ECP5 for a RAM, "lutram"."""
+    depth, width = int(mem["depth"]), int(mem["width"])
+    placement = mem.get("placement", "block" if depth * width > small_bits else "logic")
+    if placement != "block":
+        return "logic"
+    kind = "rom" if mem.get("kind") == "rom" else "ram"
+    # in memory_libmap's order: logic first, then the libraries as synth_ecp5 passes them (LUT RAM before DP16KD)
+    options = [("logic", _LOGIC_COST[kind] * depth * width)]
+    if target == "ecp5" and kind == "ram":
+        options.append(("lutram", _DPR16X4_COST * _ecp5_lutram_cells(depth, width)))
+    options.append(("block", BRAM_COST[target] * _bram_blocks(depth, width, target)))
+    best = options[0]
+    for opt in options[1:]:
+        if opt[1] < best[1]:
+            best = opt
+    return best[0]
+
+
 def expected_brams(memories: list[dict], target: str, small_bits: int | None = None) -> int | None:
     """Block RAMs the manifest's memories need if each maps alone onto the target's block RAM at its best aspect
-    ratio (iCE40 SB_RAM40_4K: 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD: 512x36 .. 16384x1). Memories the manifest
-    places in logic (``"placement": "logic"``; without that key: those of at most ``small_bits`` bits, default the
-    generator's ``SMALL_MEMORY_BITS``) are left out. An estimate for checks and reports."""
-    from bsnn_hw.contract import ceil_div
-    if small_bits is None:
-        from . import config
-        small_bits = getattr(config, "SMALL_MEMORY_BITS", 0)
-    shapes = {"ice40": [(256, 16), (512, 8), (1024, 4), (2048, 2)],
-              "ecp5": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)]}.get(target)
-    if shapes is None:
+    ratio (:data:`BRAM_SHAPES`; iCE40 SB_RAM40_4K: 256x16 .. 2048x2; ECP5 DP16KD: 512x36 .. 16384x1). Memories the
+    manifest places in logic (``"placement": "logic"``; without that key: those of at most ``small_bits`` bits,
+    default the generator's ``SMALL_MEMORY_BITS``) are left out, and so are those Yosys' memory_libmap puts in logic
+    or (ECP5 RAMs) LUT RAM because that costs it less (BRAM_COST: a wide, shallow threshold ROM goes to logic). An
+    estimate for checks and reports; None for a target without a block RAM model (xilinx)."""
+    if target not in BRAM_SHAPES:
         return None
-    total = 0
-    for mem in memories:
-        depth, width = int(mem["depth"]), int(mem["width"])
-        if mem.get("placement", "block" if depth * width > small_bits else "logic") != "block":
-            continue
-        total += min(ceil_div(depth, d) * ceil_div(width, w) for d, w in shapes)
-    return total
+    small_bits = _small_bits() if small_bits is None else small_bits
+    return sum(_bram_blocks(int(m["depth"]), int(m["width"]), target) for m in memories
+               if _lands(m, target, small_bits) == "block")
+
+
+def _small_bits() -> int:
+    from . import config
+    return getattr(config, "SMALL_MEMORY_BITS", 0)
 
 
 def memory_plan(memories: list[dict], target: str) -> list[dict]:
     """Where each of the manifest's memories lands on ``target``: its placement (block RAM or logic, as the
-    generator marks it) and, for block RAM, the blocks it needs alone at its best aspect ratio (the estimate of
-    :func:`expected_brams`, one memory at a time)."""
+    generator marks it; on ECP5 "lutram" for a RAM Yosys puts in LUT RAM) and, for block RAM, the blocks it needs
+    alone at its best aspect ratio (the estimate of :func:`expected_brams`, one memory at a time; None for a target
+    without a block RAM model)."""
     rows = []
+    small = _small_bits()
     for mem in memories:
-        blocks = expected_brams([mem], target) if mem.get("placement", "block") == "block" else 0
+        lands = _lands(mem, target, small) if target in BRAM_SHAPES else mem.get("placement", "block")
+        blocks = (expected_brams([mem], target) if lands == "block" else 0) if target in BRAM_SHAPES else None
+        bits = int(mem["depth"]) * int(mem["width"])
         rows.append(dict(name=mem["name"], kind=mem.get("kind"), depth=int(mem["depth"]), width=int(mem["width"]),
-                         bits=int(mem["depth"]) * int(mem["width"]), placement=mem.get("placement", "block"),
-                         blocks=blocks))
+                         bits=bits, placement=lands, blocks=blocks,
+                         min_blocks=_min_blocks(bits, int(mem["width"]), target) if blocks
+                         else (0 if blocks == 0 else None)))
     return rows
 
 
-def check_fit(memories: list[dict], target: str, device: str | None = None) -> None:
-    """Refuse, before any tool runs, an iCE40 design whose block RAMs cannot fit the part: the iCE40 has no
-    distributed RAM, so every memory the generator places in block RAM takes at least its own EBRs (Yosys never
-    packs two memories into one), and a sum above the part's count cannot place. The message names the largest
-    memories and their shares. (ECP5 and Xilinx parts may take a memory into LUT RAM: there the plan is reported,
-    not enforced.)"""
+def _min_blocks(bits: int, width: int, target: str) -> int:
+    """No mapping of a memory into block RAM uses fewer blocks than its bits / a block's bits, nor (iCE40: a memory
+    is read whole each cycle, no part of it goes to logic) fewer than its width / the widest port (16 bits): a
+    49 x 128 pixel RAM takes 8 EBRs, not 2 (nextpnr ran out of EBRs on it)."""
+    floor = -(-bits // BRAM_BITS[target])
+    if target == "ice40":
+        floor = max(floor, -(-width // max(w for _, w in BRAM_SHAPES["ice40"])))
+    return floor
+
+
+def _tree_adder_bits(n: int, width: int) -> int:
+    """Operand bits of the adders in :func:`bsnn_hw.hdl.synapse._tree`'s balanced tree over ``n`` values of
+    ``width`` bits (each sum one bit wider than its wider operand; an odd value passes a level unchanged)."""
+    level = [width] * n
+    bits = 0
+    while len(level) > 1:
+        nxt = []
+        for k in range(0, len(level), 2):
+            pair = level[k:k + 2]
+            if len(pair) == 2:
+                bits += max(pair)
+                nxt.append(max(pair) + 1)
+            else:
+                nxt.append(pair[0])
+        level = nxt
+    return bits
+
+
+# The LUT model's per-part coefficients (LUT4 equivalents; see estimate_luts and docs/synthesis.md)
+NEURON_OPS = 5          # per lane, M bits each: leak (shift + subtract), add, saturate, compare, reset
+LOGIC_MEMORY_BITS_PER_LUT = 4   # a RAM in logic: at least its read multiplexer, a LUT4 per 4 bits (4:1 mux)
+LOGIC_ROM_BITS_PER_LUT = 16     # a ROM in logic: a LUT4 holds 16 words of one bit
+
+
+def estimate_luts(manifest: dict, target: str) -> dict:
+    """A lower estimate of the LUT4s the design needs (a LUT4 per adder bit: on ECP5 a CCU2C carry cell holds 2 LUT4s
+    of arithmetic and takes their places; on iCE40 an SB_CARRY sits beside its LUT), from the manifest alone:
+
+    - per compute layer (dense, conv2d) and lane (P): the synapse adder tree over W words of k bits
+      (:func:`_tree_adder_bits`; 1-bit weights: the agreement popcount, plus the spike popcount once per layer,
+      which lanes share, and the 2a - s subtract), the word accumulator (M bits) and the neuron core
+      (``NEURON_OPS`` x M bits);
+    - memories in logic (the manifest's ``placement: logic``, or Yosys' choice, see :func:`memory_plan`): a LUT4 per
+      ``LOGIC_MEMORY_BITS_PER_LUT`` bits of a RAM (its read multiplexer), per ``LOGIC_ROM_BITS_PER_LUT`` bits of a
+      ROM; on ECP5, RAMs in LUT RAM: ``_ECP5_DPR16X4_LUTS`` per TRELLIS_DPR16X4 cell.
+
+    Control (FSMs, counters, address arithmetic, the spike shift registers' word select) is not counted: this is a
+    floor, so a design it puts above a part's LUTs cannot fit. Returns ``{"luts": total, "parts": {name: LUT4}}``."""
+    parts = {}
+    for layer in manifest.get("layers", []):
+        if layer.get("kind") == "pool":
+            continue
+        P, W, k, M = (int(layer["parallel"]), int(layer["width"]), int(layer.get("weight_bits", 1)),
+                      int(layer.get("membrane_bits", 16)))
+        sum_bits = (W.bit_length() + 1) if k == 1 else ((W << (k - 1)).bit_length() + 1)
+        if k == 1:
+            lane = _tree_adder_bits(W, 1) + sum_bits
+            shared = _tree_adder_bits(W, 1)
+        else:
+            lane = _tree_adder_bits(W, k)
+            shared = 0
+        lane += M + NEURON_OPS * M
+        parts[f"layer{layer['index']}_lanes"] = P * lane + shared
+    small = _small_bits()
+    logic = lutram = 0
+    for mem in manifest.get("memories", []):
+        lands = _lands(mem, target, small) if target in BRAM_SHAPES else mem.get("placement", "block")
+        if lands == "logic":
+            per_lut = ((64 if target == "xilinx" else LOGIC_ROM_BITS_PER_LUT) if mem.get("kind") == "rom"
+                       else LOGIC_MEMORY_BITS_PER_LUT)   # a LUT6 holds 64 ROM bits
+            logic += int(mem["depth"]) * int(mem["width"]) // per_lut
+        elif lands == "lutram":
+            lutram += _ECP5_DPR16X4_LUTS * _ecp5_lutram_cells(int(mem["depth"]), int(mem["width"]))
+    if logic:
+        parts["memories_in_logic"] = logic
+    if lutram:
+        parts["lut_ram"] = lutram
+    return {"luts": sum(parts.values()), "parts": parts}
+
+
+def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
+    """What ``manifest``'s design needs against what ``target``/``device`` has, before any tool runs:
+    ``{"part", "bram": {"need", "estimate", "have", "unit"}, "lut": {"need", "have", "parts"}, "fits",
+    "problems": [...]}``. Block RAM: ``need`` is a floor, each memory Yosys puts in block RAM (:func:`memory_plan`)
+    taking at least its bits / the bits of a block (BRAM_BITS; Yosys never packs two memories into one block);
+    ``estimate`` is :func:`expected_brams` (each memory at its best shape; Yosys may do better on a deep ECP5 ROM by
+    moving a remainder into logic: 45 DP16KD for a 50,176 x 16 ROM against 49). LUTs: :func:`estimate_luts` (a
+    floor). A need above the part's count is a problem; a target
+    without a model (xilinx block RAM) or a part without a count is not checked (``need`` or ``have`` None)."""
     t, dev = get_target(target, device)
-    if target != "ice40":
-        return
-    need = expected_brams(memories, target)
-    if need is None or not dev.brams or need <= dev.brams:
-        return
-    rows = sorted(memory_plan(memories, target), key=lambda r: -(r["blocks"] or 0))
-    top = ", ".join(f"{r['name']} {r['depth']}x{r['width']} = {r['blocks']}" for r in rows[:3] if r["blocks"])
-    spram = (" (the UP5K's SPRAM is not used by the generator)" if target == "ice40" and dev.name == "up5k" else "")
-    raise ValueError(f"the design needs at least {need} {t.bram_unit.split(' ')[0]} block RAMs but the {dev.part} "
-                     f"has {dev.brams}{spram}; largest: {top}. Fold differently (-P/-W), pick a bigger --device, or "
-                     f"pass --no-fit-check to run the tools anyway")
+    memories = manifest.get("memories") or []
+    problems = []
+    estimate = expected_brams(memories, target)
+    plan = memory_plan(memories, target)
+    need_b = sum(r["min_blocks"] for r in plan) if estimate is not None else None
+    unit = t.bram_unit.split(" ")[0]
+    if need_b is not None and dev.brams and need_b > dev.brams:
+        rows = sorted(plan, key=lambda r: -(r["min_blocks"] or 0))
+        top = ", ".join(f"{r['name']} {r['depth']}x{r['width']} = {r['min_blocks']}" for r in rows[:3]
+                        if r["min_blocks"])
+        spram = " (the UP5K's SPRAM is not used by the generator)" if target == "ice40" and dev.name == "up5k" else ""
+        problems.append(f"the design needs at least {need_b} {unit} block RAMs but the {dev.part} has "
+                        f"{dev.brams}{spram}; largest: {top}")
+    luts = estimate_luts(manifest, target) if manifest.get("layers") else None
+    if luts is not None and dev.luts and luts["luts"] > dev.luts:
+        big = sorted(luts["parts"].items(), key=lambda kv: -kv[1])[:3]
+        problems.append(f"the design needs at least {luts['luts']:,} {t.lut_unit} (estimate, a floor: "
+                        f"{', '.join(f'{k} {v:,}' for k, v in big)}) but the {dev.part} has {dev.luts:,}")
+    return {"part": dev.part, "bram": {"need": need_b, "estimate": estimate, "have": dev.brams, "unit": unit},
+            "lut": {"need": luts and luts["luts"], "have": dev.luts, "parts": luts and luts["parts"]},
+            "fits": not problems, "problems": problems}
+
+
+def check_fit(memories, target: str, device: str | None = None) -> None:
+    """Refuse, before any tool runs, a design that cannot fit the part: ValueError, one line, naming each resource
+    short (needed against available, the largest memories or logic parts). ``memories`` is the manifest (block RAM
+    and LUT checks) or its list of memories (block RAM only). See :func:`fit_report`: the block RAMs each memory
+    needs alone where Yosys puts it in block RAM (:func:`memory_plan`), and a floor of the LUTs the datapath needs
+    (:func:`estimate_luts`)."""
+    manifest = memories if isinstance(memories, dict) else {"memories": memories}
+    rep = fit_report(manifest, target, device)
+    if rep["problems"]:
+        raise ValueError("; and ".join(rep["problems"]) + ". Fold differently (-P/-W), pick a bigger --device, or "
+                         "pass --no-fit-check to run the tools anyway")
 
 
 # --- the command ---------------------------------------------------------------------------------------------------
 
 def load_design(model: str, parallel: str | None, width: str | None, name: str, early_exit: bool = False,
-                skip_zero: bool = False):
+                skip_zero: bool = False, encoder: bool = False, map_only: bool = False, before_generate=None,
+                encoder_lanes: int | None = None, config_file=None):
     """A :class:`Design` from a .bsnn artifact (generated now) or from a directory written by ``bsnn-hw generate``
-    (OUT/<top>.v and OUT/<top>.json)."""
+    (OUT/<top>.v and OUT/<top>.json). ``before_generate(manifest)``, if given, sees a .bsnn model's manifest before
+    the Verilog is generated (the fit check: a design that cannot fit is refused in seconds, not after the
+    conversion; the manifest is the single network's, a floor for an ensemble's)."""
     from .generate import Design
     p = Path(model)
     if p.is_dir():
-        if parallel or width or early_exit or skip_zero:
-            raise ValueError(f"{model} is a generated design directory: --parallel/--width/--early-exit/--skip-zero "
-                             f"apply only to a .bsnn model (they were fixed when it was generated)")
+        if parallel or width or early_exit or skip_zero or encoder or map_only or encoder_lanes or config_file:
+            raise ValueError(f"{model} is a generated design directory: --parallel/--width/--early-exit/--skip-zero/"
+                             f"--encoder/--map-only apply only to a .bsnn model (they were fixed when it was "
+                             f"generated)")
         manifests = []
         for f in sorted(p.glob("*.json")):
             with contextlib.suppress(ValueError, OSError):
@@ -655,12 +820,14 @@ def load_design(model: str, parallel: str | None, width: str | None, name: str, 
             raise FileNotFoundError(2, "No such file or directory (the manifest's Verilog)", str(v))
         return Design(v.read_text(), m)
     from bsnn_hw import load
-    from .cli import parse_list
-    from .config import HwConfig
+    from .cli import make_config, select_network
     from .generate import generate
-    net = load(model)
-    config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
-                                 early_exit=early_exit, skip_zero=skip_zero)
+    net = select_network(load(model), map_only)
+    config = make_config(net, parallel, width, early_exit, skip_zero, encoder, encoder_lanes, config_file)
+    if before_generate is not None:
+        from .generate import manifest
+        config.validate(net)
+        before_generate(manifest(net, config, False, name))
     return generate(net, config, name=name)
 
 
@@ -743,10 +910,13 @@ def print_report(res: dict, console=None) -> None:
 @click.option("--no-cache", is_flag=True, help="Run the tools even if a cached result exists (and keep none).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON report here.")
-@click.option("--no-fit-check", is_flag=True, help="Run the tools even when the block RAMs cannot fit the part.")
+@click.option("--no-fit-check", is_flag=True, help="Run the tools even when the design cannot fit the part (block "
+              "RAMs or the LUT floor, docs/synthesis.md).")
 @decision_options
+@map_only_option
+@config_option
 def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_cache, as_json, out, no_fit_check,
-          early_exit, skip_zero):
+          early_exit, skip_zero, encoder, encoder_lanes, map_only, config_file):
     """Synthesize MODEL (a .bsnn artifact, or a directory from `bsnn-hw generate`) with Yosys; resources and Fmax.
 
     Resources are the core top's (Yosys' mapped cells); the Fmax is nextpnr's on the core inside an IO wrapper that
@@ -763,9 +933,11 @@ def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_c
         say = None if as_json else progress_printer()
         if say:
             say(f"generating the design of {model}..." if not Path(model).is_dir() else f"reading {model}...")
-        design = load_design(model, parallel, width, name, early_exit, skip_zero)
+        design = load_design(model, parallel, width, name, early_exit, skip_zero, encoder, map_only,
+                             before_generate=None if no_fit_check else lambda m: check_fit(m, target, device),
+                             encoder_lanes=encoder_lanes, config_file=config_file)
         if not no_fit_check:
-            check_fit(design.manifest.get("memories") or [], target, device)
+            check_fit(design.manifest, target, device)
         res = implement(target=target, device=device, pnr=not no_pnr, design=design, freq=freq, seed=seed,
                         cache=not no_cache, progress=say)
     except ToolError as e:

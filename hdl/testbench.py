@@ -34,6 +34,8 @@ class TopRun:
     trace: list | None
     cycles: list
     steps: np.ndarray | None = None
+    totals: np.ndarray | None = None      # an ensemble's per-class totals and votes (batch, n_out)
+    votes: np.ndarray | None = None
 
 
 def input_beats(spikes_t: np.ndarray, width: int) -> list[int]:
@@ -46,17 +48,25 @@ def input_beats(spikes_t: np.ndarray, width: int) -> list[int]:
 
 def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool = False, src_gap: float = 0.0,
                  sink_stall: float = 0.0, seed: int = 0, reset_junk_beats: int | None = None,
-                 reset_wait: int = 0, pad_garbage: bool = False, max_cycles: int = 2_000_000) -> TopRun:
+                 reset_wait: int = 0, pad_garbage: bool = False, max_cycles: int = 2_000_000, members=None,
+                 pixels=None) -> TopRun:
     """Drive ``spikes`` (bool (batch, T, n_in)) through the top and collect its streams.
 
     ``src_gap`` / ``sink_stall``: probability of a gap on i_spikes / of ready low on o_result and o_trace each
     cycle. ``reset_junk_beats``: first send that many beats of a random sample, wait ``reset_wait`` cycles, pulse
     ``rst`` (a reset mid-inference), then run the real samples. ``pad_garbage``: set the padding bits of each
-    input word randomly (the hardware must ignore them)."""
+    input word randomly (the hardware must ignore them). ``members``: an ensemble's member networks (NetworkTop's
+    argument); the trace then holds (member, layer, step, spikes) beats, S * T * L per sample. With
+    ``config.encoder`` the top takes ``pixels`` (uint8 (batch, n_in)), one per beat, and ``spikes`` is unused."""
     config = HwConfig.default(net) if config is None else config
-    spikes = np.asarray(spikes, dtype=bool)
-    batch = spikes.shape[0]
-    dut = NetworkTop(net, config, trace)
+    if config.encoder:
+        pixels = np.asarray(pixels, dtype=np.uint8)
+        batch = pixels.shape[0]
+    else:
+        spikes = np.asarray(spikes, dtype=bool)
+        batch = spikes.shape[0]
+    dut = NetworkTop(net, config, trace, members=members)
+    ens = dut.members > 1
     m = Module()
     m.domains.sync = cd = ClockDomain("sync")
     m.submodules.dut = dut
@@ -68,6 +78,9 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
 
     samples = []
     for b in range(batch):
+        if config.encoder:
+            samples.append([int(v) for v in pixels[b]])
+            continue
         beats = input_beats(spikes[b], width)
         if pad_garbage and pad_bits:
             hi_mask = ((1 << pad_bits) - 1) << (width - pad_bits)
@@ -86,10 +99,11 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
                 raise AssertionError(f"simulation ran past {max_cycles} cycles")
 
     async def source(ctx):
-        s = dut.i_spikes
+        s = dut.i_pixels if config.encoder else dut.i_spikes
         if reset_junk_beats is not None:
             junk_spikes = np.array([[rng.random() < 0.5 for _ in range(net.n_in)] for _ in range(net.timesteps)])
-            junk = input_beats(junk_spikes, width)
+            junk = ([rng.randrange(256) for _ in range(net.n_in)] if config.encoder
+                    else input_beats(junk_spikes, width))
             sent = 0
             while sent < reset_junk_beats:
                 ctx.set(s.valid, 1)
@@ -138,7 +152,8 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
                         continue
                     beats.append(dict(index=payload.index, count=payload.count, membrane=payload.membrane,
                                       cls=payload.cls, last=payload.last,
-                                      step=payload.step if config.early_exit else net.timesteps - 1))
+                                      step=payload.step if config.early_exit else net.timesteps - 1,
+                                      total=payload.total if ens else 0, votes=payload.votes if ens else 0))
                     if payload.last:
                         break
             state["last"].append(edge)
@@ -153,7 +168,7 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
             payload = ctx.get(o.payload)
             await ctx.tick()
             if valid and ready and state["armed"]:
-                traces.append((payload.layer, payload.step, payload.spikes))
+                traces.append(((payload.member,) if ens else ()) + (payload.layer, payload.step, payload.spikes))
 
     sim.add_process(clock_counter)
     sim.add_testbench(source, background=True)
@@ -173,7 +188,7 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
         L = len(net.layers)
         trace_out = []
         # every step up to the decision (all T steps without early_exit), L beats each
-        per = [(r[0]["step"] + 1) * L for r in results]
+        per = [(r[0]["step"] + 1) * L * dut.members for r in results]
         if len(traces) != sum(per):
             raise AssertionError(f"expected {sum(per)} trace beats, got {len(traces)}")
         k = 0
@@ -183,4 +198,8 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
     cycles = [last - first + 1 for first, last in zip(state["accept"], state["last"])]
     assert counts.shape == (batch, n_out), counts.shape
     steps = np.array([r[0]["step"] for r in results], dtype=np.int64)
-    return TopRun(cls[:, 0], counts, membrane, indices, last_flags, cls, trace_out, cycles, steps)
+    totals = votes = None
+    if ens:
+        totals = np.array([[b["total"] for b in r] for r in results], dtype=np.int64).reshape(batch, -1)
+        votes = np.array([[b["votes"] for b in r] for r in results], dtype=np.int64).reshape(batch, -1)
+    return TopRun(cls[:, 0], counts, membrane, indices, last_flags, cls, trace_out, cycles, steps, totals, votes)

@@ -1,7 +1,8 @@
 """NetworkTop: the layers chained, input buffering, argmax readout, o_result / o_trace streams (docs/hardware.md)."""
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+import numpy as np
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -9,13 +10,24 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import HwConfig, count_bits, index_bits, memory_attrs, memory_info, skips_zero
+from .config import (HwConfig, clog2, count_bits, encoder_lanes, index_bits, memory_attrs, memory_info,
+                     skips_zero)
+from .encoder import InputEncoder
 from .engine import LayerEngine, PoolEngine
 
 
-def result_layout(net: Network, early_exit: bool = False) -> data.StructLayout:
-    """o_result payload, fields LSB first: index, count, membrane, cls, last, and with ``early_exit`` step (the
-    decision step)."""
+def total_shape(net: Network, members: int):
+    """Shape of an ensemble's per-class total (the sum of S member scores): unsigned for the "count" readout (0..S*T),
+    signed M + clog2(S) bits for "membrane"."""
+    if net.readout == "count":
+        return unsigned(count_bits(members * net.timesteps))
+    return signed(net.layers[-1].membrane_bits + clog2(members))
+
+
+def result_layout(net: Network, early_exit: bool = False, members: int = 1) -> data.StructLayout:
+    """o_result payload, fields LSB first: index, count, membrane, cls, last; with ``early_exit`` step (the
+    decision step); with an ensemble (``members`` S > 1) total and votes, and count/membrane are the last member's
+    (docs/hardware.md, "Ensembles")."""
     fields = {
         "index": unsigned(index_bits(net.n_out)),
         "count": unsigned(count_bits(net.timesteps)),
@@ -25,6 +37,9 @@ def result_layout(net: Network, early_exit: bool = False) -> data.StructLayout:
     }
     if early_exit:
         fields["step"] = unsigned(index_bits(net.timesteps))
+    if members > 1:
+        fields["total"] = total_shape(net, members)
+        fields["votes"] = unsigned(count_bits(members))
     return data.StructLayout(fields)
 
 
@@ -34,13 +49,50 @@ def trace_spike_bits(net: Network) -> int:
     return max(layer.n_out if layer.kind == "dense" else count_bits(layer.n_out) for layer in net.layers)
 
 
-def trace_layout(net: Network) -> data.StructLayout:
-    """o_trace payload, fields LSB first: layer, step, spikes (see :func:`trace_spike_bits`)."""
-    return data.StructLayout({
+def trace_layout(net: Network, members: int = 1) -> data.StructLayout:
+    """o_trace payload, fields LSB first: layer, step, spikes (see :func:`trace_spike_bits`), and with an ensemble
+    (``members`` S > 1) member."""
+    fields = {
         "layer": unsigned(index_bits(len(net.layers))),
         "step": unsigned(index_bits(net.timesteps)),
         "spikes": unsigned(trace_spike_bits(net)),
-    })
+    }
+    if members > 1:
+        fields["member"] = unsigned(index_bits(members))
+    return data.StructLayout(fields)
+
+
+def check_members(net: Network, members) -> list:
+    """The ensemble members as a list of Networks, each identical to ``net`` except for its weights (the hardware
+    shares thresholds, leaks and widths and banks only the weights); [] for None."""
+    if members is None:
+        return []
+    members = list(members)
+    for s, mem in enumerate(members):
+        if not isinstance(mem, Network):
+            raise TypeError(f"members[{s}] must be a bsnn_hw.Network, not {type(mem).__name__}")
+        same = (len(mem.layers) == len(net.layers) and mem.timesteps == net.timesteps
+                and mem.readout == net.readout)
+        for a, b in zip(mem.layers, net.layers):
+            if not same:
+                break
+            if a.kind != b.kind:
+                same = False
+            elif a.kind == "pool":
+                same = a == b
+            else:
+                same = (a.params() == b.params() and a.weight_bits == b.weight_bits
+                        and a.weights.shape == b.weights.shape and a.weights.dtype == b.weights.dtype
+                        and np.array_equal(a.threshold, b.threshold)
+                        and (a.kind != "conv2d" or a.geometry() == b.geometry()))
+        if not same:
+            raise ValueError(f"members[{s}] differs from the network in more than its weights (layers, thresholds, "
+                             f"neuron parameters, T or readout): an ensemble in hardware banks only the weights")
+    if len(members) > 1:
+        if net.readout == "first":
+            raise ValueError("an ensemble needs the 'count' or 'membrane' readout (members' scores are summed), "
+                             "not 'first'")
+    return members
 
 
 class NetworkTop(wiring.Component):
@@ -49,6 +101,12 @@ class NetworkTop(wiring.Component):
     For each step t: take the step's NW_0 input words into the input buffer, run layer 0 .. L-1 one after the other
     (each a :class:`LayerEngine` or :class:`PoolEngine` step; with ``trace``, one o_trace beat after each), then step
     t+1. After step T-1: scan the last layer's n_out neurons for the readout's class, then send n_out o_result beats.
+
+    With ``members`` (an ensemble of S >= 2 weight sets, see :func:`check_members`): the input buffer holds the
+    whole sample (T * NW_0 words), member 0 runs as above while it fills, members 1..S-1 replay it from the buffer
+    (no input beats), each engine reading its member's ROM bank; each member's scan adds its scores into per-class
+    totals and its class into per-class votes; after the last member the class is the argmax of the totals (ties to
+    the lowest index) and the n_out o_result beats carry total and votes.
 
     Between layers: a dense layer's output is its engine's n_out-bit register, read as W-bit words; a conv or pool
     layer's output is a feature-map RAM of H_out * W_out words of C bits (one position per word, position-major),
@@ -62,7 +120,7 @@ class NetworkTop(wiring.Component):
     o_trace : Out(stream.Signature(trace_layout(net))), only with ``trace=True``
     """
 
-    def __init__(self, net: Network, config: HwConfig | None = None, trace: bool = False):
+    def __init__(self, net: Network, config: HwConfig | None = None, trace: bool = False, members=None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(net, Network):
             raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
@@ -74,31 +132,53 @@ class NetworkTop(wiring.Component):
         if not isinstance(trace, bool):
             raise TypeError(f"trace must be a bool, not {trace!r}")
         self.net, self.config, self.trace = net, config, trace
+        self.member_nets = check_members(net, members)
+        S = self.members = max(1, len(self.member_nets))
+        if S > 1 and (config.early_exit or config.skip_zero):
+            raise ValueError("early_exit and skip_zero are not built for ensembles (members replay the buffered input, "
+                             "which keeps no zero-word flags, and every member runs all T steps)")
         last = len(net.layers) - 1
+
+        def banks(i):
+            return [mem.layers[i].weights for mem in self.member_nets] if self.member_nets else None
+
         self.engines = [PoolEngine(layer) if layer.kind == "pool" else
                         LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
-                                    keep_count=(i == last), skip=skips_zero(net, config, i))
+                                    keep_count=(i == last), skip=skips_zero(net, config, i), banks=banks(i))
                         for i, (layer, lc) in enumerate(zip(net.layers, config.layers))]
         for e in self.engines:
             e._MustUse__silence = True   # owned and elaborated by this top
         self.input_width = config.layers[0].width
         self.input_words = contract.ceil_div(net.n_in, self.input_width)
+        self.encoder = None
+        if config.encoder:
+            self.encoder = InputEncoder(net.n_in, self.input_width, net.timesteps, net.encoding, net.seed,
+                                        encoder_lanes(config))
+            self.encoder._MustUse__silence = True
         sig = {
-            "i_spikes": In(stream.Signature(self.input_width)),
-            "o_result": Out(stream.Signature(result_layout(net, config.early_exit))),
+            **({"i_pixels": In(stream.Signature(8))} if config.encoder
+               else {"i_spikes": In(stream.Signature(self.input_width))}),
+            "o_result": Out(stream.Signature(result_layout(net, config.early_exit, S))),
         }
         if trace:
-            sig["o_trace"] = Out(stream.Signature(trace_layout(net)))
+            sig["o_trace"] = Out(stream.Signature(trace_layout(net, S)))
         self._MustUse__silence = False
         super().__init__(sig)
 
     def memories(self) -> list[dict]:
-        mems = [memory_info("input_buffer", "ram", self.input_words, self.input_width, small_to_logic=False)]
+        mems = [memory_info("input_buffer", "ram", self.buffer_words, self.input_width, small_to_logic=False)]
+        if self.encoder is not None:
+            mems += [dict(d, name=f"encoder_{d['name']}") for d in self.encoder.memories()]
         for i, e in enumerate(self.engines):
             mems += [dict(d, name=f"layer{i}_{d['name']}") for d in e.memories()]
             if not hasattr(e, "o_spikes"):
                 mems.append(memory_info(f"layer{i}_map", "ram", e.positions, self._map_width(i)))
         return mems
+
+    @property
+    def buffer_words(self) -> int:
+        """Input buffer depth: one step's words, or the whole sample's (T * NW_0) for an ensemble's replay."""
+        return self.input_words * (self.net.timesteps if self.members > 1 else 1)
 
     def _map_width(self, i):
         return self.net.layers[i].out_shape[2]
@@ -113,26 +193,43 @@ class NetworkTop(wiring.Component):
         last = self.engines[-1]
 
         # --- input buffer: the current step's words, padding masked on write --------------------------------------
-        m.submodules.inbuf = inbuf = Memory(shape=unsigned(W0), depth=max(2, NW0), init=[])  # >= 2: no 0-bit address
+        S, ens = self.members, self.members > 1
+        m.submodules.inbuf = inbuf = Memory(shape=unsigned(W0), depth=max(2, self.buffer_words), init=[])  # >= 2: no 0-bit address
         in_wr = inbuf.write_port()
         in_rd = inbuf.read_port()
-        n_last_bits = net.n_in - (NW0 - 1) * W0
+        # an ensemble's buffer holds the whole sample: step t's words at t*NW_0 + w (in_base = t*NW_0, a running sum)
+        in_base = Signal(index_bits(self.buffer_words)) if ens else Const(0, 1)
+        member = Signal(index_bits(S))
+        if ens:
+            for e in self.engines:
+                if hasattr(e, "i_member"):
+                    m.d.comb += e.i_member.eq(member)
         w_in = Signal(index_bits(NW0))
-        masked = Signal(W0)
-        if n_last_bits == W0:
-            m.d.comb += masked.eq(self.i_spikes.payload)
+        enc = self.encoder
+        if enc is not None:
+            # pixels in: the encoder writes each step's spike words (padding lanes never spike)
+            m.submodules.encoder = enc
+            wiring.connect(m, wiring.flipped(self.i_pixels), enc.i_pixels)
+            wr_idx, wr_word = enc.o_wr_addr, enc.o_wr_data
+            m.d.comb += in_wr.en.eq(enc.o_wr_en)
         else:
-            m.d.comb += masked.eq(Mux(w_in == NW0 - 1, self.i_spikes.payload & ((1 << n_last_bits) - 1),
-                                      self.i_spikes.payload))
-        m.d.comb += [in_wr.addr.eq(w_in), in_wr.data.eq(masked),
-                     in_rd.addr.eq(self.engines[0].o_in_addr), in_rd.en.eq(self.engines[0].o_in_en),
+            n_last_bits = net.n_in - (NW0 - 1) * W0
+            masked = Signal(W0)
+            if n_last_bits == W0:
+                m.d.comb += masked.eq(self.i_spikes.payload)
+            else:
+                m.d.comb += masked.eq(Mux(w_in == NW0 - 1, self.i_spikes.payload & ((1 << n_last_bits) - 1),
+                                          self.i_spikes.payload))
+            wr_idx, wr_word = w_in, masked
+        m.d.comb += [in_wr.addr.eq(in_base + wr_idx), in_wr.data.eq(wr_word),
+                     in_rd.addr.eq(in_base + self.engines[0].o_in_addr), in_rd.en.eq(self.engines[0].o_in_en),
                      self.engines[0].i_in_data.eq(in_rd.data)]
         if getattr(self.engines[0], "skip", False):
             # which input words hold a spike: one flag per word, written with the word (every word is rewritten
             # each step, so no clear is needed)
             nz0 = Signal(NW0, name="input_nonzero")
             with m.If(in_wr.en):
-                m.d.sync += nz0.bit_select(w_in, 1).eq(masked.any())
+                m.d.sync += nz0.bit_select(wr_idx, 1).eq(wr_word.any())
             m.d.comb += self.engines[0].i_nz.eq(nz0)
         # inter-layer buffers: a feature-map RAM after a conv or pool layer; otherwise the previous engine's output
         # register, read as W-bit words (zero padded)
@@ -196,6 +293,23 @@ class NetworkTop(wiring.Component):
         m.d.sync += s_valid.eq(0)
         with m.If(s_valid & ((s_idx == 0) | (value > best))):   # strict >: ties keep the lowest index
             m.d.sync += [best.eq(value), best_idx.eq(s_idx)]
+        if ens:
+            # per-class totals and votes over the members; the running argmax of the totals is the ensemble's class
+            # once the last member's scan is through (each total is final when its neuron is scanned)
+            tshape = total_shape(net, S)
+            totals = [Signal(tshape, name=f"total_{c}") for c in range(n_out)]
+            votes = [Signal(count_bits(S), name=f"votes_{c}") for c in range(n_out)]
+            totals_a, votes_a = Array(totals), Array(votes)
+            acc_val = Signal(signed(max(len(Signal(tshape)), len(value)) + 1))
+            best_tot = Signal.like(acc_val)
+            tot_idx = Signal(index_bits(n_out))
+            m.d.comb += acc_val.eq(Mux(member == 0, 0, totals_a[s_idx]) + value)
+            with m.If(s_valid):
+                for c in range(n_out):
+                    with m.If(s_idx == c):
+                        m.d.sync += totals[c].eq(acc_val)
+                with m.If((s_idx == 0) | (acc_val > best_tot)):
+                    m.d.sync += [best_tot.eq(acc_val), tot_idx.eq(s_idx)]
 
         def advance():
             with m.If(p_ == P - 1):
@@ -215,14 +329,21 @@ class NetworkTop(wiring.Component):
             self.o_result.payload.cls.eq(cls),
             self.o_result.payload.last.eq(r_last),
         ]
+        if ens:
+            m.d.comb += [self.o_result.payload.total.eq(totals_a[r_idx]), self.o_result.payload.votes.eq(votes_a[r_idx])]
         if self.trace:
             spikes_by_layer = Array(e.o_spikes if hasattr(e, "o_spikes") else e.o_step_count for e in self.engines)
             m.d.comb += [self.o_trace.payload.layer.eq(layer), self.o_trace.payload.step.eq(t),
                          self.o_trace.payload.spikes.eq(spikes_by_layer[layer])]
+            if ens:
+                m.d.comb += self.o_trace.payload.member.eq(member)
 
         early = self.config.early_exit
         if early:
             m.d.comb += self.o_result.payload.step.eq(t)     # t holds the decision step from SCAN to RESULT
+
+        # where a sample starts, and where each step's input comes from
+        sample_in, step_in = ("LOAD", "ENCODE") if enc is not None else ("INPUT", "INPUT")
 
         def next_layer():
             with m.If(layer == L - 1):
@@ -233,20 +354,41 @@ class NetworkTop(wiring.Component):
                     m.next = "SCAN"
                 with m.Else():
                     m.d.sync += t.eq(t + 1)
-                    m.next = "INPUT"
+                    if ens:     # members after the first replay the buffered sample
+                        m.d.sync += in_base.eq(in_base + NW0)
+                        with m.If(member == 0):
+                            m.next = step_in
+                        with m.Else():
+                            m.next = "RUN"
+                    else:
+                        m.next = step_in
             with m.Else():
                 m.d.sync += layer.eq(layer + 1)
                 m.next = "RUN"
 
-        with m.FSM(init="INPUT"):
-            with m.State("INPUT"):
-                m.d.comb += [self.i_spikes.ready.eq(1), in_wr.en.eq(self.i_spikes.valid)]
-                with m.If(self.i_spikes.valid):
-                    with m.If(w_in == NW0 - 1):
-                        m.d.sync += w_in.eq(0)
+        with m.FSM(init=sample_in):
+            if enc is None:
+                with m.State("INPUT"):
+                    m.d.comb += [self.i_spikes.ready.eq(1), in_wr.en.eq(self.i_spikes.valid)]
+                    with m.If(self.i_spikes.valid):
+                        with m.If(w_in == NW0 - 1):
+                            m.d.sync += w_in.eq(0)
+                            m.next = "RUN"
+                        with m.Else():
+                            m.d.sync += w_in.eq(w_in + 1)
+            else:
+                with m.State("LOAD"):                    # a new sample: its pixels into the encoder's RAM
+                    m.d.comb += enc.i_load.eq(1)
+                    m.next = "LOAD_WAIT"
+                with m.State("LOAD_WAIT"):
+                    with m.If(enc.o_done):
+                        m.next = "ENCODE"
+                with m.State("ENCODE"):                  # step t's spike words into the input buffer
+                    m.d.comb += [enc.i_start.eq(1), enc.i_first.eq(t == 0), enc.i_step.eq(t)]
+                    m.next = "ENCODE_WAIT"
+                with m.State("ENCODE_WAIT"):
+                    with m.If(enc.o_done):
                         m.next = "RUN"
-                    with m.Else():
-                        m.d.sync += w_in.eq(w_in + 1)
             with m.State("RUN"):
                 m.d.comb += start.eq(1)
                 m.next = "WAIT"
@@ -272,11 +414,18 @@ class NetworkTop(wiring.Component):
                 m.d.sync += [j.eq(0), g.eq(0), p_.eq(0)]
                 m.next = "CLASS"
             with m.State("CLASS"):
-                if net.readout == "first":
-                    m.d.sync += cls.eq(Mux(found, first_idx, best_idx))
+                if ens:
+                    for c in range(n_out):
+                        m.d.sync += votes[c].eq(Mux(member == 0, 0, votes[c]) + (best_idx == c))
+                    with m.If(member == S - 1):
+                        m.d.sync += [cls.eq(tot_idx), member.eq(0)]
+                        m.next = "RESULT"
+                    with m.Else():
+                        m.d.sync += [member.eq(member + 1), t.eq(0), layer.eq(0), in_base.eq(0)]
+                        m.next = "RUN"
                 else:
-                    m.d.sync += cls.eq(best_idx)
-                m.next = "RESULT"
+                    m.d.sync += cls.eq(Mux(found, first_idx, best_idx) if net.readout == "first" else best_idx)
+                    m.next = "RESULT"
             with m.State("RESULT"):
                 issue = (j < n_out) & ~stall
                 m.d.comb += [last.i_rd_addr.eq(g), last.i_rd_en.eq(issue)]
@@ -286,12 +435,14 @@ class NetworkTop(wiring.Component):
                         advance()
                 with m.If(r_valid & self.o_result.ready & r_last):
                     m.d.sync += [r_valid.eq(0), t.eq(0), layer.eq(0), found.eq(0), j.eq(0), g.eq(0), p_.eq(0)]
-                    m.next = "INPUT"
-                    if early:
+                    if ens:
+                        m.d.sync += in_base.eq(0)
+                    m.next = sample_in
+                    if early and enc is None:
                         with m.If(t != T - 1):           # the sample's remaining steps: take and drop their beats
                             m.d.sync += t.eq(t + 1)
                             m.next = "DRAIN"
-            if early:
+            if early and enc is None:
                 with m.State("DRAIN"):
                     m.d.comb += self.i_spikes.ready.eq(1)
                     with m.If(self.i_spikes.valid):

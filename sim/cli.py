@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
-from bsnn_hw.hdl.cli import decision_options
+from bsnn_hw.hdl.cli import config_option, decision_options, make_config, map_only_option, select_network
 
 
 @click.command("verify")
@@ -24,19 +24,19 @@ from bsnn_hw.hdl.cli import decision_options
               help="Write a PNG of hardware against software spike counts per layer.")
 @click.option("--limit", default=20, show_default=True, type=int, help="Samples listed in the table.")
 @decision_options
+@map_only_option
+@config_option
 @click.pass_context
 def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, waves, seed, as_json, plot_path, limit,
-           early_exit, skip_zero):
+           early_exit, skip_zero, encoder, encoder_lanes, map_only, config_file):
     """Run the generated RTL of MODEL on test images (or random inputs) in Icarus or Verilator and compare it bit
     for bit with the golden model: every dense layer's spikes and every conv/pool layer's spike count at every step,
     counts, membranes, class.
 
     Exits with status 1 if any sample disagrees (the report names the first mismatch: sample, layer, neuron,
     step)."""
-    from bsnn_hw.hdl import HwConfig
-    from bsnn_hw.hdl.cli import parse_list
     from bsnn_hw.sim import runner, verify as vmod
-    net = load_model(model)
+    net = select_network(load_model(model), map_only)
     missing = runner.simulator_missing(sim)
     if missing:
         raise UserError(f"--sim {sim}: {missing}")
@@ -44,15 +44,14 @@ def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, wave
         runner.check_cache_path(runner.default_cache_dir(), sim)
     except runner.SimulatorMissing as e:
         raise UserError(str(e)) from None
-    cfg = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
-                              early_exit=early_exit, skip_zero=skip_zero)
-    cfg.validate(net)
+    cfg = make_config(net, parallel, width, early_exit, skip_zero, encoder, encoder_lanes, config_file)
     x, spikes, labels, what = vmod.load_inputs(net, data, samples, seed, offset)
     if not as_json:
         click.echo(f"verify {model}: {'-'.join(map(str, net.sizes))}, T={net.timesteps}, readout={net.readout}, "
-                   f"encoding={net.encoding}; {what}; {sim}" + (" with stalls" if stalls else ""), err=True)
+                   f"encoding={net.encoding}" + (f", an ensemble of {len(net.ensemble)}" if net.ensemble else "")
+                   + f"; {what}; {sim}" + (" with stalls" if stalls else ""), err=True)
     try:
-        report = vmod.verify(net, spikes, labels, sim=sim, config=cfg, waves=waves, stalls=stalls, seed=seed,
+        report = vmod.verify(net, spikes, labels, sim=sim, config=cfg, waves=waves, stalls=stalls, seed=seed, pixels=x,
                              data=data, offset=offset, progress=None if as_json else progress_printer())
     except runner.SimulatorMissing as e:
         raise UserError(str(e)) from None
@@ -79,7 +78,9 @@ def _print(r: dict, net, limit: int) -> None:
     from rich.table import Table
     console = Console(width=max(Console().width, 110))
     nl = len(net.layers)
-    table = Table(title=f"RTL ({r['simulator']}) against the golden model, per sample")
+    ens = f", an ensemble of {r['members']} members (spikes: all members; class: the ensemble's)" \
+        if r.get("members", 0) > 1 else ""
+    table = Table(title=f"RTL ({r['simulator']}) against the golden model, per sample{ens}")
     for col in ["sample", "label", "hw class", "golden class"] + [f"L{i} spikes hw/sw" for i in range(nl)] + \
                ["cycles", "bit-exact"]:
         table.add_column(col, justify="right")

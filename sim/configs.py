@@ -91,6 +91,7 @@ def random_units(seed: int, count: int, samples: int = 2, **limits) -> list[Unit
 
 FULL_LIMITS = dict(max_in=320, max_hidden=40, max_layers=4, max_t=160, max_cycles=24_000, max_lane_bits=512)
 WIDE_WORD = 64          # words wider than a 64-bit machine integer: the corner that once shipped a wrong ROM
+MAX_MEMBERS = 8         # ensembles drawn with 2..MAX_MEMBERS members (BiSNN's S = 8)
 
 
 def _corner_table():
@@ -142,6 +143,10 @@ def _corner_table():
         "reset mid-inference": lambda u: u.reset_mid,
         "early exit": lambda u: u.config.early_exit,
         "skip zero words": lambda u: u.config.skip_zero,
+        "on-chip encoder, rate": lambda u: u.config.encoder and u.net.encoding == "rate",
+        "on-chip encoder, latency": lambda u: u.config.encoder and u.net.encoding == "latency",
+        "encoder lanes = 1 < W": lambda u: u.config.encoder and u.config.encoder_lanes == 1 < u.config.layers[0].width,
+        "ensemble": lambda u: len(u.net.ensemble) > 1,
     })
     return c
 
@@ -192,7 +197,13 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     elif want == "T>=128":
         timesteps = int(rng.integers(128, max(128, max_t) + 1))
     readout = "first" if want == "early exit" else str(rng.choice(contract.READOUTS))
+    if want == "ensemble" and readout == "first":
+        readout = str(rng.choice(["count", "membrane"]))
     encoding = str(rng.choice(contract.ENCODINGS))
+    if want.startswith("on-chip encoder, "):
+        encoding = want.split(", ")[1]
+    elif want.startswith("encoder lanes"):
+        encoding = str(rng.choice(["rate", "latency"]))
     for key, value in (("readout", readout), ("encoding", encoding)):
         if want.startswith(key + " "):
             readout, encoding = (want[len(key) + 1:], encoding) if key == "readout" else (readout, want[9:])
@@ -241,8 +252,13 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
             elif want == "P∤n_out":
                 p = int(rng.choice([q for q in range(2, lo) if lo % q])) if lo > 2 else p
         folds.append(LayerConfig(p, w))
+    members = None
+    if readout != "first" and (want == "ensemble" or rng.random() < 0.12):
+        members = [[rng.random(layer.weights.shape) < rng.uniform(0.1, 0.9) for layer in layers]
+                   for _ in range(_pick(rng, 2, MAX_MEMBERS))]
     net = Network(layers, timesteps, readout, encoding, seed=int(rng.integers(1, contract.LFSR_PERIOD + 1)),
-                  metadata={"origin": "sim.configs.full"})
+                  metadata={"origin": "sim.configs.full"}, ensemble=members)
+    x = None
     if encoding == "direct":
         spikes = rng.random((samples, timesteps, n_in)) < rng.uniform(0.02, 0.98)
     else:
@@ -256,8 +272,17 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     if want in ("trace on", "trace off"):
         trace = want == "trace on"
     early = readout == "first" and (rng.random() < 0.5 or want == "early exit")
-    skip = rng.random() < 0.35 or want == "skip zero words"
-    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds), early_exit=early, skip_zero=skip), trace=trace,
+    skip = members is None and (rng.random() < 0.35 or want == "skip zero words")
+    encoder = x is not None and (rng.random() < 0.4 or want.startswith(("on-chip", "encoder")))
+    lanes = None
+    if encoder:
+        w0 = folds[0].width
+        divisors = [d for d in range(1, w0 + 1) if w0 % d == 0]
+        lanes = 1 if want.startswith("encoder lanes") else int(rng.choice(divisors)) if rng.random() < 0.5 else None
+        if lanes == 1 and w0 == 1 and want.startswith("encoder lanes"):
+            folds[0] = LayerConfig(folds[0].parallel, min(2, net.n_in))      # lanes 1 < W needs W >= 2
+    config = HwConfig(tuple(folds), early_exit=early, skip_zero=skip, encoder=encoder, encoder_lanes=lanes)
+    return Unit(net=net, spikes=spikes, config=config, trace=trace, pixels=x if encoder else None,
                 stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 seed=int(rng.integers(1 << 30)), reset_mid=bool(rng.random() < 0.25) or want == "reset mid-inference")
@@ -282,7 +307,7 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
         want = names[k % len(names)]
         for _ in range(500):
             u = _draw_full(rng, want, max_in, max_hidden, max_layers, max_t, samples)
-            cost = samples * cycles_per_inference(u.net, u.config, u.trace)
+            cost = samples * cycles_per_inference(u.net, u.config, u.trace, max(1, len(u.net.ensemble)))
             lane_bits = sum(lc.parallel * lc.width for lc in u.config.layers)
             if cost <= max_cycles and lane_bits <= max_lane_bits and CORNERS[want](u):
                 break
@@ -362,6 +387,10 @@ def _v2_corner_table():
         "reset mid-inference": lambda u: u.reset_mid,
         "early exit": lambda u: u.config.early_exit,
         "skip zero words (dense after dense)": lambda u: u.config.skip_zero,
+        "ensemble S=2": lambda u: len(u.net.ensemble) == 2,
+        f"ensemble S={MAX_MEMBERS}": lambda u: len(u.net.ensemble) == MAX_MEMBERS,
+        "ensemble of conv members": lambda u: len(u.net.ensemble) > 1 and bool(convs(u)),
+        "ensemble, membrane readout": lambda u: len(u.net.ensemble) > 1 and u.net.readout == "membrane",
     })
     return c
 
@@ -428,6 +457,11 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
     readout = "first" if want == "early exit" else str(rng.choice(contract.READOUTS))
     if want.startswith("readout "):
         readout = want[8:]
+    ensemble = want.startswith("ensemble") or rng.random() < 0.2
+    if ensemble and readout == "first":              # members' scores are summed: count or membrane
+        readout = "membrane" if want.endswith("membrane readout") else str(rng.choice(["count", "membrane"]))
+    if want == "ensemble of conv members" and "conv" not in plan:
+        plan.append("conv")
     if want.startswith("skip zero"):
         n_dense = 2
     timesteps = _pick(rng, 1, max_t, 0.15)
@@ -511,14 +545,20 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
         layers.append(Layer(_v2_weights(rng, (lo, li), bits, want), weight_bits=bits, **neurons))
         w_ = shape[2] if j == 0 else _pick(rng, 1, li)
         folds.append(LayerConfig(_pick(rng, 1, lo), w_))
-    net = Network(layers, timesteps, readout, "direct", metadata={"origin": "sim.configs.v2"})
+    members = None
+    if ensemble:
+        S = 2 if want == "ensemble S=2" else MAX_MEMBERS if want == f"ensemble S={MAX_MEMBERS}" else \
+            _pick(rng, 2, MAX_MEMBERS)
+        members = [[_v2_weights(rng, lay.weights.shape, lay.weight_bits, want) for lay in layers if lay.has_neurons]
+                   for _ in range(S)]
+    net = Network(layers, timesteps, readout, "direct", metadata={"origin": "sim.configs.v2"}, ensemble=members)
     spikes = rng.random((samples, timesteps, net.n_in)) < rng.uniform(0.05, 0.95)
     stalls = rng.random() < 0.5 or want == "stalls"
     trace = bool(rng.random() < 0.6)
     if want in ("trace on", "trace off"):
         trace = want == "trace on"
     early = readout == "first" and (rng.random() < 0.5 or want == "early exit")
-    skip = n_dense >= 2 and (rng.random() < 0.4 or want.startswith("skip zero"))
+    skip = n_dense >= 2 and not ensemble and (rng.random() < 0.4 or want.startswith("skip zero"))
     return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds), early_exit=early, skip_zero=skip), trace=trace,
                 stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
@@ -546,7 +586,7 @@ def random_v2_units(seed: int, count: int, samples: int = 2, max_side: int = V2_
                 u = _draw_v2(rng, want, max_side, max_channels, max_hidden, max_t, samples)
             except ValueError:          # an illegal geometry drawn at a corner: draw again
                 continue
-            cost = samples * cycles_per_inference(u.net, u.config, u.trace)
+            cost = samples * cycles_per_inference(u.net, u.config, u.trace, max(1, len(u.net.ensemble)))
             lane_bits = sum(lc.parallel * lc.width * max(1, l.weight_bits)
                             for l, lc in zip(u.net.layers, u.config.layers))
             if cost <= max_cycles and lane_bits <= max_lane_bits and V2_CORNERS[want](u):
@@ -568,7 +608,9 @@ def describe_unit(u: Unit) -> str:
     return (f"{u.name}: {'-'.join(map(str, net.sizes))} T={net.timesteps} {net.readout} {net.encoding} [{cfg}] [{lay}] "
             f"trace={u.trace} stalls={u.stall_in:.2f}/{u.stall_out:.2f} reset_mid={u.reset_mid}"
             f"{' early_exit' if u.config and u.config.early_exit else ''}"
-            f"{' skip_zero' if u.config and u.config.skip_zero else ''}")
+            f"{' skip_zero' if u.config and u.config.skip_zero else ''}"
+            f"{f' ensemble S={len(net.ensemble)}' if net.ensemble else ''}"
+            f"{f' encoder lanes={u.config.encoder_lanes}' if u.config and u.config.encoder else ''}")
 
 
 # --- directed corner cases -------------------------------------------------------------------------------------------

@@ -144,11 +144,14 @@ class Unit:
     name: str = ""                     # a label for reports
     check_net: Network | None = None   # the golden model the scoreboard uses (default: net; the bench's self-test
                                        # gives another to prove that a wrong answer is caught)
+    pixels: np.ndarray | None = None   # uint8 (B, n_in): what an on-chip-encoder top (config.encoder) is fed;
+                                       # ``spikes`` must then be net.encode(pixels)
 
 
 def _config_dict(cfg) -> dict:
     return {"layers": [[lc.parallel, lc.width] for lc in cfg.layers], "input_width": cfg.input_width,
-            "early_exit": cfg.early_exit, "skip_zero": cfg.skip_zero}
+            "early_exit": cfg.early_exit, "skip_zero": cfg.skip_zero, "encoder": cfg.encoder,
+            "encoder_lanes": cfg.encoder_lanes}
 
 
 @functools.lru_cache(maxsize=1)
@@ -195,7 +198,8 @@ def expected_cycles(u: Unit) -> list[int]:
     cfg = u.config if u.config is not None else HwConfig.default(u.net)
     if cfg.early_exit or cfg.skip_zero:
         return [c["cycles"] for c in sample_cycles(u.net, cfg, u.spikes, u.trace)]
-    return [cycles_per_inference(u.net, cfg, u.trace)] * int(np.shape(u.spikes)[0])
+    members = max(1, len(ensemble_members(u.net)))
+    return [cycles_per_inference(u.net, cfg, u.trace, members)] * int(np.shape(u.spikes)[0])
 
 
 def build_units(units: list[Unit], workdir: Path, cache_dir=None) -> tuple[str, list[dict]]:
@@ -211,9 +215,16 @@ def build_units(units: list[Unit], workdir: Path, cache_dir=None) -> tuple[str, 
         (u.check_net if u.check_net is not None else u.net).save(art)
         spk = workdir / f"u{k}_spikes.npy"
         np.save(spk, np.asarray(u.spikes, dtype=bool))
+        pix = None
+        if cfg.encoder:
+            if u.pixels is None:
+                raise ValueError(f"unit {u.name or k}: an on-chip-encoder design needs pixels (uint8 images)")
+            pix = workdir / f"u{k}_pixels.npy"
+            np.save(pix, np.asarray(u.pixels, dtype=np.uint8))
         from bsnn_hw.hdl.config import cycles_per_inference
         params.append(dict(
             prefix=f"u{k}_", name=u.name or f"u{k}", artifact=str(art), spikes=str(spk), trace=u.trace,
+            pixels=None if pix is None else str(pix),
             input_width=cfg.input_width_for(u.net), layouts=layouts_from_manifest(manifest, u.net),
             stall_in=u.stall_in, stall_out=u.stall_out, seed=u.seed, reset_mid=u.reset_mid,
             config=_config_dict(cfg),
@@ -253,6 +264,48 @@ def expected(net: Network, spikes: np.ndarray, early_exit: bool = False):
     return golden.simulate(net, spikes, record=True), None
 
 
+def ensemble_members(net: Network) -> list:
+    """The member networks the hardware runs for ``net`` (``bsnn_hw.hdl.generate`` builds the ensemble when the
+    network carries one); [] for a plain network."""
+    from bsnn_hw import ensemble
+    return ensemble.members(net) if getattr(net, "ensemble", ()) else []
+
+
+def expected_ensemble(net: Network, spikes: np.ndarray):
+    """(every member's golden Result with spikes recorded, the ``bsnn_hw.ensemble`` result: totals, votes, class)."""
+    from bsnn_hw import ensemble
+    spikes = np.asarray(spikes, dtype=bool)
+    mems = ensemble_members(net)
+    refs = [golden.simulate(m, spikes, record=True) for m in mems]
+    return refs, ensemble.combine(mems, refs)
+
+
+def compare_ensemble(net: Network, refs: list, ens, b: int, hw: dict, sample: int | None = None) -> list[dict]:
+    """Mismatches of one hardware sample of an ensemble top: each member's trace against its golden run (``what``
+    names the member), the last member's counts and membranes, and the per-class totals, votes and the class
+    against ``bsnn_hw.ensemble``; framing problems as in :func:`compare`."""
+    s = b if sample is None else sample
+    last = len(net.layers) - 1
+    out = []
+    for k, trace in enumerate(hw.get("member_traces") or []):
+        out += [dict(m, what=f"member {k} {m['what']}") for m in _trace_mismatches(net, refs[k], b, trace, s,
+                                                                               net.timesteps)]
+    out += _readout_mismatches(net, refs[-1], b, hw, s, check_class=False)
+    for what, key, want in (("total", "totals", ens.totals[b]), ("votes", "votes", ens.votes[b])):
+        got = hw[key]
+        for j in range(net.n_out):
+            if int(got[j]) != int(want[j]):
+                out.append(dict(sample=s, what=what, layer=last, neuron=j, step=None, expected=int(want[j]),
+                                actual=int(got[j])))
+    if int(hw["cls"]) != int(ens.prediction[b]):
+        out.append(dict(sample=s, what="ensemble class", layer=last, neuron=None, step=None,
+                        expected=int(ens.prediction[b]), actual=int(hw["cls"])))
+    for problem in hw.get("framing", []):
+        out.append(dict(sample=s, what="framing", layer=last, neuron=None, step=None, expected=None,
+                        actual=problem))
+    return out
+
+
 def compare(net: Network, ref: golden.Result, b: int, hw: dict, sample: int | None = None,
             decision=None) -> list[dict]:
     """Mismatches of one hardware sample ``hw`` against golden sample ``b`` of ``ref``. Each mismatch is a dict:
@@ -269,27 +322,45 @@ def compare(net: Network, ref: golden.Result, b: int, hw: dict, sample: int | No
                             expected=int(decision[b]), actual=hw.get("step")))
     trace = hw.get("trace")
     if trace is not None:
-        for t in range(steps):
-            for li, layer in enumerate(net.layers):
-                word = trace[li][t]
-                if word is None:
-                    out.append(dict(sample=s, what="trace beat missing", layer=li, neuron=None, step=t,
-                                    expected="a beat", actual=None))
-                    continue
-                if layer.kind != "dense":       # a map layer's beat carries its spike count at step t
-                    want_n = int(ref.spikes[li][b, t].sum())
-                    if int(word) != want_n:
-                        out.append(dict(sample=s, what="map spike count", layer=li, neuron=None, step=t,
-                                        expected=want_n, actual=int(word)))
-                    continue
-                got = np.array([(int(word) >> j) & 1 for j in range(layer.n_out)], dtype=bool)
-                want = ref.spikes[li][b, t]
-                for j in np.flatnonzero(got != want):
-                    out.append(dict(sample=s, what="spike", layer=li, neuron=int(j), step=t,
-                                    expected=int(want[j]), actual=int(got[j])))
-                if int(word) >> layer.n_out:
-                    out.append(dict(sample=s, what="trace padding bits", layer=li, neuron=None, step=t,
-                                    expected=0, actual=int(word) >> layer.n_out))
+        out += _trace_mismatches(net, ref, b, trace, s, steps)
+    out += _readout_mismatches(net, ref, b, hw, s)
+    for problem in hw.get("framing", []):
+        out.append(dict(sample=s, what="framing", layer=len(net.layers) - 1, neuron=None, step=None, expected=None,
+                        actual=problem))
+    return out
+
+
+def _trace_mismatches(net: Network, ref: golden.Result, b: int, trace, s: int, steps: int) -> list[dict]:
+    """The traced spikes of steps 0..steps-1 (``trace[layer][step]``) against ``ref``'s recorded spikes."""
+    out = []
+    for t in range(steps):
+        for li, layer in enumerate(net.layers):
+            word = trace[li][t]
+            if word is None:
+                out.append(dict(sample=s, what="trace beat missing", layer=li, neuron=None, step=t,
+                                expected="a beat", actual=None))
+                continue
+            if layer.kind != "dense":       # a map layer's beat carries its spike count at step t
+                want_n = int(ref.spikes[li][b, t].sum())
+                if int(word) != want_n:
+                    out.append(dict(sample=s, what="map spike count", layer=li, neuron=None, step=t,
+                                    expected=want_n, actual=int(word)))
+                continue
+            got = np.array([(int(word) >> j) & 1 for j in range(layer.n_out)], dtype=bool)
+            want = ref.spikes[li][b, t]
+            for j in np.flatnonzero(got != want):
+                out.append(dict(sample=s, what="spike", layer=li, neuron=int(j), step=t,
+                                expected=int(want[j]), actual=int(got[j])))
+            if int(word) >> layer.n_out:
+                out.append(dict(sample=s, what="trace padding bits", layer=li, neuron=None, step=t,
+                                expected=0, actual=int(word) >> layer.n_out))
+    return out
+
+
+def _readout_mismatches(net: Network, ref: golden.Result, b: int, hw: dict, s: int,
+                        check_class: bool = True) -> list[dict]:
+    """The last layer's counts and membranes (and the class) against ``ref``."""
+    out = []
     last = len(net.layers) - 1
     for what, key, want_arr in (("count", "counts", ref.counts[last][b]),
                                 ("membrane", "membrane", ref.membrane[last][b])):
@@ -298,12 +369,9 @@ def compare(net: Network, ref: golden.Result, b: int, hw: dict, sample: int | No
             if int(got[j]) != int(want_arr[j]):
                 out.append(dict(sample=s, what=what, layer=last, neuron=j, step=None,
                                 expected=int(want_arr[j]), actual=int(got[j])))
-    if int(hw["cls"]) != int(ref.prediction[b]):
+    if check_class and int(hw["cls"]) != int(ref.prediction[b]):
         out.append(dict(sample=s, what="class", layer=last, neuron=None, step=None,
                         expected=int(ref.prediction[b]), actual=int(hw["cls"])))
-    for problem in hw.get("framing", []):
-        out.append(dict(sample=s, what="framing", layer=last, neuron=None, step=None, expected=None,
-                        actual=problem))
     return out
 
 

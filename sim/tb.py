@@ -20,7 +20,8 @@ from cocotb.triggers import ClockCycles, with_timeout
 from cocotb.utils import get_sim_time
 
 import bsnn_hw
-from bsnn_hw.sim.network import compare, decode, describe, expected, input_beats
+from bsnn_hw.sim.network import (compare, compare_ensemble, decode, describe, ensemble_members, expected,
+                                  expected_ensemble, input_beats)
 from bsnn_hw.sim.stream import StreamDriver, StreamMonitor
 
 CLOCK_NS = 10
@@ -44,7 +45,17 @@ class NetworkTB:
         self.net = bsnn_hw.load(p["artifact"])
         self.spikes = np.load(p["spikes"])
         self.early = bool((p.get("config") or {}).get("early_exit"))
-        self.ref, self.decision = expected(self.net, self.spikes, self.early)
+        # an ensemble artifact is built as its ensemble (bsnn_hw.hdl.generate): S >= 2 members -> totals and votes;
+        # one member -> the hardware is that member's network
+        mems = ensemble_members(self.net)
+        self.members = len(mems) if len(mems) > 1 else 1
+        if len(mems) == 1:
+            self.net = mems[0]
+        if self.members > 1:
+            self.member_refs, self.ens = expected_ensemble(self.net, self.spikes)
+            self.ref, self.decision = self.member_refs[-1], None
+        else:
+            self.ref, self.decision = expected(self.net, self.spikes, self.early)
         self.width = int(p["input_width"])
         self.layouts = p["layouts"]
         self.trace = bool(p["trace"])
@@ -52,13 +63,16 @@ class NetworkTB:
         self.rng = random.Random(seed)
         self.rst = getattr(dut, f"{prefix}rst")
         self.rst.value = 0
-        self.driver = StreamDriver(dut, f"{prefix}i_spikes", clk, p.get("stall_in", 0.0), STALL_MAX, seed)
+        # an on-chip-encoder top takes the sample's pixels (one per beat) instead of its spike words
+        self.pixels = np.load(p["pixels"]) if p.get("pixels") else None
+        port = "i_pixels" if self.pixels is not None else "i_spikes"
+        self.driver = StreamDriver(dut, f"{prefix}{port}", clk, p.get("stall_in", 0.0), STALL_MAX, seed)
         self.results = StreamMonitor(dut, f"{prefix}o_result", clk, p.get("stall_out", 0.0), STALL_MAX, seed + 1)
         self.tracer = (StreamMonitor(dut, f"{prefix}o_trace", clk, p.get("stall_out", 0.0), STALL_MAX, seed + 2)
                        if self.trace else None)
         self.cycles_expected = int(p.get("cycles_expected") or 0)
         stall = max(p.get("stall_in", 0.0), p.get("stall_out", 0.0))
-        beats = self.net.timesteps * (1 + len(self.net.layers)) + self.net.n_out
+        beats = self.members * self.net.timesteps * (1 + len(self.net.layers)) + self.net.n_out
         # Generous: the expected cycles, plus every beat stalled the maximum, plus slack.
         self.timeout_cycles = 4 * self.cycles_expected + int(stall > 0) * 4 * STALL_MAX * (
             beats + self.spikes.shape[2]) * self.net.timesteps + 2000
@@ -100,6 +114,13 @@ class NetworkTB:
         membrane = [v if v is not None else -(1 << 40) for v in membrane]
         hw = dict(counts=counts, membrane=membrane, cls=beats[0][0]["cls"], framing=framing,
                   t_last=beats[-1][1])
+        if self.members > 1:
+            for key, field in (("totals", "total"), ("votes", "votes")):
+                vals = [None] * net.n_out
+                for f, _t in beats:
+                    if 0 <= f["index"] < net.n_out:
+                        vals[f["index"]] = f[field]
+                hw[key] = [v if v is not None else -(1 << 40) for v in vals]
         steps_run = net.timesteps
         if self.early:
             hw["step"] = beats[0][0]["step"]
@@ -109,28 +130,38 @@ class NetworkTB:
             steps_run = min(net.timesteps, hw["step"] + 1)
         if self.tracer:
             lay_t = self.layouts["o_trace"]
-            trace = [[None] * net.timesteps for _ in net.layers]
+            L, S = len(net.layers), self.members
+            traces = [[[None] * net.timesteps for _ in net.layers] for _ in range(S)]
             k = 0
             while not self.tracer.queue.empty():
                 value, _ = self.tracer.queue.get_nowait()
                 f = decode(value, lay_t)
-                t_exp, l_exp = divmod(k, len(net.layers))
-                if (f["layer"], f["step"]) != (l_exp, t_exp):
-                    framing.append(f"o_trace beat {k} carries layer {f['layer']} step {f['step']}, expected "
-                                   f"layer {l_exp} step {t_exp}")
-                if f["layer"] < len(net.layers) and f["step"] < net.timesteps:
-                    trace[f["layer"]][f["step"]] = f["spikes"]
+                m_exp, rest = divmod(k, steps_run * L)
+                t_exp, l_exp = divmod(rest, L)
+                got = (f.get("member", 0), f["layer"], f["step"])
+                if got != (m_exp, l_exp, t_exp):
+                    framing.append(f"o_trace beat {k} carries member {got[0]} layer {got[1]} step {got[2]}, "
+                                   f"expected member {m_exp} layer {l_exp} step {t_exp}")
+                if got[0] < S and f["layer"] < L and f["step"] < net.timesteps:
+                    traces[got[0]][f["layer"]][f["step"]] = f["spikes"]
                 k += 1
-            if k != steps_run * len(net.layers):
-                framing.append(f"{k} o_trace beats before the last o_result beat, expected "
-                               f"{steps_run * len(net.layers)}")
-            hw["trace"] = trace
+            if k != S * steps_run * L:
+                framing.append(f"{k} o_trace beats before the last o_result beat, expected {S * steps_run * L}")
+            if S > 1:
+                hw["member_traces"] = traces
+            else:
+                hw["trace"] = traces[0]
         return hw
+
+    def _beats(self, b: int) -> list[int]:
+        if self.pixels is not None:
+            return [int(v) for v in self.pixels[b]]
+        return input_beats(self.spikes[b], self.width)
 
     async def run_sample(self, b: int) -> dict:
         """Stream sample ``b`` in and its results out; returns the hardware's values (see network.compare) plus
         ``cycles`` (first accepted input beat to last result beat)."""
-        beats = input_beats(self.spikes[b], self.width)
+        beats = self._beats(b)
         self.driver.mark()
         send = cocotb.start_soon(self.driver.send(beats))
         try:
@@ -140,7 +171,7 @@ class NetworkTB:
             raise SampleTimeout(f"sample {b}: no complete result within {self.timeout_cycles} cycles "
                                 f"({self.results.queue.qsize()} result beats queued, {self.driver.beats_sent} "
                                 f"input beats taken): {type(e).__name__}") from None
-        if self.early and not send.done():
+        if self.early and not send.done() and self.pixels is None:
             await send                   # an early decision: the top takes and drops the sample's remaining beats
         if not send.done():
             hw["framing"].append("all results came before the input was consumed")
@@ -153,7 +184,7 @@ class NetworkTB:
 
     async def reset_mid_inference(self, b: int) -> int:
         """Start sample ``b``, reset after a random number of cycles into it, and drop whatever came out."""
-        beats = input_beats(self.spikes[b], self.width)
+        beats = self._beats(b)
         send = cocotb.start_soon(self.driver.send(beats))
         cut = self.rng.randint(1, max(2, self.cycles_expected))
         await ClockCycles(self.clk, cut)
@@ -179,7 +210,10 @@ class NetworkTB:
                                        expected="results", actual=str(e)))
                 await self.reset()
                 continue
-            bad = compare(self.net, self.ref, b, hw, decision=self.decision)
+            if self.members > 1:
+                bad = compare_ensemble(self.net, self.member_refs, self.ens, b, hw)
+            else:
+                bad = compare(self.net, self.ref, b, hw, decision=self.decision)
             for m in bad[:20]:
                 self.log.error("%s: %s", self.name, describe(m))
             if len(bad) > 20:

@@ -81,17 +81,35 @@ def _popcount(v: int) -> int:
 
 def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator", config=None, waves: bool = False,
            stalls: bool = False, seed: int = 0, cache_dir=None, run_dir=None, data: str | None = None,
-           offset: int = 0, progress=None) -> dict:
+           offset: int = 0, progress=None, pixels=None) -> dict:
     """Run the RTL on ``spikes`` (bool (N, T, n_in)) and compare with the golden model; returns the report dict.
     ``data``/``offset``: the test samples' origin, for the float model's accuracy on the same samples.
-    ``progress``: a callable taking one line per phase (build, simulate, compare)."""
+    ``progress``: a callable taking one line per phase (build, simulate, compare). ``pixels``: the uint8 images
+    ``spikes`` were encoded from; an on-chip-encoder design (``config.encoder``) is fed them."""
     from bsnn_hw.hdl import HwConfig
     cfg = config if config is not None else HwConfig.default(net)
     cfg.validate(net)
     spikes = np.asarray(spikes, dtype=bool)
-    ref, decision = netbench.expected(net, spikes, cfg.early_exit)
-    unit = netbench.Unit(net, spikes, cfg, trace=True, stall_in=0.3 if stalls else 0.0,
-                         stall_out=0.3 if stalls else 0.0, seed=seed, name="model")
+    if cfg.encoder and pixels is None:
+        raise ValueError("the on-chip encoder takes images (uint8 intensities): give pixels (random inputs of a "
+                         "'direct' model have none)")
+    model = net                       # the artifact (metadata: float predictions)
+    mems = netbench.ensemble_members(net)
+    S = len(mems)
+    n_layers = len(net.layers)
+    if S >= 2:                        # the ensemble in hardware: members' traces, totals, votes, ensemble class
+        refs, ens = netbench.expected_ensemble(net, spikes)
+        ref, decision, golden_pred = refs[-1], None, ens.prediction
+        layer_counts = [sum(r.counts[li] for r in refs) for li in range(n_layers)]
+    else:
+        if S == 1:                    # a one-member ensemble is built as its member
+            net = mems[0]
+        ref, decision = netbench.expected(net, spikes, cfg.early_exit)
+        golden_pred = ref.prediction
+        layer_counts = [ref.counts[li] for li in range(n_layers)]
+    unit = netbench.Unit(model if S >= 2 else net, spikes, cfg, trace=True, stall_in=0.3 if stalls else 0.0,
+                         stall_out=0.3 if stalls else 0.0, seed=seed, name="model",
+                         pixels=None if pixels is None else np.asarray(pixels, dtype=np.uint8))
     t0 = time.perf_counter()
     run = None
     try:
@@ -111,39 +129,42 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     wall = time.perf_counter() - t0
     hw = units[0]
     n = spikes.shape[0]
-    n_layers = len(net.layers)
     per_sample, first = [], None
     all_mism = []
     hw_layer_spikes = np.zeros((n, n_layers), dtype=np.int64)
     for b, s in enumerate(hw["samples"]):
-        mism = netbench.compare(net, ref, b, s, decision=decision)
+        if S >= 2:
+            mism = netbench.compare_ensemble(net, refs, ens, b, s)
+        else:
+            mism = netbench.compare(net, ref, b, s, decision=decision)
         all_mism.extend(mism)
         if mism and first is None:
             first = mism[0]
+        traces = s.get("member_traces") if S >= 2 else [s.get("trace")]
         for li in range(n_layers):
             # a dense layer's trace beat is its spike bits; a conv or pool layer's beat is its map's spike count
             count = int if net.layers[li].kind != "dense" else _popcount
-            hw_layer_spikes[b, li] = sum(count(v) for v in s["trace"][li] if v is not None)
+            hw_layer_spikes[b, li] = sum(count(v) for tr in traces or [] if tr for v in tr[li] if v is not None)
         per_sample.append(dict(
             sample=b, agree=not mism, mismatches=len(mism),
             label=None if labels is None else int(labels[b]),
-            hw_class=int(s["cls"]), golden_class=int(ref.prediction[b]),
+            hw_class=int(s["cls"]), golden_class=int(golden_pred[b]),
             hw_spikes=[int(v) for v in hw_layer_spikes[b]],
-            golden_spikes=[int(ref.counts[li][b].sum()) for li in range(n_layers)],
+            golden_spikes=[int(layer_counts[li][b].sum()) for li in range(n_layers)],
             cycles=int(s["cycles"]), step=s.get("step")))
     checked = len(hw["samples"])
     if checked < n:       # a sample that timed out never came back
         all_mism.extend(m for m in hw["mismatches"] if m.get("what") == "timeout")
         if first is None and all_mism:
             first = all_mism[0]
-    sw_layer_spikes = np.stack([ref.counts[li].sum(axis=1) for li in range(n_layers)], axis=1)[:checked]
+    sw_layer_spikes = np.stack([layer_counts[li].sum(axis=1) for li in range(n_layers)], axis=1)[:checked]
     hw_pred = np.array([s["hw_class"] for s in per_sample], dtype=np.int64)
     acc = {}
     if labels is not None and checked:
         y = np.asarray(labels)[:checked]
         acc["hardware"] = float((hw_pred == y).mean())
-        acc["golden"] = float((ref.prediction[:checked] == y).mean())
-    fa, fa_src = float_accuracy(net, data, offset, None if labels is None else np.asarray(labels)[:checked])
+        acc["golden"] = float((golden_pred[:checked] == y).mean())
+    fa, fa_src = float_accuracy(model, data, offset, None if labels is None else np.asarray(labels)[:checked])
     acc["float"] = fa
     acc["float_source"] = fa_src
     cycles = sorted({s["cycles"] for s in per_sample})
@@ -151,7 +172,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     sim_wall = float(run.results.get("wall_s", 0.0)) if run is not None else 0.0
     expected_cycles = None
     from bsnn_hw.hdl import cycles_per_inference
-    expected_cycles = int(cycles_per_inference(net, cfg, trace=True))
+    expected_cycles = int(cycles_per_inference(net, cfg, trace=True, members=max(1, S)))
     data_dependent = None
     if cfg.early_exit or cfg.skip_zero:
         from bsnn_hw.hdl.config import sample_cycles
@@ -165,7 +186,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
             decision_step_median=float(np.median([w["step"] for w in want])) if want else None,
             worst_case=expected_cycles)
     report = dict(
-        simulator=sim, samples=n, checked=checked,
+        simulator=sim, samples=n, checked=checked, members=S,
         agree=sum(1 for s in per_sample if s["agree"]), mismatching_samples=sum(1 for s in per_sample
                                                                                  if not s["agree"]),
         mismatches=len(all_mism), first_mismatch=first,

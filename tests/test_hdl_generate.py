@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -50,6 +54,54 @@ def test_weight_roms_carry_their_contents(net):
     words = WeightROM.contents(net.layers[0].weights, 1, 12)
     for w in words:
         assert f"12'h{w:03x}" in d.verilog
+
+
+def test_memory_words_are_one_initial_statement_each(net):
+    """Yosys reads one `initial begin ... end` block of N memory words in time ~N^2 and one `initial` statement per
+    word in ~N (docs/synthesis.md, "ROM contents"): every word of every memory is its own statement, in order."""
+    from bsnn_hw.hdl import WeightROM
+    from bsnn_hw.hdl.generate import split_memory_init
+    d = generate(net, HwConfig((LayerConfig(2, 4), LayerConfig(1, 8))))
+    words = WeightROM.contents(net.layers[0].weights, 2, 4)
+    rom = re.search(r"module \\bsnn_top\.layer0\.rom .*?endmodule", d.verilog, re.S).group(0)
+    assert re.findall(r"^  initial mem\[(\d+)\] = 8'h([0-9a-f]+);$", rom, re.M) == [
+        (str(i), f"{w:02x}") for i, w in enumerate(words)]
+    assert not re.search(r"initial begin\n\s+\S+ ?\[\d+\] = ", d.verilog)   # no multi-word init block left
+    assert split_memory_init(d.verilog) == d.verilog                          # idempotent
+    # the rewrite keeps other initial blocks as they are
+    other = "  initial begin\n    x = 1;\n    mem[0] = 4'h1;\n  end\n"
+    assert split_memory_init(other) == other
+    assert split_memory_init("  initial begin\n    \\m$1 [0] = 2'h1;\n    \\m$1 [1] = 2'h2;\n  end\n") == (
+        "  initial \\m$1 [0] = 2'h1;\n  initial \\m$1 [1] = 2'h2;\n")
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog not installed")
+def test_icarus_reads_the_rom_words_back(tmp_path):
+    """A WeightROM's Verilog, read by Icarus (-g2005 and -g2012), gives WeightROM.contents at every address."""
+    from bsnn_hw.hdl import WeightROM
+    w = np.random.default_rng(4).random((7, 40)) < 0.5
+    rom = WeightROM(w, 2, 16)
+    (tmp_path / "rom.v").write_text(to_verilog(rom, "rom"))
+    bits = 2 * 16
+    (tmp_path / "tb.v").write_text(f"""module tb;
+  reg clk = 0, rst = 0, en = 1;
+  reg [{len(rom.i_addr) - 1}:0] addr = 0;
+  wire [{bits - 1}:0] data;
+  integer i;
+  rom dut(.clk(clk), .rst(rst), .i_addr(addr), .i_en(en), .o_data(data));
+  initial begin
+    for (i = 0; i < {rom.depth}; i = i + 1) begin
+      addr = i; #1 clk = 1; #1 clk = 0; $display("%h", data);
+    end
+    $finish;
+  end
+endmodule
+""")
+    expect = [f"{x:0{bits // 4}x}" for x in rom.init]
+    for gen in ("-g2005", "-g2012"):
+        subprocess.run(["iverilog", gen, "-o", "sim", "rom.v", "tb.v"], cwd=tmp_path, check=True)
+        out = subprocess.run(["vvp", "-n", "sim"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+        assert [ln for ln in out.split() if re.fullmatch(r"[0-9a-fx]+", ln)] == expect, gen
 
 
 @pytest.mark.parametrize("config,msg", [

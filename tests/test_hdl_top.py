@@ -219,3 +219,181 @@ def test_early_and_skip_are_refused_where_they_do_not_apply():
         HwConfig.from_lists(conv, skip_zero=True).validate(conv)
     with pytest.raises(TypeError, match="early_exit must be a bool, not 1"):
         HwConfig((LayerConfig(1, 10),), early_exit=1)
+
+
+# --- ensembles (members run one after another, totals and votes on chip) --------------------------------------------
+
+def _with_ensemble(net, S, seed):
+    """``net`` carrying S random member weight sets (1-bit and k-bit, extremes of the k-bit range included)."""
+    from bsnn_hw import contract
+    rng = np.random.default_rng(seed)
+    ens = []
+    for _ in range(S):
+        ws = []
+        for layer in net.layers:
+            if not layer.has_neurons:
+                continue
+            if layer.weight_bits == 1:
+                ws.append(rng.random(layer.weights.shape) < 0.5)
+            else:
+                lo, hi = contract.weight_range(layer.weight_bits)
+                ws.append(rng.integers(lo, hi + 1, layer.weights.shape).astype(layer.weights.dtype))
+        ens.append(ws)
+    return Network(net.layers, net.timesteps, net.readout, net.encoding, net.seed, ensemble=ens)
+
+
+def check_ensemble(net, config, spikes, trace=True, **kw):
+    """The hardware ensemble against bsnn_hw.ensemble (totals, votes, class) and every member's golden run (the last
+    member's counts/membranes in the beats; each member's spikes in the trace)."""
+    from bsnn_hw import ensemble
+    mems = ensemble.members(net)
+    out = simulate_top(net, config, spikes, trace=trace, members=mems, **kw)
+    want = ensemble.simulate(net, spikes)
+    refs = [golden.simulate(m, spikes, record=True) for m in mems]
+    np.testing.assert_array_equal(out.totals, want.totals, err_msg="ensemble totals")
+    np.testing.assert_array_equal(out.votes, want.votes, err_msg="ensemble votes")
+    np.testing.assert_array_equal(out.prediction, want.prediction, err_msg="ensemble class")
+    assert (out.cls_per_beat == out.prediction[:, None]).all()
+    np.testing.assert_array_equal(out.membrane, refs[-1].membrane[-1], err_msg="last member's membranes")
+    if net.readout == "count":
+        np.testing.assert_array_equal(out.counts, refs[-1].counts[-1], err_msg="last member's counts")
+    if trace:
+        L, T = len(net.layers), net.timesteps
+        for b in range(spikes.shape[0]):
+            beats = out.trace[b]
+            assert len(beats) == len(mems) * T * L
+            for k, (member, layer, step, bits) in enumerate(beats):
+                assert (member, step, layer) == (k // (T * L), (k // L) % T, k % L)
+                spk = refs[member].spikes[layer][b, step]
+                want_bits = (int(spk.sum()) if net.layers[layer].kind != "dense"
+                             else sum(1 << j for j in np.flatnonzero(spk)))
+                assert bits == want_bits, (b, member, step, layer)
+    return out
+
+
+@pytest.mark.parametrize("S,readout,P,W", [(3, "count", (2, 3), (5, 4)), (2, "membrane", (1, 5), (12, 8)),
+                                           (4, "count", (8, 1), (1, 1))])
+def test_ensemble_top_matches_golden_and_cycles(S, readout, P, W):
+    net = _with_ensemble(make_net([12, 8, 5], 4, seed=S, readout=readout, leak=None if S == 2 else 3), S, seed=S)
+    config = HwConfig(tuple(LayerConfig(p, w) for p, w in zip(P, W)))
+    out = check_ensemble(net, config, spikes_for(net, 3, seed=S))
+    assert out.cycles == [cycles_per_inference(net, config, trace=True, members=S)] * 3
+    assert out.votes.sum(axis=1).tolist() == [S] * 3
+
+
+def test_ensemble_of_conv_pool_kbit_members():
+    net = _with_ensemble(_v2_net(5, T=2), 3, seed=7)
+    config = HwConfig.from_lists(net, parallel=[2, 1, 3, 2])
+    out = check_ensemble(net, config, spikes_for(net, 2, seed=1, density=0.6))
+    assert out.cycles == [cycles_per_inference(net, config, trace=True, members=3)] * 2
+
+
+def test_ensemble_with_stalls_gaps_and_reset():
+    net = _with_ensemble(make_net([11, 6, 4], 3, seed=2), 2, seed=3)
+    check_ensemble(net, HwConfig((LayerConfig(2, 4), LayerConfig(3, 4))), spikes_for(net, 3, seed=5),
+                   src_gap=0.3, sink_stall=0.4, seed=7, pad_garbage=True, reset_junk_beats=20, reset_wait=9)
+
+
+def test_single_member_top_runs_the_member():
+    from bsnn_hw import ensemble
+    net = _with_ensemble(make_net([9, 5, 3], 3, seed=4), 1, seed=1)
+    member = ensemble.members(net)
+    spikes = spikes_for(net, 2, seed=3)
+    out = simulate_top(net, HwConfig.default(net), spikes, members=member)
+    assert out.totals is None
+    np.testing.assert_array_equal(out.counts, golden.simulate(member[0], spikes).counts[-1])
+
+
+def test_ensembles_refused_where_the_hardware_does_not_build_them():
+    from bsnn_hw import ensemble
+    from bsnn_hw.hdl.top import NetworkTop
+    first = _with_ensemble(make_net([8, 4], 3, seed=1, readout="first"), 2, seed=1)
+    with pytest.raises(ValueError, match="ensemble needs the 'count' or 'membrane' readout"):
+        NetworkTop(first, members=ensemble.members(first))
+    net = _with_ensemble(make_net([8, 4], 3, seed=1), 2, seed=1)
+    with pytest.raises(ValueError, match="not built for ensembles"):
+        NetworkTop(net, HwConfig.from_lists(net, skip_zero=True), members=ensemble.members(net))
+    other = make_net([8, 4], 3, seed=2, leak=2)
+    with pytest.raises(ValueError, match=r"members\[1\] differs from the network in more than its weights"):
+        NetworkTop(net, members=[ensemble.members(net)[0], other])
+
+
+# --- on-chip input encoder (pixels in) ------------------------------------------------------------------------------
+
+def check_encoder(net, config, x, **kw):
+    """A pixels-in top against the golden model run on ``net.encode(x)`` (the contract's encoder)."""
+    spikes = net.encode(x)
+    out = simulate_top(net, config, None, trace=True, pixels=x, **kw)
+    if config.early_exit:
+        ref, decided = golden.decide(net, spikes, record=True)
+        np.testing.assert_array_equal(out.steps, decided)
+    else:
+        ref = golden.simulate(net, spikes, record=True)
+    np.testing.assert_array_equal(out.counts, ref.counts[-1])
+    np.testing.assert_array_equal(out.membrane, ref.membrane[-1])
+    np.testing.assert_array_equal(out.prediction, ref.prediction)
+    for b in range(x.shape[0]):           # layer 0's spikes at every step: the encoder's words went in exactly
+        for k, (layer, step, bits) in enumerate(out.trace[b]):
+            if layer == 0:
+                assert bits == sum(1 << j for j in np.flatnonzero(ref.spikes[0][b, step])), (b, step)
+    return out, spikes
+
+
+def pixels_for(n_in, batch, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (batch, n_in), dtype=np.uint8)
+    x[0, : n_in // 3] = 0                 # never spikes, in either code
+    x[-1, -1] = 255
+    return x
+
+
+@pytest.mark.parametrize("encoding,W,lanes,T", [("rate", (5, 4), None, 4), ("rate", (16, 8), 4, 3),
+                                                ("latency", (6, 3), 1, 5), ("latency", (19, 8), None, 1)])
+def test_encoder_top_matches_golden_and_cycles(encoding, W, lanes, T):
+    net = random_network([19, 8, 5], timesteps=T, encoding=encoding, seed=sum(W) + T, leak_shift=3)
+    net = Network(net.layers, T, "count", encoding, seed=4321)
+    config = HwConfig((LayerConfig(2, W[0]), LayerConfig(3, W[1])), encoder=True, encoder_lanes=lanes)
+    out, _ = check_encoder(net, config, pixels_for(19, 3, T))
+    assert out.cycles == [cycles_per_inference(net, config, trace=True)] * 3
+
+
+def test_encoder_with_early_exit_skipping_stalls_and_reset():
+    from bsnn_hw.hdl.config import sample_cycles
+    net = make_net([24, 9, 4], 8, seed=5, readout="first", leak=None, fire_once=True)
+    net = Network(net.layers, 8, "first", "latency")
+    config = HwConfig((LayerConfig(3, 8), LayerConfig(2, 9)), early_exit=True, skip_zero=True, encoder=True,
+                      encoder_lanes=2)
+    x = pixels_for(24, 4, 1)
+    out, spikes = check_encoder(net, config, x)
+    assert out.cycles == [c["cycles"] for c in sample_cycles(net, config, spikes, trace=True)]
+    check_encoder(net, config, x, src_gap=0.3, sink_stall=0.4, seed=2, reset_junk_beats=13, reset_wait=5)
+
+
+def test_encoder_feeds_a_conv_front_and_an_ensemble():
+    base = _v2_net(3, T=2)
+    net = _with_ensemble(Network(base.layers, 2, "count", "rate", seed=99), 2, seed=4)
+    config = HwConfig.from_lists(net, parallel=[1, 1, 2, 1], encoder=True)
+    from bsnn_hw import ensemble
+    x = pixels_for(net.n_in, 2, 3)
+    out = simulate_top(net, config, None, pixels=x, members=ensemble.members(net))
+    want = ensemble.simulate(net, net.encode(x))
+    np.testing.assert_array_equal(out.totals, want.totals)
+    np.testing.assert_array_equal(out.prediction, want.prediction)
+    assert out.cycles == [cycles_per_inference(net, config, members=2)] * 2
+
+
+def test_encoder_refusals():
+    from bsnn_hw.hdl.encoder import InputEncoder
+    direct = make_net([8, 5, 4], 2, seed=1)
+    with pytest.raises(ValueError, match="on-chip encoder needs the 'rate' or 'latency' encoding, not 'direct'"):
+        HwConfig((LayerConfig(1, 8), LayerConfig(1, 4)), encoder=True).validate(
+            Network(direct.layers, 2, "count", "direct"))
+    rate = Network(direct.layers, 2, "count", "rate")
+    with pytest.raises(ValueError, match="encoder_lanes must divide layer 0's width 8 .*, not 3"):
+        HwConfig((LayerConfig(1, 8), LayerConfig(1, 4)), encoder=True, encoder_lanes=3).validate(rate)
+    with pytest.raises(ValueError, match="encoder_lanes applies to the on-chip encoder"):
+        HwConfig((LayerConfig(1, 8), LayerConfig(1, 4)), encoder_lanes=2).validate(rate)
+    with pytest.raises(ValueError, match="lanes .* must divide the input word width 6, not 4"):
+        InputEncoder(10, 6, 3, "rate", 1, lanes=4)
+    with pytest.raises(ValueError, match="rate-encoding seed must be in 1..65535"):
+        InputEncoder(10, 6, 3, "rate", 0)

@@ -156,3 +156,19 @@ def test_bench_catches_a_wrong_conv_model(sim, sim_cache):
     with pytest.raises(runner.SimFailure, match=r"first: wrong-conv: map spike count mismatch at sample \d+, "
                                                 r"layer 0, step \d+: expected \d+, got \d+"):
         run_network([unit], sim, cache_dir=sim_cache, quick_build=True)
+
+
+def test_bench_catches_a_wrong_ensemble_member(sim, sim_cache):
+    """The ensemble scoreboard can fail: a design whose member 1 has one weight set, checked against another
+    (member 0 identical), is caught in member 1's trace and in the totals."""
+    from bsnn_hw.network import Network, random_network
+    base = random_network([10, 6, 4], timesteps=3, leak_shift=None, seed=4)
+    rng = np.random.default_rng(2)
+    m0 = [rng.random(l.weights.shape) < 0.5 for l in base.layers]
+    m1 = [rng.random(l.weights.shape) < 0.5 for l in base.layers]
+    m1_wrong = [~w for w in m1]
+    nets = [Network(base.layers, 3, "count", "direct", ensemble=[m0, m]) for m in (m1, m1_wrong)]
+    spikes = rng.random((2, 3, 10)) < 0.6
+    unit = Unit(nets[0], spikes, trace=True, name="wrong-member", check_net=nets[1])
+    with pytest.raises(runner.SimFailure, match=r"wrong-member: member 1 spike mismatch at sample \d+, layer \d+"):
+        run_network([unit], sim, cache_dir=sim_cache, quick_build=True)

