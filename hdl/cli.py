@@ -38,9 +38,6 @@ def decision_options(f):
     return f
 
 
-CONFIG_FORMAT = "bsnn-hw-config"
-
-
 def config_option(f):
     """--config FILE, shared by generate, synth and verify: the hardware configuration chosen by `bsnn-hw dse`."""
     return click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -49,24 +46,10 @@ def config_option(f):
 
 
 def load_config_file(path, net):
-    """The HwConfig of a configuration file written by `bsnn-hw dse` (docs/dse.md), for ``net``: refused when it was
-    made for another model (its model identity) or is malformed."""
-    from .config import HwConfig
-    try:
-        d = json.loads(Path(path).read_text())
-    except ValueError as e:
-        raise ValueError(f"{path}: not a JSON configuration file ({e})") from None
-    if not isinstance(d, dict) or d.get("format") != CONFIG_FORMAT:
-        raise ValueError(f"{path}: not a bsnn-hw configuration file (expected \"format\": \"{CONFIG_FORMAT}\")")
-    if d.get("version") != 1:
-        raise ValueError(f"{path}: configuration format version {d.get('version')!r} is not supported (expected 1)")
-    ident = d.get("model_identity")
-    if ident is not None and ident != net.identity():
-        raise ValueError(f"{path}: made for model {str(ident)[:16]}..., not this one ({net.identity()[:16]}...)")
-    try:
-        return HwConfig.from_dict(d.get("hw_config"))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from None
+    """The HwConfig of a configuration file written by `bsnn-hw dse -o` (docs/dse.md) for ``net``
+    (:func:`bsnn_hw.hdl.dse.read_config`: refused when made for another model or malformed)."""
+    from .dse import read_config
+    return read_config(path, net)
 
 
 def make_config(net, parallel, width, early_exit=False, skip_zero=False, encoder=False, encoder_lanes=None,
