@@ -198,23 +198,11 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bisnn"``."""
     from .trainer import (Encoder, TrainResult, _Progress, build_model, cosine_schedule, dataset_title, evaluate,
-                          integer_accuracy, load_data, pick_device, pick_precision, resume_state, save_checkpoint,
-                          save_outputs)
+                          integer_accuracy, resume_state, save_checkpoint, save_outputs, setup_run)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    precision = pick_precision(cfg.precision, device)
-
-    xtr, ytr, xte, yte = load_data(cfg)
-    n_classes = int(max(ytr.max(), yte.max())) + 1
-    xtr_t, ytr_t = torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device)
-    xte_t, yte_t = torch.from_numpy(xte).to(device), torch.from_numpy(yte).to(device)
-
-    torch.manual_seed(cfg.seed)
+    device, precision, (xtr, ytr, xte, yte), (xtr_t, ytr_t, xte_t, yte_t), n_classes = setup_run(cfg)
     model = build_model(cfg, xtr.shape[1], n_classes, precision).to(device)
     with torch.no_grad():       # BayesBiNN's start: every weight confident (|w_r| = init) with a random sign
         for fc in latent_layers(model):

@@ -290,22 +290,12 @@ def decision_metrics(first: np.ndarray, steps: int) -> dict:
 def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bstdg"``."""
-    from .trainer import _Progress, cosine_schedule, load_data, pick_device, resume_state, save_checkpoint
+    from .trainer import _Progress, cosine_schedule, resume_state, save_checkpoint, setup_run
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-    xtr, ytr, xte, yte = load_data(cfg)
-    n_classes = int(max(ytr.max(), yte.max())) + 1
-    xtr_t, ytr_t = torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device)
-    xte_t, yte_t = torch.from_numpy(xte).to(device), torch.from_numpy(yte).to(device)
+    device, _, (xtr, ytr, xte, yte), (xtr_t, ytr_t, xte_t, yte_t), n_classes = setup_run(cfg)
     sizes = [xtr.shape[1], *cfg.hidden, n_classes]
-
-    torch.manual_seed(cfg.seed)
     model = BSTDGNet(sizes, cfg.timesteps, cfg.membrane_bits, cfg.threshold_init).to(device)
     steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
     th_lr = cfg.lr if cfg.bstdg_threshold_lr is None else cfg.bstdg_threshold_lr

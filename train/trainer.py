@@ -365,6 +365,24 @@ def resume_state(checkpoint, cfg, model, optimizer, scheduler, log) -> tuple[lis
     return list(state["history"]), start_epoch
 
 
+def setup_run(cfg):
+    """What every method's fit starts with: torch threads, the device (deterministic algorithms), the precision, the
+    data as arrays and as tensors on the device, the class count; then the torch seed is set. Returns
+    ``(device, precision, (xtr, ytr, xte, yte), (xtr_t, ytr_t, xte_t, yte_t), n_classes)``."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    precision = pick_precision(cfg.precision, device)
+    xtr, ytr, xte, yte = load_data(cfg)
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    tensors = tuple(torch.from_numpy(a).to(device) for a in (xtr, ytr, xte, yte))
+    torch.manual_seed(cfg.seed)
+    return device, precision, (xtr, ytr, xte, yte), tensors, n_classes
+
+
 def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
         progress: bool = True, log: Callable[[str], None] | None = None,
         on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
@@ -384,20 +402,7 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    precision = pick_precision(cfg.precision, device)
-
-    xtr, ytr, xte, yte = load_data(cfg)
-    n_classes = int(max(ytr.max(), yte.max())) + 1
-    xtr_t, ytr_t = torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device)
-    xte_t, yte_t = torch.from_numpy(xte).to(device), torch.from_numpy(yte).to(device)
-
-    torch.manual_seed(cfg.seed)
+    device, precision, (xtr, ytr, xte, yte), (xtr_t, ytr_t, xte_t, yte_t), n_classes = setup_run(cfg)
     model = build_model(cfg, xtr.shape[1], n_classes, precision).to(device)
     encoder = Encoder(cfg.encoding, xtr.shape[1], cfg.timesteps, device)
     augment = (Augment(xtr.shape[1], cfg.augment_shift, cfg.augment_flip, device)
