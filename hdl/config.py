@@ -272,7 +272,7 @@ def step_cycles(layer, lc: LayerConfig, skip: bool = False, nonzero_words: int |
 # Top-level constants (see NetworkTop; measured by tests/test_hdl_top.py).
 TOP_LAYER_OVERHEAD = 1   # cycle to start the next engine after o_done
 READOUT_SCAN_OVERHEAD = 3
-ENSEMBLE_MEMBER_OVERHEAD = 2   # an ensemble member's scan: n_out cycles, then SCAN_END and CLASS
+ENSEMBLE_MEMBER_OVERHEAD = 3   # an ensemble member's scan: n_out cycles, then SCAN_END, SCAN_WAIT and CLASS
 ENCODER_LOAD_OVERHEAD = 1      # the encoder's done pulse after the last pixel
 ENCODER_STEP_OVERHEAD = 3      # ENCODE (start), the pixel RAM's read latency, the done pulse
 
@@ -285,11 +285,11 @@ def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False, me
     An ensemble of ``members`` S > 1: member 0 as a single network but without its result beats, each further
     member T steps without input beats (it replays the buffer) and a scan (n_out + ENSEMBLE_MEMBER_OVERHEAD)::
 
-        T * (NW_0 + compute) + (S - 1) * (T * compute + n_out + 2) + readout_cycles"""
+        T * (NW_0 + compute) + (S - 1) * (T * compute + n_out + 3) + readout_cycles + 1"""
     compute = 0
     for i, (layer, lc) in enumerate(zip(net.layers, config.layers)):
         compute += step_cycles(layer, lc, skips_zero(net, config, i)) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
-    extra = (members - 1) * (net.timesteps * compute + net.n_out + ENSEMBLE_MEMBER_OVERHEAD)
+    extra = (members - 1) * (net.timesteps * compute + net.n_out + ENSEMBLE_MEMBER_OVERHEAD) + (members > 1)
     return input_cycles(net, config) + net.timesteps * (step_input_cycles(net, config) + compute) + extra + \
         readout_cycles(net, config)
 

@@ -295,7 +295,9 @@ class NetworkTop(wiring.Component):
             m.d.sync += [best.eq(value), best_idx.eq(s_idx)]
         if ens:
             # per-class totals and votes over the members; the running argmax of the totals is the ensemble's class
-            # once the last member's scan is through (each total is final when its neuron is scanned)
+            # once the last member's scan is through (each total is final when its neuron is scanned). The new total
+            # is registered before the comparison (a_*): the adder and the comparator would not fit one cycle
+            # (nextpnr: 23 MHz on the UP5K), so an ensemble's scan takes one more cycle (SCAN_WAIT)
             tshape = total_shape(net, S)
             totals = [Signal(tshape, name=f"total_{c}") for c in range(n_out)]
             votes = [Signal(count_bits(S), name=f"votes_{c}") for c in range(n_out)]
@@ -304,12 +306,14 @@ class NetworkTop(wiring.Component):
             best_tot = Signal.like(acc_val)
             tot_idx = Signal(index_bits(n_out))
             m.d.comb += acc_val.eq(Mux(member == 0, 0, totals_a[s_idx]) + value)
+            a_valid, a_idx, a_val = Signal(), Signal(index_bits(n_out)), Signal.like(acc_val)
+            m.d.sync += [a_valid.eq(s_valid), a_idx.eq(s_idx), a_val.eq(acc_val)]
             with m.If(s_valid):
                 for c in range(n_out):
                     with m.If(s_idx == c):
                         m.d.sync += totals[c].eq(acc_val)
-                with m.If((s_idx == 0) | (acc_val > best_tot)):
-                    m.d.sync += [best_tot.eq(acc_val), tot_idx.eq(s_idx)]
+            with m.If(a_valid & ((a_idx == 0) | (a_val > best_tot))):
+                m.d.sync += [best_tot.eq(a_val), tot_idx.eq(a_idx)]
 
         def advance():
             with m.If(p_ == P - 1):
@@ -412,7 +416,10 @@ class NetworkTop(wiring.Component):
                     m.next = "SCAN_END"
             with m.State("SCAN_END"):
                 m.d.sync += [j.eq(0), g.eq(0), p_.eq(0)]
-                m.next = "CLASS"
+                m.next = "SCAN_WAIT" if ens else "CLASS"
+            if ens:
+                with m.State("SCAN_WAIT"):               # the last total's comparison
+                    m.next = "CLASS"
             with m.State("CLASS"):
                 if ens:
                     for c in range(n_out):
