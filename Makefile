@@ -22,10 +22,10 @@ demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" ./scripts/demo.sh $(DEMO)
 
 test: setup
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -q
 
 test-slow: setup
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m slow
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -q -m slow
 
 bench: setup
 	$(BIN)/python bench/golden_speed.py
