@@ -1,4 +1,4 @@
-"""The `.bsnn` model artifact, format versions 1 to 3 (docs/artifact.md).
+"""The `.bsnn` model artifact, format versions 1 to 4 (docs/artifact.md).
 
 Layout::
 
@@ -11,7 +11,8 @@ Layout::
 Weights are packed per layer, row (neuron) by row, each row LSB-first into ceil(n_in/8) bytes
 (:func:`bsnn_hw.contract.pack_bits`); each layer's ``weights`` entry gives its offset and length in the payload.
 Version 3 adds an ensemble (``header["ensemble"]``): S more weight sets after the network's own, member by member,
-each laid out as the network's weights are.
+each laid out as the network's weights are. Version 4 adds a layer's per-step affine drive (contract v3,
+``"step_affine"`` in the layer's header entry: its integer tables as JSON lists).
 No pickle anywhere. Every load error is an :class:`ArtifactError` with a one-line message.
 """
 from __future__ import annotations
@@ -28,10 +29,11 @@ from .io import atomic_write_files
 from .network import Conv2d, Layer, Network, Pool
 
 MAGIC = b"BSNN"
-FORMAT_VERSION = 3            # the newest format this code writes
+FORMAT_VERSION = 4            # the newest format this code writes
 # v1: dense layers of 1-bit weights (still written for such networks); v2: every kind; v3: v2 plus an ensemble
-# (written only for a network that carries one, so plain files and their identities stay as they were)
-FORMAT_VERSIONS = (1, 2, 3)
+# (written only for a network that carries one, so plain files and their identities stay as they were); v4: v3 plus
+# per-step affine drives (contract v3; written only for networks that have one)
+FORMAT_VERSIONS = (1, 2, 3, 4)
 LAYER_TYPES = contract.LAYER_KINDS
 _DIGEST = 32
 
@@ -76,6 +78,11 @@ def _layers_and_payload(net: Network) -> tuple[list, bytes]:
         }
         if layer.kind == "conv2d":
             entry.update(layer.geometry())
+        if layer.has_affine:
+            entry["step_affine"] = {
+                "frac": layer.step_frac,
+                "scale": None if layer.step_scale is None else layer.step_scale.tolist(),
+                "bias": layer.step_bias.tolist()}
         layers.append(entry)
         payload += packed
     return layers, bytes(payload)
@@ -118,7 +125,7 @@ def to_bytes(net: Network) -> bytes:
         "format": "bsnn",
         # a network the first contract expresses is written exactly as before (v1 readers keep reading it); only an
         # ensemble needs version 3
-        "format_version": 3 if net.ensemble else 1 if net.contract_version == 1 else 2,
+        "format_version": _format_version(net),
         "contract_version": net.contract_version,
         "network": _network_header(net),
         "layers": layers,
@@ -136,6 +143,42 @@ def to_bytes(net: Network) -> bytes:
         raise TypeError(f"network metadata must be JSON-serializable: {e}") from None
     body = MAGIC + struct.pack("<I", len(head)) + head + bytes(payload)
     return body + hashlib.sha256(body).digest()
+
+
+def _format_version(net: Network) -> int:
+    """The oldest format that holds ``net``: 4 with a per-step affine, 3 with an ensemble, 1 for a contract-v1
+    network, else 2."""
+    if net.contract_version >= 3:
+        return 4
+    return 3 if net.ensemble else 1 if net.contract_version == 1 else 2
+
+
+def _read_affine(ah, where: str) -> dict:
+    """A layer's "step_affine" entry -> Layer keyword arguments; ints are checked as Python ints (a huge number must
+    not reach NumPy) and floats refused."""
+    if not isinstance(ah, dict):
+        raise ArtifactError(f"{where}: step_affine must be an object, not {ah!r}")
+    frac = _field(ah, "frac", where + " step_affine", int, "an int")
+
+    def table(key, bits, optional):
+        rows = ah.get(key)
+        if rows is None and optional:
+            return None
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, list) for r in rows):
+            raise ArtifactError(f"{where}: step_affine {key!r} must be a list of per-step lists of ints")
+        for r in rows:
+            for v in r:
+                if type(v) is not int:
+                    raise ArtifactError(f"{where}: step_affine {key!r} entries must be ints, not {v!r}")
+                if not lo <= v <= hi:
+                    raise ArtifactError(f"{where}: step_affine {key!r} entries must be in {lo}..{hi}, not {v}")
+        if len({len(r) for r in rows}) != 1:
+            raise ArtifactError(f"{where}: step_affine {key!r} rows must all have the same length")
+        return np.array(rows, dtype=np.int64)
+
+    return dict(step_frac=frac, step_scale=table("scale", contract.STEP_SCALE_BITS, True),
+                step_bias=table("bias", contract.STEP_BIAS_BITS, False))
 
 
 def file_digest(net: Network) -> str:
@@ -306,6 +349,11 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
             th = np.array(th, dtype=np.int64)
         neuron = dict(leak_shift=lh.get("leak_shift"), reset=lh.get("reset"), membrane_bits=lh.get("membrane_bits"),
                       fire_once=lh.get("fire_once"), weight_bits=wbits)
+        if "step_affine" in lh:
+            if version < 4:
+                raise ArtifactError(f"{where}: a per-step affine (step_affine) needs format version 4, the file "
+                                    f"says {version}")
+            neuron.update(_read_affine(lh["step_affine"], where))
         try:
             if ltype == "conv2d":
                 layer = Conv2d(weights, in_shape, th, lh.get("stride"), lh.get("padding"), **neuron)

@@ -11,8 +11,9 @@ import functools
 
 import numpy as np
 
-CONTRACT_VERSION = 2          # the newest version this code implements
-CONTRACT_VERSIONS = (1, 2)    # v1: dense layers of 1-bit weights; v2 adds conv2d, OR pooling and k-bit weights
+CONTRACT_VERSION = 3          # the newest version this code implements
+CONTRACT_VERSIONS = (1, 2, 3)  # v1: dense layers of 1-bit weights; v2 adds conv2d, OR pooling and k-bit weights;
+#                                v3 adds the per-step affine drive (BNTT's batch norm through time, folded)
 
 RESET_MODES = ("subtract", "zero")
 READOUTS = ("count", "membrane", "first")
@@ -39,6 +40,33 @@ def weight_values(weights: np.ndarray, bits: int) -> np.ndarray:
     if bits == 1:
         return bit_to_weight(weights).astype(np.int64)
     return np.asarray(weights, dtype=np.int64)
+
+
+# --- the per-step affine drive (contract v3: BNTT's batch norm through time, folded to integers) -------------------
+# A layer may carry, per step t and neuron (per output channel for conv), an integer scale a[t, j] and bias b[t, j]
+# with F fraction bits; the membrane then integrates the drive x = (a I + b) >>> F instead of I. Without a scale table
+# a = 2^F for every entry (the shared-scale variant: x = I + (b >>> F), no multiplier).
+
+STEP_FRAC_MAX = 16                       # F in 0..16
+STEP_SCALE_BITS = 18                     # a in the signed 18-bit range (one 18x18 DSP multiplier on ECP5)
+STEP_BIAS_BITS = 32                      # b in the signed 32-bit range
+
+
+def step_drive(current, scale, bias, frac: int):
+    """The membrane's drive under a per-step affine: x = (a * I + b) >>> F, the product and sum exact, the shift
+    arithmetic (floor). ``scale`` None means a = 2^F. Arrays broadcast (int64 out)."""
+    i = np.asarray(current, dtype=np.int64)
+    a = (1 << frac) if scale is None else np.asarray(scale, dtype=np.int64)
+    return (a * i + np.asarray(bias, dtype=np.int64)) >> frac
+
+
+def signed_width(values) -> int:
+    """Bits of the narrowest two's complement that holds every value (at least 1)."""
+    v = np.asarray(values, dtype=np.int64)
+    if not v.size:
+        return 1
+    hi, lo = int(v.max()), int(v.min())
+    return max(1, hi.bit_length() + 1 if hi > 0 else 1, (-lo - 1).bit_length() + 1 if lo < 0 else 1)
 
 
 # --- feature maps (contract v2) -------------------------------------------------------------------------------------

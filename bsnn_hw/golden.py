@@ -3,7 +3,8 @@
 Layer l at step t, for every neuron j (all integers, exact)::
 
     I_t[j] = 2 * popcount(s_t & B[j]) - popcount(s_t)
-    V_t[j] = sat_M(V_{t-1}[j] - leak(V_{t-1}[j]) + I_t[j])        leak(v) = v >>> k, or 0 without a leak
+    V_t[j] = sat_M(V_{t-1}[j] - leak(V_{t-1}[j]) + x_t[j])        leak(v) = v >>> k, or 0 without a leak
+             x_t[j] = I_t[j], or with a per-step affine (contract v3) (a[t, j] I_t[j] + b[t, j]) >>> F
     fire   = V_t[j] > theta[j]                                     (never, for a "membrane" readout's last layer)
     reset  : V_t[j] -= theta[j]  ("subtract")   or   V_t[j] = 0  ("zero"),  where fire
     out    = fire, or fire and no earlier spike in the sample when fire_once
@@ -440,11 +441,17 @@ def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str)
                 recorded.append(out.transpose(1, 0, 2))
             x = out
             continue
-        bound = layer.max_abs_current
+        bound = layer.max_abs_drive
         dtype = _state_dtype(layer.membrane_bits, bound, steps)
-        current = _layer_input(x, layer, method, dtype)
+        current = _layer_input(x, layer, method,
+                               _state_dtype(layer.membrane_bits, layer.max_abs_current, steps) if layer.has_affine
+                               else dtype)
         if x is spikes:
             current = current.transpose(1, 0, 2)      # (B, T, n_out) -> a time-major view
+        if layer.has_affine:                          # contract v3: the drive x = (a I + b) >>> F, per step
+            scale, bias = layer.affine_tables(per_neuron=True)
+            current = contract.step_drive(current, None if scale is None else scale[:, None, :], bias[:, None, :],
+                                          layer.step_frac).astype(dtype)
         out, count, v, first = _run_layer(current, layer, net.layer_fires(li), steps, bound)
         counts.append(count)
         membranes.append(v)

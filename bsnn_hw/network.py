@@ -61,6 +61,23 @@ def _check_weights(weights, weight_bits) -> tuple[np.ndarray, int]:
     return w.astype(np.int8), int(weight_bits)
 
 
+def _check_table(name: str, table, units: int, bits: int) -> np.ndarray:
+    """A per-step table (T, units) of ints in the signed ``bits``-bit range; floats are refused, never rounded."""
+    a = np.asarray(table)
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array (T, {units}) (never rounded), not {a.dtype}")
+    if a.ndim != 2 or a.shape[1] != units or a.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (T, {units}): one row per time step, one entry per "
+                         f"neuron (output channel for conv), not {a.shape}")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if a.size and (a.min() < lo or a.max() > hi):
+        bad = int(a.min() if a.min() < lo else a.max())
+        raise ValueError(f"{name} entries must be in {lo}..{hi} (signed {bits} bits), not {bad}")
+    out = a.astype(np.int64)
+    out.setflags(write=False)
+    return out
+
+
 class _Neurons:
     """What every layer of LIF/IF neurons shares: threshold, leak, reset, membrane width, fire-once."""
 
@@ -91,6 +108,52 @@ class _Neurons:
         self.membrane_bits = membrane_bits
         self.fire_once = bool(fire_once)
 
+    def _init_affine(self, step_scale, step_bias, step_frac, units: int):
+        """The per-step affine drive (contract v3): x = (a[t, j] I + b[t, j]) >>> F. ``step_bias`` (T, units) ints
+        turns it on; ``step_scale`` (T, units) ints or None (a = 2^F); ``step_frac`` F in 0..STEP_FRAC_MAX."""
+        if step_bias is None:
+            if step_scale is not None:
+                raise ValueError("step_scale needs step_bias (pass zeros for no bias)")
+            if step_frac not in (0, None):
+                raise ValueError(f"step_frac = {step_frac!r} needs step_bias: without a per-step affine it must be 0")
+            self.step_scale = self.step_bias = None
+            self.step_frac = 0
+            return
+        if not _is_int(step_frac):
+            raise TypeError(f"step_frac must be an int, not {step_frac!r}")
+        if not 0 <= step_frac <= contract.STEP_FRAC_MAX:
+            raise ValueError(f"step_frac must be in 0..{contract.STEP_FRAC_MAX}, not {step_frac}")
+        self.step_bias = _check_table("step_bias", step_bias, units, contract.STEP_BIAS_BITS)
+        self.step_scale = None if step_scale is None else _check_table("step_scale", step_scale, units,
+                                                                       contract.STEP_SCALE_BITS)
+        if self.step_scale is not None and self.step_scale.shape != self.step_bias.shape:
+            raise ValueError(f"step_scale {self.step_scale.shape} and step_bias {self.step_bias.shape} must have the "
+                             f"same shape")
+        self.step_frac = int(step_frac)
+
+    @property
+    def has_affine(self) -> bool:
+        return self.step_bias is not None
+
+    def affine_tables(self, per_neuron: bool = False):
+        """(scale (T, n) or None, bias (T, n)) of the per-step affine; per output channel, or with ``per_neuron``
+        per neuron in output order (a conv layer's channels tiled over its positions)."""
+        if not self.has_affine:
+            return None, None
+        rep = self.n_out // self.step_bias.shape[1] if per_neuron else 1
+        tile = (lambda a: a if rep == 1 or a is None else np.tile(a, (1, rep)))
+        return tile(self.step_scale), tile(self.step_bias)
+
+    @property
+    def max_abs_drive(self) -> int:
+        """A bound on |x| in one step, the membrane's input: |I| without an affine, else max over (t, j) of
+        ceil((|a| max|I| + |b|) / 2^F)."""
+        if not self.has_affine:
+            return self.max_abs_current
+        a = np.abs(self.step_scale) if self.step_scale is not None else (1 << self.step_frac)
+        num = a * self.max_abs_current + np.abs(self.step_bias)
+        return int(-(-int(num.max()) >> self.step_frac))
+
     has_neurons = True
 
     def params(self) -> dict[str, Any]:
@@ -119,10 +182,12 @@ class _Neurons:
         return self.n_out * self.fan_in
 
     def _same(self, other) -> bool:
-        same_th = (self.threshold is None and other.threshold is None) or (
-            self.threshold is not None and other.threshold is not None
-            and np.array_equal(self.threshold, other.threshold))
-        return (same_th and self.weight_bits == other.weight_bits and self.weights.shape == other.weights.shape
+        def same(a, b):
+            return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+        same_th = same(self.threshold, other.threshold)
+        same_affine = (same(self.step_scale, other.step_scale) and same(self.step_bias, other.step_bias)
+                       and self.step_frac == other.step_frac)
+        return (same_th and same_affine and self.weight_bits == other.weight_bits and self.weights.shape == other.weights.shape
                 and np.array_equal(self.weights, other.weights) and self.params() == other.params())
 
 
@@ -146,15 +211,19 @@ class Layer(_Neurons):
         Suppress a neuron's output spikes after its first spike in a sample.
     weight_bits : int
         1 (binary, the default) or 2..8 (contract v2: signed integers, I = sum w s).
+    step_scale, step_bias, step_frac : (T, n_out) int arrays or None, int
+        The per-step affine drive (contract v3, BNTT folded): the membrane integrates x = (a[t, j] I + b[t, j]) >>> F
+        instead of I. ``step_bias`` None (the default): no affine. ``step_scale`` None: a = 2^F (bias only).
     """
     kind = "dense"
 
     def __init__(self, weights, threshold, leak_shift=None, reset="subtract", membrane_bits=16, fire_once=False,
-                 weight_bits=1):
+                 weight_bits=1, step_scale=None, step_bias=None, step_frac=0):
         w, self.weight_bits = _check_weights(weights, weight_bits)
         if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
             raise ValueError(f"weights must have shape (n_out, n_in) with both at least 1, not {w.shape}")
         self._init_neurons(threshold, w.shape[0], leak_shift, reset, membrane_bits, fire_once)
+        self._init_affine(step_scale, step_bias, step_frac, w.shape[0])
         self.weights = w
         self.weights.setflags(write=False)
 
@@ -181,6 +250,8 @@ class Layer(_Neurons):
     def __repr__(self):
         leak = "none" if self.leak_shift is None else f">>>{self.leak_shift}"
         bits = "" if self.weight_bits == 1 else f", {self.weight_bits}-bit weights"
+        if self.has_affine:
+            bits += f", per-step {'bias' if self.step_scale is None else 'affine'} F={self.step_frac}"
         return (f"Layer({self.n_in}->{self.n_out}, M={self.membrane_bits}, leak={leak}, reset={self.reset}, "
                 f"fire_once={self.fire_once}{bits})")
 
@@ -211,11 +282,12 @@ class Conv2d(_Neurons):
     threshold : int array (C_out,), int, or None
     stride, padding : ints, stride >= 1, 0 <= padding < k
     leak_shift, reset, membrane_bits, fire_once, weight_bits : as :class:`Layer`
+    step_scale, step_bias, step_frac : as :class:`Layer`, per output channel: tables (T, C_out)
     """
     kind = "conv2d"
 
     def __init__(self, weights, in_shape, threshold, stride=1, padding=0, leak_shift=None, reset="subtract",
-                 membrane_bits=16, fire_once=False, weight_bits=1):
+                 membrane_bits=16, fire_once=False, weight_bits=1, step_scale=None, step_bias=None, step_frac=0):
         w, self.weight_bits = _check_weights(weights, weight_bits)
         self.in_shape = _check_shape("in_shape", in_shape)
         h, wd, c = self.in_shape
@@ -238,6 +310,7 @@ class Conv2d(_Neurons):
         self.out_shape = (contract.conv_output_size(h, k, stride, padding),
                           contract.conv_output_size(wd, k, stride, padding), self.out_channels)
         self._init_neurons(threshold, self.out_channels, leak_shift, reset, membrane_bits, fire_once)
+        self._init_affine(step_scale, step_bias, step_frac, self.out_channels)
         self.weights = w
         self.weights.setflags(write=False)
 
@@ -276,6 +349,7 @@ class Pool:
     weight_bits = 0
     weight_memory_bits = 0
     synaptic_ops_per_step = 0
+    has_affine = False
 
     def __init__(self, in_shape, window=2, mode="or"):
         self.in_shape = _check_shape("in_shape", in_shape)
@@ -369,6 +443,9 @@ class Network:
             raise TypeError(f"seed must be an int, not {seed!r}")
         contract.check_seed(seed)
         for i, layer in enumerate(layers):
+            if layer.has_affine and layer.step_bias.shape[0] != timesteps:
+                raise ValueError(f"layer {i}'s per-step affine has {layer.step_bias.shape[0]} rows but the network "
+                                 f"runs T = {timesteps} steps; they must match")
             last_membrane = (i == len(layers) - 1 and readout == "membrane")
             if layer.has_neurons and layer.threshold is None and not last_membrane:
                 raise ValueError(f"layer {i} has no threshold; only the last layer of a network with the "
@@ -411,7 +488,10 @@ class Network:
 
     @property
     def contract_version(self) -> int:
-        """The oldest contract that expresses this network: 1 for dense layers of 1-bit weights only, else 2."""
+        """The oldest contract that expresses this network: 1 for dense layers of 1-bit weights only, 3 with a
+        per-step affine drive, else 2."""
+        if any(layer.has_affine for layer in self.layers):
+            return 3
         v1 = all(layer.kind == "dense" and layer.weight_bits == 1 for layer in self.layers)
         return 1 if v1 else 2
 

@@ -51,6 +51,15 @@ def conv_current(layer, s, j) -> int:
     return current
 
 
+def affine_drive(layer, t, j, current) -> int:
+    """Contract v3: the drive floor((a[t][c] * I + b[t][c]) / 2^F), c = j's output channel (j itself for dense), and
+    a = 2^F when the layer has no scale table."""
+    c = j % layer.out_shape[-1] if layer.kind == "conv2d" else j
+    frac = layer.step_frac
+    a = 2 ** frac if layer.step_scale is None else int(layer.step_scale[t][c])
+    return (a * current + int(layer.step_bias[t][c])) // (2 ** frac)
+
+
 def run_pool(layer, inputs):
     """OR pooling, one sample: out[t][(y, x, c)] = any input of the window spiked at t."""
     h, w, c_in = layer.in_shape
@@ -83,10 +92,12 @@ def run_layer(layer, fires: bool, inputs: list[list[int]]):
     v = [0] * n_out                       # all state is 0 at the start of each sample
     has_fired = [False] * n_out
     out = []
-    for s in inputs:
+    for t, s in enumerate(inputs):
         row = []
         for j in range(n_out):
             current = current_of(layer, s, j)
+            if getattr(layer, "step_bias", None) is not None:
+                current = affine_drive(layer, t, j, current)
             old = v[j]
             leak = 0 if layer.leak_shift is None else _floor_shift(old, layer.leak_shift)
             new = old - leak + current    # exact, then clamped once

@@ -171,8 +171,8 @@ def test_wrong_magic(good):
 
 
 def test_wrong_version(good):
-    refused(edited(good, lambda h: h.update(format_version=4)),
-            r"format version 4 is not supported \(this bsnn-hw reads versions 1, 2, 3\)$")
+    refused(edited(good, lambda h: h.update(format_version=5)),
+            r"format version 5 is not supported \(this bsnn-hw reads versions 1, 2, 3, 4\)$")
     refused(edited(good, lambda h: h.update(format_version=True)), r"format version True is not supported")
     refused(edited(good, lambda h: h.update(contract_version=7)), r"numeric contract version 7 is not supported")
     refused(edited(good, lambda h: h.update(format="onnx")), r"header does not declare format 'bsnn'$")

@@ -11,7 +11,7 @@ from bsnn_hw import contract
 
 
 def test_constants():
-    assert contract.CONTRACT_VERSION == 2 and contract.CONTRACT_VERSIONS == (1, 2)
+    assert contract.CONTRACT_VERSION == 3 and contract.CONTRACT_VERSIONS == (1, 2, 3)
     assert contract.RESET_MODES == ("subtract", "zero")
     assert contract.READOUTS == ("count", "membrane", "first")
     assert contract.ENCODINGS == ("direct", "rate", "latency")

@@ -234,7 +234,8 @@ def clamped_thresholds(model: BSNN) -> list[int]:
 def integer_simulate(net: Network, spikes: torch.Tensor) -> tuple[torch.Tensor, list, list]:
     """The contract with int64 tensors: ``spikes`` bool/0-1 (B, T, n_in) -> (prediction (B,), counts per layer,
     last membranes per layer). The synaptic sums are float32 products converted to int64 (exact: every partial sum
-    is an integer below 2^24 in magnitude). Dense layers of any weight width (contract v2 k-bit included)."""
+    is an integer below 2^24 in magnitude). Dense layers of any weight width (contract v2 k-bit included), and the
+    per-step affine drive of contract v3 (int64 product, sum and arithmetic shift)."""
     device = spikes.device
     batch, steps, _ = spikes.shape
     x = spikes.float()
@@ -254,6 +255,11 @@ def integer_simulate(net: Network, spikes: torch.Tensor) -> tuple[torch.Tensor, 
             cur = cur.round().to(torch.int64)
         else:
             cur = (x.reshape(batch * steps, -1) @ w.t()).round().to(torch.int64).reshape(batch, steps, -1)
+        if layer.has_affine:               # contract v3: the drive (a I + b) >>> F, per step and neuron
+            a, b = (None if t is None else torch.from_numpy(np.array(t)).to(device)
+                    for t in layer.affine_tables(per_neuron=True))
+            cur = ((cur << layer.step_frac) if a is None else cur * a) + b
+            cur = cur >> layer.step_frac
         lo, hi = contract.membrane_range(layer.membrane_bits)
         fires = net.layer_fires(li)
         theta = torch.from_numpy(np.array(layer.neuron_threshold)).to(device) if fires else None
