@@ -6,7 +6,7 @@ docs/spec.md.
 """
 from . import contract, encode, golden
 from .artifact import ArtifactError
-from .network import Conv2d, Layer, Network, Pool, random_network
+from .network import Conv2d, Layer, Network, Pool, random_network, truncate
 
 __version__ = "0.1.0"
 
@@ -17,5 +17,5 @@ def load(path) -> Network:
     return _load(path)
 
 
-__all__ = ["Layer", "Conv2d", "Pool", "Network", "random_network", "load", "ArtifactError", "contract", "encode", "golden",
+__all__ = ["Layer", "Conv2d", "Pool", "Network", "random_network", "truncate", "load", "ArtifactError", "contract", "encode", "golden",
            "__version__"]

@@ -168,6 +168,13 @@ def describe(net) -> dict:
         }
         if layer.kind == "conv2d":
             entry.update(kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
+        if layer.has_affine:
+            entry["step_affine"] = {
+                "frac": layer.step_frac, "scale": layer.step_scale is not None,
+                "scale_bits": None if layer.step_scale is None else contract.signed_width(layer.step_scale),
+                "bias_bits": contract.signed_width(layer.step_bias),
+                "table_bits": layer.step_bias.size * (contract.signed_width(layer.step_bias) + (
+                    0 if layer.step_scale is None else contract.signed_width(layer.step_scale)))}
         layers.append(entry)
     return {
         "sizes": net.sizes, "timesteps": net.timesteps, "readout": net.readout, "encoding": net.encoding,
@@ -217,6 +224,14 @@ def inspect(model, as_json):
                       str(lay["membrane_bits"]), "yes" if lay["fire_once"] else "no",
                       f"{lay['weight_bits']:,}", f"{lay['synaptic_ops']:,}")
     console.print(table)
+    for lay in info["layers"]:
+        if "step_affine" in lay:
+            a = lay["step_affine"]
+            what = (f"scale ({a['scale_bits']} bits) and bias ({a['bias_bits']} bits)" if a["scale"]
+                    else f"bias only ({a['bias_bits']} bits)")
+            console.print(f"layer {lay['index']}: per-step affine drive (contract v3), {what} per step and "
+                          f"{'channel' if lay['type'] == 'conv2d' else 'neuron'}, F = {a['frac']}: "
+                          f"{a['table_bits']:,} table bits")
     console.print(f"weight memory: {info['weight_memory_bits']:,} bits ({_kib(info['weight_memory_bits'])}) = every "
                   f"weight times its width (1 bit: 1 = +1; k bits: two's complement)")
     console.print(f"synaptic operations per inference: {info['synaptic_ops_per_inference']:,} (T x every neuron's "
@@ -297,6 +312,31 @@ def random(sizes, out, timesteps, leak_shift, reset, membrane_bits, fire_once, r
                          threshold=threshold, seed=seed)
     net.save(out)
     click.echo(f"wrote {out}: {'-'.join(map(str, net.sizes))}, T={timesteps}, {net.weight_bits():,} weight bits")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--steps", required=True, help="T' (1..T), or 'exit': the exit step the trainer stored "
+              "(metadata.bntt.exit_step).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .bsnn file.")
+def truncate(model, steps, out):
+    """Write the model run for only its first T' steps (a static early exit: per-step tables cut to T' rows)."""
+    from .network import truncate as cut
+    net = load_model(model)
+    if steps == "exit":
+        exit_step = (net.metadata.get("bntt") or {}).get("exit_step")
+        if not isinstance(exit_step, int):
+            raise UserError(f"{model}: no exit step in its metadata (metadata.bntt.exit_step, written by "
+                            f"`bsnn-hw train --method bntt`); pass --steps N")
+        n = exit_step
+    else:
+        try:
+            n = int(steps)
+        except ValueError:
+            raise UserError(f"--steps must be an int or 'exit', not {steps!r}") from None
+    small = cut(net, n)
+    small.save(out)
+    click.echo(f"wrote {out}: {'-'.join(map(str, small.sizes))}, T={small.timesteps} (from T={net.timesteps})")
 
 
 def _int_option(name, text):

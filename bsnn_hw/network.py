@@ -539,6 +539,36 @@ class Network:
                 f"encoding={self.encoding}{members})")
 
 
+def truncate(net: "Network", steps: int) -> "Network":
+    """The network run for only its first ``steps`` steps: the same layers with every per-step table cut to its first
+    ``steps`` rows (a static early exit, BNTT's). Exact for the "direct" and "rate" encodings, whose first T' steps do
+    not depend on T (the rate code draws step-major); the latency code's spike times scale with T, so a latency-coded
+    network is refused. The metadata is kept, with ``truncated_from`` = the original T."""
+    import copy
+    if not _is_int(steps):
+        raise TypeError(f"steps must be an int, not {steps!r}")
+    if not 1 <= steps <= net.timesteps:
+        raise ValueError(f"steps must be in 1..{net.timesteps} (the network's T), not {steps}")
+    if net.encoding == "latency" and steps != net.timesteps:
+        raise ValueError("a latency-coded network cannot be truncated: its spike times scale with T, so its first "
+                         f"{steps} steps differ from a {steps}-step code's; use a rate or direct encoding")
+    layers = []
+    for layer in net.layers:
+        if getattr(layer, "has_affine", False):
+            layer = copy.copy(layer)
+            for name in ("step_scale", "step_bias"):
+                table = getattr(layer, name)
+                if table is not None:
+                    table = np.array(table[:steps])
+                    table.setflags(write=False)
+                    setattr(layer, name, table)
+        layers.append(layer)
+    meta = dict(net.metadata)
+    meta.setdefault("truncated_from", net.timesteps)
+    return Network(layers, steps, net.readout, net.encoding, net.seed, metadata=meta,
+                   ensemble=net.ensemble or None)
+
+
 def _check_ensemble(ensemble, layers) -> tuple:
     """The ensemble's member weights as a tuple (members) of tuples (layers with weights) of read-only arrays;
     ``()`` for None. Each array is checked as the layer's own weights are (same shape, same weight_bits; 1-bit
