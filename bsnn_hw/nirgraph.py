@@ -126,6 +126,10 @@ def to_nir(net: Network, unit_threshold: bool = False):
     if ensemble:
         raise NirError(f"export-nir: this model carries an ensemble of {len(ensemble)} weight sets besides its own; "
                        f"a NIR graph holds one network (save the network without its ensemble to export it)")
+    for i, layer in enumerate(net.layers):
+        if layer.has_affine:
+            raise NirError(f"export-nir: layer {i} has a per-step affine drive (contract v3, BNTT); NIR's nodes are "
+                           f"time-invariant and cannot express a scale and bias that change with the step")
     first = net.layers[0]
     in_shape = _chw(first.in_shape) if len(first.in_shape) == 3 else np.array([first.n_in])
     nodes = {"input": nir.Input(input_type={"input": in_shape})}

@@ -101,6 +101,9 @@ def test_export_refusals():
     with pytest.raises(NirError, match=r"export-nir: this model carries an ensemble of 2 weight sets besides its own; "
                                        r"a NIR graph holds one network"):
         to_nir(ens)
+    bntt = Network([Layer(np.ones((3, 4), bool), 2, step_bias=np.zeros((2, 3), int))], 2)
+    with pytest.raises(NirError, match=r"export-nir: layer 0 has a per-step affine drive \(contract v3, BNTT\)"):
+        to_nir(bntt)
 
 
 def test_round_trip_k_bit_dense_of_only_plus_minus_one_keeps_its_width():
