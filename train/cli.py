@@ -27,9 +27,14 @@ _FLAG_FIELDS = {
     "members": "bisnn_members", "member_seed": "bisnn_member_seed", "tau": "bisnn_tau", "prior": "bisnn_prior",
     "rho": "bisnn_rho", "mc_samples": "bisnn_mc", "bisnn_lr": "bisnn_lr", "bisnn_update": "bisnn_update",
     "relaxed": "bisnn_relaxed", "bisnn_init": "bisnn_init", "val_samples": "val_samples",
+    "bntt_variant": "bntt_variant", "exit_threshold": "bntt_exit_threshold", "bntt_theta": "bntt_theta",
+    "bntt_finetune": "bntt_finetune", "bntt_finetune_lr": "bntt_finetune_lr",
+    "bntt_leak_correction": "bntt_leak_correction",
 }
 _BISNN_FLAGS = ("members", "member_seed", "tau", "prior", "rho", "mc_samples", "bisnn_lr", "bisnn_update", "relaxed",
                 "bisnn_init")
+_BNTT_FLAGS = ("bntt_variant", "exit_threshold", "bntt_theta", "bntt_finetune", "bntt_finetune_lr",
+               "bntt_leak_correction")
 
 
 def _leak(text, name):
@@ -98,10 +103,24 @@ def _read_config(path) -> dict:
               "[default: 1, or 8 for a variant with a multi-bit first layer]")
 @click.option("--last-bits", type=click.IntRange(1, 8), help="Weight width of the last layer (1 = binary). "
               "[default: 1, or 8 for a variant with a multi-bit last layer]")
-@click.option("--method", type=click.Choice(["bsnn", "bstdg", "bisnn"]),
+@click.option("--method", type=click.Choice(["bsnn", "bstdg", "bisnn", "bntt"]),
               help="bsnn: surrogate gradients through time (B-SNN); bstdg: spike-time gradients on an IF, "
                    "latency-coded, fire-once, first-spike network; bisnn: a Bayesian posterior over the binary "
-                   "weights, exported as the MAP network plus an ensemble (docs/training.md).  [default: bsnn]")
+                   "weights, exported as the MAP network plus an ensemble; bntt: batch norm through time, folded "
+                   "into the contract's per-step drive, with BNTT's early exit (docs/training.md).  [default: bsnn]")
+@click.option("--bntt-variant", type=click.Choice(["per-step", "shared"]),
+              help="bntt: per-step (gamma, mean, variance per step: a per-step scale and bias in hardware) or shared "
+                   "(one scale per neuron, folded into thresholds and weight signs: a per-step bias only).  "
+                   "[default: per-step]")
+@click.option("--exit-threshold", type=float,
+              help="bntt: early exit before the first step whose layer-averaged mean |gamma| is below this.  "
+                   "[default: 0.1]")
+@click.option("--bntt-theta", type=int, help="bntt per-step: the integer threshold Theta.  [default: 64]")
+@click.option("--bntt-finetune", type=int,
+              help="bntt per-step: epochs trained in the exported integer arithmetic after the others.  [default: 0]")
+@click.option("--bntt-finetune-lr", type=float, help="bntt: learning rate of those epochs.  [default: --lr / 10]")
+@click.option("--bntt-leak-correction/--no-bntt-leak-correction", default=None,
+              help="bntt per-step: take the floor leak's mean excess out of the per-step bias.  [default: off]")
 @click.option("--members", type=int, help="bisnn: ensemble size S sampled into the artifact.  [default: 8]")
 @click.option("--member-seed", type=int, help="bisnn: seed of the sampled members.  [default: 0]")
 @click.option("--tau", type=float, help="bisnn: temperature of the concrete relaxation.  [default: 1]")
@@ -123,7 +142,7 @@ def _read_config(path) -> dict:
 @click.option("--epochs", "-e", type=int, help="[default: 30]")
 @click.option("--batch-size", "-b", type=int, help="[default: 64]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")
-@click.option("--weight-decay", type=float, help="[default: 0]")
+@click.option("--weight-decay", type=float, help="[default: 0; 1e-3 with --method bntt]")
 @click.option("--dropout", type=float, help="Hidden spike dropout.  [default: 0.05]")
 @click.option("--slope", type=float, help="Surrogate gradient sharpness.  [default: 5]")
 @click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing.  [default: 0]")
@@ -195,6 +214,19 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
         given = [f"--{f.replace('_', '-')}" for f in _BISNN_FLAGS if flags.get(f) is not None]
         if given:
             raise UserError(f"{', '.join(given)} only apply to --method bisnn")
+    if settings.get("method") == "bntt":
+        from .bntt import DEFAULTS as BNTT_DEFAULTS
+        if scale is not None:
+            raise UserError("--scale does not apply to --method bntt (batch norm's gamma replaces the learned scale)")
+        if flags.get("membrane_bits") is not None and settings.get("bntt_variant", "per-step") == "per-step":
+            raise UserError("--membrane-bits does not apply to --method bntt --bntt-variant per-step (it sizes every "
+                            "membrane to its worst case itself)")
+        for key, value in BNTT_DEFAULTS.items():
+            settings.setdefault(key, value)
+    else:
+        given = [f"--{f.replace('_', '-')}" for f in _BNTT_FLAGS if flags.get(f) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply to --method bntt")
     cfg = TrainConfig.from_dict(settings)
     if sizes is not None:
         from bsnn_hw.cli import parse_sizes
@@ -236,6 +268,15 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
                    f"{m['train_seconds']:.1f} s on {m['device']}")
         click.echo(f"calibration: bsnn-hw calibrate {out} --dataset {cfg.dataset}")
         click.echo(f"curves: {m['plot']}   checkpoint: {m['checkpoint']}")
+        return
+    if cfg.method == "bntt":
+        from .bntt import WITHIN_PP
+        b = m["bntt"]
+        click.echo(f"BNTT {b['variant']}: integer test accuracy {100 * m['integer_accuracy']:.2f}% (float "
+                   f"{100 * m['float_accuracy']:.2f}%, gap {m['gap_pp']:+.2f} pp); early exit after {b['exit_step']} "
+                   f"of {cfg.timesteps} steps: {100 * b['exit_accuracy']:.2f}%; within {WITHIN_PP} pp of all "
+                   f"steps from T' = {b['steps_within_0.3pp']}; {m['train_seconds']:.1f} s on {m['device']}")
+        click.echo(f"curves: {m['plot']}   steps: {m['steps_plot']}   checkpoint: {m['checkpoint']}")
         return
     click.echo(f"integer test accuracy {100 * m['integer_accuracy']:.2f}% "
                f"(float {100 * m['float_accuracy']:.2f}%, gap {m['gap_pp']:+.2f} pp; "

@@ -34,7 +34,7 @@ from .model import BSNN, clamped_thresholds, integer_simulate, to_network
 CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
 CHECKPOINT_VERSION = 1
 TRAIN_ENCODINGS = ("rate", "latency")
-METHODS = ("bsnn", "bstdg", "bisnn")
+METHODS = ("bsnn", "bstdg", "bisnn", "bntt")
 # Settings that may differ between a checkpoint and the run that resumes it (they do not change the result).
 RESUME_FREE = ("device", "threads", "data_root")
 
@@ -74,7 +74,7 @@ class TrainConfig:
     device: str = "auto"                # "auto" (cuda when available), "cpu", "cuda", "cuda:1"...
     precision: str = "auto"             # synaptic products: "auto", "fp32" or "bf16" (exact either way)
     threads: int | None = None          # torch CPU threads (None: torch's default)
-    method: str = "bsnn"                # "bsnn" (surrogate gradients, BPTT) or "bstdg" (spike-time gradients)
+    method: str = "bsnn"                # "bsnn" (surrogate gradients, BPTT), "bstdg", "bisnn" or "bntt"
     bstdg_gamma: float = 1.0            # bstdg: margin (steps) by which the other classes must fire after the first
     bstdg_threshold_lr: float | None = None   # bstdg: Adam lr of the threshold factors (None: lr)
     bstdg_deadline: int | None = None   # bstdg: the correct class's target step is at most this (None: T - 1)
@@ -89,6 +89,12 @@ class TrainConfig:
     bisnn_update: str = "adam"          # bisnn: "sgd" (plain mirror descent, as BayesBiSNN) or "adam" (Adam-scaled)
     bisnn_init: float = 1.5             # bisnn: initial |w_r| (random signs): q(w = sign) = sigmoid(2 init)
     bisnn_relaxed: bool = False         # bisnn: forward on the relaxed tanh sample instead of its sign
+    bntt_variant: str = "per-step"      # bntt: "per-step" (gamma, mean, var per step) or "shared" (scale per neuron)
+    bntt_exit_threshold: float = 0.1    # bntt: early exit where the layer-averaged mean |gamma_t| falls below this
+    bntt_theta: int = 64                # bntt per-step: the integer threshold Theta (membrane unit theta / Theta)
+    bntt_finetune: int = 0              # bntt per-step: epochs trained in the exported integer arithmetic
+    bntt_finetune_lr: float | None = None   # bntt: Adam lr of those epochs (None: lr / 10), cosine decay
+    bntt_leak_correction: bool = False  # bntt per-step: subtract the floor leak's mean excess from the drive's bias
 
     def validate(self) -> "TrainConfig":
         def need(ok, msg):
@@ -135,6 +141,9 @@ class TrainConfig:
         if self.method == "bisnn":
             from .bisnn import check_config as check_bisnn
             check_bisnn(self)
+        if self.method == "bntt":
+            from .bntt import check_config as check_bntt
+            check_bntt(self)
         return self
 
     def to_dict(self) -> dict:
@@ -399,6 +408,10 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
         from .bisnn import fit as fit_bisnn
         return fit_bisnn(cfg, out=out, checkpoint=checkpoint, resume=resume, progress=progress, log=log,
                          on_epoch_end=on_epoch_end)
+    if cfg.method == "bntt":
+        from .bntt import fit as fit_bntt
+        return fit_bntt(cfg, out=out, checkpoint=checkpoint, resume=resume, progress=progress, log=log,
+                        on_epoch_end=on_epoch_end)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -490,10 +503,11 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     return TrainResult(net, model, metrics, history)
 
 
-def save_outputs(net, cfg, metrics: dict, history: list, out, checkpoint, title: str) -> None:
-    """Attach the run's config and metrics to ``net`` and, with ``out``, save it and its training-curve plot
-    (metrics then name the files written)."""
-    net.metadata = {"trainer": "bsnn_hw.train", "config": cfg.to_dict(), "metrics": metrics}
+def save_outputs(net, cfg, metrics: dict, history: list, out, checkpoint, title: str,
+                 extra: dict | None = None) -> None:
+    """Attach the run's config and metrics (and the ``extra`` metadata entries) to ``net`` and, with ``out``, save it
+    and its training-curve plot (metrics then name the files written)."""
+    net.metadata = {"trainer": "bsnn_hw.train", "config": cfg.to_dict(), "metrics": metrics, **(extra or {})}
     if out is None:
         return
     net.save(out)

@@ -1,0 +1,212 @@
+"""BNTT (``--method bntt``): tiny digits runs of both variants through the CLI whose artifacts (contract v3) the golden
+model reproduces, the folding of both variants checked spike for spike against the golden model on hand-set
+parameters (negative gammas included), the early-exit rule on hand-set gammas, the accuracy-vs-steps curve against
+truncated networks, checkpoint/resume, and the refusals. Every run here is tiny (seconds)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import bsnn_hw
+from bsnn_hw import data, golden
+from bsnn_hw.cli import main
+from bsnn_hw.network import truncate
+
+TINY = ["--dataset", "digits", "--hidden", "24", "-T", "5", "--epochs", "2", "--threads", "1", "--device", "cpu",
+        "--weight-decay", "1e-3", "-q"]
+
+
+@pytest.fixture(scope="module", params=["per-step", "shared"])
+def cli_run(request, tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("bntt") / "m.bsnn"
+    r = CliRunner().invoke(main, ["train", "--method", "bntt", "--bntt-variant", request.param, "--out", str(out),
+                                  "--json", *TINY])
+    assert r.exit_code == 0, r.output
+    return request.param, out, json.loads(r.stdout)
+
+
+def test_cli_run_writes_a_v3_artifact_that_golden_reproduces(cli_run):
+    variant, out, metrics = cli_run
+    net = bsnn_hw.load(out)
+    assert net.contract_version == 3 and net.readout == "membrane" and net.encoding == "rate"
+    hidden = net.layers[0]
+    assert hidden.has_affine and hidden.step_bias.shape == (5, 24)
+    if variant == "per-step":
+        assert hidden.step_scale is not None and np.all(hidden.threshold == 64)
+        assert metrics["hardware_model_agrees"] is True
+        assert metrics["hardware_model_accuracy"] == metrics["integer_accuracy"]
+    else:
+        assert hidden.step_scale is None and hidden.step_frac == 0
+        assert metrics["gap_pp"] == 0                # trained in the exported arithmetic
+    x, y = data.load_dataset("digits", "test")
+    g = golden.run(net, x)
+    assert float((g.prediction == y).mean()) == pytest.approx(metrics["integer_accuracy"])
+    info = net.metadata["bntt"]
+    assert info["variant"] == variant and info["exit_threshold"] == 0.1
+    assert len(info["gamma_mean"]) == 5 and len(info["accuracy_vs_steps"]) == 5
+    assert info["accuracy_vs_steps"][-1] == pytest.approx(metrics["integer_accuracy"])
+    assert 1 <= info["exit_step"] <= 5 and 1 <= info["steps_within_0.3pp"] <= 5
+    assert info["float_accuracy"] == metrics["float_accuracy"]
+    # the curve is the truncated network's (golden, T' = 2)
+    g2 = golden.run(truncate(net, 2), x)
+    assert float((g2.prediction == y).mean()) == pytest.approx(info["accuracy_vs_steps"][1])
+    assert out.with_name("m_steps.png").stat().st_size > 0 and out.with_suffix(".png").exists()
+
+
+# --- folding exactness on hand-set parameters -------------------------------------------------------------------
+
+def _hand_model(variant, seed=0, sizes=(20, 12, 9, 5), steps=6):
+    from bsnn_hw.train.bntt import BNTTNet
+    torch.manual_seed(seed)
+    model = BNTTNet(list(sizes), steps, variant, leak_shift=3, theta_int=40)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for i, gamma in enumerate(model.gammas):
+            gamma.copy_((torch.rand(gamma.shape, generator=g) * 1.6 - 0.4))   # some negative
+            mean, var = model.stats(i)
+            mean.copy_(torch.rand(mean.shape, generator=g) * 6 - 3)
+            var.copy_(torch.rand(var.shape, generator=g) * 8 + 0.5)
+        for fc in model.fcs:
+            fc.weight.uniform_(-1, 1, generator=g)
+    return model.eval()
+
+
+@pytest.mark.parametrize("variant", ["per-step", "shared"])
+def test_exported_arithmetic_equals_the_integer_network_spike_for_spike(variant):
+    from bsnn_hw.train.bntt import to_network
+    model = _hand_model(variant)
+    assert any((gm < 0).any() for gm in model.gammas)
+    net, report = to_network(model, seed=3)
+    spikes = (torch.rand(64, 6, 20, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    model.hardware = variant == "per-step"          # shared: the exact (default) model is the exported arithmetic
+    rec = []
+    with torch.no_grad():
+        logits = model(spikes, record=rec)
+    g = golden.simulate(net, spikes.bool().numpy(), record=True)
+    for a, b in zip(rec, g.spikes):
+        np.testing.assert_array_equal(a.numpy().astype(bool), b)
+    np.testing.assert_array_equal(logits.argmax(1).numpy(), g.prediction)
+    np.testing.assert_array_equal(model.out_lif.last_membrane.numpy().astype(np.int64), g.membrane[-1])
+    assert report["table_entries_clamped"] == 0 and len(report["membrane_bits"]) == 3
+
+
+def test_shared_negative_gamma_flips_weights_and_bias():
+    """One neuron with gamma < 0: its weight bits flip (I -> -I), its bias is +round(mu), threshold floor(1/|s|);
+    the float model (exact arithmetic) and the golden model give the same spikes."""
+    from bsnn_hw.train.bntt import BNTTNet, to_network
+    model = BNTTNet([3, 2, 2], 4, "shared", leak_shift=None).eval()
+    with torch.no_grad():
+        model.fcs[0].weight.copy_(torch.tensor([[0.5, -0.5, 0.5], [0.5, -0.5, 0.5]]))
+        model.gammas[0].copy_(torch.tensor([0.3, -0.3]))
+        model.mean0.copy_(torch.tensor([[0.6, 0.6], [-1.4, -1.4], [2.5, 2.5], [0.0, 0.0]]))
+        model.var0.copy_(torch.tensor([1.0, 1.0]))
+    net, _ = to_network(model)
+    layer = net.layers[0]
+    np.testing.assert_array_equal(layer.weights, [[True, False, True], [False, True, False]])
+    s = 0.3 / np.sqrt(1.0 + 1e-4)
+    assert list(layer.threshold) == [int(np.floor(1 / s))] * 2
+    np.testing.assert_array_equal(layer.step_bias[:, 0], np.round(-np.array([0.6, -1.4, 2.5, 0.0])))
+    np.testing.assert_array_equal(layer.step_bias[:, 1], np.round(np.array([0.6, -1.4, 2.5, 0.0])))
+    spikes = torch.tensor([[[1, 0, 1], [1, 0, 1], [0, 1, 0], [1, 1, 1]], [[0, 1, 0]] * 4]).float()
+    rec = []
+    model(spikes, record=rec)
+    g = golden.simulate(net, spikes.bool().numpy(), record=True)
+    np.testing.assert_array_equal(rec[0].numpy().astype(bool), g.spikes[0])
+    assert g.spikes[0][:, :, 0].any() and g.spikes[0][:, :, 1].any()      # both neurons fire somewhere
+
+
+def test_per_step_tables_follow_the_formulas_and_refuse_what_does_not_fit():
+    from bsnn_hw.train.bntt import BNTTNet, to_network
+    model = BNTTNet([4, 3, 2], 2, "per-step", theta_int=64).eval()
+    with torch.no_grad():
+        model.gammas[0].copy_(torch.tensor([[0.5, -0.25, 1.0], [0.125, 0.0, 2.0]]))
+        model.mean0.copy_(torch.tensor([[1.0, 0.5, -2.0], [0.0, 3.0, 1.0]]))
+        model.var0.fill_(1.0 - 1e-4)                           # g = gamma exactly
+    net, report = to_network(model)
+    layer = net.layers[0]
+    frac = layer.step_frac
+    assert round(2 ** (frac + 1) * 64 * 2.0) > 2 ** 17 - 1 >= round(2 ** frac * 64 * 2.0)   # the largest F that fits
+    g = model.gammas[0].detach().double().numpy()
+    mu = model.mean0.double().numpy()
+    np.testing.assert_array_equal(layer.step_scale, np.round(2 ** frac * 64 * g))
+    np.testing.assert_array_equal(layer.step_bias, np.round(-(2 ** frac) * 64 * g * mu) + 2 ** (frac - 1))
+    assert report["step_frac"] == [frac] and report["scale_entries_zero"] == [0]
+    with torch.no_grad():
+        model.gammas[0].fill_(1e4)                             # 64e4 > 2^17 even at F = 0
+    with pytest.raises(ValueError, match="beyond the signed 18-bit range even at F = 0"):
+        to_network(model)
+
+
+# --- early exit -----------------------------------------------------------------------------------------------------
+
+def test_exit_rule_on_hand_set_gammas():
+    from bsnn_hw.train.bntt import BNTTNet, exit_step, smallest_within
+    assert exit_step([0.9, 0.5, 0.09, 0.2], 0.1) == 2           # skip step 2 (0-based) and after
+    assert exit_step([0.9, 0.5, 0.2], 0.1) == 3                 # never below: T
+    assert exit_step([0.05, 0.5], 0.1) == 1                     # at least one step
+    assert smallest_within([0.5, 0.9, 0.9975, 1.0]) == 3 and smallest_within([0.5, 0.9]) == 2
+    model = BNTTNet([4, 2, 3, 2], 3, "per-step")
+    with torch.no_grad():
+        model.gammas[0].copy_(torch.tensor([[1.0, -1.0], [0.4, 0.2], [0.1, 0.0]]))
+        model.gammas[1].copy_(torch.tensor([[0.5, 0.5, 0.5], [-0.3, 0.3, 0.3], [0.0, 0.1, -0.05]]))
+    gm = model.gamma_mean()
+    np.testing.assert_allclose(gm, [(1.0 + 0.5) / 2, (0.3 + 0.3) / 2, (0.05 + 0.05) / 2])
+    assert exit_step(gm, 0.1) == 2
+    shared = BNTTNet([4, 2, 2], 2, "shared")
+    with torch.no_grad():
+        shared.gammas[0].copy_(torch.tensor([2.0, -1.0]))
+        shared.var0.copy_(torch.tensor([4.0, 1.0]))
+        shared.step_var0.copy_(torch.tensor([[4.0, 1.0], [1.0, 0.0]]))
+    e = 1e-4
+    want = [(2 * np.sqrt((4 + e) / (4 + e)) + 1) / 2,
+            (2 * np.sqrt((1 + e) / (4 + e)) + np.sqrt(e / (1 + e))) / 2]
+    np.testing.assert_allclose(shared.gamma_mean(), want)
+
+
+# --- checkpoints and refusals ---------------------------------------------------------------------------------------
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    from bsnn_hw.train import bntt
+    from bsnn_hw.train.trainer import fit
+    torch.set_num_threads(1)
+    cfg = dict(dataset="digits", hidden=[16], timesteps=3, epochs=1, bntt_finetune=1, threads=1, device="cpu")
+    whole = fit(bntt.config(**cfg), progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, record):
+        raise Stop
+    ckpt = tmp_path / "r.ckpt"
+    with pytest.raises(Stop):
+        fit(bntt.config(**cfg), checkpoint=ckpt, progress=False, on_epoch_end=stop)
+    resumed = fit(bntt.config(**cfg), checkpoint=ckpt, resume=True, progress=False)
+    assert resumed.network == whole.network
+    assert [h["finetune"] for h in resumed.history] == [False, True]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bntt-variant", "shared"], "--bntt-variant only apply to --method bntt"),
+    (["--method", "bisnn", "--exit-threshold", "0.2"], "--exit-threshold only apply to --method bntt"),
+    (["--method", "bntt", "--encoding", "latency"], "needs the rate code"),
+    (["--method", "bntt", "--readout", "count"], "reads the class from the last layer's membrane"),
+    (["--method", "bntt", "--scale", "neuron"], "--scale does not apply to --method bntt"),
+    (["--method", "bntt", "--variant", "mid"], "trains all-binary layers"),
+    (["--method", "bntt", "--arch", "8c3-10"], "trains fully connected layers only"),
+    (["--method", "bntt", "-M", "20"], "--membrane-bits does not apply"),
+    (["--method", "bntt", "--bntt-variant", "shared", "--bntt-finetune", "2"], "--bntt-finetune is for per-step"),
+    (["--method", "bntt", "--bntt-theta", "0"], "theta (the integer threshold) must be in 1.."),
+    (["--method", "bntt", "--exit-threshold", "-1"], "exit threshold must be a number >= 0"),
+    (["--method", "bntt", "--fire-once"], "does not train fire-once neurons"),
+])
+def test_refusals(tmp_path, flags, message):
+    out = tmp_path / "x.bsnn"
+    r = CliRunner().invoke(main, ["train", "--epochs", "1", "--out", str(out), "-q", *flags])
+    assert r.exit_code == 1 and message in r.output, (flags, r.output)
+    assert len(r.output.strip().splitlines()) == 1
+    assert not out.exists()
