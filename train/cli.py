@@ -249,6 +249,8 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
     except KeyboardInterrupt:
         click.echo(f"interrupted; finished epochs are in {ckpt_path}: rerun with --resume to continue", err=True)
         raise SystemExit(130) from None
+    if result.network is None:          # a torchrun process other than 0: process 0 reports
+        return
     m = result.metrics
     if as_json:
         emit_json({**m, "config": dataclasses.asdict(cfg)})

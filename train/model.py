@@ -107,6 +107,7 @@ class BSNN(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {dropout}")
         self.sizes, self.timesteps, self.readout, self.dropout = sizes, timesteps, readout, dropout
+        self.dropout_rows = None       # (start, stop, total): this process's rows of a distributed global batch
         self.fcs = nn.ModuleList()
         self.lifs = nn.ModuleList()
         # The conv/pool front (contract v2) on an (H, W, C) input, then the dense layers on its flat output.
@@ -173,7 +174,10 @@ class BSNN(nn.Module):
             scale = fc.neuron_scale() if isinstance(fc, BinaryConv2d) else fc.scale()
             x = lif(fc.synaptic_input(x), scale if lif.fires else None)
             if self.training and self.dropout > 0 and i < n_layers - 1:
-                keep = torch.rand(x.shape[0], 1, x.shape[2], generator=generator, device="cpu") >= self.dropout
+                # Under DistributedDataParallel each process holds rows [start, stop) of a global batch of
+                # ``total``: it draws the whole batch's masks and keeps its rows, so the masks are one process's.
+                start, stop, total = self.dropout_rows or (0, x.shape[0], x.shape[0])
+                keep = torch.rand(total, 1, x.shape[2], generator=generator, device="cpu")[start:stop] >= self.dropout
                 x = x * keep.to(x.device, x.dtype)
         if self.readout == "membrane":
             return self.lifs[-1].last_membrane * self.fcs[-1].scale() / self.timesteps

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from bsnn_hw import data as datasets
 from bsnn_hw.io import atomic_write, encode_predictions
 
+from .distributed import Distributed, local_device, world_size
 from .encoding import RateEncoder, _mix, latency, training_seeds
 from .model import BSNN, clamped_thresholds, integer_simulate, to_network
 
@@ -380,7 +381,7 @@ def setup_run(cfg):
     ``(device, precision, (xtr, ytr, xte, yte), (xtr_t, ytr_t, xte_t, yte_t), n_classes)``."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = local_device(pick_device(cfg.device))
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -400,6 +401,9 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     ``checkpoint`` defaults to ``<out>.ckpt``; with ``resume`` an existing checkpoint (same config) is continued.
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (it may raise to stop).
     Returns a :class:`TrainResult`."""
+    if cfg.method != "bsnn" and world_size() > 1:
+        raise ValueError(f"distributed training (torchrun, WORLD_SIZE = {world_size()}) is built for --method bsnn "
+                         f"only, not --method {cfg.method}")
     if cfg.method == "bstdg":
         from .bstdg import fit as fit_bstdg
         return fit_bstdg(cfg, out=out, checkpoint=checkpoint, resume=resume, progress=progress, log=log,
@@ -416,7 +420,21 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     log = log or (lambda msg: None)
     started = time.perf_counter()
     device, precision, (xtr, ytr, xte, yte), (xtr_t, ytr_t, xte_t, yte_t), n_classes = setup_run(cfg)
+    dist = Distributed(device)
+    try:
+        return _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started, device, precision,
+                         (xtr, ytr, xte, yte), (xtr_t, ytr_t, xte_t, yte_t), n_classes, dist)
+    finally:
+        dist.close()
+
+
+def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started, device, precision, arrays, tensors,
+              n_classes, dist) -> TrainResult:
+    """The B-SNN fit after setup (data-parallel under torchrun: ``dist``, train/distributed.py)."""
+    xtr, ytr, xte, yte = arrays
+    xtr_t, ytr_t, xte_t, yte_t = tensors
     model = build_model(cfg, xtr.shape[1], n_classes, precision).to(device)
+    net_model = dist.wrap(model)          # the forward and backward; ``model`` itself is what is saved and exported
     encoder = Encoder(cfg.encoding, xtr.shape[1], cfg.timesteps, device)
     augment = (Augment(xtr.shape[1], cfg.augment_shift, cfg.augment_flip, device)
                if cfg.augment_shift or cfg.augment_flip else None)
@@ -427,7 +445,7 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
         checkpoint = Path(str(out) + ".ckpt")
     history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)
 
-    bar = _Progress(progress)
+    bar = _Progress(progress and dist.main)
     with bar:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -441,24 +459,35 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
             loss_sum, correct, seen = 0.0, 0, 0
             for b in range(steps_per_epoch):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                idx_d = idx.to(device)
-                images = xtr_t[idx_d]
-                if augment is not None:
-                    images = augment(images, aug_gen)
-                spikes = encoder(images, seeds[idx].to(device))
+                if augment is not None:      # drawn for the global batch, as one process draws it
+                    images = augment(xtr_t[idx.to(device)], aug_gen)
+                start, stop = dist.shard(len(idx))
+                mine = idx[start:stop]
+                idx_d = mine.to(device)
+                images = images[start:stop] if augment is not None else xtr_t[idx_d]
+                spikes = encoder(images, seeds[mine].to(device))
                 target = ytr_t[idx_d]
-                logits = model(spikes, generator=drop_gen)
+                model.dropout_rows = (start, stop, len(idx)) if dist.active else None
+                logits = net_model(spikes, generator=drop_gen)
                 loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # DDP averages the processes' gradients: weight each by its share of the global batch
+                (loss * (len(mine) * dist.world / len(idx)) if dist.active else loss).backward()
                 optimizer.step()
                 scheduler.step()
                 model.clip_()
-                loss_sum += float(loss.detach()) * len(idx)
+                loss_sum += float(loss.detach()) * len(mine)
                 correct += int((logits.argmax(1) == target).sum())
-                seen += len(idx)
+                seen += len(mine)
                 bar.advance(task, f"loss {loss_sum / seen:.4f}  acc {100 * correct / seen:.2f}%")
+            model.dropout_rows = None
+            loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
             train_time = time.perf_counter() - t0
+            if not dist.main:                # process 0 evaluates and writes; the others wait for it
+                dist.barrier()
+                history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+                                "epoch_seconds": train_time})
+                continue
             test_acc = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed)
             history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                             "test_accuracy": test_acc, "epoch_seconds": train_time,
@@ -467,9 +496,12 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
                              f"test {100 * test_acc:.2f}%  {train_time:.1f}s")
             if checkpoint is not None:
                 save_checkpoint(checkpoint, cfg, model, optimizer, scheduler, epoch + 1, history)
+            dist.barrier()
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, history[-1])
 
+    if not dist.main:                        # process 0 exports and evaluates the integer network
+        return TrainResult(None, model, {}, history)
     # Hardware-exact evaluation of the exported integer network.
     float_acc, float_pred = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed, predictions=True)
     model.set_exact(not cfg.exact)
