@@ -46,7 +46,7 @@ import os
 import numpy as np
 
 from . import contract
-from .network import Network
+from .network import Network, truncate
 
 METHODS = ("auto", "packed", "matmul", "popcount")
 _BLOCK_ELEMENTS = 1 << 22        # rows per block of the float32 product: 16 MiB of float32 at most
@@ -506,7 +506,8 @@ def decide(net: Network, spikes, record: bool = False) -> tuple[Result, np.ndarr
         if steps == net.timesteps - 1:
             continue                       # ran to the end: the full run's state
         idx = np.flatnonzero(d == steps)
-        short = Network(net.layers, steps + 1, net.readout, "direct")
+        # the same network on the same spikes for steps 0..d (per-step tables cut to d + 1 rows)
+        short = truncate(Network(net.layers, net.timesteps, net.readout, "direct"), steps + 1)
         part = simulate(short, spikes[idx, :steps + 1], record=False)
         for li in range(n_layers):
             counts[li][idx] = part.counts[li]

@@ -141,6 +141,9 @@ def build_board(plan: dict, out, allow_slow: bool = False, progress=None) -> dic
     say = progress or (lambda line: None)
     b, name = plan["board"], plan["manifest"]["top"]
     overrides = {"nextpnr_opts": f"--timing-allow-fail --report {name}.report.json"}
+    from .synth import get_target
+    if "-dsp" in get_target(b.target, b.device)[1].yosys_args:
+        overrides["synth_opts"] = "-dsp"      # as `bsnn-hw synth`: multipliers (a per-step affine's) in SB_MAC16
     t0 = time.perf_counter()
     # the tools run in a work directory of the cache (kept, and named, when they fail), outside DIR
     root = cache_dir("board")

@@ -321,10 +321,11 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
     import numpy as np
     from bsnn_hw import golden
     spikes = np.asarray(spikes, dtype=bool)
+    # the full run's spikes up to each decision step are the early-exit run's (a step never depends on later ones)
+    ref = golden.simulate(net, spikes, record=True)
     if config.early_exit:
-        ref, last_step = golden.decide(net, spikes, record=True)
+        last_step = golden.decision_step(net, ref)
     else:
-        ref = golden.simulate(net, spikes, record=True)
         last_step = np.full(spikes.shape[0], net.timesteps - 1)
     nw0 = ceil_div(net.n_in, config.layers[0].width)
     per_step_in = step_input_cycles(net, config)

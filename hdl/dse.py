@@ -25,6 +25,10 @@ group count) and W (powers of two up to n_in, and n_in itself; the smallest W fo
 the options no other option of that layer beats on cycles, LUTs, FFs and block RAMs (the costs add up over layers,
 so no point outside this product can be on the front), then the network points that fit the part and the budget,
 their Pareto front over (cycles, LUT4, block RAM), and the best by the objective.
+
+A network with a per-step affine (contract v3) is refused with a one-line reason: the LUT/FF coefficients were not
+fitted with its adders and multipliers (and the search knows no DSP budget). Its memories (the affine ROM included)
+are still listed by :func:`design_memories`; ``bsnn-hw synth``'s fit check covers its DSPs and LUT floor.
 """
 from __future__ import annotations
 
@@ -242,6 +246,11 @@ def _check_net(net) -> None:
     if getattr(net, "ensemble", ()):
         raise ValueError("the model carries an ensemble: the DSE models a single network; explore its MAP network "
                          "(--map-only)")
+    for i, layer in enumerate(net.layers):
+        if getattr(layer, "has_affine", False):
+            raise ValueError(f"layer {i} has a per-step affine (contract v3): the DSE's LUT/FF model is not fitted to "
+                             f"its adders and multipliers; choose P and W by hand (-P/-W) and measure with bsnn-hw "
+                             f"synth (its fit check counts the affine ROM, the LUT floor and the DSPs)")
 
 
 class _LayerCosts:

@@ -85,6 +85,10 @@ class LayerEngine(wiring.Component):
     i_member (clog2 S): with ``banks`` (an ensemble of S weight sets), the member whose weights the step uses; the
     ROM holds S banks of G*NW words (member s at words s*G*NW ..), read from i_member * G*NW on (hold it stable
     while busy)
+
+    A layer with a per-step affine (contract v3) keeps the step's affine ROM base t*G in a register: 0 on a start
+    with ``i_first``, G more on every other start, so the T starts of a sample (of each ensemble member: members
+    share the affine) read rows 0..T-1. Nothing else, and no timing, changes.
     """
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
@@ -204,6 +208,13 @@ class LayerEngine(wiring.Component):
         m.d.comb += self.o_busy.eq(busy)
         with m.If(self.i_start & ~busy):
             m.d.sync += [busy.eq(1), first.eq(self.i_first)]
+        if self.core.affine:
+            # the per-step affine's ROM base t*G: 0 at a sample's first step, G more at each later step's start (the
+            # top starts each engine exactly once per step, members and samples beginning with i_first)
+            step_base = Signal(index_bits(self.core.affine_depth))
+            with m.If(self.i_start & ~busy):
+                m.d.sync += step_base.eq(Mux(self.i_first, 0, step_base + G))
+            m.d.comb += core.i_step_base.eq(step_base)
         if self.conv:
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom, base)
         elif self.skip:

@@ -127,6 +127,15 @@ def _fields(layout: data.StructLayout) -> list[dict]:
     return out
 
 
+def affine_summary(core) -> dict | None:
+    """A NeuronCore's per-step affine as the manifest lists it (None without one): F, the widths of a (0 without a
+    scale table), b, the drive x and the synaptic sum I, and the multipliers built (P with a scale table, else 0)."""
+    if not core.affine:
+        return None
+    return dict(frac=core.frac, scale_bits=core.scale_bits, bias_bits=core.bias_bits, drive_bits=core.drive_bits,
+                sum_bits=core.sum_width, multipliers=core.multipliers)
+
+
 def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: NetworkTop | None = None) -> dict:
     """The manifest (docs/hardware.md): everything a bench needs to size itself."""
     if top is None:
@@ -173,7 +182,7 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
             entry.update(window=layer.window, mode=layer.mode)
         else:
             entry.update(membrane_bits=layer.membrane_bits, leak_shift=layer.leak_shift, reset=layer.reset,
-                         fire_once=layer.fire_once, fires=net.layer_fires(i))
+                         fire_once=layer.fire_once, fires=net.layer_fires(i), affine=affine_summary(eng.core))
         layers.append(entry)
     mems = top.memories()
     return dict(

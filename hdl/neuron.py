@@ -17,7 +17,8 @@ class NeuronCore(wiring.Component):
     """P LIF neuron lanes over G = ceil(n_out / P) groups (group g = neurons g*P .. g*P+P-1), the contract's update:
 
         V' = V - (V >>> k)            (arithmetic shift = floor; no leak: V' = V)
-        V  = sat_M(V' + I)            (exact sum, then one clamp to [-2^(M-1), 2^(M-1)-1])
+        x  = I, or with a per-step affine (contract v3) x = (a[t, j] * I + b[t, j]) >>> F   (exact, then floor)
+        V  = sat_M(V' + x)            (exact sum, then one clamp to [-2^(M-1), 2^(M-1)-1])
         fire = V > theta              (strict; never when ``fires`` is False, nor for lanes past n_out)
         V  = V - theta | 0 if fire    (reset "subtract" | "zero")
         out = fire and not fired      (fire-once; otherwise out = fire); fired |= fire; count += out
@@ -32,22 +33,34 @@ class NeuronCore(wiring.Component):
     marks step 0 of a sample: the stored state is then taken as 0, so samples start clean without a clear pass (and a
     reset needs none).
 
-    Pipeline (latency 6, one group per cycle at most): c0 RAM/ROM read, 1 leak, 2 add, 3 saturate, 4 compare,
-    5 reset + write-back; results appear on ``o_*`` with ``o_valid`` 6 cycles after ``i_valid``, the RAM written at
-    the same edge. A group must not be presented again before its previous result is out.
+    Per-step affine (``layer.has_affine``, BNTT folded; docs/hardware.md): an "affine" ROM of T*G words, word
+    ``t*G + g``, lane p (bits [p*(AB+BB), (p+1)*(AB+BB))) holding a[t, g*P+p] in its low AB =
+    signed_width(step_scale) bits (no field, AB = 0, without a scale table: a = 2^F) and b[t, g*P+p] in the next
+    BB = signed_width(step_bias) bits, two's complement, 0 past n_out (per output channel for conv, shared by every
+    position). ``i_step_base`` (a port only such cores have) gives t*G for the current step; the ROM is read at
+    ``i_step_base + i_group`` at c0 like the threshold ROM. With a scale table stage 1 registers the product a * I
+    (one multiplier per lane, AB x sum_width bits) and b, and stage 2 adds V' + ((a * I + b) >>> F); without one
+    stage 1 registers the drive I + (b >>> F) (no multiplier). Every intermediate is exact; the drive x takes
+    bits(layer.max_abs_drive) + 1 bits and the stage-2 sum max(M, those) + 1. The pipeline's length does not change.
+
+    Pipeline (latency 6, one group per cycle at most): c0 RAM/ROM read, 1 leak (and the affine's product), 2 add,
+    3 saturate, 4 compare, 5 reset + write-back; results appear on ``o_*`` with ``o_valid`` 6 cycles after
+    ``i_valid``, the RAM written at the same edge. A group must not be presented again before its previous result
+    is out.
 
     Arguments
     ---------
     layer : bsnn_hw.Layer
     parallel : int, 1..n_out (P)
-    timesteps : int >= 1 (T; sizes the counts)
+    timesteps : int >= 1 (T; sizes the counts; the rows of the layer's per-step affine, if it has one)
     fires : bool (False for a "membrane" readout's last layer)
     keep_count : bool (keep spike counts, for the last layer's readout)
     sum_width : int or None (bits of the signed synaptic input; default bits(fan_in * max |w|) + 1)
 
     Members
     -------
-    i_valid, i_group, i_first, i_sum (P x signed(sum_width)); i_state (conv only: the state word)
+    i_valid, i_group, i_first, i_sum (P x signed(sum_width)); i_state (conv only: the state word); i_step_base
+    (per-step affine only: t*G, index_bits(T*G) bits)
     o_valid, o_group, o_spikes (P), o_membrane (P x signed(M)), o_count (P x CB)
     i_rd_addr, i_rd_en -> o_rd_membrane, o_rd_count one cycle later (state of a group; shares the RAM read port:
     use only while no group is in flight)
@@ -93,8 +106,22 @@ class NeuronCore(wiring.Component):
         self.mbits = layer.membrane_bits
         self.cbits = count_bits(timesteps)
         P, M = parallel, self.mbits
+        self.affine = bool(getattr(layer, "has_affine", False))
+        if self.affine:
+            rows = layer.step_bias.shape[0]
+            if rows != timesteps:
+                raise ValueError(f"timesteps must be {rows} (the rows of the layer's per-step affine), not "
+                                 f"{timesteps}")
+            scale, bias = layer.affine_tables()
+            self.frac = layer.step_frac
+            self.scale_bits = 0 if scale is None else contract.signed_width(scale)
+            self.bias_bits = contract.signed_width(bias)
+            self.drive_bits = layer.max_abs_drive.bit_length() + 1
+            self.affine_depth = timesteps * self.groups
         self._MustUse__silence = False
         ports = {"i_state": In(index_bits(self.depth))} if conv else {}
+        if self.affine:
+            ports["i_step_base"] = In(index_bits(self.affine_depth))
         super().__init__({
             **ports,
             "i_valid": In(1), "i_group": In(index_bits(self.groups)), "i_first": In(1),
@@ -128,6 +155,37 @@ class NeuronCore(wiring.Component):
         return words
 
     @property
+    def affine_lane_bits(self) -> int:
+        """Bits of one lane of an affine ROM word: a (scale_bits, 0 without a scale table) then b (bias_bits)."""
+        return self.scale_bits + self.bias_bits if self.affine else 0
+
+    def affine_words(self) -> list[int]:
+        """Affine ROM words: word t*G + g, lane p = [a[t, g*P+p] | b[t, g*P+p]] in two's complement, a in the low
+        scale_bits (absent without a scale table), b above it; 0 past n_out (C_out for conv)."""
+        if not self.affine:
+            return []
+        scale, bias = self.layer.affine_tables()
+        AB, BB, LW = self.scale_bits, self.bias_bits, self.affine_lane_bits
+        words = []
+        for t in range(self.timesteps):
+            for g in range(self.groups):
+                value = 0
+                for p in range(self.parallel):
+                    j = g * self.parallel + p
+                    if j < self.units:
+                        lane = (int(bias[t, j]) & ((1 << BB) - 1)) << AB
+                        if AB:
+                            lane |= int(scale[t, j]) & ((1 << AB) - 1)
+                        value |= lane << (p * LW)
+                words.append(value)
+        return words
+
+    @property
+    def multipliers(self) -> int:
+        """Multipliers the core builds: one per lane with a per-step scale table, else none."""
+        return self.parallel if self.affine and self.scale_bits else 0
+
+    @property
     def state_lane_bits(self) -> int:
         return self.mbits + (self.cbits if self.keep_count else 0) + (1 if self.layer.fire_once else 0)
 
@@ -136,6 +194,8 @@ class NeuronCore(wiring.Component):
         mems = [memory_info("state", "ram", self.depth, self.parallel * self.state_lane_bits)]
         if self.fires and self.uniform_threshold() is None:
             mems.append(memory_info("threshold", "rom", self.groups, self.parallel * (self.mbits - 1)))
+        if self.affine:
+            mems.append(memory_info("affine", "rom", self.affine_depth, self.parallel * self.affine_lane_bits))
         return mems
 
     def elaborate(self, platform):
@@ -171,6 +231,14 @@ class NeuronCore(wiring.Component):
                                                    attrs=memory_attrs(self.groups, P * TW, rom=True))
             th_rd = trom.read_port()
             m.d.comb += th_rd.addr.eq(self.i_group)
+        if self.affine:
+            # per-step scale and bias: word t*G + g, read at c0 beside the threshold ROM
+            AB, BB, LW, F = self.scale_bits, self.bias_bits, self.affine_lane_bits, self.frac
+            adepth = max(2, self.affine_depth)
+            m.submodules.affine = arom = Memory(shape=unsigned(P * LW), depth=adepth, init=self.affine_words(),
+                                                attrs=memory_attrs(adepth, P * LW, rom=True))
+            af_rd = arom.read_port()
+            m.d.comb += af_rd.addr.eq(self.i_step_base + self.i_group)
 
         # lanes past n_out (only in the last group) never fire
         n_last = self.units - (self.groups - 1) * P
@@ -193,7 +261,14 @@ class NeuronCore(wiring.Component):
         v2, g2 = Signal(), Signal(gbits)
         m.d.sync += [v2.eq(v1), g2.eq(g1)]
         leaked2 = [Signal(signed(M), name=f"leaked2_{p}", reset_less=True) for p in range(P)]
-        sum2 = [Signal(signed(self.sum_width), name=f"sum2_{p}", reset_less=True) for p in range(P)]
+        drive_width = self.drive_bits if self.affine else self.sum_width
+        scaled = self.affine and self.scale_bits > 0
+        if scaled:      # the product a * I and b (their sum is formed in stage 2)
+            prod2 = [Signal(signed(self.scale_bits + self.sum_width), name=f"prod2_{p}", reset_less=True)
+                     for p in range(P)]
+            bias2 = [Signal(signed(self.bias_bits), name=f"bias2_{p}", reset_less=True) for p in range(P)]
+        else:           # the drive x: I, or I + (b >>> F)
+            sum2 = [Signal(signed(drive_width), name=f"sum2_{p}", reset_less=True) for p in range(P)]
         count2 = [Signal(CB, name=f"count2_{p}", reset_less=True) for p in range(P)]
         fired2 = [Signal(name=f"fired2_{p}", reset_less=True) for p in range(P)]
         theta2 = [Signal(TW, name=f"theta2_{p}", reset_less=True) for p in range(P)]
@@ -205,7 +280,23 @@ class NeuronCore(wiring.Component):
                 m.d.sync += leaked2[p].eq(vprev)
             else:
                 m.d.sync += leaked2[p].eq(vprev - (vprev >> layer.leak_shift))   # signed >>: floor
-            m.d.sync += sum2[p].eq(sum1[p])
+            if self.affine:
+                # x = (a * I + b) >>> F: every intermediate at its full width (exact); x itself fits the drive's
+                # width (|x| <= layer.max_abs_drive)
+                lane = af_rd.data[p * LW:(p + 1) * LW]
+                b = Signal(signed(BB), name=f"bias1_{p}")
+                m.d.comb += b.eq(lane[AB:])
+                if AB:
+                    # the product (a hard multiplier where the part has one) and b registered here, their sum in
+                    # stage 2: the multiplier and the wide adder in different stages (ECP5: 134 MHz against 107)
+                    a = Signal(signed(AB), name=f"scale1_{p}")
+                    m.d.comb += a.eq(lane[:AB])
+                    m.d.sync += [prod2[p].eq(a * sum1[p]), bias2[p].eq(b)]
+                else:
+                    # a = 2^F: (2^F I + b) >>> F = I + (b >>> F), no multiplier
+                    m.d.sync += sum2[p].eq(sum1[p] + (b >> F))
+            else:
+                m.d.sync += sum2[p].eq(sum1[p])
             if keep:
                 m.d.sync += count2[p].eq(Mux(f1, 0, rd.data[base + M:base + M + CB]))
             if fire_once:
@@ -227,8 +318,15 @@ class NeuronCore(wiring.Component):
         # stage 2: exact add
         v3, g3 = Signal(), Signal(gbits)
         m.d.sync += [v3.eq(v2), g3.eq(g2)]
-        total3 = [Signal(signed(max(M, self.sum_width) + 1), name=f"total3_{p}", reset_less=True) for p in range(P)]
-        m.d.sync += [total3[p].eq(leaked2[p] + sum2[p]) for p in range(P)]
+        total3 = [Signal(signed(max(M, drive_width) + 1), name=f"total3_{p}", reset_less=True) for p in range(P)]
+        if scaled:
+            for p in range(P):
+                acc = Signal(signed(max(self.scale_bits + self.sum_width, self.bias_bits) + 1), name=f"affine2_{p}")
+                drive = Signal(signed(drive_width), name=f"drive2_{p}")
+                m.d.comb += [acc.eq(prod2[p] + bias2[p]), drive.eq(acc >> self.frac)]   # signed >>: floor
+                m.d.sync += total3[p].eq(leaked2[p] + drive)
+        else:
+            m.d.sync += [total3[p].eq(leaked2[p] + sum2[p]) for p in range(P)]
         count3, fired3, theta3 = carry(count2, 3), carry(fired2, 3), carry(theta2, 3)
 
         # stage 3: saturate

@@ -17,7 +17,10 @@ What is measured
   (``-noflatten``), so its resource figures are the core's alone; the wrapped design's totals are reported apart.
 
 Capacity is checked first: :func:`check_fit` refuses, from the manifest alone and before any tool runs, a design
-whose block RAMs (:func:`memory_plan`, Yosys' own mapping rule) or LUT floor (:func:`estimate_luts`) exceed the part.
+whose block RAMs (:func:`memory_plan`, Yosys' own mapping rule), LUT floor (:func:`estimate_luts`) or hard multipliers
+(:func:`expected_dsps`: a per-step affine's, Yosys' split rule) exceed the part. On the iCE40 UP5K the flow runs
+``synth_ice40 -dsp`` (multipliers in SB_MAC16; without the flag Yosys builds them from LUTs); a design without a
+multiplier synthesizes to the same cells either way.
 
 Results are cached by content (the SHA-256 of the Verilog, the target, the device, the tool versions and this flow's
 version) under ``$BSNN_HW_CACHE/synth`` (default ``~/.cache/bsnn-hw/synth``): a rerun on the same design is instant.
@@ -65,6 +68,7 @@ class Device:
     luts: int | None = None
     ffs: int | None = None
     brams: int | None = None
+    dsps: int | None = None      # hard multipliers the flow maps to (0: multipliers go to LUTs; None: unknown)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,14 +101,16 @@ TARGETS = {
         name="ice40", synth="synth_ice40", synth_args=(), default_device="up5k", pnr="nextpnr-ice40",
         bram_unit="EBR (SB_RAM40_4K, 4 kbit)", lut_unit="LUT4",
         devices={
-            "up5k": Device("up5k", "iCE40UP5K-SG48", ("-device", "u"), ("--up5k", "--package", "sg48"),
-                           io=39, luts=5280, ffs=5280, brams=30),
+            # -dsp: synth_ice40 maps multipliers to the UltraPlus' SB_MAC16 only when asked (else to LUTs); a design
+            # without a multiplier synthesizes to the same cells either way (docs/hardware.md, "Per-step affine")
+            "up5k": Device("up5k", "iCE40UP5K-SG48", ("-device", "u", "-dsp"), ("--up5k", "--package", "sg48"),
+                           io=39, luts=5280, ffs=5280, brams=30, dsps=8),
             "hx8k": Device("hx8k", "iCE40HX8K-CT256", ("-device", "hx"), ("--hx8k", "--package", "ct256"),
-                           io=206, luts=7680, ffs=7680, brams=32),
+                           io=206, luts=7680, ffs=7680, brams=32, dsps=0),
             "hx1k": Device("hx1k", "iCE40HX1K-TQ144", ("-device", "hx"), ("--hx1k", "--package", "tq144"),
-                           io=96, luts=1280, ffs=1280, brams=16),
+                           io=96, luts=1280, ffs=1280, brams=16, dsps=0),
             "lp8k": Device("lp8k", "iCE40LP8K-CM81", ("-device", "lp"), ("--lp8k", "--package", "cm81"),
-                           io=63, luts=7680, ffs=7680, brams=32),
+                           io=63, luts=7680, ffs=7680, brams=32, dsps=0),
         },
         classes={
             "lut": _exact("SB_LUT4"), "ff": _prefix("SB_DFF"), "bram": _prefix("SB_RAM40_4K"),
@@ -114,14 +120,15 @@ TARGETS = {
         name="ecp5", synth="synth_ecp5", synth_args=(), default_device="25k", pnr="nextpnr-ecp5",
         bram_unit="DP16KD (18 kbit)", lut_unit="LUT4",
         devices={
+            # synth_ecp5 maps multipliers to MULT18X18D by default (18x18 signed)
             "12k": Device("12k", "LFE5U-12F-CABGA381", (), ("--12k", "--package", "CABGA381"),
-                          io=197, luts=12288, ffs=12288, brams=32),
+                          io=197, luts=12288, ffs=12288, brams=32, dsps=28),
             "25k": Device("25k", "LFE5U-25F-CABGA381", (), ("--25k", "--package", "CABGA381"),
-                          io=197, luts=24288, ffs=24288, brams=56),
+                          io=197, luts=24288, ffs=24288, brams=56, dsps=28),
             "45k": Device("45k", "LFE5U-45F-CABGA381", (), ("--45k", "--package", "CABGA381"),
-                          io=203, luts=43848, ffs=43848, brams=108),
+                          io=203, luts=43848, ffs=43848, brams=108, dsps=72),
             "85k": Device("85k", "LFE5U-85F-CABGA381", (), ("--85k", "--package", "CABGA381"),
-                          io=205, luts=83640, ffs=83640, brams=208),
+                          io=205, luts=83640, ffs=83640, brams=208, dsps=156),
         },
         classes={
             "lut": _exact("LUT4"), "ff": _exact("TRELLIS_FF"), "bram": _exact("DP16KD", "PDPW16KD"),
@@ -153,6 +160,7 @@ TARGETS = {
 }
 
 RESOURCE_KEYS = ("lut", "ff", "bram", "carry", "lutram", "dsp", "spram", "mux", "io")
+_DSP_UNIT = {"ice40": "SB_MAC16", "ecp5": "MULT18X18D", "xilinx": "DSP48"}
 
 
 def get_target(target: str, device: str | None = None) -> tuple[Target, Device]:
@@ -530,7 +538,7 @@ def place_and_route(verilog: str, top: str, ports: list[dict], target: str = "ic
 
 
 def _capacity(dev: Device) -> dict:
-    return {k: getattr(dev, k) for k in ("luts", "ffs", "brams", "io")}
+    return {k: getattr(dev, k) for k in ("luts", "ffs", "brams", "dsps", "io")}
 
 
 # --- one network, the whole flow -----------------------------------------------------------------------------------
@@ -697,7 +705,66 @@ LOGIC_MEMORY_BITS_PER_LUT = 4   # a RAM in logic: at least its read multiplexer,
 LOGIC_ROM_BITS_PER_LUT = 16     # a ROM in logic: a LUT4 holds 16 words of one bit
 
 
-def estimate_luts(manifest: dict, target: str) -> dict:
+# How Yosys splits a multiplier into hard multipliers (techlibs/common/mul2dsp.v with synth_ice40 -dsp's and
+# synth_ecp5's macros): operands up to a_max x b_max bits per cell; a piece narrower than a_min / b_min bits or with a
+# product narrower than y_min bits stays in LUTs. iCE40 UltraPlus SB_MAC16 16x16 (pieces of >= 11 product bits), ECP5
+# MULT18X18D 18x18. Checked against Yosys 0.70 (docs/hardware.md, "Per-step affine").
+_DSP_SPLIT = {"ice40": dict(a_max=16, b_max=16, a_min=2, b_min=2, y_min=11),
+              "ecp5": dict(a_max=18, b_max=18, a_min=2, b_min=2, y_min=0)}
+SOFT_MULTIPLIER_LUTS_PER_BIT = 2   # a multiplier in LUTs: a floor of 2 LUT4 per partial-product bit (measured ~3)
+
+
+def multiplier_dsps(a_bits: int, b_bits: int, target: str) -> int | None:
+    """Hard multiplier cells Yosys maps one signed a_bits x b_bits multiplier (a_bits + b_bits product bits) to on
+    ``target`` (:data:`_DSP_SPLIT`, mul2dsp's recursion); None for a target without the rule (xilinx)."""
+    if target not in _DSP_SPLIT:
+        return None
+    r = _DSP_SPLIT[target]
+
+    def cells(a, b, y):
+        if a < r["a_min"] or b < r["b_min"] or y < r["y_min"]:
+            return 0                                      # left to LUTs
+        if a > r["a_max"]:
+            n = (a - 1) // r["a_max"]
+            return n * cells(r["a_max"], b, min(y, b + r["a_max"])) + cells(a - n * r["a_max"], b,
+                                                                             b + a - n * r["a_max"])
+        if b > r["b_max"]:
+            n = (b - 1) // r["b_max"]
+            return n * cells(a, r["b_max"], min(y, a + r["b_max"])) + cells(a, b - n * r["b_max"],
+                                                                             a + b - n * r["b_max"])
+        return 1
+
+    a, b = max(a_bits, b_bits), min(a_bits, b_bits)      # mul2dsp puts the wider operand on A first
+    return cells(a, b, a_bits + b_bits)
+
+
+def affine_multipliers(manifest: dict) -> list[tuple[int, int, int, int]]:
+    """The per-step affine's multipliers of a manifest: (layer index, count, scale bits, synaptic-sum bits) per
+    layer with a scale table (docs/hardware.md, "Per-step affine")."""
+    out = []
+    for layer in manifest.get("layers", []):
+        aff = layer.get("affine")
+        if aff and int(aff.get("multipliers", 0)):
+            out.append((int(layer["index"]), int(aff["multipliers"]), int(aff["scale_bits"]), int(aff["sum_bits"])))
+    return out
+
+
+def expected_dsps(manifest: dict, target: str, device: str | None = None) -> int | None:
+    """Hard multipliers the design needs on ``target``/``device`` (:func:`multiplier_dsps` per per-step affine
+    multiplier); 0 on a part without DSPs (the multipliers go to LUTs); None where there is no rule (xilinx)."""
+    _, dev = get_target(target, device)
+    if dev.dsps == 0:
+        return 0
+    total = 0
+    for _, count, a_bits, s_bits in affine_multipliers(manifest):
+        per = multiplier_dsps(a_bits, s_bits, target)
+        if per is None:
+            return None
+        total += count * per
+    return total if target in _DSP_SPLIT else None
+
+
+def estimate_luts(manifest: dict, target: str, device: str | None = None) -> dict:
     """A lower estimate of the LUT4s the design needs (a LUT4 per adder bit: on ECP5 a CCU2C carry cell holds 2 LUT4s
     of arithmetic and takes their places; on iCE40 an SB_CARRY sits beside its LUT), from the manifest alone:
 
@@ -709,8 +776,14 @@ def estimate_luts(manifest: dict, target: str) -> dict:
       ``LOGIC_MEMORY_BITS_PER_LUT`` bits of a RAM (its read multiplexer), per ``LOGIC_ROM_BITS_PER_LUT`` bits of a
       ROM; on ECP5, RAMs in LUT RAM: ``_ECP5_DPR16X4_LUTS`` per TRELLIS_DPR16X4 cell.
 
+    - a per-step affine (contract v3, the manifest's ``affine``): per lane the drive's adder (a*I + b, or I + (b >>>
+      F) without a scale table: its wider operand's bits) and, on a part without DSPs (``device`` with ``dsps`` 0:
+      iCE40 HX/LP), each multiplier in LUTs (``SOFT_MULTIPLIER_LUTS_PER_BIT`` per partial-product bit); where the
+      part has DSPs they take the multipliers and cost no LUT here.
+
     Control (FSMs, counters, address arithmetic, the spike shift registers' word select) is not counted: this is a
     floor, so a design it puts above a part's LUTs cannot fit. Returns ``{"luts": total, "parts": {name: LUT4}}``."""
+    soft = device is not None and get_target(target, device)[1].dsps == 0
     parts = {}
     for layer in manifest.get("layers", []):
         if layer.get("kind") == "pool":
@@ -726,6 +799,13 @@ def estimate_luts(manifest: dict, target: str) -> dict:
             shared = 0
         lane += M + NEURON_OPS * M
         parts[f"layer{layer['index']}_lanes"] = P * lane + shared
+        aff = layer.get("affine")
+        if aff:
+            ab, bb, sb, frac = (int(aff["scale_bits"]), int(aff["bias_bits"]), int(aff["sum_bits"]),
+                                int(aff["frac"]))
+            adder = max(ab + sb, bb) if ab else max(sb, bb - frac)
+            mult = SOFT_MULTIPLIER_LUTS_PER_BIT * ab * sb if ab and soft else 0
+            parts[f"layer{layer['index']}_affine"] = P * (adder + mult)
     small = _small_bits()
     logic = lutram = 0
     for mem in manifest.get("memories", []):
@@ -745,13 +825,14 @@ def estimate_luts(manifest: dict, target: str) -> dict:
 
 def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
     """What ``manifest``'s design needs against what ``target``/``device`` has, before any tool runs:
-    ``{"part", "bram": {"need", "estimate", "have", "unit"}, "lut": {"need", "have", "parts"}, "fits",
-    "problems": [...]}``. Block RAM: ``need`` is a floor, each memory Yosys puts in block RAM (:func:`memory_plan`)
-    taking at least its bits / the bits of a block (BRAM_BITS; Yosys never packs two memories into one block);
-    ``estimate`` is :func:`expected_brams` (each memory at its best shape; Yosys may do better on a deep ECP5 ROM by
-    moving a remainder into logic: 45 DP16KD for a 50,176 x 16 ROM against 49). LUTs: :func:`estimate_luts` (a
-    floor). A need above the part's count is a problem; a target
-    without a model (xilinx block RAM) or a part without a count is not checked (``need`` or ``have`` None)."""
+    ``{"part", "bram": {"need", "estimate", "have", "unit"}, "lut": {"need", "have", "parts"}, "dsp": {"need",
+    "have", "unit"}, "fits", "problems": [...]}``. Block RAM: ``need`` is a floor, each memory Yosys puts in block
+    RAM (:func:`memory_plan`) taking at least its bits / the bits of a block (BRAM_BITS; Yosys never packs two
+    memories into one block); ``estimate`` is :func:`expected_brams` (each memory at its best shape; Yosys may do
+    better on a deep ECP5 ROM by moving a remainder into logic: 45 DP16KD for a 50,176 x 16 ROM against 49). LUTs:
+    :func:`estimate_luts` (a floor). DSPs: :func:`expected_dsps` (the per-step affine's multipliers, Yosys' split
+    rule). A need above the part's count is a problem; a target without a model (xilinx block RAM) or a part without
+    a count is not checked (``need`` or ``have`` None)."""
     t, dev = get_target(target, device)
     memories = manifest.get("memories") or []
     problems = []
@@ -766,13 +847,20 @@ def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
         spram = " (the UP5K's SPRAM is not used by the generator)" if target == "ice40" and dev.name == "up5k" else ""
         problems.append(f"the design needs at least {need_b} {unit} block RAMs but the {dev.part} has "
                         f"{dev.brams}{spram}; largest: {top}")
-    luts = estimate_luts(manifest, target) if manifest.get("layers") else None
+    luts = estimate_luts(manifest, target, device) if manifest.get("layers") else None
     if luts is not None and dev.luts and luts["luts"] > dev.luts:
         big = sorted(luts["parts"].items(), key=lambda kv: -kv[1])[:3]
         problems.append(f"the design needs at least {luts['luts']:,} {t.lut_unit} (estimate, a floor: "
                         f"{', '.join(f'{k} {v:,}' for k, v in big)}) but the {dev.part} has {dev.luts:,}")
+    need_d = expected_dsps(manifest, target, device) if manifest.get("layers") else None
+    dsp_unit = _DSP_UNIT.get(target, "DSP")
+    if need_d and dev.dsps is not None and need_d > dev.dsps:
+        mults = ", ".join(f"layer {i}: {n} x {a}x{b}-bit" for i, n, a, b in affine_multipliers(manifest))
+        problems.append(f"the design needs {need_d} {dsp_unit} for its per-step affine multipliers ({mults}) but the "
+                        f"{dev.part} has {dev.dsps}")
     return {"part": dev.part, "bram": {"need": need_b, "estimate": estimate, "have": dev.brams, "unit": unit},
             "lut": {"need": luts and luts["luts"], "have": dev.luts, "parts": luts and luts["parts"]},
+            "dsp": {"need": need_d, "have": dev.dsps, "unit": dsp_unit},
             "fits": not problems, "problems": problems}
 
 
@@ -853,11 +941,14 @@ def print_report(res: dict, console=None) -> None:
     r = res["resources"]
     names = {"lut": ("LUTs", res["units"]["lut"], cap.get("luts")), "ff": ("flip-flops", "FF", cap.get("ffs")),
              "bram": ("block RAM", res["units"]["bram"], cap.get("brams")), "carry": ("carry cells", "", None),
-             "lutram": ("LUT RAM", "", None), "dsp": ("DSP", "", None), "spram": ("SPRAM", "", None),
+             "lutram": ("LUT RAM", "", None), "dsp": ("DSP", _DSP_UNIT.get(res["target"], ""), cap.get("dsps")),
+             "spram": ("SPRAM", "", None),
              "mux": ("wide muxes", "", None), "io": ("clock/IO buffers", "", None),
              "other": ("other cells", "", None)}
     for k, (label, unit, c) in names.items():
-        if k not in r or (k not in ("lut", "ff", "bram", "carry") and not r[k]):
+        # the DSP row whenever the part has DSPs (0 is a figure too: a design without multipliers uses none)
+        shown = ("lut", "ff", "bram", "carry") + (("dsp",) if cap.get("dsps") else ())
+        if k not in r or (k not in shown and not r[k]):
             continue
         row = [label, f"{r[k]:,}{_pct(r[k], c)}"]
         if "wrapped" in res:

@@ -62,6 +62,16 @@ def trace_layout(net: Network, members: int = 1) -> data.StructLayout:
     return data.StructLayout(fields)
 
 
+def _same_affine(a, b) -> bool:
+    """Whether two layers carry the same per-step affine (or none): the hardware shares it between members."""
+    if getattr(a, "has_affine", False) != getattr(b, "has_affine", False):
+        return False
+    if not getattr(a, "has_affine", False):
+        return True
+    same = (lambda x, y: (x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y)))
+    return a.step_frac == b.step_frac and same(a.step_scale, b.step_scale) and same(a.step_bias, b.step_bias)
+
+
 def check_members(net: Network, members) -> list:
     """The ensemble members as a list of Networks, each identical to ``net`` except for its weights (the hardware
     shares thresholds, leaks and widths and banks only the weights); [] for None."""
@@ -84,10 +94,12 @@ def check_members(net: Network, members) -> list:
                 same = (a.params() == b.params() and a.weight_bits == b.weight_bits
                         and a.weights.shape == b.weights.shape and a.weights.dtype == b.weights.dtype
                         and np.array_equal(a.threshold, b.threshold)
+                        and _same_affine(a, b)
                         and (a.kind != "conv2d" or a.geometry() == b.geometry()))
         if not same:
             raise ValueError(f"members[{s}] differs from the network in more than its weights (layers, thresholds, "
-                             f"neuron parameters, T or readout): an ensemble in hardware banks only the weights")
+                             f"per-step affine, neuron parameters, T or readout): an ensemble in hardware banks only "
+                             f"the weights")
     if len(members) > 1:
         if net.readout == "first":
             raise ValueError("an ensemble needs the 'count' or 'membrane' readout (members' scores are summed), "

@@ -151,12 +151,115 @@ def _corner_table():
     return c
 
 
+def _affine(layer) -> bool:
+    return bool(getattr(layer, "has_affine", False))
+
+
+def _affine_tally():
+    """What the units' per-step affines reach (contract v3), read from the units. No unit of its own is aimed at
+    these lines: the units aimed at AFFINE_AIMS' corners also get an affine on their first layer (a scale table with
+    F = 16, or a bias alone with F = 0, table entries at their range ends), so any set of len(CORNERS) units or more
+    reaches every line; other units get affines at random (AFFINE_P)."""
+    def aff(u):
+        return [l for l in u.net.layers if _affine(l)]
+
+    a_ends = (-(1 << (contract.STEP_SCALE_BITS - 1)), (1 << (contract.STEP_SCALE_BITS - 1)) - 1)
+    b_ends = (-(1 << (contract.STEP_BIAS_BITS - 1)), (1 << (contract.STEP_BIAS_BITS - 1)) - 1)
+    return {
+        "per-step affine, scale": lambda u: any(l.step_scale is not None for l in aff(u)),
+        "per-step affine, bias only": lambda u: any(l.step_scale is None for l in aff(u)),
+        "affine F=0": lambda u: any(l.step_frac == 0 for l in aff(u)),
+        f"affine F={contract.STEP_FRAC_MAX}": lambda u: any(l.step_frac == contract.STEP_FRAC_MAX for l in aff(u)),
+        "affine scale at a 18-bit end": lambda u: any(l.step_scale is not None and np.isin(l.step_scale, a_ends).any()
+                                                      for l in aff(u)),
+        "affine bias at a 32-bit end": lambda u: any(np.isin(l.step_bias, b_ends).any() for l in aff(u)),
+        "affine negative scale": lambda u: any(l.step_scale is not None and (l.step_scale < 0).any()
+                                               for l in aff(u)),
+    }
+
+
 CORNERS = _corner_table()
+AFFINE_TALLY = _affine_tally()
+AFFINE_P = 0.15          # a unit not aimed at an affine gets per-step affines with this probability
+# the full-range corners whose units also carry an aimed per-step affine on layer 0 (P not dividing n_out: several
+# groups per step, so the ROM's t*G + g addressing; theta = 1: neurons that fire)
+AFFINE_AIMS = {"P∤n_out": "scale", "theta=1": "bias"}
 
 
 def coverage(units) -> dict[str, int]:
-    """How many of ``units`` hit each corner of :data:`CORNERS` (0 = a corner the set misses)."""
-    return {name: sum(1 for u in units if pred(u)) for name, pred in CORNERS.items()}
+    """How many of ``units`` hit each corner of :data:`CORNERS` and each line of :data:`AFFINE_TALLY` (0 = a corner
+    the set misses)."""
+    return {name: sum(1 for u in units if pred(u)) for name, pred in {**CORNERS, **AFFINE_TALLY}.items()}
+
+
+# --- per-step affine (contract v3) draws -----------------------------------------------------------------------------
+# A unit's affine comes from its own generator (seeded by the set's seed and the unit's index), not from the stream
+# that draws everything else, so adding the affine left every other parameter of the existing units as it was.
+
+_A_LO, _A_HI = -(1 << (contract.STEP_SCALE_BITS - 1)), (1 << (contract.STEP_SCALE_BITS - 1)) - 1
+_B_LO, _B_HI = -(1 << (contract.STEP_BIAS_BITS - 1)), (1 << (contract.STEP_BIAS_BITS - 1)) - 1
+
+
+def _affine_tables(rng, T: int, n: int, scale: bool, frac: int, ends: bool):
+    """(step_scale or None, step_bias), (T, n): "near" tables (a within +-4 * 2^F, signs mixed, b within +-8 * 2^F:
+    the membranes still move) or tables anywhere in the legal range; ``ends``: about a fifth of the entries at their
+    range ends, the first and the last entry always (the 18-bit scale's and the 32-bit bias's two ends)."""
+    one = 1 << frac
+    if rng.random() < 0.6:
+        a = rng.integers(max(_A_LO, -4 * one), min(_A_HI, 4 * one) + 1, (T, n))
+        b = rng.integers(-8 * one, 8 * one + 1, (T, n))
+    else:
+        a = rng.integers(_A_LO, _A_HI + 1, (T, n))
+        b = rng.integers(_B_LO, _B_HI + 1, (T, n))
+    if ends:
+        r = rng.random((T, n))
+        b[r < 0.1] = _B_LO
+        b[(r >= 0.1) & (r < 0.2)] = _B_HI
+        a[r > 0.9] = _A_LO
+        a[(r > 0.8) & (r <= 0.9)] = _A_HI
+        a.flat[0], a.flat[-1] = _A_LO, _A_HI
+        b.flat[0], b.flat[-1] = _B_HI, _B_LO
+    return (a if scale else None), b
+
+
+def _with_affine_layer(layer, scale, bias, frac: int):
+    """``layer`` (dense or conv) with the per-step affine (scale, bias, frac); everything else as it was."""
+    from bsnn_hw.network import Conv2d
+    common = dict(leak_shift=layer.leak_shift, reset=layer.reset, membrane_bits=layer.membrane_bits,
+                  fire_once=layer.fire_once, weight_bits=layer.weight_bits, step_scale=scale, step_bias=bias,
+                  step_frac=frac)
+    if isinstance(layer, Conv2d):
+        return Conv2d(layer.weights, layer.in_shape, layer.threshold, stride=layer.stride, padding=layer.padding,
+                      **common)
+    return Layer(layer.weights, layer.threshold, **common)
+
+
+def _with_affine(u: Unit, rng, aim: str | None = None, p: float = AFFINE_P, conv: bool = False) -> Unit:
+    """``u`` with per-step affines on some of its layers with neurons (with probability ``p``; always when aimed):
+    scale table or not, F in 0..16 (0 and 16 on purpose), near-identity or full-range tables, range ends on purpose.
+    ``aim`` "scale" puts F = 16 and every range end on the first such layer, "bias" F = 0 and the bias's ends;
+    ``conv`` restricts it to conv layers (per output channel)."""
+    if aim is None and rng.random() >= p:
+        return u
+    import dataclasses
+    net = u.net
+    cand = [i for i, l in enumerate(net.layers) if l.has_neurons and (not conv or l.kind == "conv2d")]
+    if not cand:
+        return u
+    chosen = [i for i in cand if rng.random() < 0.5] or [int(rng.choice(cand))]
+    if aim is not None and chosen[0] != cand[0]:
+        chosen.insert(0, cand[0])                 # the aimed affine goes on the first layer with neurons
+    layers = list(net.layers)
+    for n, i in enumerate(chosen):
+        units = layers[i].out_channels if layers[i].kind == "conv2d" else layers[i].n_out
+        if aim is not None and n == 0:
+            scale, frac, ends = aim != "bias", 0 if aim == "bias" else contract.STEP_FRAC_MAX, True
+        else:
+            scale, frac, ends = rng.random() < 0.6, _pick(rng, 0, contract.STEP_FRAC_MAX), rng.random() < 0.3
+        layers[i] = _with_affine_layer(layers[i], *_affine_tables(rng, net.timesteps, units, scale, frac, ends), frac)
+    new = Network(layers, net.timesteps, net.readout, net.encoding, net.seed, metadata=dict(net.metadata),
+                  ensemble=net.ensemble or None)
+    return dataclasses.replace(u, net=new)
 
 
 def format_coverage(tally: dict[str, int]) -> str:
@@ -294,8 +397,9 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
                       max_lane_bits: int = FULL_LIMITS["max_lane_bits"]) -> list[Unit]:
     """``count`` units over the whole legal space (see CORNERS): n_in 1..max_in, hidden 1..max_hidden, 1..max_layers
     layers, T 1..max_t, M 2..32, thresholds 1 and 2^(M-1)-1, leak none/1/M-1, P 1..n_out, W 1..n_in (W > 64 and
-    W = n_in on purpose), every readout, encoding, reset, fire-once, trace, stalls and mid-inference reset. Unit k
-    aims at corner k mod len(CORNERS); a draw whose simulated cycles (samples x the cycle formula) exceed
+    W = n_in on purpose), every readout, encoding, reset, fire-once, trace, stalls and mid-inference reset, per-step
+    affines (contract v3: scale table or not, F 0..16, table entries at their range ends; :func:`_with_affine`).
+    Unit k aims at corner k mod len(CORNERS); a draw whose simulated cycles (samples x the cycle formula) exceed
     ``max_cycles``, or whose synapse arrays hold more than ``max_lane_bits`` popcount inputs in all (sum of P x W
     over the layers: the size of the logic to generate, compile and simulate every cycle), is redrawn, so the
     suite's time stays bounded while the corners are still reached."""
@@ -305,8 +409,10 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
     units = []
     for k in range(count):
         want = names[k % len(names)]
+        arng = np.random.default_rng([seed, k, 3])          # the unit's per-step affine (see _with_affine)
+        aim = AFFINE_AIMS.get(want)
         for _ in range(500):
-            u = _draw_full(rng, want, max_in, max_hidden, max_layers, max_t, samples)
+            u = _with_affine(_draw_full(rng, want, max_in, max_hidden, max_layers, max_t, samples), arng, aim)
             cost = samples * cycles_per_inference(u.net, u.config, u.trace, max(1, len(u.net.ensemble)))
             lane_bits = sum(lc.parallel * lc.width for lc in u.config.layers)
             if cost <= max_cycles and lane_bits <= max_lane_bits and CORNERS[want](u):
@@ -391,6 +497,8 @@ def _v2_corner_table():
         f"ensemble S={MAX_MEMBERS}": lambda u: len(u.net.ensemble) == MAX_MEMBERS,
         "ensemble of conv members": lambda u: len(u.net.ensemble) > 1 and bool(convs(u)),
         "ensemble, membrane readout": lambda u: len(u.net.ensemble) > 1 and u.net.readout == "membrane",
+        # contract v3 (appended last): a conv layer's per-step affine is per output channel, shared by positions
+        "per-step affine on a conv layer": lambda u: any(l.kind == "conv2d" and _affine(l) for l in u.net.layers),
     })
     return c
 
@@ -401,6 +509,11 @@ V2_CORNERS = _v2_corner_table()
 def v2_coverage(units) -> dict[str, int]:
     """How many of ``units`` hit each corner of :data:`V2_CORNERS`."""
     return {name: sum(1 for u in units if pred(u)) for name, pred in V2_CORNERS.items()}
+
+
+def affine_coverage(units) -> dict[str, int]:
+    """How many of ``units`` carry per-step affines of each kind (the affine lines of :func:`coverage`, for any set)."""
+    return {name: sum(1 for u in units if pred(u)) for name, pred in AFFINE_TALLY.items()}
 
 
 def _v2_neurons(rng, want, n_th, fan_in, bits, last_membrane, first):
@@ -581,11 +694,15 @@ def random_v2_units(seed: int, count: int, samples: int = 2, max_side: int = V2_
         want = names[k % len(names)]
         if cover and sum(1 for v in units if V2_CORNERS[want](v)) >= cover:
             continue
+        arng = np.random.default_rng([seed, k, 5])          # the unit's per-step affine (see _with_affine)
+        conv_aim = want == "per-step affine on a conv layer"
         for _ in range(1000):
             try:
                 u = _draw_v2(rng, want, max_side, max_channels, max_hidden, max_t, samples)
             except ValueError:          # an illegal geometry drawn at a corner: draw again
                 continue
+            u = _with_affine(u, arng, "scale" if conv_aim and arng.random() < 0.5 else "bias" if conv_aim else None,
+                             conv=conv_aim)
             cost = samples * cycles_per_inference(u.net, u.config, u.trace, max(1, len(u.net.ensemble)))
             lane_bits = sum(lc.parallel * lc.width * max(1, l.weight_bits)
                             for l, lc in zip(u.net.layers, u.config.layers))
@@ -602,9 +719,12 @@ def random_v2_units(seed: int, count: int, samples: int = 2, max_side: int = V2_
 def describe_unit(u: Unit) -> str:
     net = u.net
     cfg = ",".join(f"P{lc.parallel}W{lc.width}" for lc in u.config.layers) if u.config else "default"
-    lay = ";".join(repr(l) if l.kind != "dense" else
+    def aff(l):
+        return (" affine" if l.step_scale is not None else " bias") + f" F={l.step_frac}" if _affine(l) else ""
+
+    lay = ";".join(repr(l) + aff(l) if l.kind != "dense" else
                    f"M{l.membrane_bits} k{l.leak_shift} {l.reset[0]}{' fo' if l.fire_once else ''}"
-                   f"{f' {l.weight_bits}b' if l.weight_bits > 1 else ''}" for l in net.layers)
+                   f"{f' {l.weight_bits}b' if l.weight_bits > 1 else ''}{aff(l)}" for l in net.layers)
     return (f"{u.name}: {'-'.join(map(str, net.sizes))} T={net.timesteps} {net.readout} {net.encoding} [{cfg}] [{lay}] "
             f"trace={u.trace} stalls={u.stall_in:.2f}/{u.stall_out:.2f} reset_mid={u.reset_mid}"
             f"{' early_exit' if u.config and u.config.early_exit else ''}"
@@ -730,6 +850,8 @@ def main(argv=None) -> int:
     units = random_full_units(args.seed, args.count, args.samples)
     print(f"{args.count} full-range units (seed {args.seed}), corners hit:")
     print(format_coverage(coverage(units)))
+    n_aff = sum(1 for u in units if any(_affine(l) for l in u.net.layers))
+    print(f"{n_aff} of {args.count} units carry a per-step affine")
     sizes = [u.net.n_in for u in units]
     widths = [lc.width for u in units for lc in u.config.layers]
     print(f"n_in {min(sizes)}..{max(sizes)}, W {min(widths)}..{max(widths)}, "

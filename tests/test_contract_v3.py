@@ -262,3 +262,22 @@ def test_truncate_cli(tmp_path):
     net.save(src)
     r = runner.invoke(main, ["truncate", str(src), "--steps", "exit", "-o", str(tmp_path / "x.bsnn")])
     assert r.exit_code == 1 and "no exit step in its metadata" in r.output
+
+
+def test_decide_with_per_step_tables():
+    """golden.decide on a network with per-step tables: the state at the decision step d is the network cut to
+    d + 1 steps (the tables' first d + 1 rows), as a design that stops there computes it."""
+    rng = np.random.default_rng(11)
+    steps = 8
+    net = Network([Layer(rng.random((12, 20)) < 0.5, 3, 2, step_scale=rng.integers(-900, 900, (steps, 12)),
+                         step_bias=rng.integers(-3000, 3000, (steps, 12)), step_frac=8),
+                   Layer(rng.random((4, 12)) < 0.5, 2, step_bias=rng.integers(-2, 3, (steps, 4)))],
+                  steps, "first", "direct")
+    spikes = rng.random((40, steps, 20)) < 0.4
+    result, d = golden.decide(net, spikes, record=True)
+    assert len(set(d.tolist())) > 1                       # several decision steps, on purpose
+    for b in range(len(spikes)):
+        short = golden.simulate(truncate(net, int(d[b]) + 1), spikes[b:b + 1, :int(d[b]) + 1])
+        for li in range(2):
+            np.testing.assert_array_equal(result.membrane[li][b], short.membrane[li][0])
+            np.testing.assert_array_equal(result.counts[li][b], short.counts[li][0])

@@ -120,6 +120,7 @@ def test_v2_generator_reaches_every_corner():
         units = configs.random_v2_units(seed + 11, V2_DEFAULT, cover=V2_COVER)
         tally = configs.v2_coverage(units)
         print(f"\nv2 units, seed {seed + 11}:\n{configs.format_coverage(tally)}")
+        print(f"per-step affines in the v2 units:\n{configs.format_coverage(configs.affine_coverage(units))}")
         assert all(tally.values()), [k for k, v in tally.items() if not v]
 
 
