@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 import bsnn_hw
-from bsnn_hw import data, golden
+from bsnn_hw import contract, data, golden
 from bsnn_hw.cli import main
 from bsnn_hw.network import truncate
 
@@ -142,6 +142,28 @@ def test_per_step_tables_follow_the_formulas_and_refuse_what_does_not_fit():
         to_network(model)
 
 
+def test_scale_bits_bound_the_exported_scale():
+    """--bntt-scale-bits: F fills the narrower width; the network stays the exported arithmetic, spike for spike."""
+    from bsnn_hw.train.bntt import to_network
+    model = _hand_model("per-step")
+    model.scale_max = 7                                       # Theta g reaches 39: 4 bits cannot hold it at F = 0
+    with pytest.raises(ValueError, match="beyond the signed 4-bit range even at F = 0; lower --bntt-theta or raise "
+                                         "--bntt-scale-bits"):
+        to_network(model)
+    for bits in (8, 12, 18):
+        model = _hand_model("per-step")
+        model.scale_max = (1 << (bits - 1)) - 1
+        net, _ = to_network(model, seed=3)
+        a = net.layers[0].step_scale
+        assert np.abs(a).max() <= (1 << (bits - 1)) - 1 and contract.signed_width(a) <= bits
+        assert np.abs(a).max() > (1 << (bits - 2)) - 1        # F is the largest that fits: the width is used
+        spikes = (torch.rand(16, 6, 20, generator=torch.Generator().manual_seed(2)) < 0.4).float()
+        model.hardware = True
+        with torch.no_grad():
+            logits = model(spikes)
+        np.testing.assert_array_equal(logits.argmax(1).numpy(), golden.simulate(net, spikes.bool().numpy()).prediction)
+
+
 # --- early exit -----------------------------------------------------------------------------------------------------
 
 def test_exit_rule_on_hand_set_gammas():
@@ -201,6 +223,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     (["--method", "bntt", "-M", "20"], "--membrane-bits does not apply"),
     (["--method", "bntt", "--bntt-variant", "shared", "--bntt-finetune", "2"], "--bntt-finetune is for per-step"),
     (["--method", "bntt", "--bntt-theta", "0"], "theta (the integer threshold) must be in 1.."),
+    (["--method", "bntt", "--bntt-scale-bits", "19"], "scale bits must be in 2..18, not 19"),
+    (["--bntt-scale-bits", "8"], "--bntt-scale-bits only apply to --method bntt"),
     (["--method", "bntt", "--exit-threshold", "-1"], "exit threshold must be a number >= 0"),
     (["--method", "bntt", "--fire-once"], "does not train fire-once neurons"),
 ])

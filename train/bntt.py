@@ -67,7 +67,6 @@ EPS = 1e-4                      # BNTT's batch norm
 MOMENTUM = 0.1
 THETA = 1.0                     # the float model's threshold
 TRAIN_MEMBRANE_MAX = 24         # float32 holds every integer membrane exactly up to 2^24 (the trainer's LIF)
-SCALE_MAX = (1 << (contract.STEP_SCALE_BITS - 1)) - 1
 BIAS_MAX = (1 << (contract.STEP_BIAS_BITS - 1)) - 1
 WITHIN_PP = 0.3                 # the accuracy-vs-steps report: smallest T' within this of the full-T accuracy
 
@@ -92,6 +91,9 @@ def check_config(cfg) -> None:
     top = (1 << (TRAIN_MEMBRANE_MAX - 1)) - 1
     need(isinstance(cfg.bntt_theta, int) and not isinstance(cfg.bntt_theta, bool) and 1 <= cfg.bntt_theta <= top,
          f"theta (the integer threshold) must be in 1..{top}, not {cfg.bntt_theta!r}")
+    need(isinstance(cfg.bntt_scale_bits, int) and not isinstance(cfg.bntt_scale_bits, bool)
+         and 2 <= cfg.bntt_scale_bits <= contract.STEP_SCALE_BITS,
+         f"scale bits must be in 2..{contract.STEP_SCALE_BITS}, not {cfg.bntt_scale_bits!r}")
     need(isinstance(cfg.bntt_finetune, int) and not isinstance(cfg.bntt_finetune, bool) and cfg.bntt_finetune >= 0,
          f"finetune must be a number of epochs >= 0, not {cfg.bntt_finetune!r}")
     need(cfg.bntt_variant == "per-step" or cfg.bntt_finetune == 0,
@@ -149,7 +151,7 @@ class BNTTNet(nn.Module):
     def __init__(self, sizes, timesteps: int, variant: str = "per-step", leak_shift: int | None = 4,
                  output_leak_shift: int | None = None, reset: str = "subtract", membrane_bits: int = 16,
                  dropout: float = 0.0, exact: bool = True, precision: str = "fp32", slope: float = 5.0,
-                 theta_int: int = 64, leak_correction: bool = False):
+                 theta_int: int = 64, leak_correction: bool = False, scale_bits: int = contract.STEP_SCALE_BITS):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
@@ -160,6 +162,7 @@ class BNTTNet(nn.Module):
         self.leak_shift, self.reset, self.membrane_bits = leak_shift, reset, membrane_bits
         self.dropout, self.exact, self.slope = dropout, exact, slope
         self.theta_int, self.leak_correction = int(theta_int), bool(leak_correction)
+        self.scale_max = (1 << (int(scale_bits) - 1)) - 1          # |a| bound: the exported scale's signed width
         self.freeze_stats = False
         self.hardware = False
         self.readout = "membrane"
@@ -236,14 +239,14 @@ class BNTTNet(nn.Module):
         with torch.no_grad():
             frac = None
             for f in range(contract.STEP_FRAC_MAX, -1, -1):
-                if float(torch.round(scale * (1 << f)).abs().max()) <= SCALE_MAX:
+                if float(torch.round(scale * (1 << f)).abs().max()) <= self.scale_max:
                     frac = f
                     break
         if frac is None:
             worst = float(scale.detach().abs().max())
             raise ValueError(f"--method bntt: layer {i}'s per-step scale Theta*gamma/sqrt(var+eps) reaches "
-                             f"{worst:.4g}, beyond the signed {contract.STEP_SCALE_BITS}-bit range even at F = 0; "
-                             f"lower --bntt-theta")
+                             f"{worst:.4g}, beyond the signed {self.scale_max.bit_length() + 1}-bit range even at "
+                             f"F = 0; lower --bntt-theta or raise --bntt-scale-bits")
         a_real = scale * (1 << frac)
         a = _round_ste(a_real)
         offset = (1 << (frac - 1)) if frac else 0                   # round to nearest: x = floor(a I / 2^F + 1/2)
@@ -486,7 +489,8 @@ def build_model(cfg, n_in: int, n_classes: int, precision: str) -> BNTTNet:
     return BNTTNet([n_in, *cfg.hidden, n_classes], cfg.timesteps, cfg.bntt_variant, leak_shift=cfg.leak_shift,
                    output_leak_shift=cfg.output_leak_shift, reset=cfg.reset, membrane_bits=cfg.membrane_bits,
                    dropout=cfg.dropout, exact=cfg.exact, precision=precision, slope=cfg.slope,
-                   theta_int=cfg.bntt_theta, leak_correction=cfg.bntt_leak_correction)
+                   theta_int=cfg.bntt_theta, leak_correction=cfg.bntt_leak_correction,
+                   scale_bits=cfg.bntt_scale_bits)
 
 
 def schedule(optimizer, main_steps: int, finetune_steps: int, finetune_factor: float):
@@ -626,6 +630,7 @@ def finish(cfg, model: BNTTNet, history, encoder, arrays, test_tensors, device, 
             "gamma_mean": gm, "accuracy_vs_steps": acc_steps, "float_accuracy": float_acc,
             "integer_accuracy": int_acc, "steps_within_0.3pp": smallest_within(acc_steps),
             "theta_int": cfg.bntt_theta if cfg.bntt_variant == "per-step" else None,
+            "scale_bits": cfg.bntt_scale_bits if cfg.bntt_variant == "per-step" else None,
             "step_frac": tables["step_frac"], "membrane_bits": tables["membrane_bits"],
             "leak_correction": cfg.bntt_leak_correction, "finetune_epochs": cfg.bntt_finetune}
     info["exit_accuracy"] = acc_steps[info["exit_step"] - 1]

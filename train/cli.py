@@ -28,13 +28,14 @@ _FLAG_FIELDS = {
     "rho": "bisnn_rho", "mc_samples": "bisnn_mc", "bisnn_lr": "bisnn_lr", "bisnn_update": "bisnn_update",
     "relaxed": "bisnn_relaxed", "bisnn_init": "bisnn_init", "val_samples": "val_samples",
     "bntt_variant": "bntt_variant", "exit_threshold": "bntt_exit_threshold", "bntt_theta": "bntt_theta",
+    "bntt_scale_bits": "bntt_scale_bits",
     "bntt_finetune": "bntt_finetune", "bntt_finetune_lr": "bntt_finetune_lr",
     "bntt_leak_correction": "bntt_leak_correction",
 }
 _BISNN_FLAGS = ("members", "member_seed", "tau", "prior", "rho", "mc_samples", "bisnn_lr", "bisnn_update", "relaxed",
                 "bisnn_init")
-_BNTT_FLAGS = ("bntt_variant", "exit_threshold", "bntt_theta", "bntt_finetune", "bntt_finetune_lr",
-               "bntt_leak_correction")
+_BNTT_FLAGS = ("bntt_variant", "exit_threshold", "bntt_theta", "bntt_scale_bits", "bntt_finetune",
+               "bntt_finetune_lr", "bntt_leak_correction")
 
 
 def _leak(text, name):
@@ -116,6 +117,9 @@ def _read_config(path) -> dict:
               help="bntt: early exit before the first step whose layer-averaged mean |gamma| is below this.  "
                    "[default: 0.1]")
 @click.option("--bntt-theta", type=int, help="bntt per-step: the integer threshold Theta.  [default: 64]")
+@click.option("--bntt-scale-bits", type=int,
+              help="bntt per-step: signed width of the exported scale a (F is chosen to fill it; fewer bits, a "
+                   "smaller table ROM).  [default: 18]")
 @click.option("--bntt-finetune", type=int,
               help="bntt per-step: epochs trained in the exported integer arithmetic after the others.  [default: 0]")
 @click.option("--bntt-finetune-lr", type=float, help="bntt: learning rate of those epochs.  [default: --lr / 10]")

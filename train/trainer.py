@@ -93,6 +93,7 @@ class TrainConfig:
     bntt_variant: str = "per-step"      # bntt: "per-step" (gamma, mean, var per step) or "shared" (scale per neuron)
     bntt_exit_threshold: float = 0.1    # bntt: early exit where the layer-averaged mean |gamma_t| falls below this
     bntt_theta: int = 64                # bntt per-step: the integer threshold Theta (membrane unit theta / Theta)
+    bntt_scale_bits: int = 18           # bntt per-step: signed width of the exported scale a (F fills it)
     bntt_finetune: int = 0              # bntt per-step: epochs trained in the exported integer arithmetic
     bntt_finetune_lr: float | None = None   # bntt: Adam lr of those epochs (None: lr / 10), cosine decay
     bntt_leak_correction: bool = False  # bntt per-step: subtract the floor leak's mean excess from the drive's bias
