@@ -244,7 +244,7 @@ def test_help_and_version():
     for name in ("inspect", "random", "run", "train", "generate", "synth", "verify", "calibrate", "export-nir", "import-nir"):
         assert name in out
     assert bsnn_hw.__version__ in cli("--version").stdout
-    fails("frobnicate", pattern=r"^Error: No such command 'frobnicate' \(see 'bsnn-hw --help'\)$")
+    fails("xyzzy", pattern=r"^Error: No such command 'xyzzy' \(see 'bsnn-hw --help'\)$")
 
 
 def test_installed_command_errors_are_one_line(tmp_path):
