@@ -51,9 +51,8 @@ EPS = 1e-10                     # as BayesBiNN / BayesBiSNN: keeps 1 - mu^2 and 
 
 def check_config(cfg) -> None:
     """Refuse (ValueError, one line) settings that BiSNN does not train."""
-    def need(ok, msg):
-        if not ok:
-            raise ValueError(f"--method bisnn: {msg}")
+    from .trainer import requirement
+    need = requirement("bisnn")
     need(cfg.arch is None, f"trains fully connected layers only, not --arch {cfg.arch}")
     need(cfg.first_bits == 1 and cfg.last_bits == 1, f"learns binary weights only; first/last layer weight bits "
          f"{cfg.first_bits}/{cfg.last_bits} are not supported")

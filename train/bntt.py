@@ -73,9 +73,8 @@ WITHIN_PP = 0.3                 # the accuracy-vs-steps report: smallest T' with
 
 def check_config(cfg) -> None:
     """Refuse (ValueError, one line) settings that BNTT does not train."""
-    def need(ok, msg):
-        if not ok:
-            raise ValueError(f"--method bntt: {msg}")
+    from .trainer import requirement
+    need = requirement("bntt")
     need(cfg.arch is None, f"trains fully connected layers only, not --arch {cfg.arch}")
     need(cfg.first_bits == 1 and cfg.last_bits == 1, f"trains all-binary layers; first/last layer weight bits "
          f"{cfg.first_bits}/{cfg.last_bits} (a --variant or --first-bits/--last-bits) are not supported")

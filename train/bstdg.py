@@ -57,9 +57,8 @@ def config(**settings):
 
 def check_config(cfg) -> None:
     """Refuse (ValueError, one line) settings that BSTDG does not train."""
-    def need(ok, msg):
-        if not ok:
-            raise ValueError(f"--method bstdg: {msg}")
+    from .trainer import requirement
+    need = requirement("bstdg")
     need(cfg.arch is None, f"trains fully connected layers only, not --arch {cfg.arch}")
     need(cfg.first_bits == 1 and cfg.last_bits == 1, f"trains all-binary layers; first/last layer weight bits "
          f"{cfg.first_bits}/{cfg.last_bits} (a --variant or --first-bits/--last-bits) are not supported")

@@ -376,6 +376,14 @@ def resume_state(checkpoint, cfg, model, optimizer, scheduler, log) -> tuple[lis
     return list(state["history"]), start_epoch
 
 
+def requirement(method: str):
+    """``need(ok, msg)`` for a method's check_config: a one-line ValueError "--method <method>: msg" unless ok."""
+    def need(ok, msg):
+        if not ok:
+            raise ValueError(f"--method {method}: {msg}")
+    return need
+
+
 def setup_run(cfg):
     """What every method's fit starts with: torch threads, the device (deterministic algorithms), the precision, the
     data as arrays and as tensors on the device, the class count; then the torch seed is set. Returns
