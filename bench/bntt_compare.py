@@ -97,20 +97,8 @@ def run(args) -> dict:
                                   seconds=round(time.perf_counter() - t0, 1))
         for target in [t for t in args.targets.split(",") if t]:
             device = {"ice40": args.ice40_device, "ecp5": args.ecp5_device}.get(target)
-            try:
-                hsynth.check_fit(design.manifest, target, device)
-            except ValueError as e:
-                r["targets"][target] = dict(refused=str(e))
-                continue
-            t0 = time.perf_counter()
-            try:
-                res = hsynth.implement(design=design, target=target, device=device, pnr=not args.no_pnr,
-                                       freq=args.freq)
-            except hsynth.ToolError as e:
-                r["targets"][target] = dict(failed=str(e).splitlines()[0])
-                continue
-            r["targets"][target] = dict(part=res["part"], resources=res["resources"], fmax_mhz=res.get("fmax_mhz"),
-                                        latency_us=res.get("latency_us"), seconds=round(time.perf_counter() - t0, 1))
+            r["targets"][target] = hsynth.fit_and_implement(design, target, device, pnr=not args.no_pnr,
+                                                            freq=args.freq)
         rep["models"][name] = r
         print(f"[{name}] done", file=sys.stderr, flush=True)
     return rep

@@ -44,22 +44,9 @@ def run(args) -> dict:
     design = generate(net, config)
     for target in [t for t in args.targets.split(",") if t]:
         device = {"ice40": "up5k", "ecp5": "25k"}.get(target)
-        try:
-            hsynth.check_fit(design.manifest, target, device)
-        except ValueError as e:
-            rep["targets"][target] = dict(refused=str(e))
-            continue
-        t0 = time.perf_counter()
-        try:
-            res = hsynth.implement(design=design, target=target, device=device, pnr=not args.no_pnr,
-                                   freq=args.freq)
-        except hsynth.ToolError as e:
-            rep["targets"][target] = dict(failed=str(e).splitlines()[0])
-            continue
-        rep["targets"][target] = dict(part=res["part"], resources=res["resources"], capacity=res.get("capacity"),
-                                      fmax_mhz=res.get("fmax_mhz"), latency_us=res.get("latency_us"),
-                                      images_per_s=res.get("images_per_s"), memory_plan=res.get("memory_plan"),
-                                      seconds=round(time.perf_counter() - t0, 1))
+        rep["targets"][target] = hsynth.fit_and_implement(
+            design, target, device, pnr=not args.no_pnr, freq=args.freq,
+            fields=("part", "resources", "capacity", "fmax_mhz", "latency_us", "images_per_s", "memory_plan"))
     return rep
 
 

@@ -77,21 +77,8 @@ def run(args) -> dict:
         device = args.device or {"ice40": "up5k", "ecp5": "85k"}.get(target)
         rep["targets"][target] = {}
         for kind, design in designs.items():
-            try:
-                hsynth.check_fit(design.manifest, target, device)
-            except ValueError as e:
-                rep["targets"][target][kind] = dict(refused=str(e))
-                continue
-            t0 = time.perf_counter()
-            try:
-                res = hsynth.implement(design=design, target=target, device=device, pnr=not args.no_pnr,
-                                       freq=args.freq)
-            except hsynth.ToolError as e:
-                rep["targets"][target][kind] = dict(failed=str(e).splitlines()[0])
-                continue
-            rep["targets"][target][kind] = dict(part=res["part"], resources=res["resources"],
-                                                fmax_mhz=res.get("fmax_mhz"), latency_us=res.get("latency_us"),
-                                                seconds=round(time.perf_counter() - t0, 1))
+            rep["targets"][target][kind] = hsynth.fit_and_implement(design, target, device, pnr=not args.no_pnr,
+                                                                    freq=args.freq)
     return rep
 
 

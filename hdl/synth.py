@@ -864,6 +864,24 @@ def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
             "fits": not problems, "problems": problems}
 
 
+def fit_and_implement(design, target: str, device: str | None = None, *, pnr: bool | None = None,
+                      freq: float = 12.0, fields=("part", "resources", "fmax_mhz", "latency_us")) -> dict:
+    """What the bench scripts report for one design on one part: ``{"refused": msg}`` when :func:`check_fit`
+    refuses it, ``{"failed": first line}`` when a tool fails, else the ``fields`` of :func:`implement`'s report
+    (missing ones as None) and ``seconds``."""
+    import time
+    try:
+        check_fit(design.manifest, target, device)
+    except ValueError as e:
+        return {"refused": str(e)}
+    t0 = time.perf_counter()
+    try:
+        res = implement(design=design, target=target, device=device, pnr=pnr, freq=freq)
+    except ToolError as e:
+        return {"failed": str(e).splitlines()[0]}
+    return {**{k: res.get(k) for k in fields}, "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def check_fit(memories, target: str, device: str | None = None) -> None:
     """Refuse, before any tool runs, a design that cannot fit the part: ValueError, one line, naming each resource
     short (needed against available, the largest memories or logic parts). ``memories`` is the manifest (block RAM
