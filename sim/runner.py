@@ -156,8 +156,10 @@ def build_key(verilog: str, toplevel: str, sim: str, waves: bool, quick: bool = 
     import cocotb
     h = hashlib.sha256()
     fst = sim == "verilator" and waves and verilator_fst_ok()
-    for part in (str(_BUILD_RECIPE), cocotb.__version__, sim, simulator_version(sim), toplevel, str(waves), str(fst), str(quick),
-                 repr(TIMESCALE), verilog):
+    # cocotb's install location too: a Verilator binary links that installation's VPI library by its path, so a
+    # build made from another environment (a deleted venv, another clone) must not be reused
+    for part in (str(_BUILD_RECIPE), cocotb.__version__, os.path.dirname(os.path.abspath(cocotb.__file__)), sim,
+                 simulator_version(sim), toplevel, str(waves), str(fst), str(quick), repr(TIMESCALE), verilog):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:24]
