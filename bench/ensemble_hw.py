@@ -32,7 +32,6 @@ def _costs(design) -> dict:
 
 
 def run(args) -> dict:
-    import numpy as np
 
     from bsnn_hw import ensemble, golden, load
     from bsnn_hw.hdl import HwConfig, generate

@@ -62,7 +62,22 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--resume", action="store_true",
                     help="continue from out/bench_<name>.bsnn.ckpt (finished epochs are kept; timings cover this run)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TrainConfig setting (JSON value), e.g. --set augment_flip=true "
+                         "--set hidden=[512,512]; the row lists the overrides")
+    ap.add_argument("--budget", type=float, metavar="SECONDS",
+                    help="time one epoch first (a 1-epoch run, not kept), then train as many epochs as fit in this "
+                         "many seconds in all (at most the target's or --epochs), export included")
     args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in TrainConfig.__dataclass_fields__:
+            ap.error(f"--set {item!r}: expected KEY=VALUE with KEY a TrainConfig field")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value                    # a bare string, e.g. --set arch=16c3-p2-10
     rows = []
     for name in args.only or DEFAULT:
         settings, acc_target, time_target, epoch_target = TARGETS[name]
@@ -71,6 +86,16 @@ def main(argv=None) -> int:
             settings["data_root"] = args.data_root
         if args.epochs:
             settings["epochs"] = args.epochs
+        settings.update(overrides)
+        t0 = time.perf_counter()
+        if args.budget:
+            probe = fit(TrainConfig(**dict(settings, epochs=1)), progress=False)
+            spent = time.perf_counter() - t0
+            epoch_s = probe.metrics["epoch_seconds"][0]
+            # what a run costs besides its epochs (data, evaluation, export) is about the probe's
+            settings["epochs"] = max(1, min(settings["epochs"], int((args.budget - 2 * spent + epoch_s) // epoch_s)))
+            print(f"{name}: probe epoch {epoch_s:.1f} s ({spent:.1f} s in all): {settings['epochs']} epochs fit in "
+                  f"the {args.budget:.0f} s budget", file=sys.stderr, flush=True)
         cfg = TrainConfig(**settings)
         t0 = time.perf_counter()
         res = fit(cfg, out=Path(args.out) / f"bench_{name}.bsnn", resume=args.resume, progress=sys.stderr.isatty(),
@@ -83,7 +108,8 @@ def main(argv=None) -> int:
                "float_accuracy": round(100 * m["float_accuracy"], 2), "gap_pp": m["gap_pp"],
                "total_s": round(total, 1), "epoch_s_median": round(sorted(epoch_s)[len(epoch_s) // 2], 1),
                "precision": m["precision"], "threads": args.threads, "device": m["device"],
-               "accuracy_target": acc_target, "time_target_s": time_target, "epoch_target_s": epoch_target}
+               "accuracy_target": acc_target, "time_target_s": time_target, "epoch_target_s": epoch_target,
+               "overrides": overrides, "cuda_graphs": m.get("cuda_graphs")}
         ok = []
         if acc_target is not None:
             ok.append(m["integer_accuracy"] >= acc_target)

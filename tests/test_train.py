@@ -463,3 +463,92 @@ def test_cli_arch_errors(tmp_path):
     r = CliRunner().invoke(main, ["train", "--arch", "4c3-p2-7", "-e", "1", "-o", str(tmp_path / "m.bsnn")])
     assert r.exit_code != 0 and "ends with 7 outputs but digits has 10 classes" in r.stderr
     assert not (tmp_path / "m.bsnn").exists()
+
+
+# --- the training step (train/graphs.py): the same step eagerly and, on CUDA, as a CUDA graph ---------------------
+
+def test_dropout_noise_gives_the_masks_forward_draws():
+    """The CUDA-graph step draws dropout before the forward pass (it cannot draw inside): the masks must be those
+    forward draws from the same generator, conv layers included."""
+    torch.manual_seed(0)
+    model = BSNN([64, 24, 10], 6, leak_shift=4, dropout=0.4, conv=[("conv", 2, 3), ("pool", 2)],
+                 input_shape=(8, 8, 1)).train()
+    assert model.dropout_widths() == [8 * 8 * 2, 24]
+    spikes = (torch.rand(5, 6, 64) < 0.4).float()
+    inline = model(spikes, generator=torch.Generator().manual_seed(7))
+    model.dropout_rows = (0, 5, 5)
+    noise = model.dropout_noise(torch.Generator().manual_seed(7))
+    assert [tuple(n.shape) for n in noise] == [(5, 1, 128), (5, 1, 24)]
+    drawn = model(spikes, noise=noise)
+    assert torch.equal(inline, drawn)
+    other = model(spikes, noise=model.dropout_noise(torch.Generator().manual_seed(8)))
+    assert not torch.equal(inline, other)             # the draws matter: the comparison above can fail
+    # a process of a distributed batch keeps its rows of the whole batch's draws
+    model.dropout_rows = (2, 4, 5)
+    part = model.dropout_noise(torch.Generator().manual_seed(7))
+    assert all(torch.equal(p, n[2:4]) for p, n in zip(part, noise))
+
+
+def test_train_step_is_the_plain_step():
+    """TrainStep (eager: every CPU step) against the step written out by hand: encode, forward, loss, backward,
+    Adam, clip; the running sums it keeps on the device."""
+    from bsnn_hw.train.graphs import TrainStep
+    from bsnn_hw.train.trainer import Encoder
+    torch.manual_seed(3)
+    a = BSNN([64, 32, 10], 8, leak_shift=4, dropout=0.2).train()
+    b = BSNN([64, 32, 10], 8, leak_shift=4, dropout=0.2).train()
+    b.load_state_dict(a.state_dict())
+    enc = Encoder("rate", 64, 8, "cpu")
+    opt_a = torch.optim.Adam(a.parameters(), lr=1e-2)
+    opt_b = torch.optim.Adam(b.parameters(), lr=1e-2)
+    step = TrainStep(a, a, enc, opt_a, 0.1, batch_size=16, device=torch.device("cpu"), graphs=True)
+    assert not step.graphs                             # CUDA only
+    g = torch.Generator().manual_seed(1)
+    losses, correct = 0.0, 0
+    for i in range(3):
+        x = torch.randint(0, 256, (16, 64), dtype=torch.uint8, generator=g)
+        seeds = torch.randint(1, 1000, (16,), generator=g)
+        y = torch.randint(0, 10, (16,), generator=g)
+        a.dropout_rows = b.dropout_rows = (0, 16, 16)
+        noise = a.dropout_noise(torch.Generator().manual_seed(i))
+        step.step(x, seeds, y, noise)
+        logits = b(enc(x, seeds), noise=noise)
+        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+        opt_b.zero_grad()
+        loss.backward()
+        opt_b.step()
+        b.clip_()
+        losses += float(loss) * 16
+        correct += int((logits.argmax(1) == y).sum())
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    got_loss, got_correct = step.take_totals()
+    assert got_loss == pytest.approx(losses, rel=1e-6) and got_correct == correct
+    assert step.take_totals() == (0.0, 0)
+    assert all(lif.last_membrane is None or lif.last_membrane.grad_fn is None for lif in a.lifs)
+
+
+def test_learning_rates_as_tensors_and_back():
+    from bsnn_hw.train.graphs import device_learning_rates, host_learning_rates
+    from bsnn_hw.train.trainer import cosine_schedule
+    w = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.Adam([w], lr=0.5)
+    sched = cosine_schedule(opt, 4)
+    device_learning_rates(opt)
+    lr = opt.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and float(lr) == 0.5
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)) / 2)
+    state = host_learning_rates(opt.state_dict())
+    assert isinstance(state["param_groups"][0]["lr"], float)
+
+
+def test_cuda_graphs_setting_is_checked_and_resume_free(tmp_path):
+    with pytest.raises(ValueError, match="cuda_graphs must be true or false, not 'yes'"):
+        TrainConfig(cuda_graphs="yes").validate()
+    from bsnn_hw.train.trainer import config_differences
+    assert config_differences(TrainConfig().to_dict(), TrainConfig(cuda_graphs=False).to_dict()) == []
+    r = CliRunner().invoke(main, ["train", "--no-cuda-graphs", "--hidden", "8", "--epochs", "1", "-T", "2", "-q",
+                                  "--device", "cpu", "--out", str(tmp_path / "m.bsnn")])
+    assert r.exit_code == 0, r.output

@@ -20,7 +20,7 @@ _FLAG_FIELDS = {
     "reset": "reset", "membrane_bits": "membrane_bits", "fire_once": "fire_once", "readout": "readout",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "dropout": "dropout", "seed": "seed", "eval_seed": "eval_seed", "device": "device", "precision": "precision",
-    "threads": "threads", "split_seed": "split_seed", "slope": "slope", "label_smoothing": "label_smoothing",
+    "threads": "threads", "cuda_graphs": "cuda_graphs", "split_seed": "split_seed", "slope": "slope", "label_smoothing": "label_smoothing",
     "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
     "bstdg_backward": "bstdg_backward",
@@ -161,6 +161,9 @@ def _read_config(path) -> dict:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
               help="Synaptic product arithmetic (exact either way).  [default: auto]")
 @click.option("--threads", type=int, help="torch CPU threads.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+              help="On a GPU (--method bsnn, one process): replay each training step as one CUDA graph (same "
+                   "arithmetic as eager steps, far fewer kernel launches).  [default: on]")
 @click.option("--resume", is_flag=True, help="Continue from <out>.ckpt if it exists (same settings).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint path.  [default: <out>.ckpt]")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON on stdout.")

@@ -31,11 +31,13 @@ class RateEncoder:
         self.windows = self.flat.unfold(0, n_draws, 1)           # a view: windows[i] = flat[i : i + n_draws]
         self.pos = torch.from_numpy(pos).to(device)
 
-    def __call__(self, x: torch.Tensor, seeds) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, seeds, check: bool = True) -> torch.Tensor:
+        """``check=False`` skips the seed range check, which reads the seeds back to the host (a CUDA graph cannot;
+        the trainer's seeds come from :func:`training_seeds`, in range by construction)."""
         seeds = torch.as_tensor(seeds, dtype=torch.int64, device=self.flat.device)
         if seeds.ndim == 0:
             seeds = seeds.expand(x.shape[0])
-        if seeds.numel() and (int(seeds.min()) < 1 or int(seeds.max()) > contract.LFSR_PERIOD):
+        if check and seeds.numel() and (int(seeds.min()) < 1 or int(seeds.max()) > contract.LFSR_PERIOD):
             raise ValueError(f"rate-encoding seeds must be in 1..{contract.LFSR_PERIOD}")
         p = self.pos[seeds]
         start = (p % contract.LFSR_STEPS_PER_DRAW) * self.row_len + p // contract.LFSR_STEPS_PER_DRAW + 1

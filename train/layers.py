@@ -225,6 +225,11 @@ def _blocks(batch: int, n: int, device: torch.device):
     return [slice(j, min(n, j + width)) for j in range(0, n, width)]
 
 
+def _capturing(device: torch.device) -> bool:
+    """True while a CUDA graph is being captured on the current stream (host read-backs are not allowed then)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def _lif_run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record):
     """The membrane recurrence of :class:`LIF` without autograd, in place, one block of neurons at a time: returns
     the output spikes (batch, T, n) (zeros for a non-firing layer), the last membrane (batch, n), and with ``record``
@@ -312,8 +317,11 @@ class _LIFFunction(torch.autograd.Function):
             width = cols.stop - cols.start
             gv = g_last[:, cols].clone() if g_last is not None else pre.new_zeros(batch, width)
             block = pre[:, :, cols]
-            low, high = block.aminmax()
-            saturated = bool(low < lo) or bool(high > hi)   # else V_t = pre_t and every step passes gradient
+            if _capturing(pre.device):                     # no host read-back inside a CUDA graph: the masked
+                saturated = True                           # path gives the same values
+            else:
+                low, high = block.aminmax()
+                saturated = bool(low < lo) or bool(high > hi)   # else V_t = pre_t and every step passes gradient
             if fires:
                 th = theta_n[cols]
                 o = out[:, :, cols]
@@ -409,11 +417,12 @@ class LIF(nn.Module):
         self.slope, self.fires, self.detach_reset = slope, fires, detach_reset
         self.last_membrane = None
 
-    def effective_threshold(self, scale: torch.Tensor | None) -> torch.Tensor:
+    def effective_threshold(self, scale: torch.Tensor | None, device=None) -> torch.Tensor:
         """theta / alpha, clamped into the thresholds the contract can hold, [1, 2^(M-1)-1] (clamping passes no
         gradient, so alpha cannot drift into a threshold export would have to refuse)."""
         lo_hi = contract.membrane_range(self.membrane_bits)
-        t = torch.tensor([self.threshold]) if scale is None else self.threshold / scale
+        # torch.full, not torch.tensor: no host-to-device copy (a CUDA graph cannot capture one)
+        t = torch.full((1,), self.threshold, device=device) if scale is None else self.threshold / scale
         return t.clamp(1.0, float(lo_hi[1]))
 
     def integer_threshold(self, scale: torch.Tensor | None) -> torch.Tensor:
@@ -421,7 +430,7 @@ class LIF(nn.Module):
         return torch.floor(self.effective_threshold(scale).detach()).to(torch.int64)
 
     def forward(self, current: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        theta = self.effective_threshold(scale).to(current.device) if self.fires else None
+        theta = self.effective_threshold(scale, current.device) if self.fires else None
         if not self.detach_reset:
             return self._forward_reference(current, theta)
         lo, hi = contract.membrane_range(self.membrane_bits)

@@ -164,21 +164,44 @@ class BSNN(nn.Module):
         for lif in self.lifs:
             lif.exact = exact
 
-    def forward(self, spikes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def dropout_widths(self) -> list[int]:
+        """Flat widths of the outputs that dropout masks (every spiking layer but the last; pooling is no layer)."""
+        return [fc.n_out for fc in self.fcs if not isinstance(fc, SpikePool)][:-1]
+
+    def dropout_noise(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """The uniform draws behind one training step's dropout masks, on the CPU: one (rows, 1, width) tensor per
+        masked layer, in layer order (keep where ``draw >= dropout``). Under DistributedDataParallel
+        (``dropout_rows = (start, stop, total)``) the whole global batch is drawn and this process's rows kept, so the
+        masks are those one process draws. :meth:`forward` draws them itself unless given ``noise``."""
+        start, stop, total = self.dropout_rows
+        return [torch.rand(total, 1, w, generator=generator, device="cpu")[start:stop] for w in self.dropout_widths()]
+
+    def forward(self, spikes: torch.Tensor, generator: torch.Generator | None = None,
+                noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits of a (B, T, n_in) spike batch. In training mode with dropout the masks come from ``noise``
+        (:meth:`dropout_noise`'s draws, on any device: the CUDA-graph step keeps them in static buffers) or are drawn
+        from ``generator``."""
         x = spikes
         n_layers = len(self.fcs)
+        drop = self.training and self.dropout > 0
+        if drop and noise is None:
+            rows = self.dropout_rows
+            self.dropout_rows = rows or (0, x.shape[0], x.shape[0])
+            try:
+                noise = self.dropout_noise(generator)
+            finally:
+                self.dropout_rows = rows
+        k = 0
         for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
             if isinstance(fc, SpikePool):
                 x = fc(x)
                 continue
             scale = fc.neuron_scale() if isinstance(fc, BinaryConv2d) else fc.scale()
             x = lif(fc.synaptic_input(x), scale if lif.fires else None)
-            if self.training and self.dropout > 0 and i < n_layers - 1:
-                # Under DistributedDataParallel each process holds rows [start, stop) of a global batch of
-                # ``total``: it draws the whole batch's masks and keeps its rows, so the masks are one process's.
-                start, stop, total = self.dropout_rows or (0, x.shape[0], x.shape[0])
-                keep = torch.rand(total, 1, x.shape[2], generator=generator, device="cpu")[start:stop] >= self.dropout
-                x = x * keep.to(x.device, x.dtype)
+            if drop and i < n_layers - 1:
+                keep = noise[k].to(x.device) >= self.dropout
+                x = x * keep.to(x.dtype)
+                k += 1
         if self.readout == "membrane":
             return self.lifs[-1].last_membrane * self.fcs[-1].scale() / self.timesteps
         return x.sum(1) * self.log_temperature.exp()

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from bsnn_hw import data as datasets
 from bsnn_hw.io import atomic_write, encode_predictions
 
 from .distributed import Distributed, local_device, world_size
 from .encoding import RateEncoder, _mix, latency, training_seeds
+from .graphs import TrainStep, device_learning_rates, host_learning_rates, make_adam
 from .model import BSNN, clamped_thresholds, integer_simulate, to_network
 
 CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
@@ -37,7 +37,7 @@ CHECKPOINT_VERSION = 1
 TRAIN_ENCODINGS = ("rate", "latency")
 METHODS = ("bsnn", "bstdg", "bisnn", "bntt")
 # Settings that may differ between a checkpoint and the run that resumes it (they do not change the result).
-RESUME_FREE = ("device", "threads", "data_root")
+RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs")
 
 
 @dataclasses.dataclass
@@ -65,6 +65,7 @@ class TrainConfig:
     lr: float = 5e-3                    # Adam, cosine decay to 0 over all steps
     weight_decay: float = 0.0
     dropout: float = 0.05               # hidden spikes, mask constant over the T steps
+    cuda_graphs: bool = True            # on CUDA (one process): replay each training step as one CUDA graph
     label_smoothing: float = 0.0        # cross-entropy label smoothing
     augment_shift: int = 0              # training images shifted by up to +-k pixels (zero fill); 0 = off
     augment_flip: bool = False          # training images mirrored left-right with probability 1/2 (not for digits!)
@@ -118,6 +119,7 @@ class TrainConfig:
              f"batch size must be at least 1, not {self.batch_size!r}")
         need(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, not {self.lr!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), not {self.dropout!r}")
+        need(isinstance(self.cuda_graphs, bool), f"cuda_graphs must be true or false, not {self.cuda_graphs!r}")
         need(0.0 <= self.label_smoothing < 1.0, f"label smoothing must be in [0, 1), not {self.label_smoothing!r}")
         need(isinstance(self.augment_shift, int) and self.augment_shift >= 0,
              f"augment_shift must be a pixel count >= 0, not {self.augment_shift!r}")
@@ -263,9 +265,9 @@ class Encoder:
         self.encoding, self.timesteps = encoding, timesteps
         self.rate = RateEncoder(n_in, timesteps, device) if encoding == "rate" else None
 
-    def __call__(self, x: torch.Tensor, seeds) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, seeds, check: bool = True) -> torch.Tensor:
         if self.rate is not None:
-            return self.rate(x, seeds)
+            return self.rate(x, seeds, check)
         return latency(x, self.timesteps)
 
 
@@ -323,7 +325,8 @@ def integer_accuracy(net, encoder: Encoder, x: torch.Tensor, y: torch.Tensor, ba
 
 def save_checkpoint(path, cfg: TrainConfig, model, optimizer, scheduler, epoch: int, history: list) -> None:
     state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "epoch": epoch,
-             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "model": model.state_dict(), "optimizer": host_learning_rates(optimizer.state_dict()),
+             "scheduler": scheduler.state_dict(),
              "history": history}
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
@@ -448,11 +451,18 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
     augment = (Augment(xtr.shape[1], cfg.augment_shift, cfg.augment_flip, device)
                if cfg.augment_shift or cfg.augment_flip else None)
     steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_adam(model.parameters(), cfg.lr, cfg.weight_decay, device)
     scheduler = cosine_schedule(optimizer, cfg.epochs * steps_per_epoch)
     if checkpoint is None and out is not None:
         checkpoint = Path(str(out) + ".ckpt")
     history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)
+    if device.type == "cuda":
+        device_learning_rates(optimizer)
+    graphs = cfg.cuda_graphs and device.type == "cuda" and not dist.active
+    trainer = TrainStep(model, net_model, encoder, optimizer, cfg.label_smoothing, cfg.batch_size, device, graphs)
+    # Read the running loss back for the progress bar every step on the CPU, every 50 on a GPU (each read waits for
+    # the device)
+    show_every = 1 if device.type == "cpu" else 50
 
     bar = _Progress(progress and dist.main)
     with bar:
@@ -461,34 +471,31 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
             model.train()
             g = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 1))
             order = torch.randperm(len(ytr), generator=g)
-            seeds = training_seeds(len(ytr), cfg.seed, epoch)
+            order_d = order.to(device)
+            seeds = training_seeds(len(ytr), cfg.seed, epoch).to(device)
             drop_gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 2))
             aug_gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 3))
             task = bar.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
-            loss_sum, correct, seen = 0.0, 0, 0
+            loss_sum, correct, seen, shown = 0.0, 0, 0, 0
             for b in range(steps_per_epoch):
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                idx = order_d[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 if augment is not None:      # drawn for the global batch, as one process draws it
-                    images = augment(xtr_t[idx.to(device)], aug_gen)
+                    images = augment(xtr_t[idx], aug_gen)
                 start, stop = dist.shard(len(idx))
                 mine = idx[start:stop]
-                idx_d = mine.to(device)
-                images = images[start:stop] if augment is not None else xtr_t[idx_d]
-                spikes = encoder(images, seeds[mine].to(device))
-                target = ytr_t[idx_d]
-                model.dropout_rows = (start, stop, len(idx)) if dist.active else None
-                logits = net_model(spikes, generator=drop_gen)
-                loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
+                images = images[start:stop] if augment is not None else xtr_t[mine]
+                model.dropout_rows = (start, stop, len(idx))
+                noise = model.dropout_noise(drop_gen) if cfg.dropout > 0 else None
                 # DDP averages the processes' gradients: weight each by its share of the global batch
-                (loss * (len(mine) * dist.world / len(idx)) if dist.active else loss).backward()
-                optimizer.step()
-                scheduler.step()
-                model.clip_()
-                loss_sum += float(loss.detach()) * len(mine)
-                correct += int((logits.argmax(1) == target).sum())
+                trainer.step(images, seeds[mine], ytr_t[mine], noise,
+                             (len(mine) * dist.world / len(idx)) if dist.active else 1.0)
                 seen += len(mine)
-                bar.advance(task, f"loss {loss_sum / seen:.4f}  acc {100 * correct / seen:.2f}%")
+                if (b + 1) % show_every == 0 or b + 1 == steps_per_epoch:
+                    step_loss, step_correct = trainer.take_totals()
+                    loss_sum, correct = loss_sum + step_loss, correct + step_correct
+                    bar.advance(task, f"loss {loss_sum / seen:.4f}  acc {100 * correct / seen:.2f}%", b + 1 - shown)
+                    shown = b + 1
+                scheduler.step()
             model.dropout_rows = None
             loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
             train_time = time.perf_counter() - t0
@@ -500,7 +507,7 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
             test_acc = evaluate(model, encoder, xte_t, yte_t, cfg.eval_seed)
             history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                             "test_accuracy": test_acc, "epoch_seconds": train_time,
-                            "lr": scheduler.get_last_lr()[0]})
+                            "lr": float(scheduler.get_last_lr()[0])})
             bar.finish(task, f"loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
                              f"test {100 * test_acc:.2f}%  {train_time:.1f}s")
             if checkpoint is not None:
@@ -524,6 +531,8 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
                float_acc if cfg.exact else other_acc,
                "epochs": cfg.epochs, "device": str(device), "precision": precision,
                "epoch_seconds": [h["epoch_seconds"] for h in history]}
+    if trainer.graphs:
+        metrics["cuda_graphs"] = trainer.info()
     metrics["thresholds_clamped"] = clamped_thresholds(model)
     if any(metrics["thresholds_clamped"]):
         log(f"note: theta / alpha of {metrics['thresholds_clamped']} neurons (per layer) lies outside the "
@@ -607,9 +616,9 @@ class _Progress:
             return None
         return self.progress.add_task(description, total=total, info="")
 
-    def advance(self, task, info: str):
+    def advance(self, task, info: str, steps: int = 1):
         if self.progress is not None:
-            self.progress.update(task, advance=1, info=info)
+            self.progress.update(task, advance=steps, info=info)
 
     def finish(self, task, info: str):
         if self.progress is not None:
