@@ -60,10 +60,10 @@ def test_cli_run_writes_a_v3_artifact_that_golden_reproduces(cli_run):
 
 # --- folding exactness on hand-set parameters -------------------------------------------------------------------
 
-def _hand_model(variant, seed=0, sizes=(20, 12, 9, 5), steps=6):
+def _hand_model(variant, seed=0, sizes=(20, 12, 9, 5), steps=6, conv=None, input_shape=None):
     from bsnn_hw.train.bntt import BNTTNet
     torch.manual_seed(seed)
-    model = BNTTNet(list(sizes), steps, variant, leak_shift=3, theta_int=40)
+    model = BNTTNet(list(sizes), steps, variant, leak_shift=3, theta_int=40, conv=conv, input_shape=input_shape)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for i, gamma in enumerate(model.gammas):
@@ -76,23 +76,60 @@ def _hand_model(variant, seed=0, sizes=(20, 12, 9, 5), steps=6):
     return model.eval()
 
 
+# conv (3 channels, 3x3) -> OR pool 2x2 -> conv (4 channels, 3x3) -> pool -> dense 12 -> 5 classes, on 8x8 maps
+CONV = [("conv", 3, 3), ("pool", 2), ("conv", 4, 3), ("pool", 2)]
+
+
 @pytest.mark.parametrize("variant", ["per-step", "shared"])
-def test_exported_arithmetic_equals_the_integer_network_spike_for_spike(variant):
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+def test_exported_arithmetic_equals_the_integer_network_spike_for_spike(variant, arch):
+    """The torch model in the exported arithmetic against the golden model on the exported network, every hidden
+    spike: dense layers (per-neuron tables) and conv layers (per-channel tables over every position, pools
+    between)."""
     from bsnn_hw.train.bntt import to_network
-    model = _hand_model(variant)
+    if arch == "dense":
+        model, n_in = _hand_model(variant), 20
+    else:
+        model, n_in = _hand_model(variant, sizes=(64, 12, 5), conv=CONV, input_shape=(8, 8, 1)), 64
     assert any((gm < 0).any() for gm in model.gammas)
     net, report = to_network(model, seed=3)
-    spikes = (torch.rand(64, 6, 20, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    spikes = (torch.rand(64, 6, n_in, generator=torch.Generator().manual_seed(1)) < 0.4).float()
     model.hardware = variant == "per-step"          # shared: the exact (default) model is the exported arithmetic
     rec = []
     with torch.no_grad():
         logits = model(spikes, record=rec)
     g = golden.simulate(net, spikes.bool().numpy(), record=True)
-    for a, b in zip(rec, g.spikes):
+    hidden = [sp for layer, sp in zip(net.layers, g.spikes) if layer.has_neurons][:-1]
+    assert len(rec) == len(hidden) == model.n_hidden
+    for a, b in zip(rec, hidden):
         np.testing.assert_array_equal(a.numpy().astype(bool), b)
+        assert 0 < b.mean() < 1                     # spikes and silences: the comparison can fail
     np.testing.assert_array_equal(logits.argmax(1).numpy(), g.prediction)
     np.testing.assert_array_equal(model.out_lif.last_membrane.numpy().astype(np.int64), g.membrane[-1])
-    assert report["table_entries_clamped"] == 0 and len(report["membrane_bits"]) == 3
+    assert report["table_entries_clamped"] == 0 and len(report["membrane_bits"]) == model.n_hidden + 1
+    if arch == "conv":
+        assert [type(layer).__name__ for layer in net.layers] == ["Conv2d", "Pool", "Conv2d", "Pool", "Layer",
+                                                                   "Layer"]
+        assert net.layers[2].step_bias.shape == (6, 4)            # per (step, output channel)
+        assert (net.layers[2].step_scale is not None) == (variant == "per-step")
+
+
+@pytest.mark.parametrize("variant", ["per-step", "shared"])
+def test_cli_conv_run_is_reproduced_by_golden(tmp_path, variant):
+    out = tmp_path / "c.bsnn"
+    r = CliRunner().invoke(main, ["train", "--method", "bntt", "--bntt-variant", variant, "--out", str(out), "--json",
+                                  "--dataset", "digits", "--arch", "4c3-p2-10", "-T", "4", "--epochs", "1",
+                                  "--threads", "1", "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads(r.stdout)
+    net = bsnn_hw.load(out)
+    assert [type(layer).__name__ for layer in net.layers] == ["Conv2d", "Pool", "Layer"]
+    assert net.layers[0].step_bias.shape == (4, 4)
+    x, y = data.load_dataset("digits", "test")
+    g = golden.run(net, x)
+    assert float((g.prediction == y).mean()) == pytest.approx(metrics["integer_accuracy"])
+    if variant == "per-step":
+        assert metrics["hardware_model_agrees"] is True
 
 
 def test_shared_negative_gamma_flips_weights_and_bias():
@@ -219,7 +256,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     (["--method", "bntt", "--readout", "count"], "reads the class from the last layer's membrane"),
     (["--method", "bntt", "--scale", "neuron"], "--scale does not apply to --method bntt"),
     (["--method", "bntt", "--variant", "mid"], "trains all-binary layers"),
-    (["--method", "bntt", "--arch", "8c3-10"], "trains fully connected layers only"),
+    (["--method", "bntt", "--arch", "4c3-p2-7"], "ends with 7 outputs but digits has 10 classes"),
     (["--method", "bntt", "-M", "20"], "--membrane-bits does not apply"),
     (["--method", "bntt", "--bntt-variant", "shared", "--bntt-finetune", "2"], "--bntt-finetune is for per-step"),
     (["--method", "bntt", "--bntt-theta", "0"], "theta (the integer threshold) must be in 1.."),

@@ -52,10 +52,10 @@ from torch import nn
 
 from bsnn_hw import contract
 from bsnn_hw.io import atomic_write, encode_predictions
-from bsnn_hw.network import Layer, Network, truncate
+from bsnn_hw.network import Conv2d, Layer, Network, Pool, truncate
 
 from .encoding import _mix, training_seeds
-from .layers import LIF, BinaryLinear, _floor_ste
+from .layers import LIF, BinaryConv2d, BinaryLinear, SpikePool, _floor_ste
 from .model import integer_simulate
 
 METHOD = "bntt"
@@ -75,7 +75,6 @@ def check_config(cfg) -> None:
     """Refuse (ValueError, one line) settings that BNTT does not train."""
     from .trainer import requirement
     need = requirement("bntt")
-    need(cfg.arch is None, f"trains fully connected layers only, not --arch {cfg.arch}")
     need(cfg.first_bits == 1 and cfg.last_bits == 1, f"trains all-binary layers; first/last layer weight bits "
          f"{cfg.first_bits}/{cfg.last_bits} (a --variant or --first-bits/--last-bits) are not supported")
     need(cfg.encoding == "rate", f"needs the rate code (the early-exit curve runs the first T' steps, which a "
@@ -150,14 +149,16 @@ class BNTTNet(nn.Module):
     def __init__(self, sizes, timesteps: int, variant: str = "per-step", leak_shift: int | None = 4,
                  output_leak_shift: int | None = None, reset: str = "subtract", membrane_bits: int = 16,
                  dropout: float = 0.0, exact: bool = True, precision: str = "fp32", slope: float = 5.0,
-                 theta_int: int = 64, leak_correction: bool = False, scale_bits: int = contract.STEP_SCALE_BITS):
+                 theta_int: int = 64, leak_correction: bool = False, scale_bits: int = contract.STEP_SCALE_BITS,
+                 conv=None, input_shape=None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
         sizes = list(sizes)
-        if len(sizes) < 3:
+        conv = list(conv or [])
+        if len(sizes) - 2 + sum(spec[0] == "conv" for spec in conv) < 1:
             raise ValueError(f"BNTT needs inputs, at least one hidden layer and outputs, not sizes {sizes}")
-        self.sizes, self.timesteps, self.variant = sizes, int(timesteps), variant
+        self.timesteps, self.variant = int(timesteps), variant
         self.leak_shift, self.reset, self.membrane_bits = leak_shift, reset, membrane_bits
         self.dropout, self.exact, self.slope = dropout, exact, slope
         self.theta_int, self.leak_correction = int(theta_int), bool(leak_correction)
@@ -166,22 +167,54 @@ class BNTTNet(nn.Module):
         self.hardware = False
         self.readout = "membrane"
         self.fcs = nn.ModuleList()
+        # Per hidden layer: its batch-norm groups G (output channels of a conv layer, which BNTT normalises as
+        # BatchNorm2d does, over the batch and every position; neurons of a dense layer), positions P (n = P G,
+        # position-major: neuron p G + c is channel c) and fan-in. Pools carry no parameters: a plain dict,
+        # keyed by the layer they feed.
+        self.groups, self.positions, self.fan_in, self.pool_before = [], [], [], {}
+        shape = tuple(input_shape) if conv else None
+        if conv and (shape is None or int(np.prod(shape)) != sizes[0]):
+            raise ValueError(f"input_shape {input_shape} does not hold the {sizes[0]} inputs")
+        for spec in conv:
+            if spec[0] == "pool":
+                if not 1 <= spec[1] <= min(shape[:2]):
+                    raise ValueError(f"pool {spec[1]}x{spec[1]} does not fit the {shape[0]}x{shape[1]} map")
+                pool = SpikePool(shape, spec[1])
+                self.pool_before[len(self.fcs)] = pool
+                shape = pool.out_shape
+                continue
+            _, c_out, k = spec
+            if k > min(shape[:2]) + 2 * (k // 2):
+                raise ValueError(f"conv {k}x{k} does not fit the {shape[0]}x{shape[1]} map")
+            fc = BinaryConv2d(shape, c_out, k, 1, k // 2, scale=None)
+            self.fcs.append(fc)
+            self.groups.append(c_out)
+            self.positions.append(fc.out_shape[0] * fc.out_shape[1])
+            self.fan_in.append(k * k * shape[2])
+            shape = fc.out_shape
+        if conv:
+            sizes = [int(np.prod(shape))] + sizes[1:]
         for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
             self.fcs.append(BinaryLinear(n_in, n_out, scale=None, precision=precision))
+            self.groups.append(n_out)
+            self.positions.append(1)
+            self.fan_in.append(n_in)
         n_in = sizes[-2]
         self.fcs.append(BinaryLinear(n_in, sizes[-1], scale="layer", init_scale=4.0 / math.sqrt(n_in),
                                      precision=precision))
+        # Flat sizes: inputs, every hidden layer's neurons, classes.
+        self.sizes = [self.fcs[0].n_in] + [fc.n_out for fc in self.fcs]
         self.gammas = nn.ParameterList()
-        for i, n in enumerate(sizes[1:-1]):
-            shape = (timesteps, n) if variant == "per-step" else (n,)
+        for i, g in enumerate(self.groups):
+            shape = (timesteps, g) if variant == "per-step" else (g,)
             self.gammas.append(nn.Parameter(torch.ones(shape)))
-            self.register_buffer(f"mean{i}", torch.zeros(timesteps, n))
+            self.register_buffer(f"mean{i}", torch.zeros(timesteps, g))
             self.register_buffer(f"var{i}", torch.ones(shape))
             if variant == "shared":
-                self.register_buffer(f"step_var{i}", torch.ones(timesteps, n))
+                self.register_buffer(f"step_var{i}", torch.ones(timesteps, g))
         # The shared variant's hidden neurons are B-SNN's (alpha = |s|); per-step builds its LIF per mode.
         self.hidden_lifs = nn.ModuleList(
-            LIF(THETA, leak_shift, reset, membrane_bits, exact=exact, slope=slope) for _ in sizes[1:-1])
+            LIF(THETA, leak_shift, reset, membrane_bits, exact=exact, slope=slope) for _ in self.groups)
         # The output layer integrates; per-step sizes its membrane to the worst case (T * fan-in) itself.
         out_bits = membrane_bits if variant == "shared" else width_for(
             membrane_bound(sizes[-2], timesteps, output_leak_shift))
@@ -190,9 +223,14 @@ class BNTTNet(nn.Module):
                              f"than the trainer's {TRAIN_MEMBRANE_MAX}")
         self.out_lif = LIF(THETA, output_leak_shift, reset, out_bits, exact=True, slope=slope, fires=False)
 
+    def _per_neuron(self, i: int, t: torch.Tensor) -> torch.Tensor:
+        """A per-group tensor (..., G) of hidden layer i as per-neuron (..., P G), position-major."""
+        p = self.positions[i]
+        return t if p == 1 else t.repeat(*([1] * (t.dim() - 1)), p)
+
     @property
     def n_hidden(self) -> int:
-        return len(self.sizes) - 2
+        return len(self.groups)
 
     def stats(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(running mean (T, n), running variance ((T, n) or (n,))) of hidden layer i."""
@@ -209,11 +247,14 @@ class BNTTNet(nn.Module):
         running ones."""
         if not self.training or self.freeze_stats:
             return self.stats(i)
-        b = cur.shape[0]
-        mu = cur.mean(0)                                        # (T, n): per step
+        b, steps = cur.shape[:2]
+        p = self.positions[i]
+        cur = cur.reshape(b, steps, p, self.groups[i]).transpose(1, 2).reshape(b * p, steps, self.groups[i])
+        mu = cur.mean(0)                                        # (T, G): per step (and channel)
         sq = (cur - mu).square()
         var = sq.mean(0) if self.variant == "per-step" else sq.mean((0, 1))
-        unbias = b / (b - 1) if b > 1 else 1.0
+        m = b * p                                               # samples per statistic (BatchNorm2d: B H W)
+        unbias = m / (m - 1) if m > 1 else 1.0
         with torch.no_grad():
             mean_buf, var_buf = self.stats(i)
             mean_buf.mul_(1 - MOMENTUM).add_(MOMENTUM * mu.detach())
@@ -262,7 +303,7 @@ class BNTTNet(nn.Module):
     def hidden_membrane_bits(self, i: int, a: torch.Tensor, b: torch.Tensor, frac: int) -> int:
         """M of hidden layer i ("per-step"): the narrowest width that holds Theta and every membrane the tables can
         produce (so saturation never acts). Raises ValueError (one line) beyond the trainer's 24 bits."""
-        n_in = self.sizes[i]
+        n_in = self.fan_in[i]
         with torch.no_grad():
             num = a.detach().abs() * n_in + b.detach().abs()
             max_drive = -(-int(num.max()) >> frac)                 # ceil(max (|a| n_in + |b|) / 2^F)
@@ -275,34 +316,39 @@ class BNTTNet(nn.Module):
 
     def _hidden(self, i: int, cur: torch.Tensor) -> torch.Tensor:
         mu, var = self._batch_stats(i, cur)
+        per = self._per_neuron
         if self.variant == "shared":
             s = self.shared_scale(i, var)
             sign = torch.where(s < 0, -1.0, 1.0).detach()
             bias = -sign * mu
             if self.exact:
                 bias = _round_ste(bias)
-            return self.hidden_lifs[i](sign * cur + bias, s.abs().clamp_min(1e-12))
+            return self.hidden_lifs[i](per(i, sign) * cur + per(i, bias), per(i, s.abs().clamp_min(1e-12)))
         if self.hardware:
             a, b, frac = self.step_affine(i, mu, var)
-            drive = _floor_ste((a * cur.double() + b) / (1 << frac)).float()
+            drive = _floor_ste((per(i, a) * cur.double() + per(i, b)) / (1 << frac)).float()
             m = self.hidden_membrane_bits(i, a, b, frac)
             lif = LIF(float(self.theta_int), self.leak_shift, self.reset, m, exact=True, slope=self.slope)
             return lif(drive)
         g = self.gammas[i] / torch.sqrt(var + EPS)
         lif = LIF(THETA, self.leak_shift, self.reset, TRAIN_MEMBRANE_MAX, exact=False, slope=self.slope)
-        return lif(g * (cur - mu))
+        return lif(per(i, g) * (cur - per(i, mu)))
 
     def forward(self, spikes: torch.Tensor, generator: torch.Generator | None = None,
                 record: list | None = None) -> torch.Tensor:
         """Logits; with ``record`` (a list) the hidden layers' output spikes are appended to it."""
         x = spikes
         for i in range(self.n_hidden):
+            if i in self.pool_before:
+                x = self.pool_before[i](x)
             x = self._hidden(i, self.fcs[i].synaptic_input(x))
             if record is not None:
                 record.append(x.detach())
             if self.training and self.dropout > 0:
                 keep = torch.rand(x.shape[0], 1, x.shape[2], generator=generator, device="cpu") >= self.dropout
                 x = x * keep.to(x.device, x.dtype)
+        if self.n_hidden in self.pool_before:
+            x = self.pool_before[self.n_hidden](x)
         self.out_lif(self.fcs[-1].synaptic_input(x))
         return self.out_lif.last_membrane * self.fcs[-1].scale() / self.timesteps
 
@@ -357,15 +403,24 @@ def to_network(model: BNTTNet, seed: int = 1, metadata: dict | None = None) -> t
     model.eval()
     layers, report = [], {"step_frac": [], "membrane_bits": [], "scale_max_abs": [], "bias_max_abs": [],
                           "scale_entries_zero": [], "thresholds_clamped": [], "table_entries_clamped": 0}
+    def layer(i, bits, threshold, m, **affine):
+        fc = model.fcs[i]
+        if isinstance(fc, BinaryConv2d):
+            return Conv2d(bits, fc.in_shape, threshold, fc.stride, fc.padding, model.leak_shift, model.reset, m,
+                          False, **affine)
+        return Layer(bits, threshold, model.leak_shift, model.reset, m, False, **affine)
+
     for i in range(model.n_hidden):
+        if i in model.pool_before:
+            pool = model.pool_before[i]
+            layers.append(Pool(pool.in_shape, pool.window))
         fc = model.fcs[i]
         bits = fc.weight_bits().cpu().numpy()
         if model.variant == "per-step":
             a, b, frac = model.step_affine(i)
             m = model.hidden_membrane_bits(i, a, b, frac)
             a_np, b_np = a.cpu().numpy().astype(np.int64), b.cpu().numpy().astype(np.int64)
-            layers.append(Layer(bits, model.theta_int, model.leak_shift, model.reset, m, False,
-                                step_scale=a_np, step_bias=b_np, step_frac=frac))
+            layers.append(layer(i, bits, model.theta_int, m, step_scale=a_np, step_bias=b_np, step_frac=frac))
             report["step_frac"].append(frac)
             report["scale_max_abs"].append(int(np.abs(a_np).max()))
             report["bias_max_abs"].append(int(np.abs(b_np).max()))
@@ -375,7 +430,7 @@ def to_network(model: BNTTNet, seed: int = 1, metadata: dict | None = None) -> t
         else:
             s = model.shared_scale(i)
             flip = (s < 0).cpu().numpy()
-            bits = bits ^ flip[:, None]                             # I -> -I for a negative scale
+            bits = bits ^ flip.reshape(-1, *([1] * (bits.ndim - 1)))   # I -> -I for a negative scale
             sign = torch.where(s < 0, -1.0, 1.0)
             b_np = torch.round(-sign * model.stats(i)[0]).cpu().numpy().astype(np.int64)
             lif = model.hidden_lifs[i]
@@ -384,14 +439,16 @@ def to_network(model: BNTTNet, seed: int = 1, metadata: dict | None = None) -> t
             raw = (lif.threshold / alpha).cpu()
             hi = contract.membrane_range(lif.membrane_bits)[1]
             m = lif.membrane_bits
-            layers.append(Layer(bits, th, model.leak_shift, model.reset, m, False,
-                                step_scale=None, step_bias=b_np, step_frac=0))
+            layers.append(layer(i, bits, th, m, step_scale=None, step_bias=b_np, step_frac=0))
             report["step_frac"].append(0)
             report["scale_max_abs"].append(None)
             report["bias_max_abs"].append(int(np.abs(b_np).max()))
             report["scale_entries_zero"].append(0)
             report["thresholds_clamped"].append(int(((raw < 1) | (raw > hi)).sum()))
         report["membrane_bits"].append(m)
+    if model.n_hidden in model.pool_before:
+        pool = model.pool_before[model.n_hidden]
+        layers.append(Pool(pool.in_shape, pool.window))
     last = model.fcs[-1]
     layers.append(Layer(last.weight_bits().cpu().numpy(), None, model.out_lif.leak_shift, model.reset,
                         model.out_lif.membrane_bits, False))
@@ -485,7 +542,10 @@ def plot_steps(info: dict, path, title: str = "") -> None:
 
 
 def build_model(cfg, n_in: int, n_classes: int, precision: str) -> BNTTNet:
+    from .trainer import arch_front
+    conv, shape = arch_front(cfg, n_in, n_classes)
     return BNTTNet([n_in, *cfg.hidden, n_classes], cfg.timesteps, cfg.bntt_variant, leak_shift=cfg.leak_shift,
+                   conv=conv, input_shape=shape,
                    output_leak_shift=cfg.output_leak_shift, reset=cfg.reset, membrane_bits=cfg.membrane_bits,
                    dropout=cfg.dropout, exact=cfg.exact, precision=precision, slope=cfg.slope,
                    theta_int=cfg.bntt_theta, leak_correction=cfg.bntt_leak_correction,

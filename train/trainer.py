@@ -194,7 +194,8 @@ def pick_precision(name: str, device: torch.device) -> str:
         return "fp32"
 
 
-def build_model(cfg: TrainConfig, n_in: int, n_classes: int, precision: str) -> BSNN:
+def arch_front(cfg: TrainConfig, n_in: int, n_classes: int):
+    """(conv/pool specs or None, input map shape (H, W, C) or None) of ``cfg.arch``, checked against the data."""
     conv, shape = None, None
     if cfg.arch is not None:
         from .model import parse_arch
@@ -208,6 +209,11 @@ def build_model(cfg: TrainConfig, n_in: int, n_classes: int, precision: str) -> 
                 raise ValueError(f"conv layers take one-channel images for now ({cfg.dataset} has {c} channels, "
                                  f"stored channel-major; the contract's maps are position-major)")
             shape = (h, w, c)
+    return conv, shape
+
+
+def build_model(cfg: TrainConfig, n_in: int, n_classes: int, precision: str) -> BSNN:
+    conv, shape = arch_front(cfg, n_in, n_classes)
     return BSNN([n_in, *cfg.hidden, n_classes], cfg.timesteps, leak_shift=cfg.leak_shift, conv=conv, input_shape=shape,
                 output_leak_shift=cfg.output_leak_shift, reset=cfg.reset, membrane_bits=cfg.membrane_bits,
                 fire_once=cfg.fire_once, readout=cfg.readout, scale=cfg.scale, dropout=cfg.dropout,
