@@ -28,6 +28,7 @@ synaptic input of all steps is one matrix product, and only the membrane recurre
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -230,6 +231,28 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
+def serial_on_cpu(fn):
+    """Run ``fn`` with one torch intra-op thread when its first tensor argument is on the CPU (then restore).
+
+    The membrane recurrence is thousands of small elementwise operations per batch. Split over threads, every one of
+    them ends in a barrier that waits for all threads; on a busy machine a preempted thread stalls each barrier
+    (784-128-10, T = 32, batch 64, with two other jobs running: 2 threads were 3x slower per step than 1). One
+    thread costs nothing on blocks this small; the matrix products outside keep every thread."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        threads = torch.get_num_threads()
+        if first is None or first.device.type != "cpu" or threads == 1:
+            return fn(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return wrapper
+
+
+@serial_on_cpu
 def _lif_run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record):
     """The membrane recurrence of :class:`LIF` without autograd, in place, one block of neurons at a time: returns
     the output spikes (batch, T, n) (zeros for a non-firing layer), the last membrane (batch, n), and with ``record``
@@ -302,68 +325,74 @@ class _LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_last):
-        pre, out, theta = ctx.saved_tensors
-        leak_shift, lo, hi, reset, fire_once, slope = ctx.cfg
-        batch, steps, n = pre.shape
-        fires = theta is not None
-        spike_grad = fires and g_out is not None
-        want_theta = fires and ctx.needs_input_grad[1]
-        c = 1.0 if leak_shift is None else 1.0 - 2.0 ** -leak_shift
-        g_cur = torch.empty_like(pre)
-        if fires:
-            theta_n = theta.detach().expand(n)
-            g_theta = pre.new_zeros(n) if want_theta else None
-        for cols in _blocks(batch, n, pre.device):
-            width = cols.stop - cols.start
-            gv = g_last[:, cols].clone() if g_last is not None else pre.new_zeros(batch, width)
-            block = pre[:, :, cols]
-            if _capturing(pre.device):                     # no host read-back inside a CUDA graph: the masked
-                saturated = True                           # path gives the same values
-            else:
-                low, high = block.aminmax()
-                saturated = bool(low < lo) or bool(high > hi)   # else V_t = pre_t and every step passes gradient
-            if fires:
-                th = theta_n[cols]
-                o = out[:, :, cols]
-                if fire_once:                              # out_t = S_t (1 - fired_{t-1}): no gradient after a spike
-                    fired_before = o.cumsum(1).sub_(o) > 0
-                acc_u = pre.new_zeros(width) if want_theta and spike_grad else None
-                acc_r = pre.new_zeros(width) if want_theta and reset == "subtract" else None
-            for t in range(steps - 1, -1, -1):
-                p = block[:, t]
-                u = p.clamp(lo, hi) if saturated else p
-                if fires:
-                    s = torch.gt(u, th).to(u.dtype) if fire_once else o[:, t]   # the raw spike S_t, as float
-                    if acc_r is not None:                  # V_t -= S_t * floor(theta): straight through the floor
-                        acc_r.add_((gv * s).sum(0))
-                    if reset == "zero":
-                        gv.mul_(1.0 - s)
-                    if spike_grad:                         # dS/dV / theta = theta / (theta + slope |V - theta|)^2
-                        d = torch.sub(u, th).abs_().mul_(slope).add_(th).square_()
-                        a = torch.mul(g_out[:, t, cols], th).div_(d)
-                        if fire_once:
-                            a.masked_fill_(fired_before[:, t], 0.0)
-                        if acc_u is not None:              # d x / d theta = -V / theta^2
-                            acc_u.add_((a * u).sum(0))
-                        gv.add_(a)
-                g = g_cur[:, t, cols]
-                if saturated:
-                    torch.mul(gv, u == p, out=g)
-                else:
-                    g.copy_(gv)
-                if t:
-                    torch.mul(g, c, out=gv)
-            if want_theta:
-                gt = g_theta[cols]
-                if acc_u is not None:
-                    gt.sub_(acc_u / th)
-                if acc_r is not None:
-                    gt.sub_(acc_r)
-        if want_theta:
-            g_theta = g_theta.sum().reshape(theta.shape) if theta.numel() == 1 else g_theta.reshape(theta.shape)
+        return _lif_backward(ctx, g_out, g_last)
+
+
+@serial_on_cpu
+def _lif_backward(ctx, g_out, g_last):
+    """:class:`_LIFFunction`'s backward pass (a function, so that :func:`serial_on_cpu` can wrap it)."""
+    pre, out, theta = ctx.saved_tensors
+    leak_shift, lo, hi, reset, fire_once, slope = ctx.cfg
+    batch, steps, n = pre.shape
+    fires = theta is not None
+    spike_grad = fires and g_out is not None
+    want_theta = fires and ctx.needs_input_grad[1]
+    c = 1.0 if leak_shift is None else 1.0 - 2.0 ** -leak_shift
+    g_cur = torch.empty_like(pre)
+    if fires:
+        theta_n = theta.detach().expand(n)
+        g_theta = pre.new_zeros(n) if want_theta else None
+    for cols in _blocks(batch, n, pre.device):
+        width = cols.stop - cols.start
+        gv = g_last[:, cols].clone() if g_last is not None else pre.new_zeros(batch, width)
+        block = pre[:, :, cols]
+        if _capturing(pre.device):                     # no host read-back inside a CUDA graph: the masked
+            saturated = True                           # path gives the same values
         else:
-            g_theta = None
-        return g_cur, g_theta, None, None, None, None, None, None, None
+            low, high = block.aminmax()
+            saturated = bool(low < lo) or bool(high > hi)   # else V_t = pre_t and every step passes gradient
+        if fires:
+            th = theta_n[cols]
+            o = out[:, :, cols]
+            if fire_once:                              # out_t = S_t (1 - fired_{t-1}): no gradient after a spike
+                fired_before = o.cumsum(1).sub_(o) > 0
+            acc_u = pre.new_zeros(width) if want_theta and spike_grad else None
+            acc_r = pre.new_zeros(width) if want_theta and reset == "subtract" else None
+        for t in range(steps - 1, -1, -1):
+            p = block[:, t]
+            u = p.clamp(lo, hi) if saturated else p
+            if fires:
+                s = torch.gt(u, th).to(u.dtype) if fire_once else o[:, t]   # the raw spike S_t, as float
+                if acc_r is not None:                  # V_t -= S_t * floor(theta): straight through the floor
+                    acc_r.add_((gv * s).sum(0))
+                if reset == "zero":
+                    gv.mul_(1.0 - s)
+                if spike_grad:                         # dS/dV / theta = theta / (theta + slope |V - theta|)^2
+                    d = torch.sub(u, th).abs_().mul_(slope).add_(th).square_()
+                    a = torch.mul(g_out[:, t, cols], th).div_(d)
+                    if fire_once:
+                        a.masked_fill_(fired_before[:, t], 0.0)
+                    if acc_u is not None:              # d x / d theta = -V / theta^2
+                        acc_u.add_((a * u).sum(0))
+                    gv.add_(a)
+            g = g_cur[:, t, cols]
+            if saturated:
+                torch.mul(gv, u == p, out=g)
+            else:
+                g.copy_(gv)
+            if t:
+                torch.mul(g, c, out=gv)
+        if want_theta:
+            gt = g_theta[cols]
+            if acc_u is not None:
+                gt.sub_(acc_u / th)
+            if acc_r is not None:
+                gt.sub_(acc_r)
+    if want_theta:
+        g_theta = g_theta.sum().reshape(theta.shape) if theta.numel() == 1 else g_theta.reshape(theta.shape)
+    else:
+        g_theta = None
+    return g_cur, g_theta, None, None, None, None, None, None, None
 
 
 class LIF(nn.Module):

@@ -1,0 +1,145 @@
+"""Training speed against snnTorch, side by side in one run (issue 11: >= 3x snnTorch per epoch on 2 cores, and no
+slowdown from threads on a busy machine).
+
+    .venv/bin/python bench/train_speed.py [--hidden 128] [--timesteps 32] [--batch-size 64] [--steps 60]
+        [--threads 1,2] [--repeats 3]
+
+Both sides train the same network on the same spikes (Fashion-MNIST training images, the contract's rate code):
+784-H-10, binary weights with a straight-through sign, per-neuron scale, LIF with leak 1 - 2^-4 and subtract reset,
+a non-firing membrane readout, Adam, fast-sigmoid surrogate (slope 5), backpropagation through all T steps.
+
+- bsnn-hw: the trainer's own training step (train/graphs.py ``TrainStep``, eager on the CPU: BinaryLinear, the fused
+  LIF recurrence with the contract's floor leak, dropout 0.05);
+- snnTorch 1.0.0: ``nn.Linear`` holding the binarized weights times the scale, ``snn.Leaky`` (beta = 1 - 2^-4,
+  threshold 1, subtract reset, ``surrogate.fast_sigmoid(slope=5)``) stepped over T in Python, as snnTorch's
+  tutorials train; the readout layer's membrane (``reset_mechanism="none"``, threshold above any membrane) as logits;
+  dropout 0.05 on the hidden spikes. Real arithmetic (snnTorch has no floor leak), so snnTorch does less work.
+
+For every thread count it times ``--steps`` training steps of ``--batch-size`` (after 3 warm-up steps), repeats
+``--repeats`` times interleaved and reports the median milliseconds per step and the epoch time that implies (60,000
+images). snnTorch is an optional benchmark dependency (``pip install -e ".[bench]"``).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def bsnn_step(hidden, steps, batch):
+    import torch
+
+    from bsnn_hw.train import BSNN
+    from bsnn_hw.train.graphs import TrainStep
+    from bsnn_hw.train.trainer import Encoder
+    model = BSNN([784, hidden, 10], steps, leak_shift=4, dropout=0.05, precision="fp32").train()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    enc = Encoder("rate", 784, steps, "cpu")
+    step = TrainStep(model, model, enc, opt, 0.0, batch, torch.device("cpu"), graphs=False)
+    gen = torch.Generator().manual_seed(2)
+
+    def run(x, seeds, y):
+        model.dropout_rows = (0, len(y), len(y))
+        step.step(x, seeds, y, model.dropout_noise(gen))
+    return run
+
+
+def snntorch_step(hidden, steps, batch):
+    import snntorch as snn
+    import torch
+    from snntorch import surrogate
+    from torch import nn
+
+    from bsnn_hw.train.layers import binarize
+    from bsnn_hw.train.trainer import Encoder
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.empty(hidden, 784).uniform_(-1, 1) / 28)
+            self.w2 = nn.Parameter(torch.empty(10, hidden).uniform_(-1, 1) / hidden ** 0.5)
+            self.a1 = nn.Parameter(torch.full((hidden,), 1.0 / (0.5 * 28)))
+            self.a2 = nn.Parameter(torch.full((1,), 4.0 / hidden ** 0.5))
+            grad = surrogate.fast_sigmoid(slope=5)
+            self.lif1 = snn.Leaky(beta=1 - 2 ** -4, threshold=1.0, spike_grad=grad, reset_mechanism="subtract")
+            self.lif2 = snn.Leaky(beta=1.0, threshold=1e9, spike_grad=grad, reset_mechanism="none")
+
+        def forward(self, s):                             # s (B, T, 784)
+            w1 = binarize(self.w1) * self.a1[:, None]
+            w2 = binarize(self.w2)
+            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+            keep = (torch.rand(s.shape[0], hidden) >= 0.05).float()
+            for t in range(s.shape[1]):
+                spk1, mem1 = self.lif1(s[:, t] @ w1.t(), mem1)
+                _, mem2 = self.lif2((spk1 * keep) @ w2.t(), mem2)
+            return mem2 * self.a2 / s.shape[1]
+
+    net = Net()
+    opt = torch.optim.Adam(net.parameters(), lr=5e-4)
+    enc = Encoder("rate", 784, steps, "cpu")
+
+    def run(x, seeds, y):
+        logits = net(enc(x, seeds))
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            net.w1.clamp_(-1, 1)
+            net.w2.clamp_(-1, 1)
+    return run
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--timesteps", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
+    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    import importlib.util
+    if importlib.util.find_spec("snntorch") is None:
+        print("bench/train_speed.py needs snnTorch: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    import torch
+
+    from bsnn_hw import data
+    x_all, y_all = data.load_dataset("fashion-mnist", "train")
+    n = (args.steps + 3) * args.batch_size
+    x, y = torch.from_numpy(x_all[:n]), torch.from_numpy(y_all[:n])
+    seeds = torch.randint(1, 65536, (n,), generator=torch.Generator().manual_seed(1))
+    makers = {"bsnn-hw": bsnn_step, "snnTorch": snntorch_step}
+    threads = [int(t) for t in args.threads.split(",")]
+    times = {(name, t): [] for name in makers for t in threads}
+    b = args.batch_size
+    for _ in range(args.repeats):
+        for t in threads:
+            torch.set_num_threads(t)
+            for name, make in makers.items():
+                torch.manual_seed(0)
+                run = make(args.hidden, args.timesteps, b)
+                for i in range(3):
+                    run(x[i * b:(i + 1) * b], seeds[i * b:(i + 1) * b], y[i * b:(i + 1) * b])
+                t0 = time.perf_counter()
+                for i in range(3, 3 + args.steps):
+                    run(x[i * b:(i + 1) * b], seeds[i * b:(i + 1) * b], y[i * b:(i + 1) * b])
+                times[(name, t)].append((time.perf_counter() - t0) / args.steps * 1000)
+    print(f"784-{args.hidden}-10, T={args.timesteps}, batch {b}, {args.steps} steps x {args.repeats} repeats; "
+          f"torch {torch.__version__}; load average {', '.join(f'{v:.1f}' for v in np.round(__import__('os').getloadavg(), 1))}")
+    print("| threads | bsnn-hw ms/step | snnTorch ms/step | ratio | bsnn-hw s/epoch (60,000) | bsnn-hw vs its 1 thread |")
+    print("|---|---|---|---|---|---|")
+    base = statistics.median(times[("bsnn-hw", threads[0])])
+    for t in threads:
+        ours, theirs = statistics.median(times[("bsnn-hw", t)]), statistics.median(times[("snnTorch", t)])
+        print(f"| {t} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}x | {ours * 60000 / b / 1000:.1f} | "
+              f"{base / ours:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
