@@ -552,3 +552,21 @@ def test_cuda_graphs_setting_is_checked_and_resume_free(tmp_path):
     r = CliRunner().invoke(main, ["train", "--no-cuda-graphs", "--hidden", "8", "--epochs", "1", "-T", "2", "-q",
                                   "--device", "cpu", "--out", str(tmp_path / "m.bsnn")])
     assert r.exit_code == 0, r.output
+
+
+def test_lif_recurrence_runs_on_one_thread_and_restores_the_count():
+    from bsnn_hw.train import layers
+    seen = []
+    wrapped = layers.serial_on_cpu(lambda x: seen.append(torch.get_num_threads()) or x)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        wrapped(torch.zeros(2))
+        assert seen == [1] and torch.get_num_threads() == 2
+        wrapped(3)                                     # no tensor: left alone
+        assert seen == [1, 2]
+        with pytest.raises(ZeroDivisionError):         # restored on errors too
+            layers.serial_on_cpu(lambda x: 1 / 0)(torch.zeros(1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
