@@ -16,8 +16,8 @@ import sys
 
 # Idle OpenMP threads sleep instead of spinning (unless the user says otherwise). torch reads this when it starts, and
 # the commands import torch lazily, after this line. On a busy machine spinning threads compete with the other jobs
-# for the cores: bsnn-hw training with 2 threads beside two other jobs on 2 cores ran 0.29x as fast as 1 thread with
-# the default policy and 0.68x with this one (bench/train_speed.py, docs/training.md "Threads").
+# for the cores: bsnn-hw training with 2 threads beside one other job on 2 cores ran 0.25x as fast as 1 thread with
+# the default policy and 1.07x with this one (bench/train_speed.py, docs/training.md "Threads").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click
