@@ -271,3 +271,23 @@ def test_refusals(tmp_path, flags, message):
     assert r.exit_code == 1 and message in r.output, (flags, r.output)
     assert len(r.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("variant", ["per-step", "shared"])
+def test_accuracy_vs_steps_is_the_truncated_networks_accuracy(variant):
+    """One run's per-step output membranes against each truncated network (T' = 1..T) run on its own."""
+    from bsnn_hw.train.bntt import accuracy_vs_steps, to_network
+    from bsnn_hw.train.model import integer_simulate
+    from bsnn_hw.train.trainer import Encoder
+    model = _hand_model(variant, sizes=(64, 12, 5), conv=CONV, input_shape=(8, 8, 1))
+    net, _ = to_network(model, seed=3)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 256, (300, 64), dtype=torch.uint8, generator=g)
+    enc = Encoder("rate", 64, 6, "cpu")
+    first = integer_simulate(net, enc(x, 3).bool())[0]
+    y = torch.where(torch.rand(300, generator=g) < 0.6, first, torch.randint(0, 5, (300,), generator=g))
+    curve = accuracy_vs_steps(net, enc, x, y, batch_size=128)
+    spikes = enc(x, 3).bool()
+    want = [int((integer_simulate(truncate(net, t), spikes[:, :t])[0] == y).sum()) / 300 for t in range(1, 7)]
+    assert curve == pytest.approx(want, abs=1e-12)
+    assert len(set(round(c, 6) for c in curve)) > 1      # the steps differ: the comparison can fail

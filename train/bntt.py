@@ -52,7 +52,7 @@ from torch import nn
 
 from bsnn_hw import contract
 from bsnn_hw.io import atomic_write, encode_predictions
-from bsnn_hw.network import Conv2d, Layer, Network, Pool, truncate
+from bsnn_hw.network import Conv2d, Layer, Network, Pool
 
 from .encoding import _mix, training_seeds
 from .layers import LIF, BinaryConv2d, BinaryLinear, SpikePool, _floor_ste
@@ -488,16 +488,19 @@ def spike_mismatch(model: BNTTNet, encoder, x: torch.Tensor, seed: int, batch_si
 @torch.no_grad()
 def accuracy_vs_steps(net: Network, encoder, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> list:
     """The integer network run for only its first T' steps (``bsnn_hw.network.truncate``), T' = 1..T: accuracy on
-    (x, y) with the network's encoder seed (the rate code's first T' steps are the T'-step code's)."""
+    (x, y) with the network's encoder seed. One run gives every T': the rate code's first T' steps are the T'-step
+    code's, and the first T' steps of the full network are the truncated network's, so the membrane readout after
+    step T' - 1 is the truncated network's class (tests/test_bntt.py checks this against ``truncate``)."""
+    if net.readout != "membrane":
+        raise ValueError(f"accuracy_vs_steps reads the output membrane after each step; readout {net.readout!r}")
     steps = net.timesteps
-    nets = [truncate(net, t) for t in range(1, steps + 1)]
     correct = np.zeros(steps, dtype=np.int64)
     for i in range(0, len(y), batch_size):
         spikes = encoder(x[i:i + batch_size], net.seed).bool()
-        target = y[i:i + batch_size]
-        for t, sub in enumerate(nets):
-            pred = integer_simulate(sub, spikes[:, :t + 1])[0]
-            correct[t] += int((pred == target).sum())
+        per_step = []
+        integer_simulate(net, spikes, output_steps=per_step)
+        pred = per_step[0].argmax(2)                          # (B, T): the class after each step (first maximum)
+        correct += (pred == y[i:i + batch_size, None]).sum(0).cpu().numpy()
     return [float(c) / max(1, len(y)) for c in correct]
 
 

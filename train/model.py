@@ -258,11 +258,13 @@ def clamped_thresholds(model: BSNN) -> list[int]:
 
 
 @torch.no_grad()
-def integer_simulate(net: Network, spikes: torch.Tensor) -> tuple[torch.Tensor, list, list]:
+def integer_simulate(net: Network, spikes: torch.Tensor, output_steps: list | None = None
+                     ) -> tuple[torch.Tensor, list, list]:
     """The contract with int64 tensors: ``spikes`` bool/0-1 (B, T, n_in) -> (prediction (B,), counts per layer,
     last membranes per layer). The synaptic sums are float32 products converted to int64 (exact: every partial sum
     is an integer below 2^24 in magnitude). Dense layers of any weight width (contract v2 k-bit included), and the
-    per-step affine drive of contract v3 (int64 product, sum and arithmetic shift)."""
+    per-step affine drive of contract v3 (int64 product, sum and arithmetic shift). With ``output_steps`` (a list)
+    the output layer's membrane after every step, (B, T, n_out), is appended to it."""
     device = spikes.device
     batch, steps, _ = spikes.shape
     x = spikes.float()
@@ -294,11 +296,17 @@ def integer_simulate(net: Network, spikes: torch.Tensor) -> tuple[torch.Tensor, 
         fired = torch.zeros(batch, layer.n_out, dtype=torch.bool, device=device)
         first = torch.full((batch, layer.n_out), -1, dtype=torch.int64, device=device)
         out = torch.zeros(batch, steps, layer.n_out, dtype=torch.bool, device=device)
+        per_step = None
+        if output_steps is not None and li == len(net.layers) - 1:
+            per_step = torch.zeros(batch, steps, layer.n_out, dtype=torch.int64, device=device)
+            output_steps.append(per_step)
         for t in range(steps):
             if layer.leak_shift is not None:
                 v = v - (v >> layer.leak_shift)
             v = torch.clamp(v + cur[:, t], lo, hi)
             if not fires:
+                if per_step is not None:
+                    per_step[:, t] = v
                 continue
             fire = v > theta
             v = torch.where(fire, v - theta, v) if layer.reset == "subtract" else torch.where(fire, 0, v)
@@ -306,6 +314,8 @@ def integer_simulate(net: Network, spikes: torch.Tensor) -> tuple[torch.Tensor, 
             fired |= fire
             first = torch.where(spike & (first < 0), t, first)
             out[:, t] = spike
+            if per_step is not None:
+                per_step[:, t] = v
         counts.append(out.sum(1))
         membranes.append(v)
         x = out.float()
