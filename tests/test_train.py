@@ -518,7 +518,7 @@ def test_train_step_is_the_plain_step():
         loss.backward()
         opt_b.step()
         b.clip_()
-        losses += float(loss) * 16
+        losses += float(loss.detach()) * 16
         correct += int((logits.argmax(1) == y).sum())
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
