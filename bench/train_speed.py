@@ -22,11 +22,10 @@ images). snnTorch is an optional benchmark dependency (``pip install -e ".[bench
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
-
-import numpy as np
 
 
 def bsnn_step(hidden, steps, batch):
@@ -42,8 +41,7 @@ def bsnn_step(hidden, steps, batch):
     gen = torch.Generator().manual_seed(2)
 
     def run(x, seeds, y):
-        model.dropout_rows = (0, len(y), len(y))
-        step.step(x, seeds, y, model.dropout_noise(gen))
+        step.step(x, seeds, y, model.dropout_noise(gen, len(y)))
     return run
 
 
@@ -129,9 +127,11 @@ def main(argv=None) -> int:
                 for i in range(3, 3 + args.steps):
                     run(x[i * b:(i + 1) * b], seeds[i * b:(i + 1) * b], y[i * b:(i + 1) * b])
                 times[(name, t)].append((time.perf_counter() - t0) / args.steps * 1000)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"784-{args.hidden}-10, T={args.timesteps}, batch {b}, {args.steps} steps x {args.repeats} repeats; "
-          f"torch {torch.__version__}; load average {', '.join(f'{v:.1f}' for v in np.round(__import__('os').getloadavg(), 1))}")
-    print("| threads | bsnn-hw ms/step | snnTorch ms/step | ratio | bsnn-hw s/epoch (60,000) | bsnn-hw vs its 1 thread |")
+          f"torch {torch.__version__}; load average {load}")
+    print("| threads | bsnn-hw ms/step | snnTorch ms/step | ratio | bsnn-hw s/epoch (60,000) | "
+          "bsnn-hw vs its 1 thread |")
     print("|---|---|---|---|---|---|")
     base = statistics.median(times[("bsnn-hw", threads[0])])
     for t in threads:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
-from amaranth.sim import Simulator
+from test_hdl_blocks import drive_core
 
 from bsnn_hw import contract, golden
 from bsnn_hw.hdl import HwConfig, LayerConfig, NeuronCore, generate
@@ -36,50 +36,6 @@ def tables(rng, T, n, scale: str, frac: int, ends: bool = False):
             a[pick > 0.88] = A_MIN
             a[(pick > 0.75) & (pick <= 0.88)] = A_MAX
     return a, bias
-
-
-def run(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-
-
-def drive_core(core, currents):
-    """One sample: each step's groups back to back, i_step_base = t*G, i_first on step 0. Returns (spikes, membranes)
-    (T, n_out) and the latencies seen."""
-    P, G, n = core.parallel, core.groups, core.layer.n_out
-    T = currents.shape[0]
-    spikes, mems, lat = np.zeros((T, n), bool), np.zeros((T, n), np.int64), []
-
-    async def bench(ctx):
-        for t in range(T):
-            issued = {}
-            for cyc in range(G + NEURON_LATENCY + 2):
-                if cyc < G:
-                    ctx.set(core.i_valid, 1)
-                    ctx.set(core.i_group, cyc)
-                    ctx.set(core.i_first, t == 0)
-                    ctx.set(core.i_step_base, t * G)
-                    for p in range(P):
-                        j = cyc * P + p
-                        ctx.set(core.i_sum[p], int(currents[t, j]) if j < n else 0)
-                    issued[cyc] = cyc
-                else:
-                    ctx.set(core.i_valid, 0)
-                    ctx.set(core.i_step_base, 0)       # only the issue cycle's base may matter
-                if ctx.get(core.o_valid):
-                    g = ctx.get(core.o_group)
-                    lat.append(cyc - issued[g])
-                    sp = ctx.get(core.o_spikes)
-                    for p in range(P):
-                        j = g * P + p
-                        if j < n:
-                            spikes[t, j] = (sp >> p) & 1
-                            mems[t, j] = ctx.get(core.o_membrane[p])
-                await ctx.tick()
-    run(core, bench)
-    return spikes, mems, lat
 
 
 def reference_core(layer, currents, fires=True):
@@ -127,7 +83,8 @@ def test_core_affine_matches_reference(n_in, n_out, P, M, leak, reset, scale, F,
     currents = contract.synaptic_sum(rng.random((T, n_in)) < 0.5, layer.weights)
     currents[1, :] = n_in
     currents[3, ::2] = -n_in
-    spikes, mems, lat = drive_core(core, currents)
+    out, lat = drive_core(core, [currents])
+    spikes, mems = out[0][:2]
     assert set(lat) == {NEURON_LATENCY}
     ref_spikes, ref_mems, clamped = reference_core(layer, currents)
     np.testing.assert_array_equal(mems, ref_mems)

@@ -163,10 +163,12 @@ def test_synapse_array_arguments():
 # --- NeuronCore -------------------------------------------------------------------------------------------------------
 
 def drive_core(core, currents_per_sample):
-    """Present each step's groups back to back (i_first on step 0), drain between steps as the engine does.
-    Returns per sample: spikes (T, n_out), membrane after each step (T, n_out), counts (n_out) from the readout port,
-    final membrane from the readout port; and the observed latencies."""
+    """Present each step's groups back to back (i_first on step 0), drain between steps as the engine does; a core
+    with per-step tables gets i_step_base = t*G on its issue cycles and 0 on the others (only the issue cycle's base
+    may matter). Returns per sample: spikes (T, n_out), membrane after each step (T, n_out), counts (n_out) from the
+    readout port, final membrane from the readout port; and the observed latencies."""
     P, G, n_out = core.parallel, core.groups, core.layer.n_out
+    step_base = getattr(core, "i_step_base", None)
     out = []
     lat = []
 
@@ -184,12 +186,16 @@ def drive_core(core, currents_per_sample):
                         ctx.set(core.i_valid, 1)
                         ctx.set(core.i_group, g)
                         ctx.set(core.i_first, t == 0)
+                        if step_base is not None:
+                            ctx.set(step_base, t * G)
                         for p in range(P):
                             j = g * P + p
                             ctx.set(core.i_sum[p], int(currents[t, j]) if j < n_out else 0)
                         pending[g] = cyc
                     else:
                         ctx.set(core.i_valid, 0)
+                        if step_base is not None:
+                            ctx.set(step_base, 0)
                     if ctx.get(core.o_valid):
                         g = ctx.get(core.o_group)
                         lat.append(cyc - pending[g])

@@ -56,7 +56,7 @@ from bsnn_hw.network import Conv2d, Layer, Network, Pool
 
 from .encoding import _mix, training_seeds
 from .layers import LIF, BinaryConv2d, BinaryLinear, SpikePool, _floor_ste
-from .model import integer_simulate
+from .model import build_front, integer_simulate
 
 METHOD = "bntt"
 VARIANTS = ("per-step", "shared")
@@ -172,26 +172,16 @@ class BNTTNet(nn.Module):
         # position-major: neuron p G + c is channel c) and fan-in. Pools carry no parameters: a plain dict,
         # keyed by the layer they feed.
         self.groups, self.positions, self.fan_in, self.pool_before = [], [], [], {}
-        shape = tuple(input_shape) if conv else None
-        if conv and (shape is None or int(np.prod(shape)) != sizes[0]):
-            raise ValueError(f"input_shape {input_shape} does not hold the {sizes[0]} inputs")
-        for spec in conv:
-            if spec[0] == "pool":
-                if not 1 <= spec[1] <= min(shape[:2]):
-                    raise ValueError(f"pool {spec[1]}x{spec[1]} does not fit the {shape[0]}x{shape[1]} map")
-                pool = SpikePool(shape, spec[1])
-                self.pool_before[len(self.fcs)] = pool
-                shape = pool.out_shape
+        front, shape = build_front(conv, input_shape, sizes[0],
+                                   lambda j, shape, c_out, k: BinaryConv2d(shape, c_out, k, 1, k // 2, scale=None))
+        for module in front:
+            if isinstance(module, SpikePool):
+                self.pool_before[len(self.fcs)] = module
                 continue
-            _, c_out, k = spec
-            if k > min(shape[:2]) + 2 * (k // 2):
-                raise ValueError(f"conv {k}x{k} does not fit the {shape[0]}x{shape[1]} map")
-            fc = BinaryConv2d(shape, c_out, k, 1, k // 2, scale=None)
-            self.fcs.append(fc)
-            self.groups.append(c_out)
-            self.positions.append(fc.out_shape[0] * fc.out_shape[1])
-            self.fan_in.append(k * k * shape[2])
-            shape = fc.out_shape
+            self.fcs.append(module)
+            self.groups.append(module.out_channels)
+            self.positions.append(module.out_shape[0] * module.out_shape[1])
+            self.fan_in.append(module.kernel * module.kernel * module.in_shape[2])
         if conv:
             sizes = [int(np.prod(shape))] + sizes[1:]
         for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):

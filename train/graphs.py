@@ -100,9 +100,7 @@ class TrainStep:
 
     def _eager(self, images, seeds, target, noise, weight):
         self.optimizer.zero_grad(set_to_none=True)
-        if noise is not None:
-            noise = [n.to(self.device) for n in noise]
-        self._compute(images, seeds, target, noise, weight)
+        self._compute(images, seeds, target, noise, weight)       # the forward pass moves the draws to the device
 
     def step(self, images, seeds, target, noise=None, weight: float = 1.0) -> None:
         full = self.graphs and self.graph_error is None and images.shape[0] == self.batch_size and weight == 1.0

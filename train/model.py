@@ -62,6 +62,30 @@ def parse_arch(text: str) -> tuple[list, list]:
     return front, dense
 
 
+def build_front(conv, input_shape, n_in: int, make_conv) -> tuple[list, tuple | None]:
+    """The conv/pool front of :func:`parse_arch`'s specs ``conv`` on (H, W, C) maps (``input_shape``, holding the
+    ``n_in`` inputs): its modules in order, a ``SpikePool`` per pool and ``make_conv(j, shape, c_out, k)`` per conv
+    (j the spec's index, ``shape`` its input map), each checked to fit its map, and the map shape after them (None
+    without a front). Raises ValueError (one line) for a shape that does not hold the inputs or a layer that does not
+    fit."""
+    shape = tuple(input_shape) if conv else None
+    if conv and (shape is None or int(np.prod(shape)) != n_in):
+        raise ValueError(f"input_shape {input_shape} does not hold the {n_in} inputs")
+    modules = []
+    for j, spec in enumerate(conv):
+        if spec[0] == "pool":
+            if not 1 <= spec[1] <= min(shape[:2]):
+                raise ValueError(f"pool {spec[1]}x{spec[1]} does not fit the {shape[0]}x{shape[1]} map")
+            modules.append(SpikePool(shape, spec[1]))
+        else:
+            _, c_out, k = spec
+            if k > min(shape[:2]) + 2 * (k // 2):
+                raise ValueError(f"conv {k}x{k} does not fit the {shape[0]}x{shape[1]} map")
+            modules.append(make_conv(j, shape, c_out, k))
+        shape = modules[-1].out_shape
+    return modules, shape
+
+
 def variant_bits(variant: str, bits: int = 8) -> tuple[int, int]:
     """(first_bits, last_bits) of a B-SNN variant with ``bits``-bit multi-bit layers."""
     if variant not in VARIANTS:
@@ -111,25 +135,17 @@ class BSNN(nn.Module):
         self.fcs = nn.ModuleList()
         self.lifs = nn.ModuleList()
         # The conv/pool front (contract v2) on an (H, W, C) input, then the dense layers on its flat output.
-        shape = tuple(input_shape) if conv else None
-        if conv and (shape is None or int(np.prod(shape)) != sizes[0]):
-            raise ValueError(f"input_shape {input_shape} does not hold the {sizes[0]} inputs")
-        for j, spec in enumerate(conv):
-            if spec[0] == "pool":
-                if not 1 <= spec[1] <= min(shape[:2]):
-                    raise ValueError(f"pool {spec[1]}x{spec[1]} does not fit the {shape[0]}x{shape[1]} map")
-                self.fcs.append(SpikePool(shape, spec[1]))
-                self.lifs.append(nn.Identity())
-            else:
-                _, c_out, k = spec
-                bits = first_bits if j == 0 else 1
-                mag = 1.0 if bits == 1 else (1 << (bits - 1)) / 2
-                init = 1.0 / max(1.0, threshold_init * math.sqrt(k * k * shape[2]) * mag)
-                if k > min(shape[:2]) + 2 * (k // 2):
-                    raise ValueError(f"conv {k}x{k} does not fit the {shape[0]}x{shape[1]} map")
-                self.fcs.append(BinaryConv2d(shape, c_out, k, 1, k // 2, scale=scale, init_scale=init, bits=bits))
-                self.lifs.append(LIF(1.0, leak_shift, reset, membrane_bits, fire_once, exact=exact, slope=slope))
-            shape = self.fcs[-1].out_shape
+        def make_conv(j, shape, c_out, k):
+            bits = first_bits if j == 0 else 1
+            mag = 1.0 if bits == 1 else (1 << (bits - 1)) / 2
+            init = 1.0 / max(1.0, threshold_init * math.sqrt(k * k * shape[2]) * mag)
+            return BinaryConv2d(shape, c_out, k, 1, k // 2, scale=scale, init_scale=init, bits=bits)
+
+        front, shape = build_front(conv, input_shape, sizes[0], make_conv)
+        for module in front:
+            self.fcs.append(module)
+            self.lifs.append(nn.Identity() if isinstance(module, SpikePool) else
+                             LIF(1.0, leak_shift, reset, membrane_bits, fire_once, exact=exact, slope=slope))
         if conv:
             sizes = [int(np.prod(shape))] + sizes[1:]
             first_bits = first_bits if not any(s[0] == "conv" for s in conv) else 1
@@ -168,12 +184,13 @@ class BSNN(nn.Module):
         """Flat widths of the outputs that dropout masks (every spiking layer but the last; pooling is no layer)."""
         return [fc.n_out for fc in self.fcs if not isinstance(fc, SpikePool)][:-1]
 
-    def dropout_noise(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def dropout_noise(self, generator: torch.Generator | None = None, batch: int | None = None) -> list[torch.Tensor]:
         """The uniform draws behind one training step's dropout masks, on the CPU: one (rows, 1, width) tensor per
-        masked layer, in layer order (keep where ``draw >= dropout``). Under DistributedDataParallel
-        (``dropout_rows = (start, stop, total)``) the whole global batch is drawn and this process's rows kept, so the
-        masks are those one process draws. :meth:`forward` draws them itself unless given ``noise``."""
-        start, stop, total = self.dropout_rows
+        masked layer, in layer order (keep where ``draw >= dropout``), for a batch of ``batch`` rows. Under
+        DistributedDataParallel (``dropout_rows = (start, stop, total)``) the whole global batch is drawn and this
+        process's rows kept, so the masks are those one process draws. :meth:`forward` draws them itself unless
+        given ``noise``."""
+        start, stop, total = self.dropout_rows or (0, batch, batch)
         return [torch.rand(total, 1, w, generator=generator, device="cpu")[start:stop] for w in self.dropout_widths()]
 
     def forward(self, spikes: torch.Tensor, generator: torch.Generator | None = None,
@@ -185,12 +202,7 @@ class BSNN(nn.Module):
         n_layers = len(self.fcs)
         drop = self.training and self.dropout > 0
         if drop and noise is None:
-            rows = self.dropout_rows
-            self.dropout_rows = rows or (0, x.shape[0], x.shape[0])
-            try:
-                noise = self.dropout_noise(generator)
-            finally:
-                self.dropout_rows = rows
+            noise = self.dropout_noise(generator, x.shape[0])
         k = 0
         for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
             if isinstance(fc, SpikePool):

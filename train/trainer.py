@@ -464,8 +464,8 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
     history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)
     if device.type == "cuda":
         device_learning_rates(optimizer)
-    graphs = cfg.cuda_graphs and device.type == "cuda" and not dist.active
-    trainer = TrainStep(model, net_model, encoder, optimizer, cfg.label_smoothing, cfg.batch_size, device, graphs)
+    trainer = TrainStep(model, net_model, encoder, optimizer, cfg.label_smoothing, cfg.batch_size, device,
+                        graphs=cfg.cuda_graphs and not dist.active)      # CUDA only: TrainStep checks the device
     # Read the running loss back for the progress bar every step on the CPU, every 50 on a GPU (each read waits for
     # the device)
     show_every = 1 if device.type == "cpu" else 50
