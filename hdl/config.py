@@ -234,18 +234,38 @@ def layer_shape(layer, lc: LayerConfig) -> dict:
 
 # --- latencies (the blocks assert they match these) --------------------------------------------------------------
 
+WIDE_TREE = 64   # a SynapseArray over more than this many inputs registers every second adder-tree level
+
+
+def word_register(width: int) -> bool:
+    """Whether a LayerEngine registers the ROM and spike words before its SynapseArrays: up to WIDE_TREE inputs. A
+    wider engine feeds the trees from the reads' own registers (the block RAM's output register, the input buffer's
+    read register): on the UP5K the P*W + W word bits would otherwise take as many logic cells of their own."""
+    return width <= WIDE_TREE
+
+
+def tree_stride(width: int) -> int:
+    """Adder-tree levels per register of a SynapseArray over ``width`` inputs: 1 (every level registered) up to
+    WIDE_TREE inputs, 2 above. Wide words serve the block-RAM-bandwidth-bound points of small FPGAs, where the
+    registers of every level would cost more flip-flops than the part has (a 196-input tree: 603 register bits per
+    level-registered tree, 249 at stride 2), while two levels of narrow adders stay short of the control logic's
+    critical path."""
+    return 1 if width <= WIDE_TREE else 2
+
+
 def synapse_latency(width: int) -> int:
-    """SynapseArray: one register per popcount-tree level (clog2(W)) plus the 2*a - s stage."""
-    return clog2(width) + 1
+    """SynapseArray: one register per ``tree_stride(W)`` popcount-tree levels (ceil(clog2(W) / stride)) plus the
+    2*a - s stage (the gating stage for k-bit weights)."""
+    return ceil_div(clog2(width), tree_stride(width)) + 1
 
 
 NEURON_LATENCY = 6  # NeuronCore: read, leak, add, saturate, compare, reset/write-back
 
 
 def engine_latency(width: int) -> int:
-    """LayerEngine drain after the last word is issued: ROM/spike read (1), word register (1), synapse tree,
-    accumulator (1), neuron core, done pulse (1)."""
-    return 1 + 1 + synapse_latency(width) + 1 + NEURON_LATENCY + 1
+    """LayerEngine drain after the last word is issued: ROM/spike read (1), word register (1 up to WIDE_TREE inputs,
+    :func:`word_register`), synapse tree, accumulator (1), neuron core, done pulse (1)."""
+    return 1 + int(word_register(width)) + synapse_latency(width) + 1 + NEURON_LATENCY + 1
 
 
 POOL_LATENCY = 3  # PoolEngine drain: address register (1), read (1, the OR and the write on the data), done (1)

@@ -43,7 +43,8 @@ from bsnn_hw.contract import ceil_div
 from bsnn_hw.network import Network
 
 from .config import (HwConfig, LayerConfig, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
-                     layer_shape, map_channels, map_input, memory_info, step_cycles)
+                     layer_shape, map_channels, map_input, memory_info, step_cycles, tree_stride,
+                     word_register)
 
 CONFIG_FORMAT = "bsnn-hw-config"
 CONFIG_VERSION = 1
@@ -72,6 +73,7 @@ FF_COEFFS = {
 # model extrapolates (--max-parallel / --max-width raise them).
 DEFAULT_MAX_PARALLEL = 16
 DEFAULT_MAX_WIDTH = 64
+FEW_WORDS = 16   # W candidates also include the smallest width for each of 1..FEW_WORDS words per neuron
 # Predicted Fmax (MHz), nextpnr seed 1, measured on 784-128-10 T=16 (docs/hardware.md, docs/dse.md).
 FMAX_MHZ = {"ice40": 48.6, "ecp5": 146.6}
 
@@ -126,10 +128,11 @@ def _best_shape(depth: int, width: int, target: str) -> tuple[int, int]:
 
 def _tree(n: int, width: int) -> tuple[int, int]:
     """Adder operand bits and register bits of :func:`bsnn_hw.hdl.synapse._tree`'s balanced tree over ``n`` values
-    of ``width`` bits (each sum one bit wider than its wider operand; every level registered, an odd value passed
-    on through a register)."""
+    of ``width`` bits (each sum one bit wider than its wider operand; every ``tree_stride(n)``-th level and the last
+    registered, an odd value passed on)."""
+    stride = tree_stride(n)
     level = [width] * n
-    adder = regs = 0
+    adder = regs = depth = 0
     while len(level) > 1:
         nxt = []
         for k in range(0, len(level), 2):
@@ -137,8 +140,10 @@ def _tree(n: int, width: int) -> tuple[int, int]:
             if len(pair) == 2:
                 adder += max(pair)
             nxt.append(max(pair) + (len(pair) == 2))
-        regs += sum(nxt)
+        if len(nxt) == 1 or (depth + 1) % stride == 0:
+            regs += sum(nxt)
         level = nxt
+        depth += 1
     return adder, regs
 
 
@@ -180,10 +185,11 @@ def features(net: Network, i: int, lc: LayerConfig, target: str, mems: list[dict
     if not map_input(net, i) and i > 0:
         # W-bit word select over the previous layer's spike register: W multiplexers of NW inputs
         lut["select"] += W * (s["words"] - 1)
+    word = W if word_register(W) else 0    # the spike word register (none for a wide engine)
     if layer.kind == "dense":
-        ff["spikes"] += layer.n_out + W
+        ff["spikes"] += layer.n_out + word
     else:
-        ff["spikes"] += layer.out_channels + W
+        ff["spikes"] += layer.out_channels + word
     return lut, ff
 
 
@@ -351,8 +357,9 @@ def _smallest_per_count(values, total: int) -> list[int]:
 def layer_options(net: Network, i: int, max_parallel: int | None = None,
                   max_width: int | None = None) -> list[LayerConfig]:
     """The foldings the search tries for layer ``i``: P in the powers of two and divisors of n_out (C_out for conv;
-    1 for pool), W in the powers of two up to n_in and n_in itself (the map's channels for a layer reading a map),
-    each the smallest for its group / word count, within ``max_parallel`` / ``max_width``."""
+    1 for pool), W in the powers of two up to n_in and ceil(n_in / c) for c = 1..FEW_WORDS (n_in itself among them;
+    the map's channels for a layer reading a map), each the smallest for its group / word count, within
+    ``max_parallel`` / ``max_width``."""
     layer = net.layers[i]
     if layer.kind == "pool":
         return [LayerConfig(1, map_channels(net, i))]
@@ -365,8 +372,9 @@ def layer_options(net: Network, i: int, max_parallel: int | None = None,
     else:
         cap_w = layer.n_in if max_width is None else min(layer.n_in, max_width)
         ws = [1 << e for e in range(cap_w.bit_length()) if 1 << e <= cap_w]
-        if layer.n_in <= cap_w:
-            ws.append(layer.n_in)
+        # and the smallest W for each of 1..FEW_WORDS words: wide words that pack the ROM's rows into whole block
+        # RAMs (784 inputs in 4 words of 196, not 512 + 272)
+        ws += [w for c in range(1, FEW_WORDS + 1) if (w := ceil_div(layer.n_in, c)) <= cap_w]
         ws = _smallest_per_count(ws, layer.n_in)
     return [LayerConfig(p, w) for p in ps for w in ws]
 

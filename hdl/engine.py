@@ -11,7 +11,7 @@ from bsnn_hw import contract
 from bsnn_hw.network import Conv2d, Layer, Pool
 
 from .config import (POOL_LATENCY, _is_int, conv_geometry, count_bits, engine_latency, index_bits, memory_info,
-                     synapse_latency)
+                     synapse_latency, word_register)
 from .neuron import NeuronCore
 from .rom import WeightROM
 from .synapse import SynapseArray
@@ -221,19 +221,25 @@ class LayerEngine(wiring.Component):
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_skip(m, rom, base)
         else:
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom, base)
-        d = 2 + ls
+        wr = int(word_register(W))   # the word register's cycle (none for a wide engine)
+        d = 1 + wr + ls
         tag_valid = _delay(m, read_valid, d, "tv")
         tag_first = _delay(m, t_first, d, "tf")
         tag_last = _delay(m, t_last, d, "tl")
         tag_group = _delay(m, t_group, d, "tg")
         tag_state = _delay(m, t_state, d, "ts") if self.conv else None
 
-        # word register: ROM and spike words from their synchronous reads (a padded position reads as no spikes)
+        # word register: ROM and spike words from their synchronous reads (a padded position reads as no spikes);
+        # a wide engine takes them straight from the reads
         spikes_w = Signal(W, reset_less=True)      # data registers: the tags/valids carry the reset
         weights_w = Signal(P * W * k, reset_less=True)
         pad_r = _delay(m, read_pad, 1, "pad")
-        m.d.sync += [spikes_w.eq(Mux(pad_r, 0, self.i_in_data)), weights_w.eq(rom.o_data)]
-        v_syn = _delay(m, read_valid, 2, "vs")
+        words = [spikes_w.eq(Mux(pad_r, 0, self.i_in_data)), weights_w.eq(rom.o_data)]
+        if wr:
+            m.d.sync += words
+        else:
+            m.d.comb += words
+        v_syn = _delay(m, read_valid, 1 + wr, "vs")
         for p in range(P):
             m.d.comb += [syns[p].i_valid.eq(v_syn), syns[p].i_spikes.eq(spikes_w),
                          syns[p].i_weights.eq(weights_w[p * W * k:(p + 1) * W * k])]

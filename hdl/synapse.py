@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
 
-from .config import _is_int, synapse_latency
+from .config import _is_int, synapse_latency, tree_stride
 
 
 def sum_shape(width: int, bits: int = 1):
@@ -18,33 +18,41 @@ def sum_shape(width: int, bits: int = 1):
     return signed((width << (bits - 1)).bit_length() + 1)
 
 
-def _tree(m: Module, values: list, name: str, signed_: bool):
-    """Balanced adder tree with a register after every level; returns (sum, levels). Each sum is one bit wider than
-    its wider operand, so no level can overflow."""
+def _tree(m: Module, values: list, name: str, signed_: bool, stride: int = 1):
+    """Balanced adder tree with a register after every ``stride`` levels and after the last; returns (sum,
+    registered stages) = (sum, ceil(levels / stride)). Each sum is one bit wider than its wider operand, so no level
+    can overflow."""
     level = list(values)
-    depth = 0
+    depth = stages = 0
     while len(level) > 1:
         nxt = []
+        last = len(level) <= 2
+        registered = last or (depth + 1) % stride == 0
         for k in range(0, len(level), 2):
             pair = level[k:k + 2]
             width = max(len(x) for x in pair) + (1 if len(pair) == 2 else 0)
             r = Signal(signed(width) if signed_ else width, name=f"{name}_l{depth}_{k // 2}",
                        reset_less=True)  # data: valid carries the reset
-            m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
+            value = pair[0] + pair[1] if len(pair) == 2 else pair[0]
+            if registered:
+                m.d.sync += r.eq(value)
+            else:
+                m.d.comb += r.eq(value)
             nxt.append(r)
         level = nxt
         depth += 1
-    return level[0], depth
+        stages += registered
+    return level[0], stages
 
 
-def popcount_tree(m: Module, bits: list, name: str):
-    """Adder tree over 1-bit signals (a popcount): (sum, levels)."""
-    return _tree(m, bits, name, signed_=False)
+def popcount_tree(m: Module, bits: list, name: str, stride: int = 1):
+    """Adder tree over 1-bit signals (a popcount): (sum, registered stages)."""
+    return _tree(m, bits, name, signed_=False, stride=stride)
 
 
-def signed_tree(m: Module, values: list, name: str):
-    """Adder tree over signed values (the k-bit lanes' gated weights): (sum, levels)."""
-    return _tree(m, values, name, signed_=True)
+def signed_tree(m: Module, values: list, name: str, stride: int = 1):
+    """Adder tree over signed values (the k-bit lanes' gated weights): (sum, registered stages)."""
+    return _tree(m, values, name, signed_=True, stride=stride)
 
 
 class SynapseArray(wiring.Component):
@@ -60,7 +68,8 @@ class SynapseArray(wiring.Component):
         o_sum = sum_i (s[i] ? w[i] : 0)
 
     Padding inputs must arrive as s = 0 (they then contribute nothing). Fully pipelined, one word per cycle, no
-    stall; latency ``clog2(W) + 1`` cycles for every k (a register after every tree level, plus the 2a - s stage for
+    stall; latency ``ceil(clog2(W) / stride) + 1`` cycles for every k (a register after every ``stride`` tree levels,
+    ``config.tree_stride(W)``: 1 up to 64 inputs, 2 above; plus the 2a - s stage for
     k = 1 or the gating stage for k > 1).
 
     Members
@@ -95,8 +104,9 @@ class SynapseArray(wiring.Component):
             return self._elaborate_kbit(m)
         agree = Signal(w)  # a named signal: slicing an expression would repeat it (TOOLCHAIN gotcha 7)
         m.d.comb += agree.eq(self.i_spikes & self.i_weights)
-        a_sum, depth = popcount_tree(m, [agree[i] for i in range(w)], "agree")
-        s_sum, _ = popcount_tree(m, [self.i_spikes[i] for i in range(w)], "active")
+        stride = tree_stride(w)
+        a_sum, depth = popcount_tree(m, [agree[i] for i in range(w)], "agree", stride)
+        s_sum, _ = popcount_tree(m, [self.i_spikes[i] for i in range(w)], "active", stride)
         out = Signal(sum_shape(w), reset_less=True)
         # Wrap-around arithmetic is exact here: out is wide enough for -W..W.
         m.d.sync += out.eq((a_sum << 1) - s_sum)
@@ -119,7 +129,7 @@ class SynapseArray(wiring.Component):
             r = Signal(signed(k), name=f"gated_{i}", reset_less=True)   # spike-gated weight: an AND, no multiplier
             m.d.sync += r.eq(Mux(self.i_spikes[i], weights[i], 0))
             gated.append(r)
-        total, depth = signed_tree(m, gated, "wsum")
+        total, depth = signed_tree(m, gated, "wsum", tree_stride(w))
         v = self.i_valid
         for n in range(depth + 1):
             r = Signal(name=f"valid_{n}")

@@ -95,7 +95,10 @@ def test_wider_words_cost_more_logic_and_fewer_cycles(target):
         c = dse.estimate(net, HwConfig.from_lists(net, [1, 1], [w, 16]), target)
         if prev is not None:
             assert c.cycles < prev.cycles
-            assert c.ff > prev.ff
+            if w != 128:   # past WIDE_TREE = 64 inputs the tree registers every second level: fewer flip-flops once
+                assert c.ff > prev.ff
+            else:
+                assert c.ff < prev.ff
         prev = c
 
 
@@ -123,10 +126,14 @@ def test_layer_options_are_legal_and_pruned():
     net = random_network([784, 128, 10], timesteps=4, seed=0)
     o0 = dse.layer_options(net, 0)
     assert {lc.parallel for lc in o0} == {1, 2, 4, 8, 16, 32, 64, 128}
-    assert {lc.width for lc in o0} == {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 784}
+    # powers of two and the smallest W for each of 1..16 words, each the smallest for its word count (64 -> 61)
+    widths = {lc.width for lc in o0}
+    assert {1, 2, 4, 8, 16, 32, 784, 392, 262, 196, 157, 131, 112, 98, 88, 79, 72, 66, 61, 56, 53, 49} <= widths
+    assert all(-(-784 // (-(-784 // w))) == w for w in widths)            # no wider W with the same word count
+    assert len({-(-784 // w) for w in widths}) == len(widths) and 64 not in widths
     o1 = {lc.parallel for lc in dse.layer_options(net, 1)}
     assert o1 == {1, 2, 4, 5, 10}          # 8 gives the same 2 groups as 5: dropped
-    assert max(lc.width for lc in dse.layer_options(net, 0, max_width=100)) == 64
+    assert max(lc.width for lc in dse.layer_options(net, 0, max_width=100)) == 98
     assert max(lc.parallel for lc in dse.layer_options(net, 0, max_parallel=6)) == 4
     for lc in o0:
         HwConfig((lc, LayerConfig(1, 16))).validate(net)

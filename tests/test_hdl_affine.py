@@ -167,7 +167,7 @@ def check_top(net, config, spikes, **kw):
         for layer_i, step, bits in beats:
             ref_s = ref.spikes[layer_i][b, step]
             expect = int(ref_s.sum()) if net.layers[layer_i].kind != "dense" else \
-                sum(1 << j for j in np.flatnonzero(ref_s))
+                sum(1 << int(j) for j in np.flatnonzero(ref_s))
             assert bits == expect, f"sample {b} layer {layer_i} step {step}"
     return out, ref
 

@@ -66,14 +66,18 @@ def test_weight_rom_arguments():
 
 # --- SynapseArray ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("W", [1, 2, 3, 5, 8, 16, 33])
+@pytest.mark.parametrize("W", [1, 2, 3, 5, 8, 16, 33, 64, 65, 196])
 def test_synapse_array_matches_contract(W):
     rng = np.random.default_rng(W)
     syn = SynapseArray(W)
-    assert syn.latency == synapse_latency(W) == max(0, (W - 1).bit_length()) + 1
+    levels = max(0, (W - 1).bit_length())
+    # every level registered up to 64 inputs, every second one (and the last) above
+    assert syn.latency == synapse_latency(W) == (levels if W <= 64 else (levels + 1) // 2) + 1
     full = (1 << W) - 1
-    pairs = [(0, 0), (full, full), (full, 0), (0, full)] + [
-        (int(rng.integers(0, 1 << W)), int(rng.integers(0, 1 << W))) for _ in range(40)]
+    def draw():   # W random bits (W may exceed 63)
+        return int.from_bytes(rng.bytes((W + 7) // 8), "little") & full
+
+    pairs = [(0, 0), (full, full), (full, 0), (0, full)] + [(draw(), draw()) for _ in range(40)]
 
     def expect(s, b):
         sb = np.array([(s >> i) & 1 for i in range(W)], bool)
@@ -100,7 +104,7 @@ def test_synapse_array_matches_contract(W):
     run(syn, bench)
 
 
-@pytest.mark.parametrize("W,k", [(1, 2), (3, 8), (5, 4), (16, 2), (7, 8), (33, 3)])
+@pytest.mark.parametrize("W,k", [(1, 2), (3, 8), (5, 4), (16, 2), (7, 8), (33, 3), (80, 3)])
 def test_kbit_synapse_array_and_rom_match_contract(W, k):
     """k-bit lanes: the ROM packs each weight's two's complement (contract.pack_weight_words, checked here against a
     plain per-bit reading), the synapse array sums the spike-gated signed weights; extremes of the range on purpose."""
@@ -124,7 +128,8 @@ def test_kbit_synapse_array_and_rom_match_contract(W, k):
     syn = SynapseArray(W, k)
     assert syn.latency == synapse_latency(W)
     full = (1 << W) - 1
-    cases = [(full, 0), (full, 1), (0, 0)] + [(int(rng.integers(0, 1 << W)), int(rng.integers(0, 2))) for _ in range(30)]
+    cases = [(full, 0), (full, 1), (0, 0)] + [
+        (int.from_bytes(rng.bytes((W + 7) // 8), "little") & full, int(rng.integers(0, 2))) for _ in range(30)]
     words = [contract.pack_weight_words(weights[j], W, k) for j in range(n_out)]
 
     def expect(s, j):

@@ -49,7 +49,7 @@ def check(net, config, spikes, trace=False, **kw):
                 if net.layers[layer].kind != "dense":     # a map layer's beat: its spike count at that step
                     assert bits == int(ref.spikes[layer][b, step].sum()), (b, step, layer)
                     continue
-                expect = sum(1 << j for j in np.flatnonzero(ref.spikes[layer][b, step]))
+                expect = sum(1 << int(j) for j in np.flatnonzero(ref.spikes[layer][b, step]))
                 assert bits == expect, f"trace sample {b} step {step} layer {layer}: {bits:#x} != {expect:#x}"
                 assert bits >> n == 0
     return out
@@ -161,6 +161,37 @@ def _v2_net(seed, T=3, readout="count"):
     return Network([c1, p1, c2, d], timesteps=T, readout=readout)
 
 
+def test_wide_engines_match_golden_and_cycles():
+    """Engines over more than WIDE_TREE = 64 inputs (tree registered every second level, no word register): a conv
+    with C_in = 70 and padding, a 1-bit dense layer at W = 65 over 72 inputs (a padded second word) and a 3-bit dense layer at
+    W = n_in = 80; bit-exact with the golden model, cycles = formula (which counts the shorter latency)."""
+    from bsnn_hw.hdl.config import WIDE_TREE, engine_latency, word_register
+    from bsnn_hw.network import Conv2d
+    assert not word_register(WIDE_TREE + 1) and engine_latency(WIDE_TREE + 1) < engine_latency(WIDE_TREE) + 2
+    rng = np.random.default_rng(5)
+    c = Conv2d(rng.random((8, 3, 3, 70)) < 0.5, (3, 3, 70), threshold=rng.integers(2, 9, 8), padding=1,
+               membrane_bits=9, leak_shift=2)
+    d = Layer(rng.random((5, c.n_out)) < 0.5, threshold=rng.integers(1, 6, 5), membrane_bits=10)
+    d1 = Layer(rng.random((80, 72)) < 0.5, threshold=rng.integers(1, 6, 80), membrane_bits=10)
+    d2 = Layer(rng.integers(-4, 4, (5, 80)), threshold=rng.integers(1, 9, 5), weight_bits=3, membrane_bits=12)
+    for net, config in ((Network([c, d], timesteps=3), HwConfig((LayerConfig(3, 70), LayerConfig(2, 8)))),
+                        (Network([d1, d2], timesteps=3), HwConfig((LayerConfig(3, 65), LayerConfig(2, 80))))):
+        spikes = spikes_for(net, 3, seed=9, density=0.4)
+        out = check(net, config, spikes, trace=True)
+        assert out.cycles == [cycles_per_inference(net, config, trace=True)] * 3
+
+
+def test_wide_skipping_engine_with_early_decision():
+    """Zero-word skipping and the early decision on a 1-bit dense engine at W = 70 > WIDE_TREE."""
+    from bsnn_hw.hdl.config import sample_cycles
+    net = make_net([140, 12, 5], 6, seed=3, readout="first", leak=None, fire_once=True)
+    config = HwConfig((LayerConfig(3, 70), LayerConfig(2, 12)), early_exit=True, skip_zero=True)
+    spikes = spikes_for(net, 4, seed=2, density=0.05)
+    spikes[0, :, :70] = False                              # a silent first word at every step
+    out = check(net, config, spikes, trace=True)
+    assert out.cycles == [w["cycles"] for w in sample_cycles(net, config, spikes, trace=True)]
+
+
 @pytest.mark.parametrize("P,readout", [((2, 1, 3, 2), "count"), ((3, 1, 4, 5), "first"), ((1, 1, 1, 1), "membrane")])
 def test_conv_pool_kbit_top_matches_golden_and_cycles(P, readout):
     """A conv (padding 1, C_in 2) -> OR pool (drops a row) -> 4-bit conv (stride 2) -> 2-bit dense network, with
@@ -266,7 +297,7 @@ def check_ensemble(net, config, spikes, trace=True, **kw):
                 assert (member, step, layer) == (k // (T * L), (k // L) % T, k % L)
                 spk = refs[member].spikes[layer][b, step]
                 want_bits = (int(spk.sum()) if net.layers[layer].kind != "dense"
-                             else sum(1 << j for j in np.flatnonzero(spk)))
+                             else sum(1 << int(j) for j in np.flatnonzero(spk)))
                 assert bits == want_bits, (b, member, step, layer)
     return out
 
@@ -335,7 +366,7 @@ def check_encoder(net, config, x, **kw):
     for b in range(x.shape[0]):           # layer 0's spikes at every step: the encoder's words went in exactly
         for k, (layer, step, bits) in enumerate(out.trace[b]):
             if layer == 0:
-                assert bits == sum(1 << j for j in np.flatnonzero(ref.spikes[0][b, step])), (b, step)
+                assert bits == sum(1 << int(j) for j in np.flatnonzero(ref.spikes[0][b, step])), (b, step)
     return out, spikes
 
 
