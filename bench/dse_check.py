@@ -10,6 +10,8 @@ measured LUT4, FF and block RAMs with the error. Targets of the issue: LUT4 with
                                                          # and print them with the leave-one-out error
     .venv/bin/python bench/dse_check.py --choose        # the DSE's choice for 784-128-10 on UP5K and ECP5-25F
     .venv/bin/python bench/dse_check.py --choose --pnr  # ... placed and routed: measured Fmax and us/inference
+    .venv/bin/python bench/dse_check.py --no-check --choose --pnr --max-width 256 --logic-rom-bits 1024 --targets ice40
+                                                         # the UP5K's block-RAM-bandwidth point (issue 11)
     .venv/bin/python bench/dse_check.py --only 0,3,8    # some points (indices of POINTS)
 
 The coefficients in hdl/dse.py were fitted on these points, so the table's error is in-sample; ``--fit`` prints the
@@ -50,9 +52,13 @@ POINTS = [
     ("32-64-10", "ice40", "up5k", [16, 2], [32, 64]),
     ("32-64-10", "ecp5", "25k", [4, 5], [32, 16]),
     ("784-128-10", "ice40", "up5k", [1, 1], [8, 8]),
-    # wide words (W > 64: a register per two tree levels, no word register), not in the fit either
+    # wide words (W > 64: a register per two tree levels, no word register, the input ring)
     ("784-128-10", "ice40", "up5k", [1, 1], [196, 16]),
-    ("784-128-10", "ice40", "up5k", [2, 1], [196, 16]),
+    ("784-128-10", "ice40", "up5k", [2, 1], [196, 16], dict(logic_rom_bits=1024)),
+    ("784-128-10", "ice40", "up5k", [2, 4], [196, 128]),
+    ("784-128-10", "ecp5", "25k", [4, 2], [196, 128]),
+    ("784-128-10", "ecp5", "25k", [2, 1], [196, 16]),
+    ("64-128-10", "ice40", "up5k", [4, 1], [64, 128]),
 ]
 CHOICE_TARGETS = (("ice40", "up5k"), ("ecp5", "25k"))
 
@@ -68,9 +74,9 @@ def run_point(point, say):
     from bsnn_hw.hdl.config import HwConfig
     from bsnn_hw.hdl.generate import generate
     from bsnn_hw.hdl.synth import synthesize
-    name, target, device, P, W = point
+    name, target, device, P, W = point[:5]
     net = network(name)
-    cfg = HwConfig.from_lists(net, P, W)
+    cfg = HwConfig.from_lists(net, P, W, **(point[5] if len(point) > 5 else {}))
     cost = dse.estimate(net, cfg, target, device)
     t0 = time.monotonic()
     design = generate(net, cfg)
@@ -124,6 +130,10 @@ def main(argv=None):
     ap.add_argument("--choose", action="store_true", help="the DSE's choice for 784-128-10 T=16 on UP5K / ECP5-25F")
     ap.add_argument("--pnr", action="store_true", help="with --choose: place-and-route the chosen points")
     ap.add_argument("--no-check", action="store_true", help="skip the predicted-vs-measured table")
+    ap.add_argument("--max-width", type=int, default=None, help="with --choose: the search's largest W (default: "
+                    "the DSE's, 64)")
+    ap.add_argument("--logic-rom-bits", type=int, default=None, help="with --choose: HwConfig.logic_rom_bits")
+    ap.add_argument("--targets", default=",".join(t for t, _ in CHOICE_TARGETS), help="with --choose: ice40,ecp5")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
     say = (lambda s: print(s, file=sys.stderr, flush=True))
@@ -171,7 +181,12 @@ def main(argv=None):
         net = network("784-128-10")
         out["choice"] = {}
         for target, device in CHOICE_TARGETS:
-            res = dse.explore(net, target, device)
+            if target not in args.targets.split(","):
+                continue
+            kw = dict(logic_rom_bits=args.logic_rom_bits)
+            if args.max_width is not None:
+                kw["max_width"] = args.max_width
+            res = dse.explore(net, target, device, **kw)
             c = res["chosen"]
             line = (f"DSE choice 784-128-10 T=16 on {res['part']}: P/W per layer "
                     f"{' '.join(f'{p}/{w}' for p, w in c.layers)}, {c.cycles:,} cycles, predicted {c.lut:,} LUT4, "

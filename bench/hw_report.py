@@ -12,6 +12,7 @@ that the hardware replaces by W-bit XNOR-popcounts and adds.
 
     .venv/bin/python bench/hw_report.py                          # default point, all three targets
     .venv/bin/python bench/hw_report.py --points default,p1,p2,w32   # more folding points
+    .venv/bin/python bench/hw_report.py --points bound --targets ice40,ecp5   # the block-RAM-bandwidth point
     .venv/bin/python bench/hw_report.py --targets ice40 --no-pnr      # resources only, fastest
     .venv/bin/python bench/hw_report.py --model trained.bsnn --json -o report.json
 
@@ -36,6 +37,9 @@ POINTS = {
     "p4": ([4, 1], [16, 16]),
     "w8": ([1, 1], [8, 8]),
     "w32": ([1, 1], [32, 32]),
+    # issue 11's block-RAM-bandwidth point for the UP5K: 784 inputs as 4 words of 196 bits, 2 lanes (392 weight bits
+    # per cycle from 25 EBRs at depth 256), the threshold and second weight ROMs in 3 spare EBRs
+    "bound": ([2, 1], [196, 16], dict(logic_rom_bits=1024)),
 }
 TARGETS = {"ice40": "up5k", "ecp5": "25k", "xilinx": "xc7a35t"}
 GOALS = {"lut4_max": 5280, "lut4_aim_p1": 2000, "weight_ebr_max": 30, "fmax_min_mhz": 30.0}
@@ -45,14 +49,14 @@ def folding(net, name):
     from bsnn_hw.hdl import HwConfig
     if name not in POINTS:
         raise SystemExit(f"error: --points: unknown point {name!r}; known: {', '.join(POINTS)}")
-    parallel, width = POINTS[name]
+    parallel, width, *kw = POINTS[name]
     if parallel is not None and len(parallel) != len(net.layers):
         parallel = [parallel[0]] + [1] * (len(net.layers) - 1)
     if width is not None and len(width) != len(net.layers):
         width = [width[0]] * len(net.layers)
     if width is not None:
         width = [min(w, layer.n_in) for w, layer in zip(width, net.layers)]
-    return HwConfig.from_lists(net, parallel, width)
+    return HwConfig.from_lists(net, parallel, width, **(kw[0] if kw else {}))
 
 
 def operations(net, config) -> dict:

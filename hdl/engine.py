@@ -92,7 +92,7 @@ class LayerEngine(wiring.Component):
     """
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
-                 keep_count: bool = False, skip: bool = False, banks=None):
+                 keep_count: bool = False, skip: bool = False, banks=None, logic_rom_bits: int | None = None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -129,7 +129,8 @@ class LayerEngine(wiring.Component):
         # conv and skip engines register the read address (one more cycle of latency)
         self.latency = engine_latency(width) + (1 if self.conv or self.skip else 0)
         self.step_cycles = self.positions * self.groups * self.words + self.latency
-        self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count)
+        self.logic_rom_bits = logic_rom_bits
+        self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count, logic_rom_bits=logic_rom_bits)
         self.core._MustUse__silence = True   # owned and elaborated by this engine
         P, M = parallel, layer.membrane_bits
         if self.skip:
@@ -183,14 +184,15 @@ class LayerEngine(wiring.Component):
 
     def memories(self) -> list[dict]:
         k = self.layer.weight_bits
-        return ([memory_info("weights", "rom", self.members * self.bank_depth, self.parallel * self.width * k)]
+        return ([memory_info("weights", "rom", self.members * self.bank_depth, self.parallel * self.width * k,
+                             logic_rom_bits=self.logic_rom_bits)]
                 + self.core.memories())
 
     def elaborate(self, platform):
         m = Module()
         P, W, G = self.parallel, self.width, self.groups
         k = self.layer.weight_bits
-        m.submodules.rom = rom = WeightROM(self.rom_weights(), P, W, k)
+        m.submodules.rom = rom = WeightROM(self.rom_weights(), P, W, k, self.logic_rom_bits)
         # the member's bank: its first ROM word (0 without banks; i_member is stable while the engine is busy)
         base = Signal(index_bits(self.members * self.bank_depth))
         if self.members > 1:

@@ -69,7 +69,7 @@ class NeuronCore(wiring.Component):
     latency = NEURON_LATENCY
 
     def __init__(self, layer, parallel: int, timesteps: int, fires: bool = True, keep_count: bool = False,
-                 sum_width: int | None = None):
+                 sum_width: int | None = None, logic_rom_bits: int | None = None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -100,6 +100,7 @@ class NeuronCore(wiring.Component):
         self.timesteps = timesteps
         self.fires = bool(fires)
         self.keep_count = bool(keep_count)
+        self.logic_rom_bits = logic_rom_bits
         self.sum_width = sum_width
         self.groups = contract.ceil_div(self.units, parallel)
         self.depth = self.positions * self.groups
@@ -193,9 +194,11 @@ class NeuronCore(wiring.Component):
         """The memories this core instantiates (for the manifest)."""
         mems = [memory_info("state", "ram", self.depth, self.parallel * self.state_lane_bits)]
         if self.fires and self.uniform_threshold() is None:
-            mems.append(memory_info("threshold", "rom", self.groups, self.parallel * (self.mbits - 1)))
+            mems.append(memory_info("threshold", "rom", self.groups, self.parallel * (self.mbits - 1),
+                                    logic_rom_bits=self.logic_rom_bits))
         if self.affine:
-            mems.append(memory_info("affine", "rom", self.affine_depth, self.parallel * self.affine_lane_bits))
+            mems.append(memory_info("affine", "rom", self.affine_depth, self.parallel * self.affine_lane_bits,
+                                    logic_rom_bits=self.logic_rom_bits))
         return mems
 
     def elaborate(self, platform):
@@ -228,7 +231,8 @@ class NeuronCore(wiring.Component):
         if self.fires and uniform is None:
             m.submodules.threshold = trom = Memory(shape=unsigned(P * TW), depth=max(2, self.groups),
                                                    init=self.threshold_words(),
-                                                   attrs=memory_attrs(self.groups, P * TW, rom=True))
+                                                   attrs=memory_attrs(self.groups, P * TW, rom=True,
+                                                                                      logic_rom_bits=self.logic_rom_bits))
             th_rd = trom.read_port()
             m.d.comb += th_rd.addr.eq(self.i_group)
         if self.affine:
@@ -236,7 +240,8 @@ class NeuronCore(wiring.Component):
             AB, BB, LW, F = self.scale_bits, self.bias_bits, self.affine_lane_bits, self.frac
             adepth = max(2, self.affine_depth)
             m.submodules.affine = arom = Memory(shape=unsigned(P * LW), depth=adepth, init=self.affine_words(),
-                                                attrs=memory_attrs(adepth, P * LW, rom=True))
+                                                attrs=memory_attrs(adepth, P * LW, rom=True,
+                                                                                   logic_rom_bits=self.logic_rom_bits))
             af_rd = arom.read_port()
             m.d.comb += af_rd.addr.eq(self.i_step_base + self.i_group)
 

@@ -55,7 +55,7 @@ class WeightROM(wiring.Component):
     o_data : Out(P*W*k)           ROM[i_addr], one cycle after (latency 1)
     """
 
-    def __init__(self, weights, parallel: int, width: int, bits: int = 1):
+    def __init__(self, weights, parallel: int, width: int, bits: int = 1, logic_rom_bits: int | None = None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         self.bits = _check_fold("bits", bits, 8, "the weight bits")
         w = _check_weights(weights, bits)
@@ -63,6 +63,7 @@ class WeightROM(wiring.Component):
         self.parallel = _check_fold("parallel", parallel, n_out, "the layer's n_out")
         self.width = _check_fold("width", width, n_in, "the layer's n_in")
         self.init = self.contents(w, parallel, width, bits)
+        self.logic_rom_bits = logic_rom_bits
         self.depth = len(self.init)
         self._MustUse__silence = False
         super().__init__({
@@ -96,7 +97,8 @@ class WeightROM(wiring.Component):
         # at least 2 words: a 1-word memory has a 0-bit address, which Amaranth writes as a [-1:0] vector
         bits = self.parallel * self.width * self.bits
         m.submodules.mem = mem = Memory(shape=unsigned(bits), depth=max(2, self.depth),
-                                        init=self.init, attrs=memory_attrs(self.depth, bits, rom=True))
+                                        init=self.init, attrs=memory_attrs(self.depth, bits, rom=True,
+                                                                                logic_rom_bits=self.logic_rom_bits))
         rd = mem.read_port()
         m.d.comb += [rd.addr.eq(self.i_addr), rd.en.eq(self.i_en), self.o_data.eq(rd.data)]
         return m

@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import (HwConfig, clog2, count_bits, encoder_lanes, index_bits, memory_attrs, memory_info,
-                     skips_zero)
+from .config import (HwConfig, clog2, count_bits, encoder_lanes, index_bits, input_buffer_info, input_ring,
+                     memory_attrs, memory_info, skips_zero)
 from .encoder import InputEncoder
 from .engine import LayerEngine, PoolEngine
 
@@ -107,6 +107,13 @@ def check_members(net: Network, members) -> list:
     return members
 
 
+class _RingWrite:
+    """The input ring's write side: ``en``, driven by the sequencer as a memory write port's would be."""
+
+    def __init__(self):
+        self.en = Signal(name="input_ring_we")
+
+
 class NetworkTop(wiring.Component):
     """The whole network behind valid/ready streams (protocol: docs/hardware.md, "The top's protocol").
 
@@ -156,12 +163,15 @@ class NetworkTop(wiring.Component):
 
         self.engines = [PoolEngine(layer) if layer.kind == "pool" else
                         LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
-                                    keep_count=(i == last), skip=skips_zero(net, config, i), banks=banks(i))
+                                    keep_count=(i == last), skip=skips_zero(net, config, i), banks=banks(i),
+                                    logic_rom_bits=config.logic_rom_bits)
                         for i, (layer, lc) in enumerate(zip(net.layers, config.layers))]
         for e in self.engines:
             e._MustUse__silence = True   # owned and elaborated by this top
         self.input_width = config.layers[0].width
         self.input_words = contract.ceil_div(net.n_in, self.input_width)
+        self.ring = input_ring(net, self.input_width, encoder=config.encoder, skip=skips_zero(net, config, 0),
+                               members=self.members)
         self.encoder = None
         if config.encoder:
             self.encoder = InputEncoder(net.n_in, self.input_width, net.timesteps, net.encoding, net.seed,
@@ -178,7 +188,7 @@ class NetworkTop(wiring.Component):
         super().__init__(sig)
 
     def memories(self) -> list[dict]:
-        mems = [memory_info("input_buffer", "ram", self.buffer_words, self.input_width, small_to_logic=False)]
+        mems = [input_buffer_info(self.buffer_words, self.input_width, self.ring)]
         if self.encoder is not None:
             mems += [dict(d, name=f"encoder_{d['name']}") for d in self.encoder.memories()]
         for i, e in enumerate(self.engines):
@@ -206,9 +216,13 @@ class NetworkTop(wiring.Component):
 
         # --- input buffer: the current step's words, padding masked on write --------------------------------------
         S, ens = self.members, self.members > 1
-        m.submodules.inbuf = inbuf = Memory(shape=unsigned(W0), depth=max(2, self.buffer_words), init=[])  # >= 2: no 0-bit address
-        in_wr = inbuf.write_port()
-        in_rd = inbuf.read_port()
+        if self.ring:
+            in_wr = _RingWrite()
+        else:
+            # >= 2 words: no 0-bit address
+            m.submodules.inbuf = inbuf = Memory(shape=unsigned(W0), depth=max(2, self.buffer_words), init=[])
+            in_wr = inbuf.write_port()
+            in_rd = inbuf.read_port()
         # an ensemble's buffer holds the whole sample: step t's words at t*NW_0 + w (in_base = t*NW_0, a running sum)
         in_base = Signal(index_bits(self.buffer_words)) if ens else Const(0, 1)
         member = Signal(index_bits(S))
@@ -233,9 +247,19 @@ class NetworkTop(wiring.Component):
                 m.d.comb += masked.eq(Mux(w_in == NW0 - 1, self.i_spikes.payload & ((1 << n_last_bits) - 1),
                                           self.i_spikes.payload))
             wr_idx, wr_word = w_in, masked
-        m.d.comb += [in_wr.addr.eq(in_base + wr_idx), in_wr.data.eq(wr_word),
-                     in_rd.addr.eq(in_base + self.engines[0].o_in_addr), in_rd.en.eq(self.engines[0].o_in_en),
-                     self.engines[0].i_in_data.eq(in_rd.data)]
+        if self.ring:
+            # config.input_ring: a write shifts in at the tail, a read moves the head to the tail (which the engine
+            # sees the next cycle); writes (INPUT) and reads (RUN/WAIT) never share a cycle
+            ring = [Signal(W0, name=f"input_ring_{k}", reset_less=True) for k in range(NW0)]
+            read = self.engines[0].o_in_en
+            with m.If(in_wr.en | read):
+                m.d.sync += [ring[k].eq(ring[k + 1]) for k in range(NW0 - 1)]
+                m.d.sync += ring[-1].eq(Mux(in_wr.en, wr_word, ring[0]))
+            m.d.comb += self.engines[0].i_in_data.eq(ring[-1])
+        else:
+            m.d.comb += [in_wr.addr.eq(in_base + wr_idx), in_wr.data.eq(wr_word),
+                         in_rd.addr.eq(in_base + self.engines[0].o_in_addr), in_rd.en.eq(self.engines[0].o_in_en),
+                         self.engines[0].i_in_data.eq(in_rd.data)]
         if getattr(self.engines[0], "skip", False):
             # which input words hold a spike: one flag per word, written with the word (every word is rewritten
             # each step, so no clear is needed)

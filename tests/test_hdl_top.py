@@ -87,6 +87,22 @@ def test_top_reset_mid_inference(junk, wait):
           sink_stall=0.2, seed=junk)
 
 
+@pytest.mark.parametrize("n_in,W,junk,wait", [(150, 65, 2, 0), (150, 150, 1, 9), (200, 67, 7, 40)])
+def test_input_ring_with_stalls_gaps_padding_and_reset(n_in, W, junk, wait):
+    """Layer 0 at W > 64 keeps its input in a ring of registers (config.input_ring; NW_0 = 3, 1 and 3 here): bit-exact
+    under source gaps, sink stalls, garbage in the padding bits and a reset mid-inference (junk beats shifted into
+    the ring before it)."""
+    from bsnn_hw.hdl.top import NetworkTop
+    net = make_net([n_in, 9, 4], 3, seed=n_in + W, readout="first", fire_once=True)
+    config = HwConfig((LayerConfig(2, W), LayerConfig(3, 9)))
+    top = NetworkTop(net, config)
+    top._MustUse__silence = True     # built for its plan only
+    assert top.ring and [m for m in top.memories() if m["name"] == "input_buffer"][0]["ring"]
+    spikes = spikes_for(net, 3, seed=W)
+    check(net, config, spikes, trace=True, src_gap=0.3, sink_stall=0.4, seed=W, pad_garbage=True)
+    check(net, config, spikes, trace=True, reset_junk_beats=junk, reset_wait=wait, sink_stall=0.2, seed=junk)
+
+
 def test_top_saturation_and_ties():
     # all-positive weights and dense input drive membranes into saturation; equal neurons force argmax ties
     rng = np.random.default_rng(4)
