@@ -26,6 +26,8 @@ def parse_list(option: str, text: str | None):
 
 def decision_options(f):
     """--early-exit / --skip-zero / --encoder, shared by generate, synth and verify (docs/hardware.md)."""
+    f = click.option("--spram", is_flag=True, help="Put large neuron-state RAMs (conv layers) into the iCE40 "
+                     "UltraPlus' SPRAM (4 x 256 kbit on the UP5K) instead of block RAM.")(f)
     f = click.option("--logic-rom-bits", type=click.IntRange(min=0), default=None, help="ROMs of at most this many "
                      "bits in logic, larger ones in block RAM (default 2048; 0: every ROM to block RAM). Lower it "
                      "where block RAMs are spare and logic cells are not.")(f)
@@ -56,18 +58,19 @@ def load_config_file(path, net):
 
 
 def make_config(net, parallel, width, early_exit=False, skip_zero=False, encoder=False, encoder_lanes=None,
-                config_file=None, logic_rom_bits=None):
+                config_file=None, logic_rom_bits=None, spram=False):
     """The HwConfig from the command line: a --config file, or -P/-W and the option flags (not both)."""
     from .config import HwConfig
     if config_file is not None:
-        if parallel or width or early_exit or skip_zero or encoder or encoder_lanes or logic_rom_bits is not None:
+        if (parallel or width or early_exit or skip_zero or encoder or encoder_lanes or logic_rom_bits is not None
+                or spram):
             raise ValueError("--config gives the whole configuration: drop -P/-W/--early-exit/--skip-zero/--encoder/"
-                             "--encoder-lanes/--logic-rom-bits")
+                             "--encoder-lanes/--logic-rom-bits/--spram")
         config = load_config_file(config_file, net)
     else:
         config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
                                      early_exit=early_exit, skip_zero=skip_zero, encoder=encoder,
-                                     encoder_lanes=encoder_lanes, logic_rom_bits=logic_rom_bits)
+                                     encoder_lanes=encoder_lanes, logic_rom_bits=logic_rom_bits, spram=spram)
     config.validate(net)
     return config
 
@@ -98,14 +101,14 @@ def select_network(net, map_only: bool):
 @map_only_option
 @config_option
 def generate(model, out, parallel, width, trace, name, early_exit, skip_zero, encoder, encoder_lanes, logic_rom_bits,
-             map_only, config_file):
+             spram, map_only, config_file):
     """Generate synthesizable Verilog (one self-contained file) and a JSON manifest from a .bsnn MODEL."""
     from . import generate as gen
     from .generate import check_name
     check_name(name)
     net = select_network(load_model(model), map_only)
     config = make_config(net, parallel, width, early_exit, skip_zero, encoder, encoder_lanes, config_file,
-                         logic_rom_bits)
+                         logic_rom_bits, spram)
     design = gen(net, config, trace=trace, name=name)
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -101,6 +101,9 @@ class HwConfig:
     logic_rom_bits : ROMs (weights, thresholds, affines) of at most this many bits are built in logic, larger ones
                  left to block RAM (None: SMALL_ROM_BITS = 2048; 0: every ROM to block RAM where Yosys finds it
                  cheaper). Lower it where block RAMs are spare and logic cells are not (the UP5K at wide words)
+    spram      : NeuronCore state RAMs of at least SPRAM_MIN_BITS bits whose engine allows it (:func:`spram_legal`)
+                 go to the iCE40 UltraPlus' SPRAM (``ram_style = "huge"``, no initial contents: a sample's first step
+                 never reads the state)
     """
     layers: tuple = ()
     input_width: int | None = None
@@ -109,6 +112,7 @@ class HwConfig:
     encoder: bool = False
     encoder_lanes: int | None = None
     logic_rom_bits: int | None = None
+    spram: bool = False
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -116,7 +120,7 @@ class HwConfig:
             if not isinstance(lc, LayerConfig):
                 raise TypeError(f"layers[{i}] must be a LayerConfig, not {type(lc).__name__}")
         object.__setattr__(self, "layers", layers)
-        for name in ("early_exit", "skip_zero", "encoder"):
+        for name in ("early_exit", "skip_zero", "encoder", "spram"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         if self.input_width is not None and not _is_int(self.input_width):
@@ -137,7 +141,7 @@ class HwConfig:
     @classmethod
     def from_lists(cls, net: Network, parallel=None, width=None, early_exit: bool = False,
                    skip_zero: bool = False, encoder: bool = False, encoder_lanes: int | None = None,
-                   logic_rom_bits: int | None = None) -> "HwConfig":
+                   logic_rom_bits: int | None = None, spram: bool = False) -> "HwConfig":
         """Build from per-layer lists (``None`` entries or lists: defaults); lengths must match the layer count."""
         base = cls.default(net)
         n = len(net.layers)
@@ -149,7 +153,7 @@ class HwConfig:
             layers.append(LayerConfig(lc.parallel if parallel is None else parallel[i],
                                       lc.width if width is None else width[i]))
         return cls(tuple(layers), early_exit=early_exit, skip_zero=skip_zero, encoder=encoder,
-                   encoder_lanes=encoder_lanes, logic_rom_bits=logic_rom_bits)
+                   encoder_lanes=encoder_lanes, logic_rom_bits=logic_rom_bits, spram=spram)
 
     def validate(self, net: Network) -> None:
         """Refuse combinations the hardware cannot build, naming the numbers and the reason."""
@@ -201,14 +205,15 @@ class HwConfig:
         """The JSON form (``hw_config`` of a configuration file, docs/dse.md)."""
         return {"layers": [[lc.parallel, lc.width] for lc in self.layers], "input_width": self.input_width,
                 "early_exit": self.early_exit, "skip_zero": self.skip_zero, "encoder": self.encoder,
-                "encoder_lanes": self.encoder_lanes, "logic_rom_bits": self.logic_rom_bits}
+                "encoder_lanes": self.encoder_lanes, "logic_rom_bits": self.logic_rom_bits, "spram": self.spram}
 
     @classmethod
     def from_dict(cls, d: dict) -> "HwConfig":
         """Inverse of :meth:`to_dict`; unknown keys and malformed layers are refused, naming them."""
         if not isinstance(d, dict):
             raise ValueError(f"hw_config must be an object, not {type(d).__name__}")
-        known = {"layers", "input_width", "early_exit", "skip_zero", "encoder", "encoder_lanes", "logic_rom_bits"}
+        known = {"layers", "input_width", "early_exit", "skip_zero", "encoder", "encoder_lanes", "logic_rom_bits",
+                 "spram"}
         extra = sorted(set(d) - known)
         if extra:
             raise ValueError(f"hw_config has unknown keys {extra}; expected some of {sorted(known)}")
@@ -217,7 +222,7 @@ class HwConfig:
             raise ValueError(f"hw_config.layers must be a list of [P, W] pairs, not {layers!r}")
         return cls(tuple(LayerConfig(p, w) for p, w in layers), d.get("input_width"),
                    d.get("early_exit", False), d.get("skip_zero", False), d.get("encoder", False),
-                   d.get("encoder_lanes"), d.get("logic_rom_bits"))
+                   d.get("encoder_lanes"), d.get("logic_rom_bits"), d.get("spram", False))
 
     def input_width_for(self, net: Network) -> int:
         return self.layers[0].width if self.input_width is None else self.input_width
@@ -411,6 +416,26 @@ SMALL_MEMORY_BITS = 1024
 SMALL_ROM_BITS = 2048
 
 
+# The iCE40 UltraPlus' SPRAM (SB_SPRAM256KA): 16,384 x 16 bits, one port (a read or a write per cycle), no initial
+# contents. HwConfig.spram puts a NeuronCore's state RAM there when it holds at least SPRAM_MIN_BITS bits (four EBRs'
+# worth) and its engine never reads and writes it in one cycle (spram_legal).
+SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16
+SPRAM_MIN_BITS = 16384
+STATE_WRITE_DELAY = 5   # NeuronCore: a group's state is read at cycle c and written back at c + 5
+
+
+def spram_legal(words: int, skip: bool = False) -> bool:
+    """Whether a LayerEngine whose groups arrive every ``words`` cycles (NW for dense, k*k for conv) can keep its
+    state in a one-port RAM: reads at c + k*NW and write-backs at c + 5 + j*NW never meet unless NW divides 5 (NW = 1
+    or 5). A skipping engine's groups come at data-dependent times: never."""
+    return not skip and STATE_WRITE_DELAY % words != 0
+
+
+def spram_blocks(depth: int, width: int) -> int:
+    """SB_SPRAM256KA blocks a depth x width memory takes (Yosys cascades them in depth and width)."""
+    return ceil_div(depth, SPRAM_DEPTH) * ceil_div(width, SPRAM_WIDTH)
+
+
 def memory_attrs(depth: int, width: int, rom: bool = False, logic_rom_bits: int | None = None) -> dict:
     """Verilog attributes for a memory: ``ram_style = "logic"`` when it holds at most SMALL_MEMORY_BITS bits
     (for a ROM ``logic_rom_bits``, default SMALL_ROM_BITS: ``HwConfig.logic_rom_bits``; Yosys' memory_libmap honours
@@ -420,10 +445,12 @@ def memory_attrs(depth: int, width: int, rom: bool = False, logic_rom_bits: int 
 
 
 def memory_info(name: str, kind: str, depth: int, width: int, small_to_logic: bool = True,
-                logic_rom_bits: int | None = None) -> dict:
-    """A memory as the manifest lists it: name, kind (rom/ram), depth, width, bits, placement (block/logic).
+                logic_rom_bits: int | None = None, spram: bool = False) -> dict:
+    """A memory as the manifest lists it: name, kind (rom/ram), depth, width, bits, placement (block/logic/spram).
     Memories are built with at least 2 words (a 1-word memory would have a 0-bit address)."""
     depth = max(2, depth)
+    if spram:
+        return dict(name=name, kind=kind, depth=depth, width=width, bits=depth * width, placement="spram")
     logic = small_to_logic and bool(memory_attrs(depth, width, rom=kind == "rom", logic_rom_bits=logic_rom_bits))
     return dict(name=name, kind=kind, depth=depth, width=width, bits=depth * width,
                 placement="logic" if logic else "block")

@@ -88,23 +88,24 @@ FMAX_MHZ = {"ice40": 48.6, "ecp5": 146.6}
 
 # --- memories and structure --------------------------------------------------------------------------------------
 
-def _engine(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None):
+def _engine(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None, spram: bool = False):
     from .engine import LayerEngine, PoolEngine
     layer = net.layers[i]
     if layer.kind == "pool":
         return PoolEngine(layer)
     # as NetworkTop builds it (no zero-word skipping: not modelled)
     e = LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
-                    keep_count=(i == len(net.layers) - 1), logic_rom_bits=logic_rom_bits)
+                    keep_count=(i == len(net.layers) - 1), logic_rom_bits=logic_rom_bits, spram=spram)
     e._MustUse__silence = True   # built for its memory list only, never elaborated
     return e
 
 
-def layer_memories(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None) -> list[dict]:
+def layer_memories(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None,
+                   spram: bool = False) -> list[dict]:
     """The memories layer ``i``'s engine builds under folding ``lc`` (and ``HwConfig.logic_rom_bits``), named as in
     the manifest (``layer<i>_...``; a conv or pool layer's output map RAM included). Only the engine object is built:
     no elaboration, no Verilog."""
-    e = _engine(net, i, lc, logic_rom_bits)
+    e = _engine(net, i, lc, logic_rom_bits, spram)
     mems = [dict(d, name=f"layer{i}_{d['name']}") for d in e.memories()]
     if not hasattr(e, "o_spikes"):
         mems.append(memory_info(f"layer{i}_map", "ram", e.positions, net.layers[i].out_shape[2]))
@@ -126,7 +127,7 @@ def design_memories(net: Network, config: HwConfig) -> list[dict]:
     ``memories``, for a network without ensemble or on-chip encoder), without building the top."""
     mems = input_memories(net, config)
     for i, lc in enumerate(config.layers):
-        mems += layer_memories(net, i, lc, config.logic_rom_bits)
+        mems += layer_memories(net, i, lc, config.logic_rom_bits, config.spram)
     return mems
 
 
@@ -345,8 +346,9 @@ def estimate(net: Network, config: HwConfig, target: str = "ice40", device: str 
     if not isinstance(config, HwConfig):
         raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
     config.validate(net)
-    if config.early_exit or config.skip_zero or config.encoder:
-        raise ValueError("the DSE cost model covers early_exit=False, skip_zero=False, encoder=False only")
+    if config.early_exit or config.skip_zero or config.encoder or config.spram:
+        raise ValueError("the DSE cost model covers early_exit=False, skip_zero=False, encoder=False, spram=False "
+                         "only")
     costs = _costs or _layer_costs(net, target, config.logic_rom_bits)
     bram, lut_f, ff_f = costs.input(config.input_width_for(net))
     for i, lc in enumerate(config.layers):

@@ -11,7 +11,7 @@ from bsnn_hw import contract
 from bsnn_hw.network import Conv2d, Layer, Pool
 
 from .config import (POOL_LATENCY, _is_int, conv_geometry, count_bits, engine_latency, index_bits, memory_info,
-                     synapse_latency, word_register)
+                     spram_legal, synapse_latency, word_register)
 from .neuron import NeuronCore
 from .rom import WeightROM
 from .synapse import SynapseArray
@@ -92,7 +92,8 @@ class LayerEngine(wiring.Component):
     """
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
-                 keep_count: bool = False, skip: bool = False, banks=None, logic_rom_bits: int | None = None):
+                 keep_count: bool = False, skip: bool = False, banks=None, logic_rom_bits: int | None = None,
+                 spram: bool = False):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -130,7 +131,8 @@ class LayerEngine(wiring.Component):
         self.latency = engine_latency(width) + (1 if self.conv or self.skip else 0)
         self.step_cycles = self.positions * self.groups * self.words + self.latency
         self.logic_rom_bits = logic_rom_bits
-        self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count, logic_rom_bits=logic_rom_bits)
+        self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count, logic_rom_bits=logic_rom_bits,
+                               spram=spram and spram_legal(self.words, self.skip))
         self.core._MustUse__silence = True   # owned and elaborated by this engine
         P, M = parallel, layer.membrane_bits
         if self.skip:

@@ -74,10 +74,24 @@ def split_memory_init(text: str) -> str:
     return _MEMORY_INIT_BLOCK.sub(_one_initial_per_word, text)
 
 
+# A memory marked for the iCE40 UltraPlus' SPRAM (`ram_style = "huge"`, HwConfig.spram) must carry no initial
+# contents (the SPRAM has none; Yosys finds no mapping for a memory with an init). Amaranth writes zeros for every RAM.
+_HUGE_MEMORY = re.compile(r'^\s*\(\* ram_style = "huge" \*\)\n\s*reg \[[^\]]+\] (\S+) \[', re.M)
+
+
+def drop_huge_memory_init(text: str) -> str:
+    """Remove the ``initial name[i] = value;`` statements (after :func:`split_memory_init`) of every memory marked
+    ``ram_style = "huge"``; idempotent."""
+    for name in set(_HUGE_MEMORY.findall(text)):
+        text = re.sub(rf"^\s*initial {re.escape(name)}\[\d+\] = [^;\n]+;\n", "", text, flags=re.M)
+    return text
+
+
 def portable_verilog(text: str) -> str:
     """Make Amaranth/Yosys output simulate correctly, unmodified, on Icarus and Verilator (see the comments above)
-    and read in linear time by Yosys (:func:`split_memory_init`); idempotent."""
-    text = split_memory_init(text)
+    and read in linear time by Yosys (:func:`split_memory_init`), SPRAM memories without initial contents;
+    idempotent."""
+    text = drop_huge_memory_init(split_memory_init(text))
     if "bsnn-hw: time-0" in text:
         return text
     text = _YOSYS_TRIGGER.sub(lambda m: _TIME0_FIX.format(indent=m.group(1), name=m.group(2)), text)

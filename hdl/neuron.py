@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Conv2d, Layer
 
-from .config import NEURON_LATENCY, _is_int, count_bits, index_bits, memory_attrs, memory_info
+from .config import NEURON_LATENCY, SPRAM_MIN_BITS, _is_int, count_bits, index_bits, memory_attrs, memory_info
 
 
 class NeuronCore(wiring.Component):
@@ -69,7 +69,7 @@ class NeuronCore(wiring.Component):
     latency = NEURON_LATENCY
 
     def __init__(self, layer, parallel: int, timesteps: int, fires: bool = True, keep_count: bool = False,
-                 sum_width: int | None = None, logic_rom_bits: int | None = None):
+                 sum_width: int | None = None, logic_rom_bits: int | None = None, spram: bool = False):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -101,6 +101,7 @@ class NeuronCore(wiring.Component):
         self.fires = bool(fires)
         self.keep_count = bool(keep_count)
         self.logic_rom_bits = logic_rom_bits
+        self.spram_allowed = bool(spram)
         self.sum_width = sum_width
         self.groups = contract.ceil_div(self.units, parallel)
         self.depth = self.positions * self.groups
@@ -190,9 +191,15 @@ class NeuronCore(wiring.Component):
     def state_lane_bits(self) -> int:
         return self.mbits + (self.cbits if self.keep_count else 0) + (1 if self.layer.fire_once else 0)
 
+    @property
+    def state_spram(self) -> bool:
+        """Whether the state RAM goes to SPRAM: allowed by the engine (HwConfig.spram and config.spram_legal) and at
+        least SPRAM_MIN_BITS bits."""
+        return self.spram_allowed and max(2, self.depth) * self.parallel * self.state_lane_bits >= SPRAM_MIN_BITS
+
     def memories(self) -> list[dict]:
         """The memories this core instantiates (for the manifest)."""
-        mems = [memory_info("state", "ram", self.depth, self.parallel * self.state_lane_bits)]
+        mems = [memory_info("state", "ram", self.depth, self.parallel * self.state_lane_bits, spram=self.state_spram)]
         if self.fires and self.uniform_threshold() is None:
             mems.append(memory_info("threshold", "rom", self.groups, self.parallel * (self.mbits - 1),
                                     logic_rom_bits=self.logic_rom_bits))
@@ -209,17 +216,21 @@ class NeuronCore(wiring.Component):
         lo, hi = contract.membrane_range(M)
         gbits = index_bits(self.groups)
 
-        m.submodules.state = state = Memory(shape=unsigned(P * SW), depth=max(2, self.depth), init=[],
-                                          attrs=memory_attrs(self.depth, P * SW))
+        attrs = {"ram_style": "huge"} if self.state_spram else memory_attrs(self.depth, P * SW)
+        m.submodules.state = state = Memory(shape=unsigned(P * SW), depth=max(2, self.depth), init=[], attrs=attrs)
         rd = state.read_port()
         wr = state.write_port()
         conv = self.positions > 1 or isinstance(layer, Conv2d)
         i_state = self.i_state if conv else self.i_group
         # One read port serves the pipeline and the readout (never at the same time), so the RAM maps to one EBR.
+        rd_addr = Signal.like(rd.addr)
         m.d.comb += [
-            rd.addr.eq(Mux(self.i_valid, i_state, self.i_rd_addr)),
+            rd_addr.eq(Mux(self.i_valid, i_state, self.i_rd_addr)),
             rd.en.eq(self.i_valid | self.i_rd_en),
         ]
+        shared = Signal.like(rd.addr)   # SPRAM: the one address of both ports
+        if not self.state_spram:
+            m.d.comb += rd.addr.eq(rd_addr)
         for p in range(P):
             base = p * SW
             m.d.comb += self.o_rd_membrane[p].eq(rd.data[base:base + M])
@@ -232,7 +243,7 @@ class NeuronCore(wiring.Component):
             m.submodules.threshold = trom = Memory(shape=unsigned(P * TW), depth=max(2, self.groups),
                                                    init=self.threshold_words(),
                                                    attrs=memory_attrs(self.groups, P * TW, rom=True,
-                                                                                      logic_rom_bits=self.logic_rom_bits))
+                                                                      logic_rom_bits=self.logic_rom_bits))
             th_rd = trom.read_port()
             m.d.comb += th_rd.addr.eq(self.i_group)
         if self.affine:
@@ -380,6 +391,15 @@ class NeuronCore(wiring.Component):
             m.d.sync += self.o_membrane[p].eq(vnew)
             if keep:
                 m.d.sync += self.o_count[p].eq(cnew)
-        m.d.comb += [wr.addr.eq(st[4]), wr.data.eq(Cat(*words)), wr.en.eq(v5)]
+        m.d.comb += [wr.data.eq(Cat(*words)), wr.en.eq(v5)]
+        if self.state_spram:
+            # one address for both ports (the SPRAM has one; Yosys maps a memory to it only when both ports share
+            # the address signal): the engine never reads and writes in one cycle (config.spram_legal), so the
+            # write-back's address wins only when nothing is read
+            m.d.comb += [shared.eq(Mux(v5, st[4], rd_addr)), rd.addr.eq(shared), wr.addr.eq(shared)]
+            with m.If(v5):
+                m.d.comb += rd.en.eq(0)
+        else:
+            m.d.comb += wr.addr.eq(st[4])
         m.d.sync += [self.o_valid.eq(v5), self.o_group.eq(g5), self.o_spikes.eq(Cat(*spikes))]
         return m

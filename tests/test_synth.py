@@ -431,3 +431,22 @@ def test_quiet_tool_failure_names_the_error_from_its_log_file(tmp_path, monkeypa
     with pytest.raises(synth.ToolError, match=r"fake failed \(exit 1\): ERROR: Assert `x' failed in rtlil.cc:3091. "
                                               r"\(log: .*own.log\)"):
         synth.run_tool("fake", ["-q", "-l", "own.log", "-p", "x"], tmp_path, "tool.out")
+
+
+def test_spram_is_counted_refused_off_the_ultraplus_and_mapped_by_yosys():
+    """HwConfig.spram: the state RAM leaves the block-RAM count for the SPRAM count (4 on the UP5K); a part without
+    SPRAM refuses it in one line; Yosys maps it to one SB_SPRAM256KA per 16 bits of width (synth_ice40 -spram)."""
+    from tests.test_hdl_top import spram_net
+    net = spram_net()
+    base = HwConfig.from_lists(net, [2, 1, 1], None)
+    sp = HwConfig.from_lists(net, [2, 1, 1], None, spram=True)
+    d_base, d_sp = generate(net, base), generate(net, sp)
+    r_base, r_sp = (synth.fit_report(d.manifest, "ice40") for d in (d_base, d_sp))
+    assert r_sp["spram"] == {"need": 2, "have": 4} and r_sp["fits"]          # 768 x 24 bits: two 16-bit wide
+    assert r_sp["bram"]["estimate"] < r_base["bram"]["estimate"]
+    ecp5 = synth.fit_report(d_sp.manifest, "ecp5")
+    assert not ecp5["fits"] and "the design needs 2 SPRAM (SB_SPRAM256KA, 16,384 x 16) but the LFE5U-25F" in \
+        ecp5["problems"][0] and "drop --spram" in ecp5["problems"][0]
+    res = synth.synthesize(d_sp.verilog, d_sp.manifest["top"], "ice40", cache=True)
+    assert res["resources"]["spram"] == 2
+    assert res["resources"]["bram"] == r_sp["bram"]["estimate"]
