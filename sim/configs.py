@@ -147,8 +147,17 @@ def _corner_table():
         "on-chip encoder, latency": lambda u: u.config.encoder and u.net.encoding == "latency",
         "encoder lanes = 1 < W": lambda u: u.config.encoder and u.config.encoder_lanes == 1 < u.config.layers[0].width,
         "ensemble": lambda u: len(u.net.ensemble) > 1,
+        "input ring (W_0>64)": _ring,
+        "ROMs to block RAM (logic_rom_bits=0)": lambda u: u.config.logic_rom_bits == 0,
     })
     return c
+
+
+def _ring(u) -> bool:
+    """The top keeps layer 0's input in a ring of registers (hdl.config.input_ring)."""
+    from bsnn_hw.hdl.config import input_ring, skips_zero
+    return input_ring(u.net, u.config.layers[0].width, encoder=u.config.encoder, skip=skips_zero(u.net, u.config, 0),
+                      members=max(1, len(u.net.ensemble)))
 
 
 def _affine(layer) -> bool:
@@ -287,7 +296,7 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     n_in = _pick(rng, 1, max_in)
     if want == "n_in=1":
         n_in = 1
-    elif want in ("n_in>=300", "W>64", "W=n_in>64"):
+    elif want in ("n_in>=300", "W>64", "W=n_in>64", "input ring (W_0>64)"):
         n_in = int(rng.integers(max(WIDE_WORD + 1, min(300, max_in)), max_in + 1))
     sizes = [n_in] + [_pick(rng, 1, max_hidden, 0.15) for _ in range(n_layers)]
     if want == "width-1 layer":
@@ -344,7 +353,7 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
         if i == 0:
             if want == "W=1":
                 w = 1
-            elif want == "W>64":
+            elif want in ("W>64", "input ring (W_0>64)"):
                 w = int(rng.integers(WIDE_WORD + 1, li + 1))
             elif want in ("W=n_in", "W=n_in>64"):
                 w = li
@@ -356,7 +365,7 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
                 p = int(rng.choice([q for q in range(2, lo) if lo % q])) if lo > 2 else p
         folds.append(LayerConfig(p, w))
     members = None
-    if readout != "first" and (want == "ensemble" or rng.random() < 0.12):
+    if readout != "first" and (want == "ensemble" or rng.random() < 0.12) and not want.startswith("input ring"):
         members = [[rng.random(layer.weights.shape) < rng.uniform(0.1, 0.9) for layer in layers]
                    for _ in range(_pick(rng, 2, MAX_MEMBERS))]
     net = Network(layers, timesteps, readout, encoding, seed=int(rng.integers(1, contract.LFSR_PERIOD + 1)),
@@ -377,6 +386,8 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     early = readout == "first" and (rng.random() < 0.5 or want == "early exit")
     skip = members is None and (rng.random() < 0.35 or want == "skip zero words")
     encoder = x is not None and (rng.random() < 0.4 or want.startswith(("on-chip", "encoder")))
+    if want.startswith("input ring"):
+        skip = encoder = False
     lanes = None
     if encoder:
         w0 = folds[0].width
@@ -384,7 +395,9 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
         lanes = 1 if want.startswith("encoder lanes") else int(rng.choice(divisors)) if rng.random() < 0.5 else None
         if lanes == 1 and w0 == 1 and want.startswith("encoder lanes"):
             folds[0] = LayerConfig(folds[0].parallel, min(2, net.n_in))      # lanes 1 < W needs W >= 2
-    config = HwConfig(tuple(folds), early_exit=early, skip_zero=skip, encoder=encoder, encoder_lanes=lanes)
+    rom_bits = 0 if (want.startswith("ROMs to block") or rng.random() < 0.15) else None
+    config = HwConfig(tuple(folds), early_exit=early, skip_zero=skip, encoder=encoder, encoder_lanes=lanes,
+                      logic_rom_bits=rom_bits)
     return Unit(net=net, spikes=spikes, config=config, trace=trace, pixels=x if encoder else None,
                 stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
