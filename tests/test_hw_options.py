@@ -71,6 +71,25 @@ def test_config_file_errors(tmp_path, rate_model):
     assert not (tmp_path / "o").exists()
 
 
+def test_memory_options_on_the_command_line(tmp_path, rate_model):
+    """--logic-rom-bits and --spram: carried by the manifest's memories and the config file; refused beside
+    --config, below 0, and (SPRAM) on a part without it."""
+    net = bsnn_hw.load(rate_model)
+    out = tmp_path / "gen"
+    cli("generate", rate_model, "-o", out, "--logic-rom-bits", 0, "--spram")
+    mems = {m["name"]: m["placement"] for m in json.loads((out / "bsnn_top.json").read_text())["memories"]}
+    assert mems["layer0_threshold"] == "block"          # 40 bits: in logic by default (2,048)
+    assert "spram" not in mems.values()                  # every state far below 16,384 bits
+    conf = _config_file(tmp_path / "c.json", net, {"layers": [[1, 4], [1, 8]], "logic_rom_bits": 0, "spram": True})
+    assert load_config_file(conf, net) == HwConfig((LayerConfig(1, 4), LayerConfig(1, 8)), logic_rom_bits=0,
+                                                   spram=True)
+    for flag in (("--spram",), ("--logic-rom-bits", 8)):
+        fails("generate", rate_model, "-o", tmp_path / "o", "--config", conf, *flag,
+              pattern=r"^Error: --config gives the whole configuration: drop .*--logic-rom-bits/--spram")
+    fails("generate", rate_model, "-o", tmp_path / "o", "--logic-rom-bits", -1, pattern=r"--logic-rom-bits")
+    assert not (tmp_path / "o").exists()
+
+
 def test_encoder_options_on_the_command_line(tmp_path, rate_model):
     fails("generate", rate_model, "-o", tmp_path / "o", "--encoder", "--encoder-lanes", 3,
           pattern=r"^Error: encoder_lanes must divide layer 0's width 16 .*, not 3$")
