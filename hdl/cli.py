@@ -24,13 +24,19 @@ def parse_list(option: str, text: str | None):
                         f"not {text!r}") from None
 
 
+def logic_rom_bits_option(f):
+    """--logic-rom-bits, shared by generate, synth, verify and dse (HwConfig.logic_rom_bits)."""
+    return click.option("--logic-rom-bits", type=click.IntRange(min=0), default=None, help="ROMs of at most this "
+                        "many bits in logic, larger ones in block RAM (default 2048; 0: every ROM to block RAM). "
+                        "Lower it where block RAMs are spare and logic cells are not.")(f)
+
+
 def decision_options(f):
-    """--early-exit / --skip-zero / --encoder, shared by generate, synth and verify (docs/hardware.md)."""
+    """--early-exit / --skip-zero / --encoder / memory placement, shared by generate, synth and verify
+    (docs/hardware.md)."""
     f = click.option("--spram", is_flag=True, help="Put large neuron-state RAMs (conv layers) into the iCE40 "
                      "UltraPlus' SPRAM (4 x 256 kbit on the UP5K) instead of block RAM.")(f)
-    f = click.option("--logic-rom-bits", type=click.IntRange(min=0), default=None, help="ROMs of at most this many "
-                     "bits in logic, larger ones in block RAM (default 2048; 0: every ROM to block RAM). Lower it "
-                     "where block RAMs are spare and logic cells are not.")(f)
+    f = logic_rom_bits_option(f)
     f = click.option("--encoder-lanes", type=click.IntRange(min=1), default=None, help="With --encoder: pixels per "
                      "word of the encoder's pixel RAM, a divisor of layer 0's W (default W; fewer lanes, fewer block "
                      "RAMs, more cycles).")(f)

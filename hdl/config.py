@@ -449,8 +449,6 @@ def memory_info(name: str, kind: str, depth: int, width: int, small_to_logic: bo
     """A memory as the manifest lists it: name, kind (rom/ram), depth, width, bits, placement (block/logic/spram).
     Memories are built with at least 2 words (a 1-word memory would have a 0-bit address)."""
     depth = max(2, depth)
-    if spram:
-        return dict(name=name, kind=kind, depth=depth, width=width, bits=depth * width, placement="spram")
     logic = small_to_logic and bool(memory_attrs(depth, width, rom=kind == "rom", logic_rom_bits=logic_rom_bits))
     return dict(name=name, kind=kind, depth=depth, width=width, bits=depth * width,
-                placement="logic" if logic else "block")
+                placement="spram" if spram else "logic" if logic else "block")

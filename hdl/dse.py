@@ -42,6 +42,7 @@ import click
 from bsnn_hw.contract import ceil_div
 from bsnn_hw.network import Network
 
+from .cli import logic_rom_bits_option
 from .config import (HwConfig, LayerConfig, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
                      input_buffer_info, input_ring,
                      layer_shape, map_channels, map_input, memory_info, step_cycles, tree_stride,
@@ -639,9 +640,7 @@ def print_front(result: dict, measured: dict, limit: int, console=None) -> None:
               help="Largest P tried per layer (the default is the cost model's calibrated range).")
 @click.option("--max-width", type=click.IntRange(min=1), default=DEFAULT_MAX_WIDTH, show_default=True,
               help="Largest W tried per layer (the default is the cost model's calibrated range).")
-@click.option("--logic-rom-bits", type=click.IntRange(min=0), default=None,
-              help="ROMs of at most this many bits in logic, larger ones in block RAM (default 2048; 0: every ROM "
-                   "to block RAM). Lower it where block RAMs are spare and logic cells are not.")
+@logic_rom_bits_option
 @click.option("--measure", "n_measure", type=click.IntRange(min=0), default=0, show_default=True,
               help="Synthesize and place-and-route the N best points (minutes each) for measured LUT/FF/BRAM/Fmax.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Rows of the table.")

@@ -228,9 +228,6 @@ class NeuronCore(wiring.Component):
             rd_addr.eq(Mux(self.i_valid, i_state, self.i_rd_addr)),
             rd.en.eq(self.i_valid | self.i_rd_en),
         ]
-        shared = Signal.like(rd.addr)   # SPRAM: the one address of both ports
-        if not self.state_spram:
-            m.d.comb += rd.addr.eq(rd_addr)
         for p in range(P):
             base = p * SW
             m.d.comb += self.o_rd_membrane[p].eq(rd.data[base:base + M])
@@ -396,10 +393,11 @@ class NeuronCore(wiring.Component):
             # one address for both ports (the SPRAM has one; Yosys maps a memory to it only when both ports share
             # the address signal): the engine never reads and writes in one cycle (config.spram_legal), so the
             # write-back's address wins only when nothing is read
+            shared = Signal.like(rd.addr)
             m.d.comb += [shared.eq(Mux(v5, st[4], rd_addr)), rd.addr.eq(shared), wr.addr.eq(shared)]
             with m.If(v5):
                 m.d.comb += rd.en.eq(0)
         else:
-            m.d.comb += wr.addr.eq(st[4])
+            m.d.comb += [rd.addr.eq(rd_addr), wr.addr.eq(st[4])]
         m.d.sync += [self.o_valid.eq(v5), self.o_group.eq(g5), self.o_spikes.eq(Cat(*spikes))]
         return m

