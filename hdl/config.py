@@ -11,6 +11,11 @@ from bsnn_hw.contract import ceil_div
 from bsnn_hw.network import Network
 
 DEFAULT_WIDTH = 16  # 16-bit words put the weight ROM on iCE40 256x16 EBR at full packing
+# The iCE40 UltraPlus' SPRAM (SB_SPRAM256KA): 16,384 x 16 bits, one port (a read or a write per cycle), no initial
+# contents. HwConfig.spram puts a NeuronCore's state RAM there when it holds at least SPRAM_MIN_BITS bits (four EBRs'
+# worth) and its engine never reads and writes it in one cycle (spram_legal).
+SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16
+SPRAM_MIN_BITS = 16384
 
 
 def _is_int(x) -> bool:
@@ -104,6 +109,8 @@ class HwConfig:
     spram      : NeuronCore state RAMs of at least SPRAM_MIN_BITS bits whose engine allows it (:func:`spram_legal`)
                  go to the iCE40 UltraPlus' SPRAM (``ram_style = "huge"``, no initial contents: a sample's first step
                  never reads the state)
+    spram_min_bits : with ``spram``, the smallest state RAM (bits) that goes there (default SPRAM_MIN_BITS; the random
+                 regression sets 0 so that every legal engine runs its one-port state)
     """
     layers: tuple = ()
     input_width: int | None = None
@@ -113,6 +120,7 @@ class HwConfig:
     encoder_lanes: int | None = None
     logic_rom_bits: int | None = None
     spram: bool = False
+    spram_min_bits: int = SPRAM_MIN_BITS
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -129,6 +137,8 @@ class HwConfig:
             raise TypeError(f"encoder_lanes must be an int or None, not {self.encoder_lanes!r}")
         if self.logic_rom_bits is not None and (not _is_int(self.logic_rom_bits) or self.logic_rom_bits < 0):
             raise ValueError(f"logic_rom_bits must be a non-negative int (bits) or None, not {self.logic_rom_bits!r}")
+        if not _is_int(self.spram_min_bits) or self.spram_min_bits < 0:
+            raise ValueError(f"spram_min_bits must be a non-negative int (bits), not {self.spram_min_bits!r}")
 
     @classmethod
     def default(cls, net: Network) -> "HwConfig":
@@ -205,7 +215,8 @@ class HwConfig:
         """The JSON form (``hw_config`` of a configuration file, docs/dse.md)."""
         return {"layers": [[lc.parallel, lc.width] for lc in self.layers], "input_width": self.input_width,
                 "early_exit": self.early_exit, "skip_zero": self.skip_zero, "encoder": self.encoder,
-                "encoder_lanes": self.encoder_lanes, "logic_rom_bits": self.logic_rom_bits, "spram": self.spram}
+                "encoder_lanes": self.encoder_lanes, "logic_rom_bits": self.logic_rom_bits, "spram": self.spram,
+                "spram_min_bits": self.spram_min_bits}
 
     @classmethod
     def from_dict(cls, d: dict) -> "HwConfig":
@@ -213,7 +224,7 @@ class HwConfig:
         if not isinstance(d, dict):
             raise ValueError(f"hw_config must be an object, not {type(d).__name__}")
         known = {"layers", "input_width", "early_exit", "skip_zero", "encoder", "encoder_lanes", "logic_rom_bits",
-                 "spram"}
+                 "spram", "spram_min_bits"}
         extra = sorted(set(d) - known)
         if extra:
             raise ValueError(f"hw_config has unknown keys {extra}; expected some of {sorted(known)}")
@@ -222,7 +233,12 @@ class HwConfig:
             raise ValueError(f"hw_config.layers must be a list of [P, W] pairs, not {layers!r}")
         return cls(tuple(LayerConfig(p, w) for p, w in layers), d.get("input_width"),
                    d.get("early_exit", False), d.get("skip_zero", False), d.get("encoder", False),
-                   d.get("encoder_lanes"), d.get("logic_rom_bits"), d.get("spram", False))
+                   d.get("encoder_lanes"), d.get("logic_rom_bits"), d.get("spram", False),
+                   d.get("spram_min_bits", SPRAM_MIN_BITS))
+
+    def spram_bits(self) -> int | None:
+        """The engines' ``spram`` argument: the smallest state RAM that goes to SPRAM, None without ``spram``."""
+        return self.spram_min_bits if self.spram else None
 
     def input_width_for(self, net: Network) -> int:
         return self.layers[0].width if self.input_width is None else self.input_width
@@ -416,11 +432,6 @@ SMALL_MEMORY_BITS = 1024
 SMALL_ROM_BITS = 2048
 
 
-# The iCE40 UltraPlus' SPRAM (SB_SPRAM256KA): 16,384 x 16 bits, one port (a read or a write per cycle), no initial
-# contents. HwConfig.spram puts a NeuronCore's state RAM there when it holds at least SPRAM_MIN_BITS bits (four EBRs'
-# worth) and its engine never reads and writes it in one cycle (spram_legal).
-SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16
-SPRAM_MIN_BITS = 16384
 STATE_WRITE_DELAY = 5   # NeuronCore: a group's state is read at cycle c and written back at c + 5
 
 

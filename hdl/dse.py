@@ -89,7 +89,7 @@ FMAX_MHZ = {"ice40": 48.6, "ecp5": 146.6}
 
 # --- memories and structure --------------------------------------------------------------------------------------
 
-def _engine(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None, spram: bool = False):
+def _engine(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None, spram: int | None = None):
     from .engine import LayerEngine, PoolEngine
     layer = net.layers[i]
     if layer.kind == "pool":
@@ -102,7 +102,7 @@ def _engine(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = 
 
 
 def layer_memories(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = None,
-                   spram: bool = False) -> list[dict]:
+                   spram: int | None = None) -> list[dict]:
     """The memories layer ``i``'s engine builds under folding ``lc`` (and ``HwConfig.logic_rom_bits``), named as in
     the manifest (``layer<i>_...``; a conv or pool layer's output map RAM included). Only the engine object is built:
     no elaboration, no Verilog."""
@@ -128,7 +128,7 @@ def design_memories(net: Network, config: HwConfig) -> list[dict]:
     ``memories``, for a network without ensemble or on-chip encoder), without building the top."""
     mems = input_memories(net, config)
     for i, lc in enumerate(config.layers):
-        mems += layer_memories(net, i, lc, config.logic_rom_bits, config.spram)
+        mems += layer_memories(net, i, lc, config.logic_rom_bits, config.spram_bits())
     return mems
 
 

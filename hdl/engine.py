@@ -70,7 +70,8 @@ class LayerEngine(wiring.Component):
     ---------
     layer : bsnn_hw.Layer or bsnn_hw.Conv2d; parallel : P in 1..n_out (C_out for conv); width : W in 1..n_in (= C_in
     for conv); timesteps : T; fires : bool (False: the "membrane" readout's last layer); keep_count : bool (keep spike
-    counts for readout)
+    counts for readout); logic_rom_bits : ROMs up to this size in logic (HwConfig.logic_rom_bits); spram : None, or the
+    smallest state RAM (bits) that goes to a one-port SPRAM where ``config.spram_legal`` allows (HwConfig.spram_bits)
 
     Members
     -------
@@ -93,7 +94,7 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
                  keep_count: bool = False, skip: bool = False, banks=None, logic_rom_bits: int | None = None,
-                 spram: bool = False):
+                 spram: int | None = None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -132,7 +133,7 @@ class LayerEngine(wiring.Component):
         self.step_cycles = self.positions * self.groups * self.words + self.latency
         self.logic_rom_bits = logic_rom_bits
         self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count, logic_rom_bits=logic_rom_bits,
-                               spram=spram and spram_legal(self.words, self.skip))
+                               spram=spram if spram_legal(self.words, self.skip) else None)
         self.core._MustUse__silence = True   # owned and elaborated by this engine
         P, M = parallel, layer.membrane_bits
         if self.skip:

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Conv2d, Layer
 
-from .config import NEURON_LATENCY, SPRAM_MIN_BITS, _is_int, count_bits, index_bits, memory_attrs, memory_info
+from .config import NEURON_LATENCY, _is_int, count_bits, index_bits, memory_attrs, memory_info
 
 
 class NeuronCore(wiring.Component):
@@ -69,7 +69,7 @@ class NeuronCore(wiring.Component):
     latency = NEURON_LATENCY
 
     def __init__(self, layer, parallel: int, timesteps: int, fires: bool = True, keep_count: bool = False,
-                 sum_width: int | None = None, logic_rom_bits: int | None = None, spram: bool = False):
+                 sum_width: int | None = None, logic_rom_bits: int | None = None, spram: int | None = None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -101,7 +101,7 @@ class NeuronCore(wiring.Component):
         self.fires = bool(fires)
         self.keep_count = bool(keep_count)
         self.logic_rom_bits = logic_rom_bits
-        self.spram_allowed = bool(spram)
+        self.spram_min_bits = spram     # None: no SPRAM; else the smallest state RAM (bits) that goes there
         self.sum_width = sum_width
         self.groups = contract.ceil_div(self.units, parallel)
         self.depth = self.positions * self.groups
@@ -194,8 +194,9 @@ class NeuronCore(wiring.Component):
     @property
     def state_spram(self) -> bool:
         """Whether the state RAM goes to SPRAM: allowed by the engine (HwConfig.spram and config.spram_legal) and at
-        least SPRAM_MIN_BITS bits."""
-        return self.spram_allowed and max(2, self.depth) * self.parallel * self.state_lane_bits >= SPRAM_MIN_BITS
+        least ``spram`` bits (HwConfig.spram_min_bits)."""
+        return (self.spram_min_bits is not None
+                and max(2, self.depth) * self.parallel * self.state_lane_bits >= self.spram_min_bits)
 
     def memories(self) -> list[dict]:
         """The memories this core instantiates (for the manifest)."""

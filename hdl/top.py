@@ -157,7 +157,7 @@ class NetworkTop(wiring.Component):
         self.engines = [PoolEngine(layer) if layer.kind == "pool" else
                         LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
                                     keep_count=(i == last), skip=skips_zero(net, config, i), banks=banks(i),
-                                    logic_rom_bits=config.logic_rom_bits, spram=config.spram)
+                                    logic_rom_bits=config.logic_rom_bits, spram=config.spram_bits())
                         for i, (layer, lc) in enumerate(zip(net.layers, config.layers))]
         for e in self.engines:
             e._MustUse__silence = True   # owned and elaborated by this top

@@ -91,6 +91,7 @@ def random_units(seed: int, count: int, samples: int = 2, **limits) -> list[Unit
 
 FULL_LIMITS = dict(max_in=320, max_hidden=40, max_layers=4, max_t=160, max_cycles=24_000, max_lane_bits=512)
 WIDE_WORD = 64          # words wider than a 64-bit machine integer: the corner that once shipped a wrong ROM
+ALL_ROMS_IN_LOGIC = 1 << 20   # logic_rom_bits above every ROM the generator draws: the other extreme of 0
 MAX_MEMBERS = 8         # ensembles drawn with 2..MAX_MEMBERS members (BiSNN's S = 8)
 
 
@@ -149,8 +150,18 @@ def _corner_table():
         "ensemble": lambda u: len(u.net.ensemble) > 1,
         "input ring (W_0>64)": _ring,
         "ROMs to block RAM (logic_rom_bits=0)": lambda u: u.config.logic_rom_bits == 0,
+        "every ROM in logic (logic_rom_bits huge)": lambda u: (u.config.logic_rom_bits or 0) >= ALL_ROMS_IN_LOGIC,
+        "one-port state (spram)": _one_port_state,
     })
     return c
+
+
+def _one_port_state(u) -> bool:
+    """A state RAM built one-port as for the SPRAM (HwConfig.spram; spram_min_bits 0 here: every legal engine)."""
+    from bsnn_hw.hdl.config import layer_shape, skips_zero, spram_legal
+    return u.config.spram and any(
+        l.kind != "pool" and spram_legal(layer_shape(l, lc)["words"], skips_zero(u.net, u.config, i))
+        for i, (l, lc) in enumerate(zip(u.net.layers, u.config.layers)))
 
 
 def _ring(u) -> bool:
@@ -395,9 +406,12 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
         lanes = 1 if want.startswith("encoder lanes") else int(rng.choice(divisors)) if rng.random() < 0.5 else None
         if lanes == 1 and w0 == 1 and want.startswith("encoder lanes"):
             folds[0] = LayerConfig(folds[0].parallel, min(2, net.n_in))      # lanes 1 < W needs W >= 2
-    rom_bits = 0 if (want.startswith("ROMs to block") or rng.random() < 0.15) else None
+    r = rng.random()
+    rom_bits = 0 if (want.startswith("ROMs to block") or r < 0.15) else ALL_ROMS_IN_LOGIC if (
+        want.startswith("every ROM") or r > 0.9) else None
+    spram = want.startswith("one-port") or rng.random() < 0.25
     config = HwConfig(tuple(folds), early_exit=early, skip_zero=skip, encoder=encoder, encoder_lanes=lanes,
-                      logic_rom_bits=rom_bits)
+                      logic_rom_bits=rom_bits, spram=spram, spram_min_bits=0)
     return Unit(net=net, spikes=spikes, config=config, trace=trace, pixels=x if encoder else None,
                 stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
@@ -449,6 +463,8 @@ V2_LIMITS = dict(max_side=9, max_channels=6, max_hidden=12, max_t=24, max_cycles
 
 
 def _v2_corner_table():
+    from bsnn_hw.hdl.config import spram_legal
+
     def convs(u):
         return [(l, lc) for l, lc in zip(u.net.layers, u.config.layers) if l.kind == "conv2d"]
 
@@ -512,6 +528,8 @@ def _v2_corner_table():
         "ensemble, membrane readout": lambda u: len(u.net.ensemble) > 1 and u.net.readout == "membrane",
         # contract v3 (appended last): a conv layer's per-step affine is per output channel, shared by positions
         "per-step affine on a conv layer": lambda u: any(l.kind == "conv2d" and _affine(l) for l in u.net.layers),
+        "one-port conv state (spram)": lambda u: u.config.spram and any(
+            spram_legal(l.kernel * l.kernel) for l, _ in convs(u)),
     })
     return c
 
@@ -685,7 +703,9 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
         trace = want == "trace on"
     early = readout == "first" and (rng.random() < 0.5 or want == "early exit")
     skip = n_dense >= 2 and not ensemble and (rng.random() < 0.4 or want.startswith("skip zero"))
-    return Unit(net=net, spikes=spikes, config=HwConfig(tuple(folds), early_exit=early, skip_zero=skip), trace=trace,
+    spram = want.startswith("one-port") or rng.random() < 0.3       # spram_min_bits 0: every legal engine one-port
+    config = HwConfig(tuple(folds), early_exit=early, skip_zero=skip, spram=spram, spram_min_bits=0)
+    return Unit(net=net, spikes=spikes, config=config, trace=trace,
                 stall_in=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 stall_out=float(rng.uniform(0.1, 0.6)) if stalls else 0.0,
                 seed=int(rng.integers(1 << 30)), reset_mid=bool(rng.random() < 0.25) or want == "reset mid-inference")
@@ -869,7 +889,10 @@ def main(argv=None) -> int:
     widths = [lc.width for u in units for lc in u.config.layers]
     print(f"n_in {min(sizes)}..{max(sizes)}, W {min(widths)}..{max(widths)}, "
           f"T {min(u.net.timesteps for u in units)}..{max(u.net.timesteps for u in units)}")
-    return 0 if all(coverage(units).values()) else 1
+    v2 = random_v2_units(args.seed, 2 * len(V2_CORNERS), args.samples)
+    print(f"{len(v2)} conv/pool/k-bit units (seed {args.seed}), corners hit:")
+    print(format_coverage(v2_coverage(v2)))
+    return 0 if all(coverage(units).values()) and all(v2_coverage(v2).values()) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
