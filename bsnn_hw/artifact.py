@@ -146,8 +146,8 @@ def to_bytes(net: Network) -> bytes:
 
 
 def _format_version(net: Network) -> int:
-    """The oldest format that holds ``net``: 4 with a per-step affine, 3 with an ensemble, 1 for a contract-v1
-    network, else 2."""
+    """The oldest format that holds ``net``: 4 with a per-step affine or the "pixel" input (contracts 3 and 4), 3
+    with an ensemble, 1 for a contract-v1 network, else 2."""
     if net.contract_version >= 3:
         return 4
     return 3 if net.ensemble else 1 if net.contract_version == 1 else 2
@@ -373,10 +373,14 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
     if position != plen:
         raise ArtifactError(f"{name}: the layers' weights take {position} bytes but the payload has {plen}")
     try:
-        return Network(layers, net_h.get("timesteps"), net_h.get("readout"), net_h.get("encoding"),
-                       net_h.get("seed", 1), metadata=header.get("metadata") or {}, ensemble=ensemble)
+        net = Network(layers, net_h.get("timesteps"), net_h.get("readout"), net_h.get("encoding"),
+                      net_h.get("seed", 1), metadata=header.get("metadata") or {}, ensemble=ensemble)
     except (TypeError, ValueError) as e:
         raise ArtifactError(f"{name}: {e}") from None
+    if net.contract_version > cv:
+        raise ArtifactError(f"{name}: the network needs numeric contract version {net.contract_version} (encoding "
+                            f"{net.encoding!r}), the file says {cv}")
+    return net
 
 
 def _read_ensemble(eh, layers, payload: bytes, position: int, name: str) -> tuple[list, int]:

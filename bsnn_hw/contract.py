@@ -11,13 +11,16 @@ import functools
 
 import numpy as np
 
-CONTRACT_VERSION = 3          # the newest version this code implements
-CONTRACT_VERSIONS = (1, 2, 3)  # v1: dense layers of 1-bit weights; v2 adds conv2d, OR pooling and k-bit weights;
-#                                v3 adds the per-step affine drive (BNTT's batch norm through time, folded)
+CONTRACT_VERSION = 4             # the newest version this code implements
+CONTRACT_VERSIONS = (1, 2, 3, 4)  # v1: dense layers of 1-bit weights; v2 adds conv2d, OR pooling and k-bit weights;
+#                                   v3 adds the per-step affine drive (BNTT's batch norm through time, folded);
+#                                   v4 adds the "pixel" input (the 8-bit intensity as the first layer's input current)
 
 RESET_MODES = ("subtract", "zero")
 READOUTS = ("count", "membrane", "first")
-ENCODINGS = ("direct", "rate", "latency")
+ENCODINGS = ("direct", "rate", "latency", "pixel")
+PIXEL_MAX = 255               # "pixel": the first layer's input i is the intensity x[i] in 0..PIXEL_MAX every step
+PIXEL_BITS = 8                # ... an unsigned 8-bit value: sum_b 2^b * (bit plane b), b = 0..7 (LSB first)
 MEMBRANE_BITS_MIN, MEMBRANE_BITS_MAX = 2, 32
 LAYER_KINDS = ("dense", "conv2d", "pool")     # the registry: bsnn_hw.network.LAYER_CLASSES maps each to its class
 WEIGHT_BITS_MIN, WEIGHT_BITS_MAX = 1, 8       # 1: binary +-1 (a bit); 2..8: signed two's-complement integers
@@ -277,3 +280,16 @@ def latency_step(x: np.ndarray, timesteps: int) -> np.ndarray:
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def input_max(encoding: str) -> int:
+    """The largest value one input of the first layer takes in a step: 1 for spikes, PIXEL_MAX for "pixel"."""
+    return PIXEL_MAX if encoding == "pixel" else 1
+
+
+def bit_planes(x: np.ndarray) -> np.ndarray:
+    """The "pixel" input as bit planes: uint8 (..., n) -> bool (..., PIXEL_BITS, n), plane b = bit b of every x
+    (x = sum_b 2^b plane_b), so a layer's synaptic input is sum_b 2^b I(plane_b), each I(plane_b) the ordinary
+    spike sum of section 2 (the hardware's bit-serial form)."""
+    x = np.asarray(x, dtype=np.uint8)
+    return ((x[..., None, :] >> np.arange(PIXEL_BITS, dtype=np.uint8)[:, None]) & 1).astype(bool)

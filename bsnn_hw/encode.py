@@ -5,6 +5,8 @@
   ``draw[t * n + i] < x[i]``, so P(spike) = x / 256 and an intensity of 0 never spikes.
 - :func:`latency`: at most one spike per input, at step ``((255 - x) * T) // 256``; 0 never spikes.
 - :func:`direct`: spike trains supplied by the caller, checked for shape and type.
+- :func:`pixel`: no spikes: the intensities themselves are the first layer's input every step (contract v4); the
+  "encoded" input is the checked uint8 array (batch, n), which :func:`bsnn_hw.golden.simulate` takes as it is.
 """
 from __future__ import annotations
 
@@ -64,8 +66,19 @@ def direct(spikes, timesteps: int, n_in: int) -> np.ndarray:
     return spikes
 
 
+def pixel(x, n_in: int) -> np.ndarray:
+    """The "pixel" input: uint8 intensities (batch, n_in), checked, the same every step (no spike trains)."""
+    x = _check_intensities(x)
+    if x.shape[1] != n_in:
+        raise ValueError(f"inputs have {x.shape[1]} features but the network has {n_in} inputs")
+    return x
+
+
 def encode(x, timesteps: int, encoding: str, seed=1) -> np.ndarray:
-    """Dispatch on the encoding's name. For "direct", ``x`` already is the spike trains."""
+    """Dispatch on the encoding's name. For "direct", ``x`` already is the spike trains; "pixel" gives the checked
+    intensities (batch, n) themselves."""
+    if encoding == "pixel":
+        return pixel(x, np.shape(x)[-1])
     if encoding == "rate":
         return rate(x, timesteps, seed)
     if encoding == "latency":

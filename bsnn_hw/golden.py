@@ -173,11 +173,12 @@ def _packed_product(rows: np.ndarray, layer, dtype) -> np.ndarray:
     return out
 
 
-def _layer_input(x: np.ndarray, layer, method: str, dtype) -> np.ndarray:
+def _layer_input(x: np.ndarray, layer, method: str, dtype, input_max: int = 1) -> np.ndarray:
     """The synaptic input of a dense or conv2d layer for every (step, sample): (T, B, n_in) bool -> (T, B, n_out)
-    (or (B, T, ...) -> (B, T, ...): every row is independent)."""
-    method = _layer_method(layer, method)
-    if layer.kind == "dense" and layer.weight_bits == 1 and method != "packed":
+    (or (B, T, ...) -> (B, T, ...): every row is independent). ``input_max`` > 1: the inputs are the "pixel"
+    intensities (uint8), summed by the exact product (float32 below 2^24, else int64) whatever ``method`` says."""
+    method = "matmul" if input_max > 1 else _layer_method(layer, method)
+    if layer.kind == "dense" and layer.weight_bits == 1 and method != "packed" and input_max == 1:
         return _synaptic_input(x, layer.weights, method, dtype)
     if layer.kind == "dense":
         rows, n_pos = x, 1
@@ -189,7 +190,7 @@ def _layer_input(x: np.ndarray, layer, method: str, dtype) -> np.ndarray:
     n_w = layer.weights.shape[0]
     if method == "packed":
         out = _packed_product(rows, layer, dtype)
-    elif method == "matmul" and layer.max_abs_current < 1 << 24:
+    elif method == "matmul" and layer.current_bound(input_max) < 1 << 24:
         # float32 is exact: every partial sum is an integer of magnitude <= fan_in x max|w| < 2^24
         w = contract.weight_values(layer.weights, layer.weight_bits).reshape(n_w, -1)
         out = _blocked_product(rows, w.T.astype(np.float32), dtype)
@@ -355,7 +356,7 @@ def memory_needed(net: Network, batch: int, record: bool = False) -> int:
     the float32 product's operands of the widest layer; with ``record``, every layer's spikes."""
     steps, widest = net.timesteps, max(net.sizes)
     chunk = min(batch, max(1, _CHUNK_ELEMENTS // (steps * widest)))
-    need = batch * steps * net.n_in + chunk * steps * widest * (1 + 8 + 4 + 4)
+    need = batch * (1 if net.encoding == "pixel" else steps) * net.n_in + chunk * steps * widest * (1 + 8 + 4 + 4)
     if record:
         need += batch * steps * sum(net.sizes[1:])
     return need
@@ -369,16 +370,22 @@ def check_memory_for(net: Network, batch: int, record: bool = False) -> None:
 
 
 def simulate(net: Network, spikes, record: bool = False, method: str = "auto") -> Result:
-    """Run ``net`` on spike trains ``spikes`` (bool (batch, T, n_in)); see :class:`Result`.
+    """Run ``net`` on spike trains ``spikes`` (bool (batch, T, n_in)); see :class:`Result`. A "pixel" network
+    (contract v4) takes its uint8 intensities (batch, n_in) instead: they are the first layer's input every step.
 
     ``method`` chooses how the synaptic input is computed ("auto", "packed", "matmul" or "popcount", see the module
     docstring); all are exact and agree bit for bit. A batch of at least ``_PARALLEL_MIN_BATCH`` samples runs in
     parts on as many threads as BLAS is set to use (threadpoolctl; NumPy releases the GIL), each part's BLAS calls on
     one thread, so the conversions and the membrane recurrence use every core too, not only the products."""
     spikes = np.asarray(spikes)
-    if spikes.dtype != bool:
+    if net.encoding == "pixel":
+        if spikes.dtype != np.uint8:
+            raise TypeError(f"a 'pixel' network's inputs must be uint8 intensities (0..255), not {spikes.dtype}")
+        if spikes.ndim != 2 or spikes.shape[1] != net.n_in:
+            raise ValueError(f"a 'pixel' network's inputs must have shape (batch, {net.n_in}), not {spikes.shape}")
+    elif spikes.dtype != bool:
         raise TypeError(f"spikes must be a bool array, not {spikes.dtype}")
-    if spikes.ndim != 3 or spikes.shape[1:] != (net.timesteps, net.n_in):
+    elif spikes.ndim != 3 or spikes.shape[1:] != (net.timesteps, net.n_in):
         raise ValueError(f"spikes must have shape (batch, {net.timesteps}, {net.n_in}), not {spikes.shape}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
@@ -427,8 +434,10 @@ def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str)
     counts, membranes, firsts, recorded = [], [], [], []
     # Layers run time-major (T, B, n): x[t] is contiguous. The synaptic input treats every (step, sample) row alike,
     # so the first layer reads the sample-major input as it is and only its (narrower) input current is transposed.
-    x = spikes
+    pixel = net.encoding == "pixel"
+    x = spikes[None] if pixel else spikes       # "pixel": one (1, B, n_in) row of intensities serves every step
     for li, layer in enumerate(net.layers):
+        amp = net.layer_input_max(li)
         if li == 0 and not layer.has_neurons:
             x = np.ascontiguousarray(spikes.transpose(1, 0, 2))
         if not layer.has_neurons:                     # OR pooling: stateless; its "membrane" is 0
@@ -441,12 +450,14 @@ def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str)
                 recorded.append(out.transpose(1, 0, 2))
             x = out
             continue
-        bound = layer.max_abs_drive
+        bound = layer.drive_bound(amp)
         dtype = _state_dtype(layer.membrane_bits, bound, steps)
         current = _layer_input(x, layer, method,
-                               _state_dtype(layer.membrane_bits, layer.max_abs_current, steps) if layer.has_affine
-                               else dtype)
-        if x is spikes:
+                               _state_dtype(layer.membrane_bits, layer.current_bound(amp), steps) if layer.has_affine
+                               else dtype, amp)
+        if li == 0 and pixel:
+            current = np.broadcast_to(current, (steps,) + current.shape[1:])   # the same current every step
+        elif x is spikes:
             current = current.transpose(1, 0, 2)      # (B, T, n_out) -> a time-major view
         if layer.has_affine:                          # contract v3: the drive x = (a I + b) >>> F, per step
             scale, bias = layer.affine_tables(per_neuron=True)
@@ -493,7 +504,7 @@ def decide(net: Network, spikes, record: bool = False) -> tuple[Result, np.ndarr
     that stops at d holds."""
     if net.readout != "first":
         raise ValueError(f"the early decision needs the 'first' readout, not {net.readout!r}")
-    spikes = np.asarray(spikes, dtype=bool)
+    spikes = np.asarray(spikes, dtype=np.uint8 if net.encoding == "pixel" else bool)
     full = simulate(net, spikes, record=record)
     d = decision_step(net, full)
     n_layers = len(net.layers)
@@ -507,8 +518,9 @@ def decide(net: Network, spikes, record: bool = False) -> tuple[Result, np.ndarr
             continue                       # ran to the end: the full run's state
         idx = np.flatnonzero(d == steps)
         # the same network on the same spikes for steps 0..d (per-step tables cut to d + 1 rows)
-        short = truncate(Network(net.layers, net.timesteps, net.readout, "direct"), steps + 1)
-        part = simulate(short, spikes[idx, :steps + 1], record=False)
+        pixel = net.encoding == "pixel"
+        short = truncate(Network(net.layers, net.timesteps, net.readout, "pixel" if pixel else "direct"), steps + 1)
+        part = simulate(short, spikes[idx] if pixel else spikes[idx, :steps + 1], record=False)
         for li in range(n_layers):
             counts[li][idx] = part.counts[li]
             membrane[li][idx] = part.membrane[li]
@@ -519,7 +531,8 @@ def decide(net: Network, spikes, record: bool = False) -> tuple[Result, np.ndarr
 
 
 def run(net: Network, x, seed=None, record: bool = False, method: str = "auto") -> Result:
-    """Encode uint8 inputs with the network's encoding (or take spike trains for "direct") and simulate."""
+    """Encode uint8 inputs with the network's encoding (or take spike trains for "direct"; "pixel" takes the
+    intensities as they are) and simulate."""
     batch = np.shape(x)[0] if np.ndim(x) >= 2 else 1
     check_memory_for(net, batch, record)
     return simulate(net, net.encode(x, seed), record=record, method=method)

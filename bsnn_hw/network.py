@@ -148,10 +148,15 @@ class _Neurons:
     def max_abs_drive(self) -> int:
         """A bound on |x| in one step, the membrane's input: |I| without an affine, else max over (t, j) of
         ceil((|a| max|I| + |b|) / 2^F)."""
+        return self.drive_bound(1)
+
+    def drive_bound(self, input_max: int = 1) -> int:
+        """:attr:`max_abs_drive` for inputs of at most ``input_max`` (1: spikes; contract.PIXEL_MAX: "pixel")."""
+        current = self.current_bound(input_max)
         if not self.has_affine:
-            return self.max_abs_current
+            return current
         a = np.abs(self.step_scale) if self.step_scale is not None else (1 << self.step_frac)
-        num = a * self.max_abs_current + np.abs(self.step_bias)
+        num = a * current + np.abs(self.step_bias)
         return int(-(-int(num.max()) >> self.step_frac))
 
     has_neurons = True
@@ -169,8 +174,12 @@ class _Neurons:
     @property
     def max_abs_current(self) -> int:
         """A bound on |I| in one step: fan-in x the largest |weight|."""
+        return self.current_bound(1)
+
+    def current_bound(self, input_max: int = 1) -> int:
+        """A bound on |I| in one step for inputs of at most ``input_max``: fan-in x the largest |weight| x that."""
         lo, hi = contract.weight_range(self.weight_bits)
-        return self.fan_in * max(-lo, hi)
+        return self.fan_in * max(-lo, hi) * int(input_max)
 
     @property
     def weight_memory_bits(self) -> int:
@@ -393,7 +402,7 @@ class Network:
         T, at least 1.
     readout : "count", "membrane" or "first"
         How the class is read from the last layer (docs/spec.md).
-    encoding : "direct", "rate" or "latency"
+    encoding : "direct", "rate", "latency" or "pixel"
         How uint8 inputs become spikes (:mod:`bsnn_hw.encode`).
     seed : int
         The rate encoder's LFSR seed, 1..65535.
@@ -442,6 +451,9 @@ class Network:
         if not _is_int(seed):
             raise TypeError(f"seed must be an int, not {seed!r}")
         contract.check_seed(seed)
+        if encoding == "pixel" and not layers[0].has_neurons:
+            raise ValueError(f"the 'pixel' encoding feeds intensities to the first layer's synapses, so that layer "
+                             f"must be dense or conv2d, not {layers[0].kind}")
         for i, layer in enumerate(layers):
             if layer.has_affine and layer.step_bias.shape[0] != timesteps:
                 raise ValueError(f"layer {i}'s per-step affine has {layer.step_bias.shape[0]} rows but the network "
@@ -489,11 +501,22 @@ class Network:
     @property
     def contract_version(self) -> int:
         """The oldest contract that expresses this network: 1 for dense layers of 1-bit weights only, 3 with a
-        per-step affine drive, else 2."""
+        per-step affine drive, 4 with the "pixel" input, else 2."""
+        if self.encoding == "pixel":
+            return 4
         if any(layer.has_affine for layer in self.layers):
             return 3
         v1 = all(layer.kind == "dense" and layer.weight_bits == 1 for layer in self.layers)
         return 1 if v1 else 2
+
+    @property
+    def input_max(self) -> int:
+        """The largest value of one first-layer input in a step (1: spikes; 255 for the "pixel" input)."""
+        return contract.input_max(self.encoding)
+
+    def layer_input_max(self, index: int) -> int:
+        """The largest input of layer ``index`` in a step: :attr:`input_max` for layer 0, 1 (a spike) after it."""
+        return self.input_max if index == 0 else 1
 
     def weight_bits(self) -> int:
         """Bits of weight memory: every weight times its width."""
@@ -509,6 +532,8 @@ class Network:
         from . import encode
         if self.encoding == "direct":
             return encode.direct(x, self.timesteps, self.n_in)
+        if self.encoding == "pixel":
+            return encode.pixel(x, self.n_in)
         x = np.asarray(x)
         if x.ndim == 2 and x.shape[1] != self.n_in:
             raise ValueError(f"inputs have {x.shape[1]} features but the network has {self.n_in} inputs")

@@ -60,6 +60,11 @@ def check_layer_kinds(net: Network) -> None:
     dense layer's output is a vector, not a map)."""
     if not isinstance(net, Network):
         raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+    if net.encoding == "pixel":
+        # the bit-serial form (contract.bit_planes: 8 planes per step, partial sums shifted by b) is not built yet
+        raise ValueError("the 'pixel' input (contract v4: intensities as the first layer's current) has no hardware "
+                         "yet; the generator builds spike inputs (rate, latency or direct): train with --encoding "
+                         "rate or latency for hardware")
     last = net.layers[-1]
     if last.kind != "dense":
         raise ValueError(f"the last layer is a {last.kind} layer: the hardware readout reads a dense layer's "

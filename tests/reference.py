@@ -22,11 +22,11 @@ def _weight(layer, *index) -> int:
 
 
 def dense_current(layer, s, j) -> int:
-    """I[j] = sum over inputs of s[i] * w[j][i]."""
+    """I[j] = sum over inputs of s[i] * w[j][i] (s[i] a spike 0/1, or a "pixel" intensity 0..255)."""
     current = 0
     for i in range(len(s)):
         if s[i]:
-            current += _weight(layer, j, i)
+            current += int(s[i]) * _weight(layer, j, i)
     return current
 
 
@@ -47,7 +47,7 @@ def conv_current(layer, s, j) -> int:
                 continue                  # zero padding: no spike there
             for c in range(c_in):
                 if s[(iy * w + ix) * c_in + c]:
-                    current += _weight(layer, o, ky, kx, c)
+                    current += int(s[(iy * w + ix) * c_in + c]) * _weight(layer, o, ky, kx, c)
     return current
 
 
@@ -132,7 +132,7 @@ def _argmax(values) -> int:
 def run_sample(net, spikes):
     """One sample: ``spikes[t][i]`` bool (T, n_in). Returns a dict with per-layer spike trains, counts, membranes,
     first spike steps (-1 when none), and the predicted class."""
-    x = [[1 if b else 0 for b in row] for row in spikes]
+    x = [[int(b) for b in row] for row in spikes]      # spikes 0/1, or "pixel" intensities
     trains, counts, membranes, firsts = [], [], [], []
     n_layers = len(net.layers)
     for li, layer in enumerate(net.layers):
@@ -165,5 +165,8 @@ def run_sample(net, spikes):
 
 
 def run(net, spikes):
-    """Every sample of ``spikes`` (batch, T, n_in): a list of :func:`run_sample` results."""
+    """Every sample of ``spikes`` (batch, T, n_in): a list of :func:`run_sample` results. A "pixel" network takes
+    intensities (batch, n_in) instead: each is the first layer's input at every one of the T steps."""
+    if net.encoding == "pixel":
+        return [run_sample(net, [[int(v) for v in sample]] * net.timesteps) for sample in spikes]
     return [run_sample(net, [list(map(bool, row)) for row in sample]) for sample in spikes]

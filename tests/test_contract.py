@@ -11,10 +11,10 @@ from bsnn_hw import contract
 
 
 def test_constants():
-    assert contract.CONTRACT_VERSION == 3 and contract.CONTRACT_VERSIONS == (1, 2, 3)
+    assert contract.CONTRACT_VERSION == 4 and contract.CONTRACT_VERSIONS == (1, 2, 3, 4)
     assert contract.RESET_MODES == ("subtract", "zero")
     assert contract.READOUTS == ("count", "membrane", "first")
-    assert contract.ENCODINGS == ("direct", "rate", "latency")
+    assert contract.ENCODINGS == ("direct", "rate", "latency", "pixel")
     assert (contract.MEMBRANE_BITS_MIN, contract.MEMBRANE_BITS_MAX) == (2, 32)
 
 

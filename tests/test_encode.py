@@ -222,5 +222,8 @@ def test_direct_and_dispatch():
     x = np.full((1, 3), 200, dtype=np.uint8)
     np.testing.assert_array_equal(encode.encode(x, 4, "rate", 9), encode.rate(x, 4, 9))
     np.testing.assert_array_equal(encode.encode(x, 4, "latency"), encode.latency(x, 4))
-    with pytest.raises(ValueError, match=r"^encoding must be one of direct, rate, latency, not 'poisson'$"):
+    assert encode.encode(x, 4, "pixel") is x                       # the intensities themselves, every step
+    with pytest.raises(TypeError, match=r"^inputs must be uint8 intensities \(0..255\), not bool$"):
+        encode.encode(x > 0, 4, "pixel")
+    with pytest.raises(ValueError, match=r"^encoding must be one of direct, rate, latency, pixel, not 'poisson'$"):
         encode.encode(x, 4, "poisson")

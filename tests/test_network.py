@@ -146,7 +146,7 @@ def test_network_rejects_shape_mismatch():
     (dict(timesteps=4.0), TypeError, "timesteps must be an int, not 4.0"),
     (dict(timesteps=True), TypeError, "timesteps must be an int, not True"),
     (dict(readout="max"), ValueError, "readout must be one of 'count', 'membrane', 'first', not 'max'"),
-    (dict(encoding="poisson"), ValueError, "encoding must be one of 'direct', 'rate', 'latency', not 'poisson'"),
+    (dict(encoding="poisson"), ValueError, "encoding must be one of 'direct', 'rate', 'latency', 'pixel', not 'poisson'"),
     (dict(seed=0), ValueError, "rate-encoding seed must be in 1..65535 (the LFSR's nonzero states), not 0"),
     (dict(seed=65536), ValueError, "rate-encoding seed must be in 1..65535 (the LFSR's nonzero states), not 65536"),
     (dict(seed=1.0), TypeError, "seed must be an int, not 1.0"),

@@ -457,6 +457,51 @@ def test_conv_stack_trains_and_exports_bit_exact(tmp_path, first_bits):
     assert res.metrics["sizes"] == [64, 256, 64, 16, 10]
 
 
+@pytest.mark.parametrize("arch, first_bits", [(None, 1), (None, 8), ("4c3-p2-16-10", 1), ("4c3-p2-16-10", 8)])
+def test_pixel_input_trains_and_exports_bit_exact(tmp_path, arch, first_bits):
+    """The "pixel" input (contract v4): the intensities are the first layer's current every step. Dense and conv
+    first layers, binary and 8-bit, train on digits and export a v4 network whose golden predictions equal the
+    trainer's integer predictions on the whole test split; that layer's membrane is PIXEL_EXTRA_BITS wider."""
+    import bsnn_hw
+    from bsnn_hw.data import load_dataset
+    from bsnn_hw.train.model import PIXEL_EXTRA_BITS
+    cfg = TrainConfig(**{**TINY, "encoding": "pixel", "arch": arch, "first_bits": first_bits, "epochs": 3})
+    res = fit(cfg, out=tmp_path / "p.bsnn", progress=False)
+    net = bsnn_hw.load(tmp_path / "p.bsnn")
+    assert net.encoding == "pixel" and net.contract_version == 4
+    assert net.layers[0].membrane_bits == cfg.membrane_bits + PIXEL_EXTRA_BITS
+    assert net.layers[0].weight_bits == first_bits
+    x, y = load_dataset("digits", "test")
+    gold = golden.run(net, x).prediction
+    pred = integer_simulate(net, torch.from_numpy(net.encode(x)).float()[:, None, :])[0].numpy()
+    np.testing.assert_array_equal(pred, gold)
+    assert (gold == y).mean() == pytest.approx(res.metrics["integer_accuracy"])
+    assert res.metrics["integer_accuracy"] > (0.25 if arch else 0.5) and abs(res.metrics["gap_pp"]) <= 0.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--encoding", "pixel", "--method", "bstdg"], "the 'pixel' input is trained by --method bsnn only, not 'bstdg'"),
+    (["--encoding", "pixel", "--arch", "p2-4c3-10"], "must not start with a pooling layer"),
+    (["--encoding", "pixel", "--sizes", "64-8-10", "--first-bits", "8", "--dataset", "digits"], None),
+])
+def test_cli_pixel_refusals(tmp_path, args, message):
+    out = tmp_path / "m.bsnn"
+    r = CliRunner().invoke(main, ["train", "--epochs", "1", "-q", "--out", str(out), *args])
+    if message is None:              # 64 inputs x 128 x 255 stays below 2^24: trains
+        assert r.exit_code == 0, r.output
+        return
+    assert r.exit_code != 0 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not out.exists()
+
+
+def test_pixel_sums_past_float32_are_refused():
+    from bsnn_hw.train.model import BSNN
+    with pytest.raises(ValueError, match=r"can reach 25,589,760 \(fan-in 784 x weight 128 x input 255\), past the "
+                                         r"2\^24"):
+        BSNN([784, 16, 10], 4, first_bits=8, input_max=255)
+    BSNN([784, 16, 10], 4, first_bits=7, input_max=255)
+
+
 def test_cli_arch_errors(tmp_path):
     r = CliRunner().invoke(main, ["train", "--arch", "4c3-10", "--hidden", "16", "-o", str(tmp_path / "m.bsnn")])
     assert r.exit_code != 0 and "--arch gives every layer" in r.stderr

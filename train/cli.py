@@ -86,7 +86,9 @@ def _read_config(path) -> dict:
 @click.option("--hidden", help="Hidden layer sizes, e.g. 128 or 256-128.  [default: 128]")
 @click.option("--sizes", help="All sizes, inputs first, e.g. 64-128-10 (checked against the data).")
 @click.option("--timesteps", "-T", type=int, help="Time steps T.  [default: 16]")
-@click.option("--encoding", type=click.Choice(["rate", "latency"]), help="Input encoding.  [default: rate]")
+@click.option("--encoding", type=click.Choice(["rate", "latency", "pixel"]),
+              help="Input encoding; pixel: the 8-bit intensity is the first layer's input current every step.  "
+                   "[default: rate]")
 @click.option("--leak-shift", help="Hidden leak shift k (lambda = 1 - 2^-k) or 'none'.  [default: 4]")
 @click.option("--output-leak-shift", help="Output layer leak shift or 'none'.  [default: none]")
 @click.option("--reset", type=click.Choice(contract.RESET_MODES), help="[default: subtract]")

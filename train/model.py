@@ -27,6 +27,10 @@ from bsnn_hw.network import Conv2d, Layer, Network, Pool
 
 from .layers import LIF, BinaryConv2d, BinaryLinear, QuantLinear, SpikePool, from_maps, to_maps
 
+PIXEL_GAIN = 64.0          # "pixel" input: the first layer's initial threshold in units of typical intensity
+PIXEL_EXTRA_BITS = 8       # ... and its membrane this many bits wider than the others (at most LIF_MAX_BITS)
+LIF_MAX_BITS = 24          # the trainer's LIF holds the membrane in float32: integers are exact up to 2^24
+
 # B-SNN's variants (the paper's names): which of the first and last layers stay binary. "mid": first and last
 # multi-bit, the middle binary; "first+mid": the first layer binary too; "last+mid": the last layer binary too.
 VARIANTS = {"full": (False, False), "mid": (True, True), "first+mid": (False, True), "last+mid": (True, False)}
@@ -120,7 +124,7 @@ class BSNN(nn.Module):
                  reset: str = "subtract", membrane_bits: int = 16, fire_once: bool = False,
                  readout: str = "membrane", scale: str | None = "neuron", dropout: float = 0.0, exact: bool = True,
                  precision: str = "fp32", slope: float = 5.0, threshold_init: float = 0.5, first_bits: int = 1,
-                 last_bits: int = 1, conv=None, input_shape=None):
+                 last_bits: int = 1, conv=None, input_shape=None, input_max: int = 1):
         super().__init__()
         sizes = list(sizes)
         conv = list(conv or [])
@@ -131,21 +135,29 @@ class BSNN(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {dropout}")
         self.sizes, self.timesteps, self.readout, self.dropout = sizes, timesteps, readout, dropout
+        # "pixel" input (input_max 255): the first layer's input is the intensity itself, (B, 1, n_in), the same every
+        # step; its currents are computed once and broadcast over T, its membrane is PIXEL_EXTRA_BITS wider, its
+        # product float32 (bf16 is exact only for 0/1 inputs), and its scale starts PIXEL_GAIN times smaller.
+        self.input_max = int(input_max)
+        gain = PIXEL_GAIN if self.input_max > 1 else 1.0
+        first_membrane = min(LIF_MAX_BITS, membrane_bits + PIXEL_EXTRA_BITS) if self.input_max > 1 \
+            else membrane_bits
         self.dropout_rows = None       # (start, stop, total): this process's rows of a distributed global batch
         self.fcs = nn.ModuleList()
         self.lifs = nn.ModuleList()
         # The conv/pool front (contract v2) on an (H, W, C) input, then the dense layers on its flat output.
         def make_conv(j, shape, c_out, k):
             bits = first_bits if j == 0 else 1
-            mag = 1.0 if bits == 1 else (1 << (bits - 1)) / 2
+            mag = (1.0 if bits == 1 else (1 << (bits - 1)) / 2) * (gain if j == 0 else 1.0)
             init = 1.0 / max(1.0, threshold_init * math.sqrt(k * k * shape[2]) * mag)
             return BinaryConv2d(shape, c_out, k, 1, k // 2, scale=scale, init_scale=init, bits=bits)
 
         front, shape = build_front(conv, input_shape, sizes[0], make_conv)
-        for module in front:
+        for j, module in enumerate(front):
             self.fcs.append(module)
             self.lifs.append(nn.Identity() if isinstance(module, SpikePool) else
-                             LIF(1.0, leak_shift, reset, membrane_bits, fire_once, exact=exact, slope=slope))
+                             LIF(1.0, leak_shift, reset, first_membrane if j == 0 else membrane_bits, fire_once,
+                                 exact=exact, slope=slope))
         if conv:
             sizes = [int(np.prod(shape))] + sizes[1:]
             first_bits = first_bits if not any(s[0] == "conv" for s in conv) else 1
@@ -155,6 +167,9 @@ class BSNN(nn.Module):
             fires = not (last and readout == "membrane")
             bits = last_bits if last else first_bits if i == 0 else 1
             mag = 1.0 if bits == 1 else (1 << (bits - 1)) / 2      # typical |weight|: the scale starts accordingly
+            input_layer = i == 0 and not conv
+            if input_layer:
+                mag *= gain
             if fires:
                 # theta = 1 and alpha = 1 / theta_eff: start every threshold near threshold_init * sqrt(n_in).
                 init = 1.0 / max(1.0, threshold_init * math.sqrt(n_in) * mag)
@@ -163,18 +178,27 @@ class BSNN(nn.Module):
                 # Temperature of the membrane readout: logits = alpha * V / T.
                 init = 4.0 / (math.sqrt(n_in) * mag)
                 layer_scale = "layer"
-            kw = dict(scale=layer_scale if layer_scale else None, init_scale=init, precision=precision)
+            kw = dict(scale=layer_scale if layer_scale else None, init_scale=init,
+                      precision="fp32" if input_layer and self.input_max > 1 else precision)
             self.fcs.append(BinaryLinear(n_in, n_out, **kw) if bits == 1 else QuantLinear(n_in, n_out, bits, **kw))
-            self.lifs.append(LIF(1.0, output_leak_shift if last else leak_shift, reset, membrane_bits, fire_once,
+            self.lifs.append(LIF(1.0, output_leak_shift if last else leak_shift, reset,
+                                 first_membrane if input_layer else membrane_bits, fire_once,
                                  exact=exact, slope=slope, fires=fires))
+        first = next(fc for fc in self.fcs if not isinstance(fc, SpikePool))
+        fan_in = first.kernel ** 2 * first.in_shape[2] if isinstance(first, BinaryConv2d) else first.n_in
+        bound = fan_in * max(-contract.weight_range(first.bits)[0], 1) * self.input_max
+        if bound >= 1 << LIF_MAX_BITS:
+            raise ValueError(f"the first layer's synaptic input can reach {bound:,} (fan-in {fan_in} x weight "
+                             f"{-contract.weight_range(first.bits)[0]} x input {self.input_max}), past the 2^24 that "
+                             f"float32 training holds exactly: use fewer first-layer weight bits")
         if readout == "count":
             self.log_temperature = nn.Parameter(torch.tensor(math.log(8.0 / timesteps)))
         else:
             self.register_parameter("log_temperature", None)
 
     def set_precision(self, precision: str) -> None:
-        for fc in self.fcs:
-            fc.precision = precision
+        for i, fc in enumerate(self.fcs):
+            fc.precision = "fp32" if i == 0 and self.input_max > 1 else precision
 
     def set_exact(self, exact: bool) -> None:
         for lif in self.lifs:
@@ -209,7 +233,10 @@ class BSNN(nn.Module):
                 x = fc(x)
                 continue
             scale = fc.neuron_scale() if isinstance(fc, BinaryConv2d) else fc.scale()
-            x = lif(fc.synaptic_input(x), scale if lif.fires else None)
+            current = fc.synaptic_input(x)
+            if i == 0 and self.input_max > 1:          # "pixel": one current row, the same every step
+                current = current.expand(-1, self.timesteps, -1)
+            x = lif(current, scale if lif.fires else None)
             if drop and i < n_layers - 1:
                 keep = noise[k].to(x.device) >= self.dropout
                 x = x * keep.to(x.dtype)
@@ -278,8 +305,10 @@ def integer_simulate(net: Network, spikes: torch.Tensor, output_steps: list | No
     per-step affine drive of contract v3 (int64 product, sum and arithmetic shift). With ``output_steps`` (a list)
     the output layer's membrane after every step, (B, T, n_out), is appended to it."""
     device = spikes.device
-    batch, steps, _ = spikes.shape
-    x = spikes.float()
+    batch = spikes.shape[0]
+    steps = net.timesteps
+    pixel = net.encoding == "pixel"        # spikes: the intensities (B, 1, n_in) or (B, n_in), every step's input
+    x = spikes.float().reshape(batch, 1, -1) if pixel else spikes.float()
     counts, membranes = [], []
     first = None
     for li, layer in enumerate(net.layers):
@@ -289,13 +318,17 @@ def integer_simulate(net: Network, spikes: torch.Tensor, output_steps: list | No
             membranes.append(torch.zeros(batch, layer.n_out, dtype=torch.int64, device=device))
             x = out
             continue
-        w = torch.from_numpy(contract.weight_values(layer.weights, layer.weight_bits).astype(np.float32)).to(device)
+        # float32 is exact below 2^24 ("pixel" sums can exceed it: float64 then)
+        ftype = torch.float32 if layer.current_bound(net.layer_input_max(li)) < 1 << 24 else torch.float64
+        w = torch.from_numpy(contract.weight_values(layer.weights, layer.weight_bits)).to(device, ftype)
+        rows = x.shape[1]                  # T, or 1 for the "pixel" input
         if layer.kind == "conv2d":         # torch's (C_out, C_in, k, k) from the contract's (C_out, k, k, C_in)
-            cur = from_maps(torch.nn.functional.conv2d(to_maps(x, layer.in_shape), w.permute(0, 3, 1, 2),
-                                                       stride=layer.stride, padding=layer.padding), batch, steps)
+            cur = from_maps(torch.nn.functional.conv2d(to_maps(x.to(ftype), layer.in_shape), w.permute(0, 3, 1, 2),
+                                                       stride=layer.stride, padding=layer.padding), batch, rows)
             cur = cur.round().to(torch.int64)
         else:
-            cur = (x.reshape(batch * steps, -1) @ w.t()).round().to(torch.int64).reshape(batch, steps, -1)
+            cur = (x.to(ftype).reshape(batch * rows, -1) @ w.t()).round().to(torch.int64).reshape(batch, rows, -1)
+        cur = cur.expand(-1, steps, -1)
         if layer.has_affine:               # contract v3: the drive (a I + b) >>> F, per step and neuron
             a, b = (None if t is None else torch.from_numpy(np.array(t)).to(device)
                     for t in layer.affine_tables(per_neuron=True))

@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from bsnn_hw import contract
 from bsnn_hw import data as datasets
 from bsnn_hw.io import atomic_write, encode_predictions
 
@@ -34,7 +35,7 @@ from .model import BSNN, clamped_thresholds, integer_simulate, to_network
 
 CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
 CHECKPOINT_VERSION = 1
-TRAIN_ENCODINGS = ("rate", "latency")
+TRAIN_ENCODINGS = ("rate", "latency", "pixel")
 METHODS = ("bsnn", "bstdg", "bisnn", "bntt")
 # Settings that may differ between a checkpoint and the run that resumes it (they do not change the result).
 RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs")
@@ -48,7 +49,7 @@ class TrainConfig:
     val_samples: int = 0                # the last N samples of the training split are held out (never trained on)
     hidden: list = dataclasses.field(default_factory=lambda: [128])   # hidden layer sizes
     timesteps: int = 16                 # T
-    encoding: str = "rate"              # "rate" (LFSR Bernoulli) or "latency"
+    encoding: str = "rate"              # "rate" (LFSR Bernoulli), "latency" or "pixel" (intensities as currents)
     leak_shift: int | None = 4          # hidden layers: V -= V >>> k each step (lambda = 1 - 2^-k); None = IF
     output_leak_shift: int | None = None  # output layer (B-SNN: a pure integrator)
     reset: str = "subtract"             # "subtract" or "zero"
@@ -139,6 +140,14 @@ class TrainConfig:
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8,
                  f"{name} must be 1 (binary) or 2..8 (signed k-bit weights), not {v!r}")
+        if self.encoding == "pixel":
+            need(self.method == "bsnn", f"the 'pixel' input is trained by --method bsnn only, not "
+                                        f"{self.method!r} (bstdg is latency coded; bisnn and bntt take spikes)")
+            if self.arch is not None:
+                from .model import parse_arch
+                front, _ = parse_arch(self.arch)
+                need(not front or front[0][0] == "conv", f"the 'pixel' input feeds the first layer's synapses, so "
+                                                         f"arch {self.arch!r} must not start with a pooling layer")
         if self.method == "bstdg":
             from .bstdg import check_config
             check_config(self)
@@ -218,7 +227,7 @@ def build_model(cfg: TrainConfig, n_in: int, n_classes: int, precision: str) -> 
                 output_leak_shift=cfg.output_leak_shift, reset=cfg.reset, membrane_bits=cfg.membrane_bits,
                 fire_once=cfg.fire_once, readout=cfg.readout, scale=cfg.scale, dropout=cfg.dropout,
                 exact=cfg.exact, precision=precision, slope=cfg.slope, threshold_init=cfg.threshold_init,
-                first_bits=cfg.first_bits, last_bits=cfg.last_bits)
+                first_bits=cfg.first_bits, last_bits=cfg.last_bits, input_max=contract.input_max(cfg.encoding))
 
 
 def image_shape(n_features: int) -> tuple[int, int, int]:
@@ -265,7 +274,9 @@ class Augment:
 
 
 class Encoder:
-    """uint8 (B, n) -> float 0/1 spikes (B, T, n) with the contract's encoder, on the model's device."""
+    """uint8 (B, n) -> float 0/1 spikes (B, T, n) with the contract's encoder, on the model's device; for "pixel"
+    the intensities themselves as float (B, 1, n): one row that every step shares (:class:`BSNN` and
+    :func:`integer_simulate` broadcast the first layer's current over the T steps)."""
 
     def __init__(self, encoding: str, n_in: int, timesteps: int, device):
         self.encoding, self.timesteps = encoding, timesteps
@@ -274,6 +285,8 @@ class Encoder:
     def __call__(self, x: torch.Tensor, seeds, check: bool = True) -> torch.Tensor:
         if self.rate is not None:
             return self.rate(x, seeds, check)
+        if self.encoding == "pixel":
+            return x.to(torch.float32)[:, None, :]
         return latency(x, self.timesteps)
 
 
@@ -323,8 +336,8 @@ def integer_accuracy(net, encoder: Encoder, x: torch.Tensor, y: torch.Tensor, ba
     """(accuracy, predictions) of the exported integer network, with the network's encoder seed."""
     preds = []
     for i in range(0, len(y), batch_size):
-        spikes = encoder(x[i:i + batch_size], net.seed).bool()
-        preds.append(integer_simulate(net, spikes)[0])
+        inputs = encoder(x[i:i + batch_size], net.seed)
+        preds.append(integer_simulate(net, inputs if net.encoding == "pixel" else inputs.bool())[0])
     pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
     return int((pred == y).sum()) / max(1, len(y)), pred.cpu().numpy()
 

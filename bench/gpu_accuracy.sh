@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The accuracy targets of issue 10 on one GPU machine, several runs sharing the card, each given a time budget
+# (bench/train_targets.py --budget: a timed probe epoch, then as many epochs as fit). Runs from a source checkout
+# without installing: the package is assembled under $PKG (bsnn_hw + train as bsnn_hw.train), so only torch, numpy,
+# scikit-learn, click, rich and matplotlib are needed (the CUDA image has them).
+#
+#   bash bench/gpu_accuracy.sh DATA_DIR OUT_DIR BUDGET_SECONDS
+#
+# DATA_DIR holds Fashion-MNIST's four IDX files (.gz); OUT_DIR receives one <run>.bsnn per run and runs.log (every
+# run's log, then every result row). RUNS (default: all) names the runs to start; DEVICE (default cuda).
+set -u
+data=$1; out=$2; budget=$3
+PKG=${PKG:-/tmp/bsnn_pkg}
+rm -rf "$PKG"; mkdir -p "$PKG"
+cp -r bsnn_hw "$PKG/bsnn_hw"; cp -r train "$PKG/bsnn_hw/train"
+export PYTHONPATH=$PKG PYTHONUNBUFFERED=1
+mkdir -p "$out"
+run() {   # name target overrides...
+    local name=$1 target=$2; shift 2
+    [[ -n "${RUNS:-}" && " $RUNS " != *" $name "* ]] && return
+    local sets=(); for s in "$@"; do sets+=(--set "$s"); done
+    ${PYTHON:-python3} bench/train_targets.py --only "$target" --device "${DEVICE:-cuda}" --threads 2 --data-root "$data" --epochs 60 \
+        --budget "$budget" --out "/tmp/run_$name" "${sets[@]}" >"$out/$name.log" 2>&1
+    cp "/tmp/run_$name/bench_$target.bsnn" "$out/$name.bsnn" 2>/dev/null
+}
+run conv_full_pixel conv_full encoding=pixel &
+run conv_mid_pixel conv_mid encoding=pixel &
+run conv_full_pixel_t4 conv_full encoding=pixel timesteps=4 lr=0.001 &
+run fc512_pixel fmnist512_long encoding=pixel timesteps=16 label_smoothing=0.0 &
+run conv_mid_pixel_lr conv_mid encoding=pixel lr=0.001 &
+run conv_full_pixel_lr conv_full encoding=pixel lr=0.001 &
+run conv_full_pixel_lr2 conv_full encoding=pixel lr=0.002 &
+run conv_full_pixel_t16 conv_full encoding=pixel lr=0.001 timesteps=16 &
+wait
+for f in "$out"/*.log; do echo "=== $(basename "$f" .log)"; cat "$f"; done >"$out/runs.txt"
+rm -f "$out"/*.log
+echo "=== results" >>"$out/runs.txt"
+grep -h "target met" "$out/runs.txt" | tee -a "$out/runs.txt"
+mv "$out/runs.txt" "$out/runs.log"
