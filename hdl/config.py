@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from bsnn_hw import contract
 from bsnn_hw.contract import ceil_div
 from bsnn_hw.network import Network
 
@@ -60,11 +61,6 @@ def check_layer_kinds(net: Network) -> None:
     dense layer's output is a vector, not a map)."""
     if not isinstance(net, Network):
         raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
-    if net.encoding == "pixel":
-        # the bit-serial form (contract.bit_planes: 8 planes per step, partial sums shifted by b) is not built yet
-        raise ValueError("the 'pixel' input (contract v4: intensities as the first layer's current) has no hardware "
-                         "yet; the generator builds spike inputs (rate, latency or direct): train with --encoding "
-                         "rate or latency for hardware")
     last = net.layers[-1]
     if last.kind != "dense":
         raise ValueError(f"the last layer is a {last.kind} layer: the hardware readout reads a dense layer's "
@@ -202,6 +198,9 @@ class HwConfig:
         if self.skip_zero and not any(skips_zero(net, self, i) for i in range(len(net.layers))):
             raise ValueError("skip_zero applies to dense layers that read a vector (the input or a dense layer); "
                              "this network has none")
+        if self.encoder and net.encoding == "pixel":
+            raise ValueError("the on-chip encoder makes spikes; a 'pixel' network takes its intensities' bit planes "
+                             "from the host (i_spikes: 8 planes of NW_0 words per step, docs/hardware.md)")
         if self.encoder and net.encoding not in ("rate", "latency"):
             raise ValueError(f"the on-chip encoder needs the 'rate' or 'latency' encoding, not {net.encoding!r} (a "
                              f"'direct' model takes its spike trains from the host)")
@@ -250,19 +249,30 @@ class HwConfig:
 
 
 def skips_zero(net: Network, config: HwConfig, index: int) -> bool:
-    """Whether layer ``index`` skips all-zero input words under ``config``: dense layers reading a vector."""
-    return config.skip_zero and net.layers[index].kind == "dense" and not map_input(net, index)
+    """Whether layer ``index`` skips all-zero input words under ``config``: dense layers reading a vector of spikes
+    (not a "pixel" network's bit planes)."""
+    return (config.skip_zero and net.layers[index].kind == "dense" and not map_input(net, index)
+            and input_planes(net, index) == 1)
 
 
-def layer_shape(layer, lc: LayerConfig) -> dict:
+def input_planes(net: Network, index: int = 0) -> int:
+    """Input words per word of layer ``index``'s input vector that its engine reads each step: contract.PIXEL_BITS
+    bit planes for a "pixel" network's first layer (docs/spec.md section 12: I = sum_b 2^b I(plane_b)), else 1."""
+    return contract.PIXEL_BITS if index == 0 and net.encoding == "pixel" else 1
+
+
+def layer_shape(layer, lc: LayerConfig, planes: int = 1) -> dict:
     """Under its folding, a layer's G (neuron groups; channel groups for conv), NW (words per neuron: per window
-    for conv and pool) and positions (1 for dense; output positions for conv and pool)."""
+    for conv and pool), positions (1 for dense; output positions for conv and pool) and planes (passes over the
+    words per neuron: :func:`input_planes`)."""
     if layer.kind == "pool":
-        return dict(groups=1, words=layer.window * layer.window, positions=layer.out_shape[0] * layer.out_shape[1])
+        return dict(groups=1, words=layer.window * layer.window, positions=layer.out_shape[0] * layer.out_shape[1],
+                    planes=1)
     if layer.kind == "conv2d":
         return dict(groups=ceil_div(layer.out_channels, lc.parallel), words=layer.kernel * layer.kernel,
-                    positions=layer.out_shape[0] * layer.out_shape[1])
-    return dict(groups=ceil_div(layer.n_out, lc.parallel), words=ceil_div(layer.n_in, lc.width), positions=1)
+                    positions=layer.out_shape[0] * layer.out_shape[1], planes=planes)
+    return dict(groups=ceil_div(layer.n_out, lc.parallel), words=ceil_div(layer.n_in, lc.width), positions=1,
+                planes=planes)
 
 
 # --- latencies (the blocks assert they match these) --------------------------------------------------------------
@@ -284,8 +294,10 @@ def input_ring(net: Network, width: int, *, encoder: bool = False, skip: bool = 
     head to the tail, which drives ``i_in_data`` the next cycle, as a synchronous read would. G*NW_0 reads per step
     bring the ring back to word 0, and a step's NW_0 writes replace every word (so a reset mid-step needs no clear).
     Such a shallow, wide buffer goes to logic anyway (4 x 196 bits would take 13 iCE40 EBRs); as a ring it has no
-    write decoder, no read multiplexer and no read register: W_0 multiplexers at the tail."""
-    return (net.layers[0].kind == "dense" and width > WIDE_TREE and not encoder and not skip and members == 1)
+    write decoder, no read multiplexer and no read register: W_0 multiplexers at the tail. Not for a "pixel" network
+    (its 8 bit planes of words would take 8 times the registers)."""
+    return (net.layers[0].kind == "dense" and width > WIDE_TREE and not encoder and not skip and members == 1
+            and input_planes(net) == 1)
 
 
 def input_buffer_info(words: int, width: int, ring: bool) -> dict:
@@ -332,14 +344,15 @@ def layer_latency(layer, lc: LayerConfig, skip: bool = False) -> int:
     return engine_latency(lc.width) + (1 if layer.kind == "conv2d" or skip else 0)
 
 
-def step_cycles(layer, lc: LayerConfig, skip: bool = False, nonzero_words: int | None = None) -> int:
-    """Cycles from an engine's i_start edge to its o_done pulse: positions * G * NW + latency. A skipping dense
-    engine spends max(1, nonzero_words) cycles per group instead of NW (worst case, ``None``: every word)."""
-    s = layer_shape(layer, lc)
+def step_cycles(layer, lc: LayerConfig, skip: bool = False, nonzero_words: int | None = None,
+                planes: int = 1) -> int:
+    """Cycles from an engine's i_start edge to its o_done pulse: positions * G * NW * planes + latency. A skipping
+    dense engine spends max(1, nonzero_words) cycles per group instead of NW (worst case, ``None``: every word)."""
+    s = layer_shape(layer, lc, planes)
     words = s["words"]
     if skip and nonzero_words is not None:
         words = max(1, nonzero_words)
-    return s["positions"] * s["groups"] * words + layer_latency(layer, lc, skip)
+    return s["positions"] * s["groups"] * words * s["planes"] + layer_latency(layer, lc, skip)
 
 
 # Top-level constants (see NetworkTop; measured by tests/test_hdl_top.py).
@@ -361,7 +374,8 @@ def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False, me
         T * (NW_0 + compute) + (S - 1) * (T * compute + n_out + 3) + readout_cycles + 1"""
     compute = 0
     for i, (layer, lc) in enumerate(zip(net.layers, config.layers)):
-        compute += step_cycles(layer, lc, skips_zero(net, config, i)) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
+        compute += (step_cycles(layer, lc, skips_zero(net, config, i), planes=input_planes(net, i))
+                    + TOP_LAYER_OVERHEAD + (1 if trace else 0))
     extra = (members - 1) * (net.timesteps * compute + net.n_out + ENSEMBLE_MEMBER_OVERHEAD) + (members > 1)
     return input_cycles(net, config) + net.timesteps * (step_input_cycles(net, config) + compute) + extra + \
         readout_cycles(net, config)
@@ -374,11 +388,12 @@ def input_cycles(net: Network, config: HwConfig) -> int:
 
 
 def step_input_cycles(net: Network, config: HwConfig) -> int:
-    """Cycles each step's input costs: NW_0 i_spikes beats, or with the on-chip encoder its R = ceil(n_in / lanes)
-    pixel words encoded (+ ENCODER_STEP_OVERHEAD: start, read latency, done)."""
+    """Cycles each step's input costs: NW_0 i_spikes beats (times PIXEL_BITS bit planes for a "pixel" network), or
+    with the on-chip encoder its R = ceil(n_in / lanes) pixel words encoded (+ ENCODER_STEP_OVERHEAD: start, read
+    latency, done)."""
     if config.encoder:
         return ceil_div(net.n_in, encoder_lanes(config)) + ENCODER_STEP_OVERHEAD
-    return ceil_div(net.n_in, config.layers[0].width)
+    return ceil_div(net.n_in, config.layers[0].width) * input_planes(net)
 
 
 def encoder_lanes(config: HwConfig) -> int:
@@ -393,7 +408,7 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
     dense layer's step_l counts max(1, words of its input holding a spike) per group; then the readout."""
     import numpy as np
     from bsnn_hw import golden
-    spikes = np.asarray(spikes, dtype=bool)
+    spikes = np.asarray(spikes, dtype=np.uint8 if net.encoding == "pixel" else bool)
     # the full run's spikes up to each decision step are the early-exit run's (a step never depends on later ones)
     ref = golden.simulate(net, spikes, record=True)
     if config.early_exit:
@@ -415,9 +430,10 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
                     padded = np.zeros(ceil_div(vec.size, lc.width) * lc.width, dtype=bool)
                     padded[:vec.size] = vec
                     nnz = int(padded.reshape(-1, lc.width).any(axis=1).sum())
-                total += step_cycles(layer, lc, skip, nnz) + TOP_LAYER_OVERHEAD + (1 if trace else 0)
+                total += (step_cycles(layer, lc, skip, nnz, input_planes(net, i)) + TOP_LAYER_OVERHEAD
+                          + (1 if trace else 0))
         total += readout_cycles(net, config)
-        drain = 0 if config.encoder else (net.timesteps - 1 - int(last_step[b])) * nw0
+        drain = 0 if config.encoder else (net.timesteps - 1 - int(last_step[b])) * nw0 * input_planes(net)
         out.append(dict(cycles=total, drain=drain, step=int(last_step[b])))
     return out
 

@@ -62,6 +62,11 @@ class LayerEngine(wiring.Component):
     synchronous RAM read); padding bits past n_in must read as 0. k-bit weights (``layer.weight_bits`` > 1) use
     k-bit SynapseArrays: the same timing.
 
+    ``planes`` = 8 (a "pixel" network's first layer, docs/spec.md section 12): the input holds the intensities' 8
+    bit planes, plane b's words at b * NWi + (the plane's word index) (NWi = NW for dense, the map's positions for
+    conv); every neuron group walks its words once per plane (b outermost), and the partial sums of plane b enter
+    the accumulator shifted left by b: I = sum_b 2^b I(plane_b). ``step_cycles`` = positions * G * NWw * 8 + latency.
+
     ``skip`` (dense only): the engine reads ``i_nz`` (bit w = input word w holds a spike; stable for the step) and
     issues, per group, only those words (at least one, masked, for an all-zero input): a group costs max(1, nz)
     cycles instead of NW, and the read address is registered (latency + 1).
@@ -94,7 +99,7 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
                  keep_count: bool = False, skip: bool = False, banks=None, logic_rom_bits: int | None = None,
-                 spram: int | None = None):
+                 spram: int | None = None, planes: int = 1):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -124,16 +129,26 @@ class LayerEngine(wiring.Component):
         if skip and self.conv:
             raise ValueError("skip (zero-word skipping) is for dense layers: a conv layer's windows are not "
                              "skipped")
+        if planes not in (1, contract.PIXEL_BITS):
+            raise ValueError(f"planes must be 1 (spikes) or {contract.PIXEL_BITS} (a 'pixel' input's bit planes), "
+                             f"not {planes!r}")
+        if skip and planes > 1:
+            raise ValueError("skip (zero-word skipping) reads spike words; a 'pixel' input's bit planes are not "
+                             "skipped")
         self.skip = bool(skip)
+        self.planes = planes
+        self.plane_words = self.in_words              # input words of one plane (of the spike vector)
+        self.in_words *= planes                       # plane b's words at b * plane_words
         self.banks = self._check_banks(layer, banks)
         self.members = len(self.banks) if self.banks else 1
         self.bank_depth = self.groups * self.words        # ROM words of one weight set
         # conv and skip engines register the read address (one more cycle of latency)
         self.latency = engine_latency(width) + (1 if self.conv or self.skip else 0)
-        self.step_cycles = self.positions * self.groups * self.words + self.latency
+        self.step_cycles = self.positions * self.groups * self.words * planes + self.latency
         self.logic_rom_bits = logic_rom_bits
         self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count, logic_rom_bits=logic_rom_bits,
-                               spram=spram if spram_legal(self.words, self.skip) else None)
+                               spram=spram if spram_legal(self.words * planes, self.skip) else None,
+                               input_max=contract.PIXEL_MAX if planes > 1 else 1)
         self.core._MustUse__silence = True   # owned and elaborated by this engine
         P, M = parallel, layer.membrane_bits
         if self.skip:
@@ -220,14 +235,16 @@ class LayerEngine(wiring.Component):
             with m.If(self.i_start & ~busy):
                 m.d.sync += step_base.eq(Mux(self.i_first, 0, step_base + G))
             m.d.comb += core.i_step_base.eq(step_base)
+        plane = Signal(range(self.planes), name="plane")     # the plane being issued (0 without planes)
         if self.conv:
-            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom, base)
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom, base, plane)
         elif self.skip:
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_skip(m, rom, base)
         else:
-            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom, base)
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom, base, plane)
         wr = int(word_register(W))   # the word register's cycle (none for a wide engine)
         d = 1 + wr + ls
+        tag_plane = _delay(m, plane, d, "tp") if self.planes > 1 else None
         tag_valid = _delay(m, read_valid, d, "tv")
         tag_first = _delay(m, t_first, d, "tf")
         tag_last = _delay(m, t_last, d, "tl")
@@ -253,7 +270,8 @@ class LayerEngine(wiring.Component):
         acc = [Signal(signed(self.core.sum_width), name=f"acc_{p}", reset_less=True) for p in range(P)]
         with m.If(tag_valid):
             for p in range(P):
-                m.d.sync += acc[p].eq(Mux(tag_first, 0, acc[p]) + syns[p].o_sum)
+                part = syns[p].o_sum if tag_plane is None else (syns[p].o_sum << tag_plane)   # plane b: 2^b I_b
+                m.d.sync += acc[p].eq(Mux(tag_first, 0, acc[p]) + part)
         core_valid = Signal()
         core_group = Signal.like(tag_group)
         m.d.sync += [core_valid.eq(tag_valid & tag_last), core_group.eq(tag_group)]
@@ -294,9 +312,11 @@ class LayerEngine(wiring.Component):
                      self.o_rd_membrane.eq(core.o_rd_membrane), self.o_rd_count.eq(core.o_rd_count)]
         return m
 
-    def _issue_dense(self, m, rom, base):
+    def _issue_dense(self, m, rom, base, plane):
         """One (g, w) per cycle; the ROM and spike word are read at once. Returns the read stage's tags."""
         G, NW = self.groups, self.words
+        if self.planes > 1:
+            return self._issue_dense_planes(m, rom, base, plane)
         issuing = Signal()
         g = Signal(index_bits(G))
         w = Signal(index_bits(NW))
@@ -316,6 +336,35 @@ class LayerEngine(wiring.Component):
                 m.d.sync += w.eq(w + 1)
         m.d.comb += [rom.i_addr.eq(addr), rom.i_en.eq(issuing), self.o_in_addr.eq(w), self.o_in_en.eq(issuing)]
         return issuing, Signal(name="no_pad"), w == 0, last_w, g, None
+
+    def _issue_dense_planes(self, m, rom, base, plane):
+        """(g, b, w) per cycle, b = the bit plane: group g's NW ROM words once per plane, the input word b*NW + w
+        (a running address: plane-major words come in order)."""
+        G, NW, PL = self.groups, self.words, self.planes
+        issuing = Signal()
+        g = Signal(index_bits(G))
+        w = Signal(index_bits(NW))
+        addr = Signal(len(base))
+        in_addr = Signal(index_bits(self.in_words))
+        with m.If(self.i_start & ~self.o_busy):
+            m.d.sync += [issuing.eq(1), g.eq(0), w.eq(0), plane.eq(0), addr.eq(base), in_addr.eq(0)]
+        last_w, last_b = w == NW - 1, plane == PL - 1
+        with m.If(issuing):
+            m.d.sync += in_addr.eq(Mux(last_w & last_b, 0, in_addr + 1))
+            with m.If(last_w):
+                m.d.sync += w.eq(0)
+                with m.If(last_b):
+                    m.d.sync += [plane.eq(0), addr.eq(addr + 1)]
+                    with m.If(g == G - 1):
+                        m.d.sync += issuing.eq(0)
+                    with m.Else():
+                        m.d.sync += g.eq(g + 1)
+                with m.Else():
+                    m.d.sync += [plane.eq(plane + 1), addr.eq(addr - (NW - 1))]   # the group's words again
+            with m.Else():
+                m.d.sync += [w.eq(w + 1), addr.eq(addr + 1)]
+        m.d.comb += [rom.i_addr.eq(addr), rom.i_en.eq(issuing), self.o_in_addr.eq(in_addr), self.o_in_en.eq(issuing)]
+        return issuing, Signal(name="no_pad"), (w == 0) & (plane == 0), last_w & last_b, g, None
 
     def _issue_skip(self, m, rom, base):
         """Zero-word skipping: per group, only the words whose ``i_nz`` bit is set are issued, lowest first (a
@@ -355,9 +404,11 @@ class LayerEngine(wiring.Component):
                      self.o_in_en.eq(a_valid & ~a_pad)]
         return a_valid, a_pad, a_first, a_last, a_group, None
 
-    def _issue_conv(self, m, rom, base):
+    def _issue_conv(self, m, rom, base, plane):
         """Walk (position, group, kernel element) one per cycle; the input address and padding flag are computed
-        from running counters (no multiplier) and registered, then the ROM and the input word are read."""
+        from running counters (no multiplier) and registered, then the ROM and the input word are read. With bit
+        planes, (position, group, plane, kernel element): the kernel is walked once per plane, the input address
+        offset by b * positions_in (``plane`` carries the registered stage's b)."""
         layer = self.layer
         G, KK, kk = self.groups, self.words, layer.kernel
         H, Wd = layer.in_shape[0], layer.in_shape[1]
@@ -376,13 +427,21 @@ class LayerEngine(wiring.Component):
         iy0, ix0 = Signal(cshape), Signal(cshape)          # top-left input position of the window
         row0 = Signal(ashape)                                # iy0 * W_in
         krow = Signal(ashape)                                # ky * W_in
+        PL = self.planes
+        b = Signal(range(PL), name="plane_issue")
+        b_off = Signal(index_bits(self.in_words))          # b * plane_words
         with m.If(self.i_start & ~self.o_busy):
             m.d.sync += [issuing.eq(1), oy.eq(0), ox.eq(0), ky.eq(0), kx.eq(0), g.eq(0), kidx.eq(0),
-                         rom_addr.eq(base), state.eq(0), iy0.eq(-pad), ix0.eq(-pad), row0.eq(-pad * Wd), krow.eq(0)]
+                         rom_addr.eq(base), state.eq(0), iy0.eq(-pad), ix0.eq(-pad), row0.eq(-pad * Wd), krow.eq(0),
+                         b.eq(0), b_off.eq(0)]
         last_k = kidx == KK - 1
+        last_b = b == PL - 1
         with m.If(issuing):
-            with m.If(last_k):
-                m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), state.eq(state + 1)]
+            with m.If(last_k & ~last_b):          # the next plane: the same window and ROM words again
+                m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), b.eq(b + 1),
+                             b_off.eq(b_off + self.plane_words), rom_addr.eq(rom_addr - (KK - 1))]
+            with m.Elif(last_k):
+                m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), state.eq(state + 1), b.eq(0), b_off.eq(0)]
                 with m.If(g == G - 1):
                     m.d.sync += [g.eq(0), rom_addr.eq(base)]
                     with m.If(ox == Wo - 1):
@@ -411,8 +470,11 @@ class LayerEngine(wiring.Component):
         a_state = Signal(index_bits(self.positions * G), reset_less=True)
         full = Signal(ashape)
         m.d.comb += full.eq(row0 + krow + ix)
-        m.d.sync += [a_valid.eq(issuing), a_pad.eq(~inside), a_first.eq(kidx == 0), a_last.eq(last_k),
-                     a_addr.eq(full[:len(a_addr)]), a_rom.eq(rom_addr), a_group.eq(g), a_state.eq(state)]
+        a_plane = Signal.like(b, name="a_plane", reset_less=True)
+        m.d.sync += [a_valid.eq(issuing), a_pad.eq(~inside), a_first.eq((kidx == 0) & (b == 0)),
+                     a_last.eq(last_k & last_b), a_addr.eq(full[:len(a_addr)] + b_off), a_rom.eq(rom_addr),
+                     a_group.eq(g), a_state.eq(state), a_plane.eq(b)]
+        m.d.comb += plane.eq(a_plane)
         m.d.comb += [rom.i_addr.eq(a_rom), rom.i_en.eq(a_valid), self.o_in_addr.eq(a_addr),
                      self.o_in_en.eq(a_valid & ~a_pad)]
         return a_valid, a_pad, a_first, a_last, a_group, a_state

@@ -11,8 +11,8 @@ from amaranth.lib import data, wiring
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import (NEURON_LATENCY, HwConfig, count_bits, cycles_per_inference, index_bits, layer_latency,
-                     layer_shape, readout_cycles, skips_zero, step_cycles, synapse_latency)
+from .config import (NEURON_LATENCY, HwConfig, count_bits, cycles_per_inference, index_bits, input_planes,
+                     layer_latency, layer_shape, readout_cycles, skips_zero, step_cycles, synapse_latency)
 from .top import NetworkTop, result_layout, trace_layout
 
 MANIFEST_VERSION = 1
@@ -179,13 +179,14 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         payloads["o_trace"] = _fields(tl)
     layers = []
     for i, (layer, lc, eng) in enumerate(zip(net.layers, config.layers, top.engines)):
-        shape = layer_shape(layer, lc)
+        planes = input_planes(net, i)
+        shape = layer_shape(layer, lc, planes)
         entry = dict(
             index=i, kind=layer.kind, n_in=layer.n_in, n_out=layer.n_out, parallel=lc.parallel, width=lc.width,
-            groups=shape["groups"], words=shape["words"], positions=shape["positions"],
+            groups=shape["groups"], words=shape["words"], positions=shape["positions"], planes=planes,
             weight_bits=layer.weight_bits, skip_zero=skips_zero(net, config, i),
             latency=layer_latency(layer, lc, skips_zero(net, config, i)),
-            step_cycles=step_cycles(layer, lc, skips_zero(net, config, i)),
+            step_cycles=step_cycles(layer, lc, skips_zero(net, config, i), planes=planes),
             memories=eng.memories(),
         )
         if layer.kind != "dense":
@@ -211,7 +212,7 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         trace=trace,
         input_width=top.input_width,
         input_words=top.input_words,
-        input="pixels" if config.encoder else "spikes",
+        input="pixels" if config.encoder else "bit planes" if input_planes(net) > 1 else "spikes",
         encoder=dict(encoding=net.encoding, seed=net.seed if net.encoding == "rate" else None,
                      lane_bits=top.encoder.lane_bits) if config.encoder else None,
         beats_per_sample=net.n_in if config.encoder else net.timesteps * top.input_words,

@@ -55,7 +55,8 @@ class NeuronCore(wiring.Component):
     timesteps : int >= 1 (T; sizes the counts; the rows of the layer's per-step affine, if it has one)
     fires : bool (False for a "membrane" readout's last layer)
     keep_count : bool (keep spike counts, for the last layer's readout)
-    sum_width : int or None (bits of the signed synaptic input; default bits(fan_in * max |w|) + 1)
+    sum_width : int or None (bits of the signed synaptic input; default bits(fan_in * max |w| * input_max) + 1)
+    input_max : the largest input value (1: spikes; contract.PIXEL_MAX for a "pixel" network's first layer)
 
     Members
     -------
@@ -69,10 +70,13 @@ class NeuronCore(wiring.Component):
     latency = NEURON_LATENCY
 
     def __init__(self, layer, parallel: int, timesteps: int, fires: bool = True, keep_count: bool = False,
-                 sum_width: int | None = None, logic_rom_bits: int | None = None, spram: int | None = None):
+                 sum_width: int | None = None, logic_rom_bits: int | None = None, spram: int | None = None,
+                 input_max: int = 1):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
+        if input_max not in (1, contract.PIXEL_MAX):
+            raise ValueError(f"input_max must be 1 (spikes) or {contract.PIXEL_MAX} (pixels), not {input_max!r}")
         conv = isinstance(layer, Conv2d)
         self.units = layer.out_channels if conv else layer.n_out
         self.positions = layer.out_shape[0] * layer.out_shape[1] if conv else 1
@@ -87,13 +91,14 @@ class NeuronCore(wiring.Component):
             raise ValueError(f"timesteps must be at least 1, not {timesteps!r}")
         if fires and layer.threshold is None:
             raise ValueError("a layer without thresholds cannot fire: pass fires=False (membrane readout)")
-        min_sum = layer.max_abs_current.bit_length() + 1
+        bound = layer.current_bound(input_max)
+        min_sum = bound.bit_length() + 1
         if sum_width is None:
             sum_width = min_sum
         if not _is_int(sum_width):
             raise TypeError(f"sum_width must be an int or None, not {sum_width!r}")
         if sum_width < min_sum:
-            raise ValueError(f"sum_width must be at least {min_sum} (signed +-{layer.max_abs_current}, the layer's "
+            raise ValueError(f"sum_width must be at least {min_sum} (signed +-{bound}, the layer's "
                              f"largest synaptic input), not {sum_width!r}")
         self.layer = layer
         self.parallel = parallel
@@ -118,7 +123,7 @@ class NeuronCore(wiring.Component):
             self.frac = layer.step_frac
             self.scale_bits = 0 if scale is None else contract.signed_width(scale)
             self.bias_bits = contract.signed_width(bias)
-            self.drive_bits = layer.max_abs_drive.bit_length() + 1
+            self.drive_bits = layer.drive_bound(input_max).bit_length() + 1
             self.affine_depth = timesteps * self.groups
         self._MustUse__silence = False
         ports = {"i_state": In(index_bits(self.depth))} if conv else {}

@@ -38,8 +38,14 @@ class TopRun:
     votes: np.ndarray | None = None
 
 
-def input_beats(spikes_t: np.ndarray, width: int) -> list[int]:
-    """The i_spikes beats of one sample ((T, n_in) bool): step-major, then word (contract.pack_words)."""
+def input_beats(spikes_t: np.ndarray, width: int, timesteps: int | None = None) -> list[int]:
+    """The i_spikes beats of one sample ((T, n_in) bool): step-major, then word (contract.pack_words). A "pixel"
+    network's sample is its intensities (n_in,) uint8 (give ``timesteps``): every step sends their 8 bit planes,
+    plane b's words b-th (contract.bit_planes, each plane packed and zero padded on its own)."""
+    spikes_t = np.asarray(spikes_t)
+    if spikes_t.ndim == 1:
+        planes = [w for plane in contract.bit_planes(spikes_t) for w in contract.pack_words(plane, width)]
+        return planes * timesteps
     beats = []
     for step in spikes_t:
         beats += contract.pack_words(step, width)
@@ -63,7 +69,7 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
         pixels = np.asarray(pixels, dtype=np.uint8)
         batch = pixels.shape[0]
     else:
-        spikes = np.asarray(spikes, dtype=bool)
+        spikes = np.asarray(spikes, dtype=np.uint8 if net.encoding == "pixel" else bool)
         batch = spikes.shape[0]
     dut = NetworkTop(net, config, trace, members=members)
     ens = dut.members > 1
@@ -74,17 +80,17 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
     sim.add_clock(1e-6, domain="sync")
     rng = random.Random(seed)
     width = dut.input_width
-    pad_bits = dut.input_words * width - net.n_in
+    pad_bits = dut.plane_words * width - net.n_in
 
     samples = []
     for b in range(batch):
         if config.encoder:
             samples.append([int(v) for v in pixels[b]])
             continue
-        beats = input_beats(spikes[b], width)
+        beats = input_beats(spikes[b], width, net.timesteps)
         if pad_garbage and pad_bits:
             hi_mask = ((1 << pad_bits) - 1) << (width - pad_bits)
-            beats = [x | (rng.getrandbits(width) & hi_mask) if (k % dut.input_words == dut.input_words - 1) else x
+            beats = [x | (rng.getrandbits(width) & hi_mask) if (k % dut.plane_words == dut.plane_words - 1) else x
                      for k, x in enumerate(beats)]
         samples.append(beats)
 
@@ -101,9 +107,11 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
     async def source(ctx):
         s = dut.i_pixels if config.encoder else dut.i_spikes
         if reset_junk_beats is not None:
-            junk_spikes = np.array([[rng.random() < 0.5 for _ in range(net.n_in)] for _ in range(net.timesteps)])
+            junk_spikes = (np.array([rng.randrange(256) for _ in range(net.n_in)], dtype=np.uint8)
+                           if net.encoding == "pixel" else
+                           np.array([[rng.random() < 0.5 for _ in range(net.n_in)] for _ in range(net.timesteps)]))
             junk = ([rng.randrange(256) for _ in range(net.n_in)] if config.encoder
-                    else input_beats(junk_spikes, width))
+                    else input_beats(junk_spikes, width, net.timesteps))
             sent = 0
             while sent < reset_junk_beats:
                 ctx.set(s.valid, 1)

@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import (HwConfig, clog2, count_bits, encoder_lanes, index_bits, input_buffer_info, input_ring,
-                     memory_attrs, memory_info, skips_zero)
+from .config import (HwConfig, clog2, count_bits, encoder_lanes, index_bits, input_buffer_info, input_planes,
+                     input_ring, memory_attrs, memory_info, skips_zero)
 from .encoder import InputEncoder
 from .engine import LayerEngine, PoolEngine
 
@@ -110,7 +110,8 @@ def check_members(net: Network, members) -> list:
 class NetworkTop(wiring.Component):
     """The whole network behind valid/ready streams (protocol: docs/hardware.md, "The top's protocol").
 
-    For each step t: take the step's NW_0 input words into the input buffer, run layer 0 .. L-1 one after the other
+    For each step t: take the step's NW_0 input words into the input buffer (a "pixel" network: 8 bit planes of
+    NW_0 words, plane b's words b-th, docs/hardware.md), run layer 0 .. L-1 one after the other
     (each a :class:`LayerEngine` or :class:`PoolEngine` step; with ``trace``, one o_trace beat after each), then step
     t+1. After step T-1: scan the last layer's n_out neurons for the readout's class, then send n_out o_result beats.
 
@@ -157,12 +158,15 @@ class NetworkTop(wiring.Component):
         self.engines = [PoolEngine(layer) if layer.kind == "pool" else
                         LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
                                     keep_count=(i == last), skip=skips_zero(net, config, i), banks=banks(i),
-                                    logic_rom_bits=config.logic_rom_bits, spram=config.spram_bits())
+                                    logic_rom_bits=config.logic_rom_bits, spram=config.spram_bits(),
+                                    planes=input_planes(net, i))
                         for i, (layer, lc) in enumerate(zip(net.layers, config.layers))]
         for e in self.engines:
             e._MustUse__silence = True   # owned and elaborated by this top
         self.input_width = config.layers[0].width
-        self.input_words = contract.ceil_div(net.n_in, self.input_width)
+        # a step's input words: NW_0, or for a "pixel" network its intensities' 8 bit planes of NW_0 words each
+        self.plane_words = contract.ceil_div(net.n_in, self.input_width)
+        self.input_words = self.plane_words * input_planes(net)
         self.ring = input_ring(net, self.input_width, encoder=config.encoder, skip=skips_zero(net, config, 0),
                                members=self.members)
         self.encoder = None
@@ -231,12 +235,15 @@ class NetworkTop(wiring.Component):
             wr_idx, wr_word = enc.o_wr_addr, enc.o_wr_data
             m.d.comb += in_we.eq(enc.o_wr_en)
         else:
-            n_last_bits = net.n_in - (NW0 - 1) * W0
+            PW = self.plane_words
+            n_last_bits = net.n_in - (PW - 1) * W0
             masked = Signal(W0)
             if n_last_bits == W0:
                 m.d.comb += masked.eq(self.i_spikes.payload)
             else:
-                m.d.comb += masked.eq(Mux(w_in == NW0 - 1, self.i_spikes.payload & ((1 << n_last_bits) - 1),
+                # the padding bits of each plane's last word (every step's last word without planes)
+                last_word = Cat(w_in == (k + 1) * PW - 1 for k in range(NW0 // PW)).any()
+                m.d.comb += masked.eq(Mux(last_word, self.i_spikes.payload & ((1 << n_last_bits) - 1),
                                           self.i_spikes.payload))
             wr_idx, wr_word = w_in, masked
         if self.ring:

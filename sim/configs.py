@@ -350,8 +350,9 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
             kind = 0.2
         elif i == 0 and want == "theta=2^(M-1)-1 (M>2)":
             kind = 0.1
+        # a "pixel" first layer's currents are up to 255 times a spike layer's: its thresholds scale with them
         th = (None if rng.random() < 0.5 else rng.integers(1, hi + 1, lo)) if last_membrane else \
-            _thresholds(rng, li, lo, hi, kind)
+            _thresholds(rng, li * (contract.PIXEL_MAX if i == 0 and encoding == "pixel" else 1), lo, hi, kind)
         reset = str(rng.choice(contract.RESET_MODES))
         if i == 0 and want in ("reset subtract", "reset zero"):
             reset = want[6:]
@@ -387,7 +388,8 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     else:
         x = rng.integers(0, 256, (samples, n_in), dtype=np.uint8)
         x[rng.random(x.shape) < rng.uniform(0, 0.5)] = 0               # silent pixels, as real images have
-        spikes = net.encode(x)
+        x[rng.random(x.shape) < rng.uniform(0, 0.2)] = 255             # and saturated ones (every bit plane set)
+        spikes = net.encode(x)                                          # "pixel": the intensities themselves
     stalls = rng.random() < 0.5
     if want in ("stalls", "no stalls"):
         stalls = want == "stalls"
@@ -396,9 +398,11 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
         trace = want == "trace on"
     early = readout == "first" and (rng.random() < 0.5 or want == "early exit")
     skip = members is None and (rng.random() < 0.35 or want == "skip zero words")
-    encoder = x is not None and (rng.random() < 0.4 or want.startswith(("on-chip", "encoder")))
+    encoder = x is not None and encoding != "pixel" and (rng.random() < 0.4 or want.startswith(("on-chip", "encoder")))
     if want.startswith("input ring"):
         skip = encoder = False
+    if encoding == "pixel" and n_layers == 1:
+        skip = False                     # the first layer's bit planes are never skipped: no layer would skip
     lanes = None
     if encoder:
         w0 = folds[0].width
@@ -530,6 +534,10 @@ def _v2_corner_table():
         "per-step affine on a conv layer": lambda u: any(l.kind == "conv2d" and _affine(l) for l in u.net.layers),
         "one-port conv state (spram)": lambda u: u.config.spram and any(
             spram_legal(l.kernel * l.kernel) for l, _ in convs(u)),
+        # contract v4: the intensities' bit planes feed a conv first layer (B-SNN's MID networks with pixel input)
+        "pixel input, conv first": lambda u: u.net.encoding == "pixel" and u.net.layers[0].kind == "conv2d",
+        "pixel input, 8-bit first layer": lambda u: u.net.encoding == "pixel" and u.net.layers[0].weight_bits == 8,
+        "pixel input, ensemble": lambda u: u.net.encoding == "pixel" and len(u.net.ensemble) > 1,
     })
     return c
 
@@ -597,11 +605,14 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
         plan.append("conv")
     elif want.startswith("pool ") and "pool" not in plan:
         plan.insert(0, "pool")
+    pixel = want.startswith("pixel") or rng.random() < 0.2
+    if pixel and plan[0] != "conv":
+        plan.insert(0, "conv")           # the intensities feed the first layer's synapses
     n_dense = 2 if want == "dense->dense after a map" else _pick(rng, 1, 2)
     readout = "first" if want == "early exit" else str(rng.choice(contract.READOUTS))
     if want.startswith("readout "):
         readout = want[8:]
-    ensemble = want.startswith("ensemble") or rng.random() < 0.2
+    ensemble = want.startswith("ensemble") or want == "pixel input, ensemble" or rng.random() < 0.2
     if ensemble and readout == "first":              # members' scores are summed: count or membrane
         readout = "membrane" if want.endswith("membrane readout") else str(rng.choice(["count", "membrane"]))
     if want == "ensemble of conv members" and "conv" not in plan:
@@ -611,12 +622,12 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
     timesteps = _pick(rng, 1, max_t, 0.15)
     if want == "T=1":
         timesteps = 1
-    kbit_first = want == "k-bit first layer" or rng.random() < 0.25
+    kbit_first = want in ("k-bit first layer", "pixel input, 8-bit first layer") or rng.random() < 0.25
     kbit_last = want == "k-bit last layer" or rng.random() < 0.25
 
     def bits_for(first, last, conv):
         if (first and kbit_first) or (last and kbit_last) or (conv and want == "k-bit conv"):
-            if want in ("8-bit weights at +max", "8-bit weights at -min"):
+            if want in ("8-bit weights at +max", "8-bit weights at -min", "pixel input, 8-bit first layer"):
                 return 8
             return 2 if want == "2-bit weights" else _pick(rng, 2, 8, 0.3)
         return 1
@@ -666,7 +677,9 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
                 c_out = max(c_out, 3)
             bits = bits_for(i == 0, False, True)
             fan_in = k * k * cc
-            neurons = _v2_neurons(rng, want, c_out, fan_in, bits, False, i == 0)
+            # (thresholds scale with a "pixel" first layer's 255-times larger currents)
+            neurons = _v2_neurons(rng, want, c_out, fan_in * (contract.PIXEL_MAX if pixel and i == 0 else 1), bits,
+                                  False, i == 0)
             layer = Conv2d(_v2_weights(rng, (c_out, k, k, cc), bits, want), shape, stride=stride, padding=pad,
                            weight_bits=bits, **neurons)
             p = _pick(rng, 1, c_out)
@@ -695,8 +708,14 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
             _pick(rng, 2, MAX_MEMBERS)
         members = [[_v2_weights(rng, lay.weights.shape, lay.weight_bits, want) for lay in layers if lay.has_neurons]
                    for _ in range(S)]
-    net = Network(layers, timesteps, readout, "direct", metadata={"origin": "sim.configs.v2"}, ensemble=members)
-    spikes = rng.random((samples, timesteps, net.n_in)) < rng.uniform(0.05, 0.95)
+    net = Network(layers, timesteps, readout, "pixel" if pixel else "direct", metadata={"origin": "sim.configs.v2"},
+                  ensemble=members)
+    if pixel:                            # intensities, with silent and saturated ones
+        spikes = rng.integers(0, 256, (samples, net.n_in), dtype=np.uint8)
+        spikes[rng.random(spikes.shape) < rng.uniform(0, 0.5)] = 0
+        spikes[rng.random(spikes.shape) < rng.uniform(0, 0.3)] = 255
+    else:
+        spikes = rng.random((samples, timesteps, net.n_in)) < rng.uniform(0.05, 0.95)
     stalls = rng.random() < 0.5 or want == "stalls"
     trace = bool(rng.random() < 0.6)
     if want in ("trace on", "trace off"):

@@ -103,7 +103,7 @@ def run_plain(verilog: str, manifest: dict, net, spikes: np.ndarray, sim: str = 
     """Simulate ``spikes`` (batch, T, n_in) through the generated ``verilog`` as written, in a plain bench."""
     beats = []
     for b in range(spikes.shape[0]):
-        beats += input_beats(spikes[b], manifest["input_width"])
+        beats += input_beats(spikes[b], manifest["input_width"], manifest["timesteps"])
     n_results = spikes.shape[0] * manifest["result_beats"]
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bsnn-plain-"))
     tmp.mkdir(parents=True, exist_ok=True)

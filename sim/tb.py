@@ -75,7 +75,7 @@ class NetworkTB:
         beats = self.members * self.net.timesteps * (1 + len(self.net.layers)) + self.net.n_out
         # Generous: the expected cycles, plus every beat stalled the maximum, plus slack.
         self.timeout_cycles = 4 * self.cycles_expected + int(stall > 0) * 4 * STALL_MAX * (
-            beats + self.spikes.shape[2]) * self.net.timesteps + 2000
+            beats + self.spikes.shape[-1] * (8 if self.spikes.ndim == 2 else 1)) * self.net.timesteps + 2000
 
     async def reset(self, cycles: int = 2) -> None:
         """Synchronous active-high reset for ``cycles`` clocks; the monitors restart with empty queues."""
@@ -156,7 +156,7 @@ class NetworkTB:
     def _beats(self, b: int) -> list[int]:
         if self.pixels is not None:
             return [int(v) for v in self.pixels[b]]
-        return input_beats(self.spikes[b], self.width)
+        return input_beats(self.spikes[b], self.width, self.net.timesteps)
 
     async def run_sample(self, b: int) -> dict:
         """Stream sample ``b`` in and its results out; returns the hardware's values (see network.compare) plus

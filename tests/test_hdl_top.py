@@ -489,3 +489,79 @@ def test_encoder_refusals():
         InputEncoder(10, 6, 3, "rate", 1, lanes=4)
     with pytest.raises(ValueError, match="rate-encoding seed must be in 1..65535"):
         InputEncoder(10, 6, 3, "rate", 0)
+
+
+# --- contract v4: the "pixel" input, 8 bit planes per step, partial sums shifted by the plane ------------------------
+
+def _pixel_dense(n_in, bits, T=3, readout="count", seed=0, fire_once=False):
+    from bsnn_hw import contract
+    rng = np.random.default_rng(seed)
+    lo, hi = contract.weight_range(bits)
+    w0 = rng.random((6, n_in)) < 0.5 if bits == 1 else rng.integers(lo, hi + 1, (6, n_in))
+    l0 = Layer(w0, rng.integers(1, 255 * n_in * max(1, hi) // 4 + 2, 6), leak_shift=2, membrane_bits=22,
+               weight_bits=bits, fire_once=fire_once)
+    l1 = Layer(rng.random((4, 6)) < 0.5, rng.integers(1, 3, 4), membrane_bits=8, fire_once=fire_once)
+    return Network([l0, l1], T, readout, "pixel")
+
+
+def _pixels(n, batch, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (batch, n)).astype(np.uint8)
+    x[:, ::5] = 255          # every bit plane set
+    x[:, 1::7] = 0           # none
+    return x
+
+
+@pytest.mark.parametrize("n_in,bits,P,W,kw", [
+    (12, 1, (1, 1), (5, 6), dict()),
+    (12, 8, (3, 2), (12, 3), dict(pad_garbage=True)),
+    (20, 2, (6, 1), (7, 6), dict(src_gap=0.3, sink_stall=0.3, pad_garbage=True)),
+    (70, 1, (2, 4), (70, 6), dict()),                 # a wide engine (W > 64): no input ring for bit planes
+])
+def test_pixel_input_top_matches_golden_and_cycles(n_in, bits, P, W, kw):
+    """The intensities' 8 bit planes per step (plane b's NW_0 words b-th, hdl.testbench.input_beats), each plane's
+    partial sums shifted left by b: bit-exact with the golden model's sum_i x_i w_ji, cycles = formula (8 x layer 0's
+    words per group)."""
+    from bsnn_hw.hdl.config import input_planes
+    net = _pixel_dense(n_in, bits, seed=n_in + bits)
+    config = HwConfig(tuple(LayerConfig(p, w) for p, w in zip(P, W)))
+    out = check(net, config, _pixels(n_in, 3, seed=bits), trace=True, seed=3, **kw)
+    assert input_planes(net) == 8
+    if not kw:
+        assert out.cycles == [cycles_per_inference(net, config, trace=True)] * 3
+
+
+@pytest.mark.parametrize("P", [1, 3])
+def test_pixel_input_conv_front(P):
+    """An 8-bit conv first layer on intensities (B-SNN's MID front), OR pooling, a dense readout."""
+    from bsnn_hw.network import Conv2d, Pool
+    rng = np.random.default_rng(P)
+    conv = Conv2d(rng.integers(-128, 128, (3, 3, 3, 1)), (5, 5, 1), rng.integers(1, 5000, 3), 1, 1, leak_shift=3,
+                  membrane_bits=22, weight_bits=8)
+    pool = Pool(conv.out_shape, 2)
+    net = Network([conv, pool, Layer(rng.random((4, pool.n_out)) < 0.5, None, membrane_bits=12)], 3, "membrane",
+                  "pixel")
+    config = HwConfig.from_lists(net, [P, 1, 2], None)
+    out = check(net, config, _pixels(25, 2, seed=P), trace=True)
+    assert out.cycles == [cycles_per_inference(net, config, trace=True)] * 2
+
+
+def test_pixel_input_early_exit_reset_and_ensemble():
+    net = _pixel_dense(10, 2, T=5, readout="first", seed=4, fire_once=True)
+    config = HwConfig((LayerConfig(2, 4), LayerConfig(2, 6)), early_exit=True)
+    check(net, config, _pixels(10, 3, seed=5), trace=True, reset_junk_beats=9, reset_wait=5, sink_stall=0.2, seed=2)
+    ens = _with_ensemble(_pixel_dense(10, 8, T=2, readout="count", seed=6), 2, seed=7)
+    check_ensemble(ens, HwConfig((LayerConfig(3, 5), LayerConfig(1, 6))), _pixels(10, 2, seed=8))
+
+
+def test_pixel_input_refusals():
+    from bsnn_hw.hdl.engine import LayerEngine
+    net = _pixel_dense(10, 1)
+    with pytest.raises(ValueError, match="the on-chip encoder makes spikes; a 'pixel' network takes"):
+        HwConfig(HwConfig.default(net).layers, encoder=True).validate(net)
+    with pytest.raises(ValueError, match="skip_zero applies to dense layers that read a vector"):
+        HwConfig((LayerConfig(1, 10),), skip_zero=True).validate(Network(net.layers[:1], 2, "count", "pixel"))
+    with pytest.raises(ValueError, match=r"planes must be 1 \(spikes\) or 8"):
+        LayerEngine(net.layers[0], 1, 10, 2, planes=4)
+    with pytest.raises(ValueError, match="a 'pixel' input's bit planes are not skipped"):
+        LayerEngine(net.layers[0], 1, 10, 2, skip=True, planes=8)
