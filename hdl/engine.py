@@ -3,7 +3,7 @@ and PoolEngine (OR pooling of a spike map)."""
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -235,7 +235,8 @@ class LayerEngine(wiring.Component):
             with m.If(self.i_start & ~busy):
                 m.d.sync += step_base.eq(Mux(self.i_first, 0, step_base + G))
             m.d.comb += core.i_step_base.eq(step_base)
-        plane = Signal(range(self.planes), name="plane")     # the plane being issued (0 without planes)
+        # the bit plane being issued ("pixel" input only: no zero-width signal otherwise, which lints as [-1:0])
+        plane = Signal(range(self.planes), name="plane") if self.planes > 1 else None
         if self.conv:
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom, base, plane)
         elif self.skip:
@@ -244,7 +245,7 @@ class LayerEngine(wiring.Component):
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom, base, plane)
         wr = int(word_register(W))   # the word register's cycle (none for a wide engine)
         d = 1 + wr + ls
-        tag_plane = _delay(m, plane, d, "tp") if self.planes > 1 else None
+        tag_plane = _delay(m, plane, d, "tp") if plane is not None else None
         tag_valid = _delay(m, read_valid, d, "tv")
         tag_first = _delay(m, t_first, d, "tf")
         tag_last = _delay(m, t_last, d, "tl")
@@ -428,20 +429,25 @@ class LayerEngine(wiring.Component):
         row0 = Signal(ashape)                                # iy0 * W_in
         krow = Signal(ashape)                                # ky * W_in
         PL = self.planes
-        b = Signal(range(PL), name="plane_issue")
-        b_off = Signal(index_bits(self.in_words))          # b * plane_words
+        planes = plane is not None
+        b = Signal(range(PL), name="plane_issue") if planes else Const(0, 1)
+        b_off = Signal(index_bits(self.in_words)) if planes else Const(0, 1)     # b * plane_words
         with m.If(self.i_start & ~self.o_busy):
             m.d.sync += [issuing.eq(1), oy.eq(0), ox.eq(0), ky.eq(0), kx.eq(0), g.eq(0), kidx.eq(0),
-                         rom_addr.eq(base), state.eq(0), iy0.eq(-pad), ix0.eq(-pad), row0.eq(-pad * Wd), krow.eq(0),
-                         b.eq(0), b_off.eq(0)]
+                         rom_addr.eq(base), state.eq(0), iy0.eq(-pad), ix0.eq(-pad), row0.eq(-pad * Wd), krow.eq(0)]
+            if planes:
+                m.d.sync += [b.eq(0), b_off.eq(0)]
         last_k = kidx == KK - 1
-        last_b = b == PL - 1
+        last_b = (b == PL - 1) if planes else Const(1, 1)
         with m.If(issuing):
-            with m.If(last_k & ~last_b):          # the next plane: the same window and ROM words again
-                m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), b.eq(b + 1),
-                             b_off.eq(b_off + self.plane_words), rom_addr.eq(rom_addr - (KK - 1))]
-            with m.Elif(last_k):
-                m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), state.eq(state + 1), b.eq(0), b_off.eq(0)]
+            if planes:
+                with m.If(last_k & ~last_b):          # the next plane: the same window and ROM words again
+                    m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), b.eq(b + 1),
+                                 b_off.eq(b_off + self.plane_words), rom_addr.eq(rom_addr - (KK - 1))]
+            with m.Elif(last_k) if planes else m.If(last_k):
+                m.d.sync += [kidx.eq(0), ky.eq(0), kx.eq(0), krow.eq(0), state.eq(state + 1)]
+                if planes:
+                    m.d.sync += [b.eq(0), b_off.eq(0)]
                 with m.If(g == G - 1):
                     m.d.sync += [g.eq(0), rom_addr.eq(base)]
                     with m.If(ox == Wo - 1):
@@ -470,11 +476,13 @@ class LayerEngine(wiring.Component):
         a_state = Signal(index_bits(self.positions * G), reset_less=True)
         full = Signal(ashape)
         m.d.comb += full.eq(row0 + krow + ix)
-        a_plane = Signal.like(b, name="a_plane", reset_less=True)
         m.d.sync += [a_valid.eq(issuing), a_pad.eq(~inside), a_first.eq((kidx == 0) & (b == 0)),
                      a_last.eq(last_k & last_b), a_addr.eq(full[:len(a_addr)] + b_off), a_rom.eq(rom_addr),
-                     a_group.eq(g), a_state.eq(state), a_plane.eq(b)]
-        m.d.comb += plane.eq(a_plane)
+                     a_group.eq(g), a_state.eq(state)]
+        if planes:
+            a_plane = Signal.like(b, name="a_plane", reset_less=True)
+            m.d.sync += a_plane.eq(b)
+            m.d.comb += plane.eq(a_plane)
         m.d.comb += [rom.i_addr.eq(a_rom), rom.i_en.eq(a_valid), self.o_in_addr.eq(a_addr),
                      self.o_in_en.eq(a_valid & ~a_pad)]
         return a_valid, a_pad, a_first, a_last, a_group, a_state
