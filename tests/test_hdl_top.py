@@ -536,13 +536,13 @@ def test_pixel_input_conv_front(P):
     """An 8-bit conv first layer on intensities (B-SNN's MID front), OR pooling, a dense readout."""
     from bsnn_hw.network import Conv2d, Pool
     rng = np.random.default_rng(P)
-    conv = Conv2d(rng.integers(-128, 128, (3, 3, 3, 1)), (5, 5, 1), rng.integers(1, 5000, 3), 1, 1, leak_shift=3,
+    conv = Conv2d(rng.integers(-128, 128, (3, 3, 3, 1)), (4, 4, 1), rng.integers(1, 5000, 3), 1, 1, leak_shift=3,
                   membrane_bits=22, weight_bits=8)
     pool = Pool(conv.out_shape, 2)
-    net = Network([conv, pool, Layer(rng.random((4, pool.n_out)) < 0.5, None, membrane_bits=12)], 3, "membrane",
+    net = Network([conv, pool, Layer(rng.random((4, pool.n_out)) < 0.5, None, membrane_bits=12)], 2, "membrane",
                   "pixel")
     config = HwConfig.from_lists(net, [P, 1, 2], None)
-    out = check(net, config, _pixels(25, 2, seed=P), trace=True)
+    out = check(net, config, _pixels(16, 2, seed=P), trace=True)
     assert out.cycles == [cycles_per_inference(net, config, trace=True)] * 2
 
 
