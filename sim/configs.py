@@ -322,7 +322,9 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     readout = "first" if want == "early exit" else str(rng.choice(contract.READOUTS))
     if want == "ensemble" and readout == "first":
         readout = str(rng.choice(["count", "membrane"]))
-    encoding = str(rng.choice(contract.ENCODINGS))
+    # the "pixel" input costs its first layer 8 times the cycles: drawn less often, aimed at by its own corner
+    odds = np.array([1 / 3 if e == "pixel" else 1.0 for e in contract.ENCODINGS])
+    encoding = str(rng.choice(contract.ENCODINGS, p=odds / odds.sum()))
     if want.startswith("on-chip encoder, "):
         encoding = want.split(", ")[1]
     elif want.startswith("encoder lanes"):
@@ -605,7 +607,7 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
         plan.append("conv")
     elif want.startswith("pool ") and "pool" not in plan:
         plan.insert(0, "pool")
-    pixel = want.startswith("pixel") or rng.random() < 0.2
+    pixel = want.startswith("pixel") or rng.random() < 0.1
     if pixel and plan[0] != "conv":
         plan.insert(0, "conv")           # the intensities feed the first layer's synapses
     n_dense = 2 if want == "dense->dense after a map" else _pick(rng, 1, 2)
