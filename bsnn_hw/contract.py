@@ -282,6 +282,13 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def current_bound(fan_in: int, weight_bits: int, input_max: int = 1) -> int:
+    """A bound on one neuron's |I| in one step: fan-in x the largest |weight| x the largest input (1 for spikes,
+    PIXEL_MAX for the "pixel" input)."""
+    lo, hi = weight_range(weight_bits)
+    return int(fan_in) * max(-lo, hi) * int(input_max)
+
+
 def input_max(encoding: str) -> int:
     """The largest value one input of the first layer takes in a step: 1 for spikes, PIXEL_MAX for "pixel"."""
     return PIXEL_MAX if encoding == "pixel" else 1

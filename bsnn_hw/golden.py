@@ -504,7 +504,8 @@ def decide(net: Network, spikes, record: bool = False) -> tuple[Result, np.ndarr
     that stops at d holds."""
     if net.readout != "first":
         raise ValueError(f"the early decision needs the 'first' readout, not {net.readout!r}")
-    spikes = np.asarray(spikes, dtype=np.uint8 if net.encoding == "pixel" else bool)
+    spikes = net.as_inputs(spikes)
+    pixel = net.encoding == "pixel"
     full = simulate(net, spikes, record=record)
     d = decision_step(net, full)
     n_layers = len(net.layers)
@@ -518,7 +519,6 @@ def decide(net: Network, spikes, record: bool = False) -> tuple[Result, np.ndarr
             continue                       # ran to the end: the full run's state
         idx = np.flatnonzero(d == steps)
         # the same network on the same spikes for steps 0..d (per-step tables cut to d + 1 rows)
-        pixel = net.encoding == "pixel"
         short = truncate(Network(net.layers, net.timesteps, net.readout, "pixel" if pixel else "direct"), steps + 1)
         part = simulate(short, spikes[idx] if pixel else spikes[idx, :steps + 1], record=False)
         for li in range(n_layers):

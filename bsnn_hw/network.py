@@ -178,8 +178,7 @@ class _Neurons:
 
     def current_bound(self, input_max: int = 1) -> int:
         """A bound on |I| in one step for inputs of at most ``input_max``: fan-in x the largest |weight| x that."""
-        lo, hi = contract.weight_range(self.weight_bits)
-        return self.fan_in * max(-lo, hi) * int(input_max)
+        return contract.current_bound(self.fan_in, self.weight_bits, input_max)
 
     @property
     def weight_memory_bits(self) -> int:
@@ -538,6 +537,11 @@ class Network:
         if x.ndim == 2 and x.shape[1] != self.n_in:
             raise ValueError(f"inputs have {x.shape[1]} features but the network has {self.n_in} inputs")
         return encode.encode(x, self.timesteps, self.encoding, self.seed if seed is None else seed)
+
+    def as_inputs(self, x) -> np.ndarray:
+        """A batch of inputs as :func:`bsnn_hw.golden.simulate` takes them: bool spike trains (B, T, n_in), or for a
+        "pixel" network uint8 intensities (B, n_in)."""
+        return np.asarray(x, dtype=np.uint8 if self.encoding == "pixel" else bool)
 
     def save(self, path) -> None:
         from . import artifact

@@ -261,18 +261,21 @@ def input_planes(net: Network, index: int = 0) -> int:
     return contract.PIXEL_BITS if index == 0 and net.encoding == "pixel" else 1
 
 
-def layer_shape(layer, lc: LayerConfig, planes: int = 1) -> dict:
+def step_input_words(net: Network, width: int) -> int:
+    """The i_spikes words a step takes at layer 0's width W_0: NW_0 = ceil(n_in / W_0), times the
+    :func:`input_planes` of a "pixel" network (also the input buffer's depth per step)."""
+    return ceil_div(net.n_in, width) * input_planes(net)
+
+
+def layer_shape(layer, lc: LayerConfig) -> dict:
     """Under its folding, a layer's G (neuron groups; channel groups for conv), NW (words per neuron: per window
-    for conv and pool), positions (1 for dense; output positions for conv and pool) and planes (passes over the
-    words per neuron: :func:`input_planes`)."""
+    for conv and pool) and positions (1 for dense; output positions for conv and pool)."""
     if layer.kind == "pool":
-        return dict(groups=1, words=layer.window * layer.window, positions=layer.out_shape[0] * layer.out_shape[1],
-                    planes=1)
+        return dict(groups=1, words=layer.window * layer.window, positions=layer.out_shape[0] * layer.out_shape[1])
     if layer.kind == "conv2d":
         return dict(groups=ceil_div(layer.out_channels, lc.parallel), words=layer.kernel * layer.kernel,
-                    positions=layer.out_shape[0] * layer.out_shape[1], planes=planes)
-    return dict(groups=ceil_div(layer.n_out, lc.parallel), words=ceil_div(layer.n_in, lc.width), positions=1,
-                planes=planes)
+                    positions=layer.out_shape[0] * layer.out_shape[1])
+    return dict(groups=ceil_div(layer.n_out, lc.parallel), words=ceil_div(layer.n_in, lc.width), positions=1)
 
 
 # --- latencies (the blocks assert they match these) --------------------------------------------------------------
@@ -348,11 +351,11 @@ def step_cycles(layer, lc: LayerConfig, skip: bool = False, nonzero_words: int |
                 planes: int = 1) -> int:
     """Cycles from an engine's i_start edge to its o_done pulse: positions * G * NW * planes + latency. A skipping
     dense engine spends max(1, nonzero_words) cycles per group instead of NW (worst case, ``None``: every word)."""
-    s = layer_shape(layer, lc, planes)
+    s = layer_shape(layer, lc)
     words = s["words"]
     if skip and nonzero_words is not None:
         words = max(1, nonzero_words)
-    return s["positions"] * s["groups"] * words * s["planes"] + layer_latency(layer, lc, skip)
+    return s["positions"] * s["groups"] * words * planes + layer_latency(layer, lc, skip)
 
 
 # Top-level constants (see NetworkTop; measured by tests/test_hdl_top.py).
@@ -393,7 +396,7 @@ def step_input_cycles(net: Network, config: HwConfig) -> int:
     latency, done)."""
     if config.encoder:
         return ceil_div(net.n_in, encoder_lanes(config)) + ENCODER_STEP_OVERHEAD
-    return ceil_div(net.n_in, config.layers[0].width) * input_planes(net)
+    return step_input_words(net, config.layers[0].width)
 
 
 def encoder_lanes(config: HwConfig) -> int:
@@ -408,14 +411,14 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
     dense layer's step_l counts max(1, words of its input holding a spike) per group; then the readout."""
     import numpy as np
     from bsnn_hw import golden
-    spikes = np.asarray(spikes, dtype=np.uint8 if net.encoding == "pixel" else bool)
+    spikes = net.as_inputs(spikes)
     # the full run's spikes up to each decision step are the early-exit run's (a step never depends on later ones)
     ref = golden.simulate(net, spikes, record=True)
     if config.early_exit:
         last_step = golden.decision_step(net, ref)
     else:
         last_step = np.full(spikes.shape[0], net.timesteps - 1)
-    nw0 = ceil_div(net.n_in, config.layers[0].width)
+    nw0 = step_input_words(net, config.layers[0].width)
     per_step_in = step_input_cycles(net, config)
     out = []
     for b in range(spikes.shape[0]):
@@ -433,7 +436,7 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
                 total += (step_cycles(layer, lc, skip, nnz, input_planes(net, i)) + TOP_LAYER_OVERHEAD
                           + (1 if trace else 0))
         total += readout_cycles(net, config)
-        drain = 0 if config.encoder else (net.timesteps - 1 - int(last_step[b])) * nw0 * input_planes(net)
+        drain = 0 if config.encoder else (net.timesteps - 1 - int(last_step[b])) * nw0
         out.append(dict(cycles=total, drain=drain, step=int(last_step[b])))
     return out
 

@@ -45,6 +45,7 @@ from bsnn_hw.network import Network
 from .cli import logic_rom_bits_option
 from .config import (HwConfig, LayerConfig, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
                      input_buffer_info, input_planes, input_ring,
+                     step_input_words,
                      layer_shape, map_channels, map_input, memory_info, step_cycles, tree_stride,
                      word_register)
 
@@ -120,7 +121,7 @@ def input_memories(net: Network, config: HwConfig) -> list[dict]:
 
 
 def _input_buffer(net: Network, w0: int) -> list[dict]:
-    return [input_buffer_info(ceil_div(net.n_in, w0) * input_planes(net), w0, input_ring(net, w0))]
+    return [input_buffer_info(step_input_words(net, w0), w0, input_ring(net, w0))]
 
 
 def design_memories(net: Network, config: HwConfig) -> list[dict]:
@@ -211,7 +212,7 @@ def features(net: Network, i: int, lc: LayerConfig, target: str, mems: list[dict
 def top_features(net: Network, config: HwConfig) -> tuple[dict, dict]:
     """The top's own counts: readout (argmax over n_out counts), input words, the constant."""
     lut = {"const": 1, "ctrl": index_bits(net.n_out) + count_bits(net.timesteps) + index_bits(
-        ceil_div(net.n_in, config.input_width_for(net)) * input_planes(net))}
+        step_input_words(net, config.input_width_for(net)))}
     ff = dict(lut)
     return lut, ff
 
@@ -484,7 +485,7 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
             if i == 0:
                 bi, li, fi = costs.input(lc.width)
                 b, lf, ff = b + bi, _add(lf, li), _add(ff, fi)
-                cyc += T * ceil_div(net.n_in, lc.width) * input_planes(net)
+                cyc += T * step_input_words(net, lc.width)
             opts.append((lc, cyc, _apply(LUT_COEFFS[target], lf), _apply(FF_COEFFS[target], ff), b))
         per_layer.append(pareto(opts, lambda o: o[1:]))
     points = []

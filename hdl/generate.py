@@ -180,7 +180,7 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
     layers = []
     for i, (layer, lc, eng) in enumerate(zip(net.layers, config.layers, top.engines)):
         planes = input_planes(net, i)
-        shape = layer_shape(layer, lc, planes)
+        shape = layer_shape(layer, lc)
         entry = dict(
             index=i, kind=layer.kind, n_in=layer.n_in, n_out=layer.n_out, parallel=lc.parallel, width=lc.width,
             groups=shape["groups"], words=shape["words"], positions=shape["positions"], planes=planes,

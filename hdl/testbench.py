@@ -69,7 +69,7 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
         pixels = np.asarray(pixels, dtype=np.uint8)
         batch = pixels.shape[0]
     else:
-        spikes = np.asarray(spikes, dtype=np.uint8 if net.encoding == "pixel" else bool)
+        spikes = net.as_inputs(spikes)
         batch = spikes.shape[0]
     dut = NetworkTop(net, config, trace, members=members)
     ens = dut.members > 1

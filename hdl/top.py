@@ -11,7 +11,7 @@ from bsnn_hw import contract
 from bsnn_hw.network import Network
 
 from .config import (HwConfig, clog2, count_bits, encoder_lanes, index_bits, input_buffer_info, input_planes,
-                     input_ring, memory_attrs, memory_info, skips_zero)
+                     input_ring, memory_attrs, memory_info, skips_zero, step_input_words)
 from .encoder import InputEncoder
 from .engine import LayerEngine, PoolEngine
 
@@ -166,7 +166,7 @@ class NetworkTop(wiring.Component):
         self.input_width = config.layers[0].width
         # a step's input words: NW_0, or for a "pixel" network its intensities' 8 bit planes of NW_0 words each
         self.plane_words = contract.ceil_div(net.n_in, self.input_width)
-        self.input_words = self.plane_words * input_planes(net)
+        self.input_words = step_input_words(net, self.input_width)
         self.ring = input_ring(net, self.input_width, encoder=config.encoder, skip=skips_zero(net, config, 0),
                                members=self.members)
         self.encoder = None

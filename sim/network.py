@@ -82,12 +82,6 @@ def decode(value: int, layout: list) -> dict:
 
 # --- input beats ---------------------------------------------------------------------------------------------------
 
-def as_inputs(net: Network, x) -> np.ndarray:
-    """A batch of the network's inputs as the golden model takes them: bool spike trains (B, T, n_in), or for a
-    "pixel" network uint8 intensities (B, n_in)."""
-    return np.asarray(x, dtype=np.uint8 if net.encoding == "pixel" else bool)
-
-
 def input_beats(spikes_one: np.ndarray, width: int, timesteps: int | None = None) -> list[int]:
     """The i_spikes beats of one sample: :func:`bsnn_hw.hdl.testbench.input_beats` (spikes (T, n_in) step-major
     then word; a "pixel" network's intensities (n_in,) as T copies of their 8 bit planes)."""
@@ -219,7 +213,7 @@ def build_units(units: list[Unit], workdir: Path, cache_dir=None) -> tuple[str, 
         art = workdir / f"u{k}.bsnn"
         (u.check_net if u.check_net is not None else u.net).save(art)
         spk = workdir / f"u{k}_spikes.npy"
-        np.save(spk, as_inputs(u.net, u.spikes))
+        np.save(spk, u.net.as_inputs(u.spikes))
         pix = None
         if cfg.encoder:
             if u.pixels is None:
@@ -263,7 +257,7 @@ def run_network(units: list[Unit], sim: str, *, waves: bool = False, cache_dir=N
 def expected(net: Network, spikes: np.ndarray, early_exit: bool = False):
     """(golden Result with every layer's spikes recorded, decision steps or None). With ``early_exit`` the Result
     is the state at each sample's decision step (``golden.decide``)."""
-    spikes = as_inputs(net, spikes)
+    spikes = net.as_inputs(spikes)
     if early_exit:
         return golden.decide(net, spikes, record=True)
     return golden.simulate(net, spikes, record=True), None
@@ -279,7 +273,7 @@ def ensemble_members(net: Network) -> list:
 def expected_ensemble(net: Network, spikes: np.ndarray):
     """(every member's golden Result with spikes recorded, the ``bsnn_hw.ensemble`` result: totals, votes, class)."""
     from bsnn_hw import ensemble
-    spikes = as_inputs(net, spikes)
+    spikes = net.as_inputs(spikes)
     mems = ensemble_members(net)
     refs = [golden.simulate(m, spikes, record=True) for m in mems]
     return refs, ensemble.combine(mems, refs)

@@ -20,6 +20,7 @@ from cocotb.triggers import ClockCycles, with_timeout
 from cocotb.utils import get_sim_time
 
 import bsnn_hw
+from bsnn_hw import contract
 from bsnn_hw.sim.network import (compare, compare_ensemble, decode, describe, ensemble_members, expected,
                                   expected_ensemble, input_beats)
 from bsnn_hw.sim.stream import StreamDriver, StreamMonitor
@@ -75,7 +76,7 @@ class NetworkTB:
         beats = self.members * self.net.timesteps * (1 + len(self.net.layers)) + self.net.n_out
         # Generous: the expected cycles, plus every beat stalled the maximum, plus slack.
         self.timeout_cycles = 4 * self.cycles_expected + int(stall > 0) * 4 * STALL_MAX * (
-            beats + self.spikes.shape[-1] * (8 if self.spikes.ndim == 2 else 1)) * self.net.timesteps + 2000
+            beats + self.spikes.shape[-1] * (contract.PIXEL_BITS if self.spikes.ndim == 2 else 1)) * self.net.timesteps + 2000
 
     async def reset(self, cycles: int = 2) -> None:
         """Synchronous active-high reset for ``cycles`` clocks; the monitors restart with empty queues."""

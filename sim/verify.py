@@ -89,7 +89,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     from bsnn_hw.hdl import HwConfig
     cfg = config if config is not None else HwConfig.default(net)
     cfg.validate(net)
-    spikes = netbench.as_inputs(net, spikes)
+    spikes = net.as_inputs(spikes)
     if cfg.encoder and pixels is None:
         raise ValueError("the on-chip encoder takes images (uint8 intensities): give pixels (random inputs of a "
                          "'direct' model have none)")

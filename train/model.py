@@ -186,10 +186,10 @@ class BSNN(nn.Module):
                                  exact=exact, slope=slope, fires=fires))
         first = next(fc for fc in self.fcs if not isinstance(fc, SpikePool))
         fan_in = first.kernel ** 2 * first.in_shape[2] if isinstance(first, BinaryConv2d) else first.n_in
-        bound = fan_in * max(-contract.weight_range(first.bits)[0], 1) * self.input_max
+        bound = contract.current_bound(fan_in, first.bits, self.input_max)
         if bound >= 1 << LIF_MAX_BITS:
             raise ValueError(f"the first layer's synaptic input can reach {bound:,} (fan-in {fan_in} x weight "
-                             f"{-contract.weight_range(first.bits)[0]} x input {self.input_max}), past the 2^24 that "
+                             f"{bound // (fan_in * self.input_max)} x input {self.input_max}), past the 2^24 that "
                              f"float32 training holds exactly: use fewer first-layer weight bits")
         if readout == "count":
             self.log_temperature = nn.Parameter(torch.tensor(math.log(8.0 / timesteps)))
