@@ -152,6 +152,8 @@ def _corner_table():
         "ROMs to block RAM (logic_rom_bits=0)": lambda u: u.config.logic_rom_bits == 0,
         "every ROM in logic (logic_rom_bits huge)": lambda u: (u.config.logic_rom_bits or 0) >= ALL_ROMS_IN_LOGIC,
         "one-port state (spram)": _one_port_state,
+        # contract v4: a wide engine (tree stride 2, no word register) shifting each bit plane's sum
+        "pixel input, W_0>64": lambda u: u.net.encoding == "pixel" and u.config.layers[0].width > WIDE_WORD,
     })
     return c
 
@@ -307,7 +309,7 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     n_in = _pick(rng, 1, max_in)
     if want == "n_in=1":
         n_in = 1
-    elif want in ("n_in>=300", "W>64", "W=n_in>64", "input ring (W_0>64)"):
+    elif want in ("n_in>=300", "W>64", "W=n_in>64", "input ring (W_0>64)", "pixel input, W_0>64"):
         n_in = int(rng.integers(max(WIDE_WORD + 1, min(300, max_in)), max_in + 1))
     sizes = [n_in] + [_pick(rng, 1, max_hidden, 0.15) for _ in range(n_layers)]
     if want == "width-1 layer":
@@ -327,6 +329,8 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     encoding = str(rng.choice(contract.ENCODINGS, p=odds / odds.sum()))
     if want.startswith("on-chip encoder, "):
         encoding = want.split(", ")[1]
+    elif want.startswith("pixel input"):
+        encoding = "pixel"
     elif want.startswith("encoder lanes"):
         encoding = str(rng.choice(["rate", "latency"]))
     for key, value in (("readout", readout), ("encoding", encoding)):
@@ -367,7 +371,7 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
         if i == 0:
             if want == "W=1":
                 w = 1
-            elif want in ("W>64", "input ring (W_0>64)"):
+            elif want in ("W>64", "input ring (W_0>64)", "pixel input, W_0>64"):
                 w = int(rng.integers(WIDE_WORD + 1, li + 1))
             elif want in ("W=n_in", "W=n_in>64"):
                 w = li
