@@ -42,6 +42,9 @@ def decision_options(f):
                      "RAMs, more cycles).")(f)
     f = click.option("--encoder", is_flag=True, help="Take 8-bit pixels (i_pixels, n_in beats per sample) and "
                      "encode them on chip with the model's rate or latency code.")(f)
+    f = click.option("--events", default=None, metavar="LAYERS", help="Run these layers event-driven (input-major: "
+                     "one input spike's weight row per cycle, silent inputs cost nothing; cycles become data "
+                     "dependent): comma-separated layer indices, or 'all' for every dense layer reading spikes.")(f)
     f = click.option("--skip-zero", is_flag=True, help="Dense layers reading a vector spend no cycle on an input "
                      "word without a spike (cycles become data dependent).")(f)
     f = click.option("--early-exit", is_flag=True, help="With the 'first' readout: stop after the first step with "
@@ -63,20 +66,44 @@ def load_config_file(path, net):
     return read_config(path, net)
 
 
+def parse_events(text: str | None, net) -> list[int] | None:
+    """--events: 'all' -> every dense layer reading spikes (config.reads_spike_vector); '0,2' -> [0, 2]; None."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        from .config import reads_spike_vector
+        layers = [i for i in range(len(net.layers)) if reads_spike_vector(net, i)]
+        if not layers:
+            raise UserError("--events all: this network has no dense layer reading spikes (conv layers, layers after "
+                            "a feature map and a 'pixel' network's first layer run dense)")
+        return layers
+    items = parse_list("--events", text)
+    bad = [i for i in items if not 0 <= i < len(net.layers)]
+    if bad or len(set(items)) != len(items):
+        raise UserError(f"--events must name distinct layer indices in 0..{len(net.layers) - 1} (or 'all'), "
+                        f"not {text!r}")
+    return items
+
+
 def make_config(net, parallel, width, early_exit=False, skip_zero=False, encoder=False, encoder_lanes=None,
-                config_file=None, logic_rom_bits=None, spram=False):
+                config_file=None, logic_rom_bits=None, spram=False, events=None):
     """The HwConfig from the command line: a --config file, or -P/-W and the option flags (not both)."""
+    import dataclasses
     from .config import HwConfig
     if config_file is not None:
         if (parallel or width or early_exit or skip_zero or encoder or encoder_lanes or logic_rom_bits is not None
-                or spram):
+                or spram or events):
             raise ValueError("--config gives the whole configuration: drop -P/-W/--early-exit/--skip-zero/--encoder/"
-                             "--encoder-lanes/--logic-rom-bits/--spram")
+                             "--encoder-lanes/--logic-rom-bits/--spram/--events")
         config = load_config_file(config_file, net)
     else:
         config = HwConfig.from_lists(net, parse_list("--parallel", parallel), parse_list("--width", width),
                                      early_exit=early_exit, skip_zero=skip_zero, encoder=encoder,
                                      encoder_lanes=encoder_lanes, logic_rom_bits=logic_rom_bits, spram=spram)
+        on = parse_events(events, net)
+        if on:
+            config = dataclasses.replace(config, layers=tuple(dataclasses.replace(lc, events=i in on)
+                                                              for i, lc in enumerate(config.layers)))
     config.validate(net)
     return config
 
@@ -107,14 +134,15 @@ def select_network(net, map_only: bool):
 @map_only_option
 @config_option
 def generate(model, out, parallel, width, trace, name, early_exit, skip_zero, encoder, encoder_lanes, logic_rom_bits,
-             spram, map_only, config_file):
+             spram, map_only, config_file, events):
     """Generate synthesizable Verilog (one self-contained file) and a JSON manifest from a .bsnn MODEL."""
     from . import generate as gen
+    from .config import data_dependent
     from .generate import check_name
     check_name(name)
     net = select_network(load_model(model), map_only)
     config = make_config(net, parallel, width, early_exit, skip_zero, encoder, encoder_lanes, config_file,
-                         logic_rom_bits, spram)
+                         logic_rom_bits, spram, events)
     design = gen(net, config, trace=trace, name=name)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -129,6 +157,6 @@ def generate(model, out, parallel, width, trace, name, early_exit, skip_zero, en
                f"W={','.join(str(lc.width) for lc in config.layers)}, "
                + (f"an ensemble of {man['members']} members, " if man["members"] > 1 else "") +
                f"{man['memory_bits']:,} memory bits, {man['cycles_per_inference']:,} cycles per inference"
-               + (" (worst case)" if config.early_exit or config.skip_zero else "")
+               + (" (worst case)" if data_dependent(config) else "")
                + (f"; input: {net.n_in} pixel beats per sample, {net.encoding} code on chip" if config.encoder
                   else ""))

@@ -78,9 +78,14 @@ def conv_geometry(layer) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class LayerConfig:
-    """Folding of one layer: ``parallel`` (P) neuron lanes, ``width`` (W) input bits per word."""
+    """Folding of one layer: ``parallel`` (P) neuron lanes, ``width`` (W) input bits per word, and the organization:
+    ``events`` = False (dense, output-major: each cycle one W-bit input word against P neurons' W weights) or True
+    (event-driven, input-major, dense layers reading a vector: each cycle one input spike fetches its weight row for
+    P neurons; silent inputs cost nothing; W is then only the width at which the input is read and searched,
+    docs/hardware.md "Event-driven layers")."""
     parallel: int = 1
     width: int = DEFAULT_WIDTH
+    events: bool = False
 
     def __post_init__(self):
         for name in ("parallel", "width"):
@@ -89,6 +94,8 @@ class LayerConfig:
                 raise TypeError(f"{name} must be an int, not {v!r}")
             if v < 1:
                 raise ValueError(f"{name} must be at least 1, not {v!r}")
+        if not isinstance(self.events, bool):
+            raise TypeError(f"events must be a bool, not {self.events!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,12 +199,19 @@ class HwConfig:
             if lc.width > layer.n_in:
                 raise ValueError(f"layer {i}: width must be in 1..{layer.n_in} (its n_in), not {lc.width}: "
                                  f"a wider word would hold only padding")
+        for i, (lc, layer) in enumerate(zip(self.layers, net.layers)):
+            if lc.events and not reads_spike_vector(net, i):
+                what = ("a 'pixel' network's first layer reads bit planes, not spikes" if layer.kind == "dense"
+                        and input_planes(net, i) > 1 else f"it is a {layer.kind} layer reading a feature map"
+                        if map_input(net, i) else "")
+                raise ValueError(f"layer {i}: events (the event-driven organization) is for dense layers that read a "
+                                 f"vector of spikes (the input or a dense layer); {what}")
         if self.early_exit and net.readout != "first":
             raise ValueError(f"early_exit needs the 'first' readout (the decision is the first output spike), not "
                              f"{net.readout!r}")
         if self.skip_zero and not any(skips_zero(net, self, i) for i in range(len(net.layers))):
-            raise ValueError("skip_zero applies to dense layers that read a vector (the input or a dense layer); "
-                             "this network has none")
+            raise ValueError("skip_zero applies to dense layers that read a vector (the input or a dense layer) and "
+                             "are not event-driven; this network has none")
         if self.encoder and net.encoding == "pixel":
             raise ValueError("the on-chip encoder makes spikes; a 'pixel' network takes its intensities' bit planes "
                              "from the host (i_spikes: 8 planes of NW_0 words per step, docs/hardware.md)")
@@ -217,7 +231,8 @@ class HwConfig:
 
     def to_dict(self) -> dict:
         """The JSON form (``hw_config`` of a configuration file, docs/dse.md)."""
-        return {"layers": [[lc.parallel, lc.width] for lc in self.layers], "input_width": self.input_width,
+        return {"layers": [[lc.parallel, lc.width] + (["events"] if lc.events else []) for lc in self.layers],
+                "input_width": self.input_width,
                 "early_exit": self.early_exit, "skip_zero": self.skip_zero, "encoder": self.encoder,
                 "encoder_lanes": self.encoder_lanes, "logic_rom_bits": self.logic_rom_bits, "spram": self.spram,
                 "spram_min_bits": self.spram_min_bits}
@@ -233,9 +248,10 @@ class HwConfig:
         if extra:
             raise ValueError(f"hw_config has unknown keys {extra}; expected some of {sorted(known)}")
         layers = d.get("layers")
-        if not isinstance(layers, list) or not all(isinstance(x, list) and len(x) == 2 for x in layers):
-            raise ValueError(f"hw_config.layers must be a list of [P, W] pairs, not {layers!r}")
-        return cls(tuple(LayerConfig(p, w) for p, w in layers), d.get("input_width"),
+        if not isinstance(layers, list) or not all(isinstance(x, list) and (len(x) == 2 or len(x) == 3
+                                                                            and x[2] == "events") for x in layers):
+            raise ValueError(f"hw_config.layers must be a list of [P, W] or [P, W, \"events\"] entries, not {layers!r}")
+        return cls(tuple(LayerConfig(x[0], x[1], len(x) == 3) for x in layers), d.get("input_width"),
                    d.get("early_exit", False), d.get("skip_zero", False), d.get("encoder", False),
                    d.get("encoder_lanes"), d.get("logic_rom_bits"), d.get("spram", False),
                    d.get("spram_min_bits", SPRAM_MIN_BITS))
@@ -248,11 +264,27 @@ class HwConfig:
         return self.layers[0].width if self.input_width is None else self.input_width
 
 
+def reads_spike_vector(net: Network, index: int) -> bool:
+    """Whether layer ``index`` is a dense layer reading a vector of spikes (the input or a dense layer's output; not
+    a "pixel" network's bit planes): the layers that can skip zero words or run event-driven."""
+    return net.layers[index].kind == "dense" and not map_input(net, index) and input_planes(net, index) == 1
+
+
 def skips_zero(net: Network, config: HwConfig, index: int) -> bool:
     """Whether layer ``index`` skips all-zero input words under ``config``: dense layers reading a vector of spikes
-    (not a "pixel" network's bit planes)."""
-    return (config.skip_zero and net.layers[index].kind == "dense" and not map_input(net, index)
-            and input_planes(net, index) == 1)
+    (not a "pixel" network's bit planes), unless event-driven (which skips every silent input)."""
+    return config.skip_zero and reads_spike_vector(net, index) and not config.layers[index].events
+
+
+def runs_events(config: HwConfig, index: int) -> bool:
+    """Whether layer ``index`` runs event-driven (``LayerConfig.events``; legality is :meth:`HwConfig.validate`'s)."""
+    return config.layers[index].events
+
+
+def data_dependent(config: HwConfig) -> bool:
+    """Whether a sample's cycles depend on its spikes (early exit, zero-word skipping, an event-driven layer):
+    :func:`cycles_per_inference` is then the worst case and :func:`sample_cycles` a sample's own figure."""
+    return config.early_exit or config.skip_zero or any(lc.events for lc in config.layers)
 
 
 def input_planes(net: Network, index: int = 0) -> int:
@@ -341,19 +373,24 @@ POOL_LATENCY = 3  # PoolEngine drain: address register (1), read (1, the OR and 
 
 def layer_latency(layer, lc: LayerConfig, skip: bool = False) -> int:
     """An engine's fixed drain: dense engine_latency(W); conv and a skipping dense engine one more (the registered
-    read address); pool POOL_LATENCY."""
+    read address); an event-driven engine engine_latency(1) + 1 (one input, its weight row, per cycle; the registered
+    ROM address); pool POOL_LATENCY."""
     if layer.kind == "pool":
         return POOL_LATENCY
+    if lc.events:
+        return engine_latency(1) + 1
     return engine_latency(lc.width) + (1 if layer.kind == "conv2d" or skip else 0)
 
 
 def step_cycles(layer, lc: LayerConfig, skip: bool = False, nonzero_words: int | None = None,
                 planes: int = 1) -> int:
     """Cycles from an engine's i_start edge to its o_done pulse: positions * G * NW * planes + latency. A skipping
-    dense engine spends max(1, nonzero_words) cycles per group instead of NW (worst case, ``None``: every word)."""
+    dense engine spends max(1, nonzero_words) cycles per group instead of NW; an event-driven one max(1, spikes) (its
+    input's spikes at that step, passed as ``nonzero_words``) instead of n_in (worst case, ``None``: every word, every
+    input spiking)."""
     s = layer_shape(layer, lc)
-    words = s["words"]
-    if skip and nonzero_words is not None:
+    words = layer.n_in if lc.events else s["words"]
+    if (skip or lc.events) and nonzero_words is not None:
         words = max(1, nonzero_words)
     return s["positions"] * s["groups"] * words * planes + layer_latency(layer, lc, skip)
 
@@ -368,8 +405,8 @@ ENCODER_STEP_OVERHEAD = 3      # ENCODE (start), the pixel RAM's read latency, t
 
 def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False, members: int = 1) -> int:
     """Cycles from the first accepted i_spikes beat to the last o_result beat (always-valid source, always-ready
-    sinks); see docs/hardware.md. With early_exit or skip_zero this is the worst case (every step runs, every word
-    holds a spike); :func:`sample_cycles` gives a sample's own figure.
+    sinks); see docs/hardware.md. With early_exit, skip_zero or an event-driven layer this is the worst case (every
+    step runs, every input spikes); :func:`sample_cycles` gives a sample's own figure.
 
     An ensemble of ``members`` S > 1: member 0 as a single network but without its result beats, each further
     member T steps without input beats (it replays the buffer) and a scan (n_out + ENSEMBLE_MEMBER_OVERHEAD)::
@@ -408,7 +445,8 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
     """Per sample of ``spikes`` (bool (N, T, n_in)): ``cycles`` from the first input beat to the last result beat,
     ``drain`` (the input beats taken and dropped after an early decision, before the next sample can start) and
     ``step`` (the last step run). Each run step costs NW_0 + sum_l (step_l + 1 [+ 1 trace]), where a skipping
-    dense layer's step_l counts max(1, words of its input holding a spike) per group; then the readout."""
+    dense layer's step_l counts max(1, words of its input holding a spike) per group, an event-driven one max(1, its
+    input's spikes); then the readout."""
     import numpy as np
     from bsnn_hw import golden
     spikes = net.as_inputs(spikes)
@@ -428,11 +466,11 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
             for i, (layer, lc) in enumerate(zip(net.layers, config.layers)):
                 skip = skips_zero(net, config, i)
                 nnz = None
-                if skip:
+                if skip or lc.events:
                     vec = spikes[b, t] if i == 0 else ref.spikes[i - 1][b, t]
                     padded = np.zeros(ceil_div(vec.size, lc.width) * lc.width, dtype=bool)
                     padded[:vec.size] = vec
-                    nnz = int(padded.reshape(-1, lc.width).any(axis=1).sum())
+                    nnz = int(vec.sum()) if lc.events else int(padded.reshape(-1, lc.width).any(axis=1).sum())
                 total += (step_cycles(layer, lc, skip, nnz, input_planes(net, i)) + TOP_LAYER_OVERHEAD
                           + (1 if trace else 0))
         total += readout_cycles(net, config)

@@ -26,6 +26,16 @@ the options no other option of that layer beats on cycles, LUTs, FFs and block R
 so no point outside this product can be on the front), then the network points that fit the part and the budget,
 their Pareto front over (cycles, LUT4, block RAM), and the best by the objective.
 
+**Event-driven layers** (``--events``, docs/hardware.md "Event-driven layers"): with spike statistics measured on real
+inputs (:func:`spike_statistics`: each dense layer's input spikes per sample and step, from the golden model), the
+search also tries each dense layer that reads spikes event-driven (one input spike's weight row of P lanes per cycle;
+W is then only the width the input is read and searched at). Its cycles are data dependent: a point's ``cycles`` is
+then the mean over the measured samples of the exact per-sample figure (:func:`expected_cycles`, the sum that
+:func:`bsnn_hw.hdl.config.sample_cycles` makes), so dense and event-driven points are compared on the same inputs.
+Its block RAMs are exact as for dense (a ROM of G * n_in rows of P weights); its LUT/FF add the two priority encoders
+(over the NW pending-word flags and over the W-bit word) to one-input lanes, with coefficients not fitted on
+synthesized event-driven points (bench/event_compare.py measures some and prints the error).
+
 A network with a per-step affine (contract v3) is refused with a one-line reason: the LUT/FF coefficients were not
 fitted with its adders and multipliers (and the search knows no DSP budget). Its memories (the affine ROM included)
 are still listed by :func:`design_memories`; ``bsnn-hw synth``'s fit check covers its DSPs and LUT floor.
@@ -44,16 +54,21 @@ from bsnn_hw.network import Network
 
 from .cli import logic_rom_bits_option
 from .config import (HwConfig, LayerConfig, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
-                     input_buffer_info, input_planes, input_ring,
-                     step_input_words,
-                     layer_shape, map_channels, map_input, memory_info, step_cycles, tree_stride,
-                     word_register)
+                     input_buffer_info, input_planes, input_ring, layer_latency, layer_shape, map_channels, map_input,
+                     memory_info, reads_spike_vector, step_cycles, step_input_words, tree_stride, word_register)
 
 CONFIG_FORMAT = "bsnn-hw-config"
 CONFIG_VERSION = 1
 OBJECTIVES = ("latency", "luts")
 BUDGET_KEYS = {"lut": "luts", "ff": "ffs", "bram": "brams"}   # --budget name -> Device capacity attribute
 DSE_TARGETS = ("ice40", "ecp5")   # targets with a block RAM model and place-and-route
+
+# An event-driven engine's own logic, per bit of its two priority encoders and their clear (the NW pending-word flags
+# and the W-bit current word, counted twice: encoder and clear): LUT4 per feature unit. Not fitted (no event-driven
+# point among the calibration points): two LUT4 per bit, the cost of a priority-encoder stage with its clear
+# (bench/event_compare.py measures event-driven points and prints the model's error). Flip-flops: one per register
+# bit (pending flags, current word, ROM address stage).
+EVENT_LUT = 2.0
 
 # --- the calibrated coefficients (bench/dse_check.py --fit prints them; docs/dse.md has the points) ----------------
 # LUT4 (FF) per unit of each feature (see features()). Fitted by non-negative least squares, each point weighted by
@@ -62,15 +77,16 @@ DSE_TARGETS = ("ice40", "ecp5")   # targets with a block RAM model and place-and
 # fit found the feature adds nothing the others do not already explain.
 LUT_COEFFS = {
     "ice40": {"adder": 0.9127, "wide_adder": 1.3183, "lane": 6.7208, "logic_rom": 0.1129, "logic_ram": 1.1387,
-              "lutram": 0.0, "bram_mux": 0.9446, "select": 1.9758, "ctrl": 0.0, "const": 0.0},
+              "lutram": 0.0, "bram_mux": 0.9446, "select": 1.9758, "ctrl": 0.0, "const": 0.0, "events": EVENT_LUT},
     "ecp5": {"adder": 1.2125, "wide_adder": 1.4915, "lane": 1.0024, "logic_rom": 0.1129, "logic_ram": 1.1387,
-             "lutram": 0.0, "bram_mux": 2.8632, "select": 1.9758, "ctrl": 0.0, "const": 155.5949},
+             "lutram": 0.0, "bram_mux": 2.8632, "select": 1.9758, "ctrl": 0.0, "const": 155.5949,
+             "events": EVENT_LUT},
 }
 FF_COEFFS = {
     "ice40": {"tree_regs": 1.298, "lane": 7.1055, "logic_ram": 0.7741, "spikes": 2.0829, "ctrl": 0.0,
-              "const": 376.9699},
+              "const": 376.9699, "events": 1.0},
     "ecp5": {"tree_regs": 1.237, "lane": 8.7164, "logic_ram": 0.7741, "spikes": 2.0829, "ctrl": 0.0,
-             "const": 286.9099},
+             "const": 286.9099, "events": 1.0},
 }
 # The search's default caps: the range the coefficients were fitted on (P up to 16, W up to 64); beyond it the
 # model extrapolates (--max-parallel / --max-width raise them).
@@ -97,7 +113,8 @@ def _engine(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | None = 
         return PoolEngine(layer)
     # as NetworkTop builds it (no zero-word skipping: not modelled)
     e = LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
-                    keep_count=(i == len(net.layers) - 1), logic_rom_bits=logic_rom_bits, spram=spram)
+                    keep_count=(i == len(net.layers) - 1), logic_rom_bits=logic_rom_bits, spram=spram,
+                    events=lc.events)
     e._MustUse__silence = True   # built for its memory list only, never elaborated
     return e
 
@@ -180,6 +197,15 @@ def features(net: Network, i: int, lc: LayerConfig, target: str, mems: list[dict
         ff.setdefault(key, 0)
     P, W, k, M = lc.parallel, lc.width, layer.weight_bits, layer.membrane_bits
     s = layer_shape(layer, lc)
+    if lc.events:
+        # the priority encoders over the NW word flags and the W-bit word (and their clears), the registers of
+        # both and of the ROM address stage; the lanes see one input (W = 1) and the ROM has n_in rows per group
+        lut.setdefault("events", 0)
+        ff.setdefault("events", 0)
+        lut["events"] += 2 * (s["words"] + W)
+        ff["events"] += s["words"] + W + index_bits(s["groups"] * layer.n_in)
+        W = 1
+        s = dict(s, words=layer.n_in)
     # a wide engine's trees (a register per two levels, fed straight from the reads) map to more LUTs per adder bit
     adder = "adder" if tree_stride(W) == 1 else "wide_adder"
     lut.setdefault(adder, 0)
@@ -200,7 +226,7 @@ def features(net: Network, i: int, lc: LayerConfig, target: str, mems: list[dict
     ff["ctrl"] += ctrl
     if not map_input(net, i) and i > 0:
         # W-bit word select over the previous layer's spike register: W multiplexers of NW inputs
-        lut["select"] += W * (s["words"] - 1)
+        lut["select"] += lc.width * (ceil_div(layer.n_in, lc.width) - 1)
     word = W if word_register(W) else 0    # the spike word register (none for a wide engine)
     if layer.kind == "dense":
         ff["spikes"] += layer.n_out + word
@@ -245,8 +271,9 @@ class Cost:
     ff_features: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
-    def layers(self) -> list[list[int]]:
-        return [[lc.parallel, lc.width] for lc in self.config.layers]
+    def layers(self) -> list[list]:
+        """[P, W] per layer, [P, W, "events"] for an event-driven one (HwConfig.to_dict's form)."""
+        return self.config.to_dict()["layers"]
 
     def as_dict(self) -> dict:
         return dict(layers=self.layers, cycles=self.cycles, lut=self.lut, ff=self.ff, bram=self.bram,
@@ -283,11 +310,11 @@ class _LayerCosts:
         self.net, self.target, self.logic_rom_bits = net, target, logic_rom_bits
         self._layers, self._inputs = {}, {}
 
-    def layer(self, i: int, parallel: int, width: int):
+    def layer(self, i: int, parallel: int, width: int, events: bool = False):
         from .synth import expected_brams
-        key = (i, parallel, width)
+        key = (i, parallel, width, events)
         if key not in self._layers:
-            lc = LayerConfig(parallel, width)
+            lc = LayerConfig(parallel, width, events)
             mems = layer_memories(self.net, i, lc, self.logic_rom_bits)
             lut_f, ff_f = features(self.net, i, lc, self.target, mems)
             self._layers[key] = (expected_brams(mems, self.target), lut_f, ff_f)
@@ -339,10 +366,58 @@ def features_of_memories(mems: list[dict], target: str) -> tuple[dict, dict]:
     return lut, ff
 
 
+def spike_statistics(net: Network, spikes) -> dict:
+    """Per dense layer that reads spikes (:func:`bsnn_hw.hdl.config.reads_spike_vector`): its input's spike count
+    per sample and step, int (N, T), from the golden model run on ``spikes`` (the network's inputs, as
+    ``golden.simulate`` takes them). What :func:`expected_cycles` needs for an event-driven layer."""
+    import numpy as np
+    from bsnn_hw import golden
+    spikes = net.as_inputs(spikes)
+    ref = golden.simulate(net, spikes, record=True)
+    out = {}
+    for i in range(len(net.layers)):
+        if reads_spike_vector(net, i):
+            src = spikes if i == 0 else ref.spikes[i - 1]
+            out[i] = np.asarray(src, dtype=bool).reshape(src.shape[0], src.shape[1], -1).sum(axis=2)
+    return out
+
+
+def _event_cycles(net: Network, i: int, lc: LayerConfig, counts) -> float:
+    """Layer ``i``'s cycles per inference event-driven, the mean over the samples of ``counts`` ((N, T) spikes at its
+    input): per step G * max(1, spikes) + latency + TOP_LAYER_OVERHEAD."""
+    import numpy as np
+    from .config import TOP_LAYER_OVERHEAD
+    layer = net.layers[i]
+    G = layer_shape(layer, lc)["groups"]
+    per_sample = (G * np.maximum(1, counts)).sum(axis=1)
+    return float(per_sample.mean()) + net.timesteps * (layer_latency(layer, lc) + TOP_LAYER_OVERHEAD)
+
+
+def expected_cycles(net: Network, config: HwConfig, stats: dict | None = None) -> int:
+    """Cycles per inference: the formula, or with event-driven layers the mean over the samples of ``stats``
+    (:func:`spike_statistics`) of each sample's exact figure (rounded): the formula's worst case for those layers
+    replaced by their data-dependent cycles."""
+    from .config import TOP_LAYER_OVERHEAD
+    cycles = cycles_per_inference(net, config)
+    ev = [i for i, lc in enumerate(config.layers) if lc.events]
+    if not ev:
+        return cycles
+    if stats is None or any(i not in stats for i in ev):
+        raise ValueError("a configuration with event-driven layers needs spike statistics (their cycles depend on "
+                         "the input): give spike_statistics(net, inputs) (bsnn-hw dse --events --data ...)")
+    extra = 0.0
+    for i in ev:
+        lc = config.layers[i]
+        extra += _event_cycles(net, i, lc, stats[i]) - net.timesteps * (step_cycles(net.layers[i], lc)
+                                                                         + TOP_LAYER_OVERHEAD)
+    return int(round(cycles + extra))
+
+
 def estimate(net: Network, config: HwConfig, target: str = "ice40", device: str | None = None,
-             _costs: _LayerCosts | None = None) -> Cost:
+             _costs: _LayerCosts | None = None, stats: dict | None = None) -> Cost:
     """The predicted :class:`Cost` of ``net`` under ``config`` on ``target`` (module docstring). ``config`` must
-    be legal (:meth:`HwConfig.validate`); early exit, zero skipping and the on-chip encoder are not modelled."""
+    be legal (:meth:`HwConfig.validate`); early exit, zero skipping and the on-chip encoder are not modelled.
+    Event-driven layers need ``stats`` (:func:`spike_statistics`): cycles are then :func:`expected_cycles`'."""
     _check_net(net)
     _check_target(target, device)
     if not isinstance(config, HwConfig):
@@ -354,12 +429,12 @@ def estimate(net: Network, config: HwConfig, target: str = "ice40", device: str 
     costs = _costs or _layer_costs(net, target, config.logic_rom_bits)
     bram, lut_f, ff_f = costs.input(config.input_width_for(net))
     for i, lc in enumerate(config.layers):
-        b, lf, f = costs.layer(i, lc.parallel, lc.width)
+        b, lf, f = costs.layer(i, lc.parallel, lc.width, lc.events)
         bram += b
         lut_f, ff_f = _add(lut_f, lf), _add(ff_f, f)
     tl, tf = top_features(net, config)
     lut_f, ff_f = _add(lut_f, tl), _add(ff_f, tf)
-    cycles = cycles_per_inference(net, config)
+    cycles = expected_cycles(net, config, stats)
     fmax = FMAX_MHZ[target]
     return Cost(config, cycles, round(_apply(LUT_COEFFS[target], lut_f)), round(_apply(FF_COEFFS[target], ff_f)),
                 int(bram), fmax, round(cycles / fmax, 2), lut_f, ff_f)
@@ -450,13 +525,14 @@ def _objective_key(objective: str):
 def explore(net: Network, target: str = "ice40", device: str | None = None, budget: dict | None = None,
             objective: str = "latency", max_parallel: int | None = DEFAULT_MAX_PARALLEL,
             max_width: int | None = DEFAULT_MAX_WIDTH, slack: float = 1.0,
-            logic_rom_bits: int | None = None) -> dict:
+            logic_rom_bits: int | None = None, stats: dict | None = None) -> dict:
     """Search P and W per layer (module docstring), with ROMs of up to ``logic_rom_bits`` bits in logic
     (``HwConfig.logic_rom_bits``; not searched). The chosen point: the best by ``objective`` ("latency": predicted
     microseconds per inference; "luts": LUT4) or, of the points within ``slack`` percent of that best, the one best
     on the other (fewest LUT4, resp. lowest latency). Returns ``{"front": [Cost...] (fitting the part and budget,
     the chosen first, then by the objective), "chosen": Cost, "limits": {lut, ff, bram}, "considered": n,
-    "fitting": n, ...}``.
+    "fitting": n, ...}``. With ``stats`` (:func:`spike_statistics` on real inputs) each dense layer reading spikes is
+    also tried event-driven (same P and W candidates), cycles as :func:`expected_cycles` gives them.
     ValueError naming the closest point's cost (worst need / limit) when nothing fits."""
     _check_net(net)
     t, dev = _check_target(target, device)
@@ -479,9 +555,15 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
     per_layer = []
     for i in range(len(net.layers)):
         opts = []
-        for lc in layer_options(net, i, max_parallel, max_width):
-            b, lf, ff = costs.layer(i, lc.parallel, lc.width)
-            cyc = T * (step_cycles(net.layers[i], lc, planes=input_planes(net, i)) + 1)
+        options = layer_options(net, i, max_parallel, max_width)
+        if stats is not None and reads_spike_vector(net, i):
+            options += [LayerConfig(lc.parallel, lc.width, True) for lc in options]
+        for lc in options:
+            b, lf, ff = costs.layer(i, lc.parallel, lc.width, lc.events)
+            if lc.events:
+                cyc = _event_cycles(net, i, lc, stats[i])
+            else:
+                cyc = T * (step_cycles(net.layers[i], lc, planes=input_planes(net, i)) + 1)
             if i == 0:
                 bi, li, fi = costs.input(lc.width)
                 b, lf, ff = b + bi, _add(lf, li), _add(ff, fi)
@@ -491,7 +573,7 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
     points = []
     for combo in itertools.product(*per_layer):
         cfg = HwConfig(tuple(o[0] for o in combo), logic_rom_bits=logic_rom_bits)
-        points.append(estimate(net, cfg, target, device, _costs=costs))
+        points.append(estimate(net, cfg, target, device, _costs=costs, stats=stats))
     considered = len(points)
     key = _objective_key(objective)
 
@@ -526,7 +608,8 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
 
 
 def _fmt_layers(layers) -> str:
-    return " ".join(f"{p}/{w}" for p, w in layers)
+    """'P/W' per layer, 'P/We' for an event-driven one."""
+    return " ".join(f"{x[0]}/{x[1]}" + ("e" if len(x) > 2 else "") for x in layers)
 
 
 # --- measuring ----------------------------------------------------------------------------------------------------
@@ -537,7 +620,8 @@ def measure(net: Network, cost: Cost, target: str, device: str | None = None, pr
     from .synth import implement
     res = implement(net, cost.config, target=target, device=device, pnr=True, progress=progress)
     r = res["resources"]
-    cycles = res["design"]["cycles_per_inference"]
+    # event-driven layers: the manifest gives the worst case; the point's cycles are the measured inputs' mean
+    cycles = cost.cycles if any(lc.events for lc in cost.config.layers) else res["design"]["cycles_per_inference"]
     fmax = res.get("fmax_mhz")
     return dict(lut=int(r["lut"]), ff=int(r["ff"]), bram=int(r["bram"]), fmax_mhz=fmax, cycles=cycles,
                 us=round(cycles / fmax, 2) if fmax else None)
@@ -621,8 +705,9 @@ def print_front(result: dict, measured: dict, limit: int, console=None) -> None:
     console.print(table)
     if len(result["front"]) > limit:
         console.print(f"[dim]{len(result['front']) - limit} more points on the front (--limit)[/]")
-    console.print("[dim]~ predicted (cost model: docs/dse.md); cycles from the formula; block RAMs from the "
-                  "target's block RAM shapes; * the chosen point[/]")
+    console.print("[dim]~ predicted (cost model: docs/dse.md); cycles from the formula (P/We: an event-driven "
+                  "layer, its cycles the mean over the measured inputs); block RAMs from the target's block RAM "
+                  "shapes; * the chosen point[/]")
 
 
 @click.command("dse")
@@ -646,11 +731,17 @@ def print_front(result: dict, measured: dict, limit: int, console=None) -> None:
               help="Synthesize and place-and-route the N best points (minutes each) for measured LUT/FF/BRAM/Fmax.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Rows of the table.")
 @click.option("--map-only", is_flag=True, help="For a model with an ensemble: explore its MAP network.")
+@click.option("--events", is_flag=True, help="Also try each dense layer that reads spikes event-driven (input-major: "
+              "silent inputs cost nothing), compared with the dense foldings on the spike statistics of --data.")
+@click.option("--data", default=None, help="With --events: the data set whose test images give the spike "
+              "statistics (digits, fashion-mnist, or a .npy/.npz of uint8 images).")
+@click.option("--samples", type=click.IntRange(min=1), default=200, show_default=True,
+              help="With --events: test images for the spike statistics.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="Write the chosen configuration (JSON, for generate/synth/verify --config).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def dse(model, target, device, budget, objective, slack, max_parallel, max_width, logic_rom_bits, n_measure, limit,
-        map_only, out, as_json):
+        map_only, out, as_json, events, data, samples):
     """Explore P and W per layer of MODEL for an FPGA: the Pareto front of cycles, LUT4, FF and block RAM (predicted;
     --measure N synthesizes the N best), and the chosen configuration (-o)."""
     from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
@@ -667,8 +758,24 @@ def dse(model, target, device, budget, objective, slack, max_parallel, max_width
     except ValueError as e:
         raise UserError(str(e)) from None
     net = select_network(load_model(model), map_only)
+    stats = None
+    if data is not None and not events:
+        raise UserError("--data gives the spike statistics of --events: add --events (dense foldings need none)")
+    if events:
+        if data is None:
+            raise UserError("--events compares event-driven and dense layers on real spike statistics: give --data "
+                            "(digits, fashion-mnist or a .npy/.npz of uint8 images)")
+        from bsnn_hw.sim.verify import load_inputs
+        try:
+            _, spikes, _, _ = load_inputs(net, data, samples)
+        except (ValueError, OSError) as e:
+            raise UserError(f"--data {data}: {e}") from None
+        stats = spike_statistics(net, spikes)
+        if not stats:
+            raise UserError("--events: this network has no dense layer reading spikes (conv layers, layers after a "
+                            "feature map and a 'pixel' network's first layer run dense)")
     try:
-        result = explore(net, target, device, bud, objective, max_parallel, max_width, slack, logic_rom_bits)
+        result = explore(net, target, device, bud, objective, max_parallel, max_width, slack, logic_rom_bits, stats)
     except ValueError as e:
         raise UserError(str(e)) from None
     measured = {}

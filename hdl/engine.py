@@ -71,6 +71,18 @@ class LayerEngine(wiring.Component):
     issues, per group, only those words (at least one, masked, for an all-zero input): a group costs max(1, nz)
     cycles instead of NW, and the read address is registered (latency + 1).
 
+    ``events`` (dense layers reading spikes; the event-driven, input-major organization, docs/hardware.md)::
+
+        for g in 0..G-1, for each input i that spiked this step, lowest first (one per cycle):
+            ROM[g*n_in + i] (P lanes of one weight: input i's weight row for the group) -> P one-input
+            SynapseArrays -> acc[p] += w[g*P + p, i] (+-1, or the k-bit weight)
+        a group whose input is silent issues one masked cycle (its neurons still leak and write their state)
+
+    The spikes are found by two priority encoders: over ``i_nz`` for the next word holding a spike (W-bit words, read
+    as for ``skip``), then over that word's bits. The next word is read while the current one's last spike issues,
+    so silent words cost nothing and a group costs max(1, spikes) cycles; ``step_cycles`` (worst case) =
+    G * n_in + latency, latency = engine_latency(1) + 1 (the registered ROM address).
+
     Arguments
     ---------
     layer : bsnn_hw.Layer or bsnn_hw.Conv2d; parallel : P in 1..n_out (C_out for conv); width : W in 1..n_in (= C_in
@@ -99,7 +111,7 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, layer, parallel: int, width: int, timesteps: int, fires: bool = True,
                  keep_count: bool = False, skip: bool = False, banks=None, logic_rom_bits: int | None = None,
-                 spram: int | None = None, planes: int = 1):
+                 spram: int | None = None, planes: int = 1, events: bool = False):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
@@ -135,23 +147,30 @@ class LayerEngine(wiring.Component):
         if skip and planes > 1:
             raise ValueError("skip (zero-word skipping) reads spike words; a 'pixel' input's bit planes are not "
                              "skipped")
+        if events and (self.conv or skip or planes > 1):
+            raise ValueError("events (the event-driven organization) is for dense layers reading spikes, without "
+                             "skip (it skips every silent input itself) and without a 'pixel' input's bit planes")
         self.skip = bool(skip)
+        self.events = bool(events)
         self.planes = planes
         self.plane_words = self.in_words              # input words of one plane (of the spike vector)
         self.in_words *= planes                       # plane b's words at b * plane_words
         self.banks = self._check_banks(layer, banks)
         self.members = len(self.banks) if self.banks else 1
-        self.bank_depth = self.groups * self.words        # ROM words of one weight set
-        # conv and skip engines register the read address (one more cycle of latency)
-        self.latency = engine_latency(width) + (1 if self.conv or self.skip else 0)
-        self.step_cycles = self.positions * self.groups * self.words * planes + self.latency
+        # ROM words per group: its NW words (k*k for conv), or n_in weight rows of P lanes when event-driven
+        self.rom_words = layer.n_in if self.events else self.words
+        self.rom_width = 1 if self.events else width      # weights per lane in a ROM word (the SynapseArrays' width)
+        self.bank_depth = self.groups * self.rom_words    # ROM words of one weight set
+        # conv, skip and event engines register the read address (one more cycle of latency)
+        self.latency = engine_latency(self.rom_width) + (1 if self.conv or self.skip or self.events else 0)
+        self.step_cycles = self.positions * self.groups * self.rom_words * planes + self.latency
         self.logic_rom_bits = logic_rom_bits
         self.core = NeuronCore(layer, parallel, timesteps, fires, keep_count, logic_rom_bits=logic_rom_bits,
-                               spram=spram if spram_legal(self.words * planes, self.skip) else None,
+                               spram=spram if spram_legal(self.words * planes, self.skip or self.events) else None,
                                input_max=contract.PIXEL_MAX if planes > 1 else 1)
         self.core._MustUse__silence = True   # owned and elaborated by this engine
         P, M = parallel, layer.membrane_bits
-        if self.skip:
+        if self.skip or self.events:
             out_skip = {"i_nz": In(self.words)}
         else:
             out_skip = {}
@@ -202,13 +221,14 @@ class LayerEngine(wiring.Component):
 
     def memories(self) -> list[dict]:
         k = self.layer.weight_bits
-        return ([memory_info("weights", "rom", self.members * self.bank_depth, self.parallel * self.width * k,
+        return ([memory_info("weights", "rom", self.members * self.bank_depth, self.parallel * self.rom_width * k,
                              logic_rom_bits=self.logic_rom_bits)]
                 + self.core.memories())
 
     def elaborate(self, platform):
         m = Module()
-        P, W, G = self.parallel, self.width, self.groups
+        P, G = self.parallel, self.groups
+        W = self.rom_width     # the SynapseArrays' width: W, or 1 event-driven (its input words are self.width wide)
         k = self.layer.weight_bits
         m.submodules.rom = rom = WeightROM(self.rom_weights(), P, W, k, self.logic_rom_bits)
         # the member's bank: its first ROM word (0 without banks; i_member is stable while the engine is busy)
@@ -241,6 +261,8 @@ class LayerEngine(wiring.Component):
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_conv(m, rom, base, plane)
         elif self.skip:
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_skip(m, rom, base)
+        elif self.events:
+            read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_events(m, rom, base)
         else:
             read_valid, read_pad, t_first, t_last, t_group, t_state = self._issue_dense(m, rom, base, plane)
         wr = int(word_register(W))   # the word register's cycle (none for a wide engine)
@@ -257,7 +279,8 @@ class LayerEngine(wiring.Component):
         spikes_w = Signal(W, reset_less=True)      # data registers: the tags/valids carry the reset
         weights_w = Signal(P * W * k, reset_less=True)
         pad_r = _delay(m, read_pad, 1, "pad")
-        words = [spikes_w.eq(Mux(pad_r, 0, self.i_in_data)), weights_w.eq(rom.o_data)]
+        # event-driven: the issued input spiked (a masked issue, a silent group's one cycle, did not)
+        words = [spikes_w.eq(~pad_r if self.events else Mux(pad_r, 0, self.i_in_data)), weights_w.eq(rom.o_data)]
         if wr:
             m.d.sync += words
         else:
@@ -403,6 +426,78 @@ class LayerEngine(wiring.Component):
                      a_rom.eq(gbase + w), a_group.eq(g)]
         m.d.comb += [rom.i_addr.eq(a_rom), rom.i_en.eq(a_valid), self.o_in_addr.eq(a_w),
                      self.o_in_en.eq(a_valid & ~a_pad)]
+        return a_valid, a_pad, a_first, a_last, a_group, None
+
+    def _issue_events(self, m, rom, base):
+        """Event-driven: per group, each input spike (lowest index first) issues its ROM row. ``cur`` holds the
+        current word's spikes not yet issued; a word read from ``i_in_data`` is used in the cycle it arrives
+        (``fresh``). When the current word's last spike issues, the lowest word still pending is read (or, at a
+        group's last spike, the next group's first word), so the next cycle issues its first spike. A group with no
+        spike issues one masked cycle. Registered like skip: the stage after returns (valid, pad, first, last,
+        group)."""
+        G, NW, W, n_in = self.groups, self.words, self.width, self.layer.n_in
+        issuing = Signal()
+        g = Signal(index_bits(G))
+        gbase = Signal(index_bits(self.members * G * n_in + 1))      # base + g * n_in
+        pending = Signal(NW)                  # words holding a spike, not yet read (this group)
+        cur = Signal(W)                       # spikes of the current word not yet issued
+        fresh = Signal()                      # the current word is on i_in_data (read last cycle)
+        cwb = Signal(index_bits(NW * W))      # the current word's first input index (w * W)
+        first = Signal()
+
+        def lowest(vec, name):
+            idx = Signal(index_bits(len(vec)), name=name)
+            for i in reversed(range(len(vec))):
+                with m.If(vec[i]):
+                    m.d.comb += idx.eq(i)
+            return idx
+
+        def fetch(vec):
+            """Read the lowest word set in ``vec`` (if any): it is current next cycle; the rest stay pending."""
+            w = lowest(vec, f"fetch_{len(fetches)}")
+            fetches.append((vec.any(), w))
+            m.d.sync += [pending.eq(vec & (vec - 1)), fresh.eq(vec.any()), cur.eq(0), cwb.eq(w * W)]
+
+        fetches = []     # (enable, word) of each place that may read; at most one is active per cycle
+        read_en, read_w = Signal(), Signal(index_bits(NW))
+        eff = Signal(W)
+        m.d.comb += eff.eq(Mux(fresh, self.i_in_data, cur))
+        rest = Signal(W)
+        m.d.comb += rest.eq(eff & (eff - 1))                        # eff without its lowest spike
+        bit = lowest(eff, "spike_bit")
+        group_last = (rest == 0) & (pending == 0)
+        start = self.i_start & ~self.o_busy
+        with m.If(start):
+            m.d.sync += [issuing.eq(1), g.eq(0), gbase.eq(base), first.eq(1)]
+            fetch(self.i_nz)
+        s_fetch = len(fetches)
+        with m.If(issuing):
+            with m.If(group_last):
+                m.d.sync += first.eq(1)
+                with m.If(g == G - 1):
+                    m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += [g.eq(g + 1), gbase.eq(gbase + n_in)]
+                    fetch(self.i_nz)
+            with m.Else():
+                m.d.sync += first.eq(0)
+                with m.If(rest == 0):
+                    fetch(pending)
+                with m.Else():
+                    m.d.sync += [cur.eq(rest), fresh.eq(0)]
+        # the read port: the start's fetch, or the issuing cycle's (a group's next word or the next group's first)
+        g_last = g == G - 1
+        m.d.comb += [read_en.eq(Mux(start, fetches[0][0],
+                                    issuing & Mux(group_last, ~g_last & fetches[s_fetch][0],
+                                                  (rest == 0) & fetches[s_fetch + 1][0]))),
+                     read_w.eq(Mux(start, fetches[0][1], Mux(group_last, fetches[s_fetch][1],
+                                                             fetches[s_fetch + 1][1])))]
+        a_valid, a_pad, a_first, a_last = Signal(), Signal(), Signal(), Signal()
+        a_rom = Signal(len(gbase), reset_less=True)
+        a_group = Signal(index_bits(G), reset_less=True)
+        m.d.sync += [a_valid.eq(issuing), a_pad.eq(eff == 0), a_first.eq(first), a_last.eq(group_last),
+                     a_rom.eq(gbase + cwb + bit), a_group.eq(g)]
+        m.d.comb += [rom.i_addr.eq(a_rom), rom.i_en.eq(a_valid), self.o_in_addr.eq(read_w), self.o_in_en.eq(read_en)]
         return a_valid, a_pad, a_first, a_last, a_group, None
 
     def _issue_conv(self, m, rom, base, plane):

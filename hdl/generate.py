@@ -11,8 +11,8 @@ from amaranth.lib import data, wiring
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import (NEURON_LATENCY, HwConfig, count_bits, cycles_per_inference, index_bits, input_planes,
-                     layer_latency, layer_shape, readout_cycles, skips_zero, step_cycles, synapse_latency)
+from .config import (NEURON_LATENCY, HwConfig, count_bits, cycles_per_inference, data_dependent, index_bits,
+                     input_planes, layer_latency, layer_shape, readout_cycles, skips_zero, step_cycles, synapse_latency)
 from .top import NetworkTop, result_layout, trace_layout
 
 MANIFEST_VERSION = 1
@@ -184,7 +184,7 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         entry = dict(
             index=i, kind=layer.kind, n_in=layer.n_in, n_out=layer.n_out, parallel=lc.parallel, width=lc.width,
             groups=shape["groups"], words=shape["words"], positions=shape["positions"], planes=planes,
-            weight_bits=layer.weight_bits, skip_zero=skips_zero(net, config, i),
+            weight_bits=layer.weight_bits, skip_zero=skips_zero(net, config, i), events=lc.events,
             latency=layer_latency(layer, lc, skips_zero(net, config, i)),
             step_cycles=step_cycles(layer, lc, skips_zero(net, config, i), planes=planes),
             memories=eng.memories(),
@@ -228,14 +228,14 @@ def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: Networ
         early_exit=config.early_exit,
         skip_zero=config.skip_zero,
         cycles_per_inference=cycles_per_inference(net, config, trace, S),
-        cycles_note=("the worst case: with early_exit or skip_zero a sample's cycles depend on its spikes "
-                     "(bsnn_hw.hdl.config.sample_cycles, docs/hardware.md)"
-                     if config.early_exit or config.skip_zero else "fixed: every sample takes this many"),
+        cycles_note=("the worst case: with early_exit, skip_zero or an event-driven layer a sample's cycles depend "
+                     "on its spikes (bsnn_hw.hdl.config.sample_cycles, docs/hardware.md)"
+                     if data_dependent(config) else "fixed: every sample takes this many"),
         readout_cycles=readout_cycles(net, config),
         widths=dict(index=index_bits(net.n_out), count=count_bits(net.timesteps),
                     membrane=net.layers[-1].membrane_bits),
         latencies=dict(neuron_core=NEURON_LATENCY,
-                       synapse_array=[synapse_latency(lc.width) if layer.kind != "pool" else None
+                       synapse_array=[synapse_latency(1 if lc.events else lc.width) if layer.kind != "pool" else None
                                       for layer, lc in zip(net.layers, config.layers)]),
     )
 

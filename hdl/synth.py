@@ -920,7 +920,7 @@ def check_fit(memories, target: str, device: str | None = None) -> None:
 def load_design(model: str, parallel: str | None, width: str | None, name: str, early_exit: bool = False,
                 skip_zero: bool = False, encoder: bool = False, map_only: bool = False, before_generate=None,
                 encoder_lanes: int | None = None, config_file=None, logic_rom_bits: int | None = None,
-                spram: bool = False):
+                spram: bool = False, events: str | None = None):
     """A :class:`Design` from a .bsnn artifact (generated now) or from a directory written by ``bsnn-hw generate``
     (OUT/<top>.v and OUT/<top>.json). ``before_generate(manifest)``, if given, sees a .bsnn model's manifest before
     the Verilog is generated (the fit check: a design that cannot fit is refused in seconds, not after the
@@ -929,9 +929,10 @@ def load_design(model: str, parallel: str | None, width: str | None, name: str, 
     p = Path(model)
     if p.is_dir():
         if (parallel or width or early_exit or skip_zero or encoder or map_only or encoder_lanes or config_file
-                or logic_rom_bits is not None or spram):
+                or logic_rom_bits is not None or spram or events):
             raise ValueError(f"{model} is a generated design directory: --parallel/--width/--early-exit/--skip-zero/"
-                             f"--encoder/--map-only/--logic-rom-bits/--spram apply only to a .bsnn model (they "
+                             f"--encoder/--map-only/--logic-rom-bits/--spram/--events apply only to a .bsnn model "
+                             f"(they "
                              f"were fixed when it was generated)")
         manifests = []
         for f in sorted(p.glob("*.json")):
@@ -952,7 +953,7 @@ def load_design(model: str, parallel: str | None, width: str | None, name: str, 
     from .generate import generate
     net = select_network(load(model), map_only)
     config = make_config(net, parallel, width, early_exit, skip_zero, encoder, encoder_lanes, config_file,
-                         logic_rom_bits, spram)
+                         logic_rom_bits, spram, events)
     if before_generate is not None:
         from .generate import manifest
         config.validate(net)
@@ -1048,7 +1049,7 @@ def print_report(res: dict, console=None) -> None:
 @map_only_option
 @config_option
 def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_cache, as_json, out, no_fit_check,
-          early_exit, skip_zero, encoder, encoder_lanes, logic_rom_bits, spram, map_only, config_file):
+          early_exit, skip_zero, encoder, encoder_lanes, logic_rom_bits, spram, map_only, config_file, events):
     """Synthesize MODEL (a .bsnn artifact, or a directory from `bsnn-hw generate`) with Yosys; resources and Fmax.
 
     Resources are the core top's (Yosys' mapped cells); the Fmax is nextpnr's on the core inside an IO wrapper that
@@ -1068,7 +1069,7 @@ def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_c
         design = load_design(model, parallel, width, name, early_exit, skip_zero, encoder, map_only,
                              before_generate=None if no_fit_check else lambda m: check_fit(m, target, device),
                              encoder_lanes=encoder_lanes, config_file=config_file, logic_rom_bits=logic_rom_bits,
-                             spram=spram)
+                             spram=spram, events=events)
         if not no_fit_check:
             check_fit(design.manifest, target, device)
         res = implement(target=target, device=device, pnr=not no_pnr, design=design, freq=freq, seed=seed,

@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import (HwConfig, clog2, count_bits, encoder_lanes, index_bits, input_buffer_info, input_planes,
-                     input_ring, memory_attrs, memory_info, skips_zero, step_input_words)
+from .config import (HwConfig, clog2, count_bits, data_dependent, encoder_lanes, index_bits, input_buffer_info,
+                     input_planes, input_ring, memory_attrs, memory_info, skips_zero, step_input_words)
 from .encoder import InputEncoder
 from .engine import LayerEngine, PoolEngine
 
@@ -147,9 +147,9 @@ class NetworkTop(wiring.Component):
         self.net, self.config, self.trace = net, config, trace
         self.member_nets = check_members(net, members)
         S = self.members = max(1, len(self.member_nets))
-        if S > 1 and (config.early_exit or config.skip_zero):
-            raise ValueError("early_exit and skip_zero are not built for ensembles (members replay the buffered input, "
-                             "which keeps no zero-word flags, and every member runs all T steps)")
+        if S > 1 and data_dependent(config):
+            raise ValueError("early_exit, skip_zero and event-driven layers are not built for ensembles (members "
+                             "replay the buffered input, which keeps no zero-word flags, and every member runs all T steps)")
         last = len(net.layers) - 1
 
         def banks(i):
@@ -159,7 +159,7 @@ class NetworkTop(wiring.Component):
                         LayerEngine(layer, lc.parallel, lc.width, net.timesteps, fires=net.layer_fires(i),
                                     keep_count=(i == last), skip=skips_zero(net, config, i), banks=banks(i),
                                     logic_rom_bits=config.logic_rom_bits, spram=config.spram_bits(),
-                                    planes=input_planes(net, i))
+                                    planes=input_planes(net, i), events=lc.events)
                         for i, (layer, lc) in enumerate(zip(net.layers, config.layers))]
         for e in self.engines:
             e._MustUse__silence = True   # owned and elaborated by this top
@@ -167,8 +167,8 @@ class NetworkTop(wiring.Component):
         # a step's input words: NW_0, or for a "pixel" network its intensities' 8 bit planes of NW_0 words each
         self.plane_words = contract.ceil_div(net.n_in, self.input_width)
         self.input_words = step_input_words(net, self.input_width)
-        self.ring = input_ring(net, self.input_width, encoder=config.encoder, skip=skips_zero(net, config, 0),
-                               members=self.members)
+        self.ring = input_ring(net, self.input_width, encoder=config.encoder,
+                               skip=skips_zero(net, config, 0) or config.layers[0].events, members=self.members)
         self.encoder = None
         if config.encoder:
             self.encoder = InputEncoder(net.n_in, self.input_width, net.timesteps, net.encoding, net.seed,
@@ -259,7 +259,7 @@ class NetworkTop(wiring.Component):
             m.d.comb += [in_wr.addr.eq(in_base + wr_idx), in_wr.data.eq(wr_word), in_wr.en.eq(in_we),
                          in_rd.addr.eq(in_base + self.engines[0].o_in_addr), in_rd.en.eq(self.engines[0].o_in_en),
                          self.engines[0].i_in_data.eq(in_rd.data)]
-        if getattr(self.engines[0], "skip", False):
+        if hasattr(self.engines[0], "i_nz"):
             # which input words hold a spike: one flag per word, written with the word (every word is rewritten
             # each step, so no clear is needed)
             nz0 = Signal(NW0, name="input_nonzero")
@@ -286,7 +286,7 @@ class NetworkTop(wiring.Component):
             else:
                 m.d.sync += word.eq(padded.word_select(e.o_in_addr, e.width))
             m.d.comb += e.i_in_data.eq(word)
-            if getattr(e, "skip", False):
+            if hasattr(e, "i_nz"):
                 # the previous layer's output register is stable during this step: its words' flags are ORs
                 m.d.comb += e.i_nz.eq(Cat(padded[k * e.width:(k + 1) * e.width].any() for k in range(e.words)))
 

@@ -28,7 +28,7 @@ from bsnn_hw.hdl.cli import config_option, decision_options, make_config, map_on
 @config_option
 @click.pass_context
 def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, waves, seed, as_json, plot_path, limit,
-           early_exit, skip_zero, encoder, encoder_lanes, logic_rom_bits, spram, map_only, config_file):
+           early_exit, skip_zero, encoder, encoder_lanes, logic_rom_bits, spram, map_only, config_file, events):
     """Run the generated RTL of MODEL on test images (or random inputs) in Icarus or Verilator and compare it bit
     for bit with the golden model: every dense layer's spikes and every conv/pool layer's spike count at every step,
     counts, membranes, class.
@@ -45,7 +45,7 @@ def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, wave
     except runner.SimulatorMissing as e:
         raise UserError(str(e)) from None
     cfg = make_config(net, parallel, width, early_exit, skip_zero, encoder, encoder_lanes, config_file, logic_rom_bits,
-                      spram)
+                      spram, events)
     x, spikes, labels, what = vmod.load_inputs(net, data, samples, seed, offset)
     if not as_json:
         click.echo(f"verify {model}: {'-'.join(map(str, net.sizes))}, T={net.timesteps}, readout={net.readout}, "

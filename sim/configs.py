@@ -154,22 +154,43 @@ def _corner_table():
         "one-port state (spram)": _one_port_state,
         # contract v4: a wide engine (tree stride 2, no word register) shifting each bit plane's sum
         "pixel input, W_0>64": lambda u: u.net.encoding == "pixel" and u.config.layers[0].width > WIDE_WORD,
+        # issue 11: event-driven (input-major) layers; the aimed units also put the extremes of P and W on them
+        "event-driven layer": lambda u: any(lc.events for lc in u.config.layers),
+        "event-driven, W>64 search word": lambda u: any(lc.events and lc.width > WIDE_WORD for lc in u.config.layers),
     })
     return c
+
+
+def _event_tally():
+    """What the event-driven layers reach (not aimed at one by one: the "event-driven" corners' units draw P and W at
+    their extremes, and other units turn layers event-driven at random)."""
+    def ev(u):
+        return [(l, lc) for l, lc in zip(u.net.layers, u.config.layers) if lc.events]
+    return {
+        "events: W=1": lambda u: any(lc.width == 1 for _, lc in ev(u)),
+        "events: P=n_out": lambda u: any(lc.parallel == l.n_out for l, lc in ev(u)),
+        "events: P=1<n_out": lambda u: any(lc.parallel == 1 < l.n_out for l, lc in ev(u)),
+        "events: layer 0": lambda u: u.config.layers[0].events,
+        "events: a later layer": lambda u: any(lc.events for lc in u.config.layers[1:]),
+        "events with skip_zero elsewhere": lambda u: bool(ev(u)) and u.config.skip_zero,
+        "events with the on-chip encoder": lambda u: u.config.layers[0].events and u.config.encoder,
+        "events with early exit": lambda u: bool(ev(u)) and u.config.early_exit,
+    }
 
 
 def _one_port_state(u) -> bool:
     """A state RAM built one-port as for the SPRAM (HwConfig.spram; spram_min_bits 0 here: every legal engine)."""
     from bsnn_hw.hdl.config import layer_shape, skips_zero, spram_legal
     return u.config.spram and any(
-        l.kind != "pool" and spram_legal(layer_shape(l, lc)["words"], skips_zero(u.net, u.config, i))
+        l.kind != "pool" and spram_legal(layer_shape(l, lc)["words"], skips_zero(u.net, u.config, i) or lc.events)
         for i, (l, lc) in enumerate(zip(u.net.layers, u.config.layers)))
 
 
 def _ring(u) -> bool:
     """The top keeps layer 0's input in a ring of registers (hdl.config.input_ring)."""
     from bsnn_hw.hdl.config import input_ring, skips_zero
-    return input_ring(u.net, u.config.layers[0].width, encoder=u.config.encoder, skip=skips_zero(u.net, u.config, 0),
+    return input_ring(u.net, u.config.layers[0].width, encoder=u.config.encoder,
+                      skip=skips_zero(u.net, u.config, 0) or u.config.layers[0].events,
                       members=max(1, len(u.net.ensemble)))
 
 
@@ -202,6 +223,7 @@ def _affine_tally():
 
 CORNERS = _corner_table()
 AFFINE_TALLY = _affine_tally()
+EVENT_TALLY = _event_tally()
 AFFINE_P = 0.15          # a unit not aimed at an affine gets per-step affines with this probability
 # the full-range corners whose units also carry an aimed per-step affine on layer 0 (P not dividing n_out: several
 # groups per step, so the ROM's t*G + g addressing; theta = 1: neurons that fire)
@@ -209,9 +231,10 @@ AFFINE_AIMS = {"P∤n_out": "scale", "theta=1": "bias"}
 
 
 def coverage(units) -> dict[str, int]:
-    """How many of ``units`` hit each corner of :data:`CORNERS` and each line of :data:`AFFINE_TALLY` (0 = a corner
-    the set misses)."""
-    return {name: sum(1 for u in units if pred(u)) for name, pred in {**CORNERS, **AFFINE_TALLY}.items()}
+    """How many of ``units`` hit each corner of :data:`CORNERS` and each line of :data:`AFFINE_TALLY` and
+    :data:`EVENT_TALLY` (0 = a corner the set misses)."""
+    return {name: sum(1 for u in units if pred(u))
+            for name, pred in {**CORNERS, **AFFINE_TALLY, **EVENT_TALLY}.items()}
 
 
 # --- per-step affine (contract v3) draws -----------------------------------------------------------------------------
@@ -300,21 +323,50 @@ def _pick(rng, lo: int, hi: int, p_edge: float = 0.2) -> int:
     return int(rng.integers(lo, hi + 1))
 
 
+def _draw_events(rng, want: str, net, folds: list, allowed: bool) -> list:
+    """Turn some dense layers that read spikes event-driven (LayerConfig.events): 40% of the units at random (each
+    legal layer with odds 1/2), and every unit aimed at an "event-driven" corner (layer 0 at least). The unit aimed at
+    "event-driven layer" (2 layers or more) runs every legal layer event-driven with the folding's extremes: layer 0
+    at P = 1 < n_out and W = 1, the last layer at P = n_out."""
+    from bsnn_hw.hdl import LayerConfig
+    from bsnn_hw.hdl.config import reads_spike_vector
+    aimed = want.startswith("event-driven")
+    legal = [i for i in range(len(folds)) if reads_spike_vector(net, i)]
+    if not allowed or not legal or not (aimed or rng.random() < 0.4):
+        return folds
+    on = {i for i in legal if rng.random() < 0.5 or want == "event-driven layer"}
+    if aimed:
+        on.add(legal[0])                 # layer 0 unless it reads a "pixel" input's bit planes
+    out = []
+    for i, lc in enumerate(folds):
+        p, w = lc.parallel, lc.width
+        if want == "event-driven layer" and i == legal[0]:
+            p, w = 1, 1
+        elif want == "event-driven layer" and i == len(folds) - 1:
+            p = net.layers[i].n_out
+        out.append(LayerConfig(p, w, i in on))
+    return out
+
+
 def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, max_t: int, samples: int) -> Unit:
     """One unit over the whole legal space, biased toward corner ``want`` (a key of CORNERS)."""
     from bsnn_hw.hdl import HwConfig, LayerConfig
+    from bsnn_hw.hdl.config import skips_zero
     n_layers = _pick(rng, 1, max_layers)
     if want.startswith("layers="):
         n_layers = int(want.split("=")[1])
+    elif want == "event-driven layer":
+        n_layers = max(2, n_layers)         # layer 0 and a later layer, both event-driven
     n_in = _pick(rng, 1, max_in)
     if want == "n_in=1":
         n_in = 1
-    elif want in ("n_in>=300", "W>64", "W=n_in>64", "input ring (W_0>64)", "pixel input, W_0>64"):
+    elif want in ("n_in>=300", "W>64", "W=n_in>64", "input ring (W_0>64)", "pixel input, W_0>64",
+                  "event-driven, W>64 search word"):
         n_in = int(rng.integers(max(WIDE_WORD + 1, min(300, max_in)), max_in + 1))
     sizes = [n_in] + [_pick(rng, 1, max_hidden, 0.15) for _ in range(n_layers)]
     if want == "width-1 layer":
         sizes[int(rng.integers(1, n_layers + 1))] = 1
-    if want in ("P=1<n_out", "P=n_out>1", "P∤n_out"):
+    if want in ("P=1<n_out", "P=n_out>1", "P∤n_out", "event-driven layer"):
         sizes[1] = max(sizes[1], 3)
     timesteps = _pick(rng, 1, max_t, 0.15)
     if want == "T=1":
@@ -371,7 +423,7 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
         if i == 0:
             if want == "W=1":
                 w = 1
-            elif want in ("W>64", "input ring (W_0>64)", "pixel input, W_0>64"):
+            elif want in ("W>64", "input ring (W_0>64)", "pixel input, W_0>64", "event-driven, W>64 search word"):
                 w = int(rng.integers(WIDE_WORD + 1, li + 1))
             elif want in ("W=n_in", "W=n_in>64"):
                 w = li
@@ -409,6 +461,9 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
         skip = encoder = False
     if encoding == "pixel" and n_layers == 1:
         skip = False                     # the first layer's bit planes are never skipped: no layer would skip
+    folds = _draw_events(rng, want, net, folds, members is None and not want.startswith("input ring"))
+    if skip and not any(skips_zero(net, HwConfig(tuple(folds), skip_zero=True), i) for i in range(len(folds))):
+        skip = False                     # every layer that could skip runs event-driven
     lanes = None
     if encoder:
         w0 = folds[0].width
@@ -428,6 +483,16 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
                 seed=int(rng.integers(1 << 30)), reset_mid=bool(rng.random() < 0.25) or want == "reset mid-inference")
 
 
+def _sim_cycles(u: Unit, samples: int) -> int:
+    """The cycles a unit simulates: samples x the fixed formula, or each sample's own figure where they depend on the
+    spikes (an event-driven layer's worst case, every input spiking, is far above what random inputs cost)."""
+    from bsnn_hw.hdl import cycles_per_inference
+    from bsnn_hw.hdl.config import data_dependent, sample_cycles
+    if data_dependent(u.config):
+        return sum(c["cycles"] for c in sample_cycles(u.net, u.config, u.spikes, u.trace))
+    return samples * cycles_per_inference(u.net, u.config, u.trace, max(1, len(u.net.ensemble)))
+
+
 def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FULL_LIMITS["max_in"],
                       max_hidden: int = FULL_LIMITS["max_hidden"], max_layers: int = FULL_LIMITS["max_layers"],
                       max_t: int = FULL_LIMITS["max_t"], max_cycles: int = FULL_LIMITS["max_cycles"],
@@ -440,7 +505,6 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
     ``max_cycles``, or whose synapse arrays hold more than ``max_lane_bits`` popcount inputs in all (sum of P x W
     over the layers: the size of the logic to generate, compile and simulate every cycle), is redrawn, so the
     suite's time stays bounded while the corners are still reached."""
-    from bsnn_hw.hdl import cycles_per_inference
     rng = np.random.default_rng(seed)
     names = list(CORNERS)
     units = []
@@ -450,7 +514,7 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
         aim = AFFINE_AIMS.get(want)
         for _ in range(500):
             u = _with_affine(_draw_full(rng, want, max_in, max_hidden, max_layers, max_t, samples), arng, aim)
-            cost = samples * cycles_per_inference(u.net, u.config, u.trace, max(1, len(u.net.ensemble)))
+            cost = _sim_cycles(u, samples)
             lane_bits = sum(lc.parallel * lc.width for lc in u.config.layers)
             if cost <= max_cycles and lane_bits <= max_lane_bits and CORNERS[want](u):
                 break
@@ -543,6 +607,9 @@ def _v2_corner_table():
         # contract v4: the intensities' bit planes feed a conv first layer (B-SNN's MID networks with pixel input)
         "pixel input, conv first": lambda u: u.net.encoding == "pixel" and u.net.layers[0].kind == "conv2d",
         "pixel input, 8-bit first layer": lambda u: u.net.encoding == "pixel" and u.net.layers[0].weight_bits == 8,
+        # issue 11: an event-driven dense layer after a dense layer (after a map), k-bit weights in its rows
+        "event-driven k-bit dense": lambda u: any(lc.events and l.weight_bits > 1
+                                                  for l, lc in zip(u.net.layers, u.config.layers)),
         "pixel input, ensemble": lambda u: u.net.encoding == "pixel" and len(u.net.ensemble) > 1,
     })
     return c
@@ -614,7 +681,7 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
     pixel = want.startswith("pixel") or rng.random() < 0.1
     if pixel and plan[0] != "conv":
         plan.insert(0, "conv")           # the intensities feed the first layer's synapses
-    n_dense = 2 if want == "dense->dense after a map" else _pick(rng, 1, 2)
+    n_dense = 2 if want in ("dense->dense after a map", "event-driven k-bit dense") else _pick(rng, 1, 2)
     readout = "first" if want == "early exit" else str(rng.choice(contract.READOUTS))
     if want.startswith("readout "):
         readout = want[8:]
@@ -629,7 +696,7 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
     if want == "T=1":
         timesteps = 1
     kbit_first = want in ("k-bit first layer", "pixel input, 8-bit first layer") or rng.random() < 0.25
-    kbit_last = want == "k-bit last layer" or rng.random() < 0.25
+    kbit_last = want in ("k-bit last layer", "event-driven k-bit dense") or rng.random() < 0.25
 
     def bits_for(first, last, conv):
         if (first and kbit_first) or (last and kbit_last) or (conv and want == "k-bit conv"):
@@ -728,6 +795,9 @@ def _draw_v2(rng, want: str, max_side: int, max_channels: int, max_hidden: int, 
         trace = want == "trace on"
     early = readout == "first" and (rng.random() < 0.5 or want == "early exit")
     skip = n_dense >= 2 and not ensemble and (rng.random() < 0.4 or want.startswith("skip zero"))
+    if n_dense >= 2 and not ensemble and (want == "event-driven k-bit dense" or rng.random() < 0.25):
+        folds[-1] = LayerConfig(folds[-1].parallel, folds[-1].width, True)     # it reads the dense layer before it
+        skip = False                     # the only layer that could skip now runs event-driven
     spram = want.startswith("one-port") or rng.random() < 0.3       # spram_min_bits 0: every legal engine one-port
     config = HwConfig(tuple(folds), early_exit=early, skip_zero=skip, spram=spram, spram_min_bits=0)
     return Unit(net=net, spikes=spikes, config=config, trace=trace,

@@ -148,9 +148,7 @@ class Unit:
 
 
 def _config_dict(cfg) -> dict:
-    return {"layers": [[lc.parallel, lc.width] for lc in cfg.layers], "input_width": cfg.input_width,
-            "early_exit": cfg.early_exit, "skip_zero": cfg.skip_zero, "encoder": cfg.encoder,
-            "encoder_lanes": cfg.encoder_lanes}
+    return cfg.to_dict()     # every field: each one can change the Verilog
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,11 +189,12 @@ def generate_cached(net: Network, cfg, trace: bool, name: str, cache_dir=None) -
 
 def expected_cycles(u: Unit) -> list[int]:
     """Each sample's cycles from the first input beat to the last result beat with an always-valid source and
-    always-ready sinks: the fixed formula, or, with early_exit / skip_zero, ``sample_cycles`` (data dependent)."""
+    always-ready sinks: the fixed formula, or, with early_exit / skip_zero / event-driven layers, ``sample_cycles``
+    (data dependent)."""
     from bsnn_hw.hdl import HwConfig
-    from bsnn_hw.hdl.config import cycles_per_inference, sample_cycles
+    from bsnn_hw.hdl.config import cycles_per_inference, data_dependent, sample_cycles
     cfg = u.config if u.config is not None else HwConfig.default(u.net)
-    if cfg.early_exit or cfg.skip_zero:
+    if data_dependent(cfg):
         return [c["cycles"] for c in sample_cycles(u.net, cfg, u.spikes, u.trace)]
     members = max(1, len(ensemble_members(u.net)))
     return [cycles_per_inference(u.net, cfg, u.trace, members)] * int(np.shape(u.spikes)[0])

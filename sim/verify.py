@@ -174,8 +174,8 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     from bsnn_hw.hdl import cycles_per_inference
     expected_cycles = int(cycles_per_inference(net, cfg, trace=True, members=max(1, S)))
     data_dependent = None
-    if cfg.early_exit or cfg.skip_zero:
-        from bsnn_hw.hdl.config import sample_cycles
+    from bsnn_hw.hdl.config import data_dependent as varies, sample_cycles
+    if varies(cfg):
         want = sample_cycles(net, cfg, spikes[:checked], trace=True)
         measured = [s["cycles"] for s in per_sample]
         data_dependent = dict(

@@ -318,3 +318,58 @@ def test_logic_rom_bits_moves_roms_to_block_ram():
     with pytest.raises(ValueError, match="logic_rom_bits must be a non-negative int"):
         HwConfig(base.layers, logic_rom_bits=-1)
     assert dse.explore(net, "ice40", max_width=196, logic_rom_bits=1024)["chosen"].config.logic_rom_bits == 1024
+
+
+# --- event-driven layers on measured spike statistics ---------------------------------------------------------------
+
+def test_event_statistics_and_expected_cycles_equal_the_per_sample_formula():
+    """spike_statistics counts each dense layer's input spikes per sample and step; expected_cycles is the mean of
+    sample_cycles' exact per-sample figures (rounded), and the worst-case formula without statistics is refused."""
+    from bsnn_hw.hdl.config import sample_cycles
+    net = NETS["deep"]()
+    rng = np.random.default_rng(0)
+    spikes = rng.random((6, net.timesteps, net.n_in)) < 0.1
+    stats = dse.spike_statistics(net, spikes)
+    assert sorted(stats) == [0, 1, 2] and stats[0].shape == (6, net.timesteps)
+    np.testing.assert_array_equal(stats[0], spikes.sum(axis=2))
+    cfg = HwConfig((LayerConfig(4, 16, True), LayerConfig(3, 8), LayerConfig(5, 12, True)))
+    want = np.mean([c["cycles"] for c in sample_cycles(net, cfg, spikes)])
+    assert dse.expected_cycles(net, cfg, stats) == round(want)
+    assert dse.expected_cycles(net, HwConfig.default(net), stats) == cycles_per_inference(net, HwConfig.default(net))
+    with pytest.raises(ValueError, match="needs spike statistics"):
+        dse.estimate(net, cfg, "ice40")
+    c = dse.estimate(net, cfg, "ice40", stats=stats)
+    assert c.cycles == round(want) and c.layers == [[4, 16, "events"], [3, 8], [5, 12, "events"]]
+    assert c.lut_features["events"] > 0 and c.ff_features["events"] > 0
+    # the same bits as the dense ROM, in n_in rows of P per group
+    rom = [m for m in dse.design_memories(net, cfg) if m["name"] == "layer0_weights"][0]
+    assert (rom["depth"], rom["width"]) == (6 * 50, 4)          # G = 24 / 4 groups of 50 rows
+
+
+def test_explore_with_statistics_tries_event_driven_layers_where_legal():
+    """With sparse input the search finds event-driven points (they are on the front); without statistics, and on
+    layers reading a map, it never tries one."""
+    net = NETS["mlp"]()
+    rng = np.random.default_rng(1)
+    sparse = dse.spike_statistics(net, rng.random((8, net.timesteps, net.n_in)) < 0.02)
+    res = dse.explore(net, "ecp5", stats=sparse)
+    assert any(lc.events for c in res["front"] for lc in c.config.layers)
+    assert not any(lc.events for c in dse.explore(net, "ecp5")["front"] for lc in c.config.layers)
+    conv = NETS["conv"]()
+    stats = dse.spike_statistics(conv, rng.random((4, conv.timesteps, conv.n_in)) < 0.1)
+    assert stats == {}
+    for c in dse.explore(conv, "ice40", stats=stats)["front"]:
+        assert not any(lc.events for lc in c.config.layers)
+
+
+def test_dse_command_events_needs_data(model):
+    r = cli("dse", model, "--events")
+    assert r.exit_code != 0 and "give --data" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = cli("dse", model, "--data", "digits")
+    assert r.exit_code != 0 and "add --events" in r.stderr
+    r = cli("dse", model, "--events", "--data", "digits", "--samples", 20, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["front"]         # digits' 64 pixels fit the model's 64 inputs
+    r = cli("dse", model, "--events", "--data", "fashion-mnist-nowhere")
+    assert r.exit_code != 0 and r.stderr.startswith("Error: --data fashion-mnist-nowhere") and \
+        len(r.stderr.splitlines()) == 1
