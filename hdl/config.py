@@ -504,6 +504,19 @@ def spram_legal(words: int, skip: bool = False) -> bool:
     return not skip and STATE_WRITE_DELAY % words != 0
 
 
+def map_spram(depth: int, width: int, spram_bits: int | None) -> bool:
+    """Whether a feature-map RAM (``depth`` positions x ``width`` channels, between a conv/pool engine and the next)
+    goes to SPRAM: with ``HwConfig.spram`` (``spram_bits`` = ``HwConfig.spram_bits()``, not None) when it holds at
+    least that many bits. Always legal: the producer writes it during its step and the consumer reads it during a
+    later one (the layers run one after another), so no cycle both reads and writes it."""
+    return spram_bits is not None and max(2, depth) * width >= spram_bits
+
+
+def map_memory_info(index: int, depth: int, width: int, spram_bits: int | None) -> dict:
+    """The manifest entry of layer ``index``'s output map RAM (:func:`map_spram` places it)."""
+    return memory_info(f"layer{index}_map", "ram", depth, width, spram=map_spram(depth, width, spram_bits))
+
+
 def spram_blocks(depth: int, width: int) -> int:
     """SB_SPRAM256KA blocks a depth x width memory takes (Yosys cascades them in depth and width)."""
     return ceil_div(depth, SPRAM_DEPTH) * ceil_div(width, SPRAM_WIDTH)

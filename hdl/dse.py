@@ -55,7 +55,7 @@ from bsnn_hw.network import Network
 from .cli import logic_rom_bits_option
 from .config import (HwConfig, LayerConfig, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
                      input_buffer_info, input_planes, input_ring, layer_latency, layer_shape, map_channels, map_input,
-                     memory_info, reads_spike_vector, step_cycles, step_input_words, tree_stride, word_register)
+                     map_memory_info, reads_spike_vector, step_cycles, step_input_words, tree_stride, word_register)
 
 CONFIG_FORMAT = "bsnn-hw-config"
 CONFIG_VERSION = 1
@@ -127,7 +127,7 @@ def layer_memories(net: Network, i: int, lc: LayerConfig, logic_rom_bits: int | 
     e = _engine(net, i, lc, logic_rom_bits, spram)
     mems = [dict(d, name=f"layer{i}_{d['name']}") for d in e.memories()]
     if not hasattr(e, "o_spikes"):
-        mems.append(memory_info(f"layer{i}_map", "ram", e.positions, net.layers[i].out_shape[2]))
+        mems.append(map_memory_info(i, e.positions, net.layers[i].out_shape[2], spram))
     return mems
 
 

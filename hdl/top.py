@@ -11,7 +11,7 @@ from bsnn_hw import contract
 from bsnn_hw.network import Network
 
 from .config import (HwConfig, clog2, count_bits, data_dependent, encoder_lanes, index_bits, input_buffer_info,
-                     input_planes, input_ring, memory_attrs, memory_info, skips_zero, step_input_words)
+                     input_planes, input_ring, map_memory_info, map_spram, memory_attrs, skips_zero, step_input_words)
 from .encoder import InputEncoder
 from .engine import LayerEngine, PoolEngine
 
@@ -191,7 +191,7 @@ class NetworkTop(wiring.Component):
         for i, e in enumerate(self.engines):
             mems += [dict(d, name=f"layer{i}_{d['name']}") for d in e.memories()]
             if not hasattr(e, "o_spikes"):
-                mems.append(memory_info(f"layer{i}_map", "ram", e.positions, self._map_width(i)))
+                mems.append(map_memory_info(i, e.positions, self._map_width(i), self.config.spram_bits()))
         return mems
 
     @property
@@ -272,11 +272,21 @@ class NetworkTop(wiring.Component):
             e, prev = self.engines[i], self.engines[i - 1]
             if not hasattr(prev, "o_spikes"):
                 C, depth = self._map_width(i - 1), prev.positions
-                fmap = Memory(shape=unsigned(C), depth=max(2, depth), init=[], attrs=memory_attrs(max(2, depth), C))
+                one_port = map_spram(depth, C, self.config.spram_bits())
+                attrs = {"ram_style": "huge"} if one_port else memory_attrs(max(2, depth), C)
+                fmap = Memory(shape=unsigned(C), depth=max(2, depth), init=[], attrs=attrs)
                 m.submodules[f"map{i - 1}"] = fmap
                 wr, rd = fmap.write_port(), fmap.read_port()
-                m.d.comb += [wr.addr.eq(prev.o_map_addr), wr.data.eq(prev.o_map_data), wr.en.eq(prev.o_map_en),
-                             rd.addr.eq(e.o_in_addr), rd.en.eq(e.o_in_en), e.i_in_data.eq(rd.data)]
+                m.d.comb += [wr.data.eq(prev.o_map_data), wr.en.eq(prev.o_map_en), e.i_in_data.eq(rd.data)]
+                if one_port:
+                    # the SPRAM's one address (Yosys maps a memory to it only when both ports share the address
+                    # signal): engine i-1 writes the map during its step and engine i reads it during its own, so the
+                    # write's address wins only when nothing is read
+                    shared = Signal.like(rd.addr, name=f"map{i - 1}_addr")
+                    m.d.comb += [shared.eq(Mux(prev.o_map_en, prev.o_map_addr, e.o_in_addr)), rd.addr.eq(shared),
+                                 wr.addr.eq(shared), rd.en.eq(e.o_in_en & ~prev.o_map_en)]
+                else:
+                    m.d.comb += [wr.addr.eq(prev.o_map_addr), rd.addr.eq(e.o_in_addr), rd.en.eq(e.o_in_en)]
                 continue
             padded = Signal(e.words * e.width)
             m.d.comb += padded.eq(prev.o_spikes)

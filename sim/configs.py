@@ -604,6 +604,8 @@ def _v2_corner_table():
         "per-step affine on a conv layer": lambda u: any(l.kind == "conv2d" and _affine(l) for l in u.net.layers),
         "one-port conv state (spram)": lambda u: u.config.spram and any(
             spram_legal(l.kernel * l.kernel) for l, _ in convs(u)),
+        "one-port feature map (spram)": lambda u: u.config.spram and any(
+            l.kind in ("conv2d", "pool") for l in u.net.layers[:-1]),
         # contract v4: the intensities' bit planes feed a conv first layer (B-SNN's MID networks with pixel input)
         "pixel input, conv first": lambda u: u.net.encoding == "pixel" and u.net.layers[0].kind == "conv2d",
         "pixel input, 8-bit first layer": lambda u: u.net.encoding == "pixel" and u.net.layers[0].weight_bits == 8,

@@ -131,6 +131,24 @@ def test_spram_state_matches_golden_with_stalls_and_reset():
     check(net, config, spikes, trace=True, src_gap=0.2, sink_stall=0.3, seed=4, reset_junk_beats=3, reset_wait=50)
 
 
+def test_spram_feature_maps_match_golden_with_stalls_and_reset():
+    """HwConfig.spram with spram_min_bits = 1,536: the conv layer's output map (64 positions x 24 channels) goes to
+    the SPRAM too, one address shared by the conv engine's writes and the pool engine's reads (never in one cycle);
+    the pool's 384-bit map stays a two-port RAM. Bit-exact under stalls and a reset mid-inference, cycles unchanged."""
+    import dataclasses
+    from bsnn_hw.hdl.generate import generate
+    net = spram_net(seed=2)
+    config = dataclasses.replace(HwConfig.from_lists(net, [3, 1, 2], None, spram=True), spram_min_bits=1536)
+    design = generate(net, config)
+    placed = {m["name"]: m["placement"] for m in design.manifest["memories"]}
+    assert placed["layer0_map"] == "spram" and placed["layer1_map"] != "spram" and placed["layer0_state"] == "spram"
+    assert design.verilog.count('ram_style = "huge"') == 2
+    spikes = spikes_for(net, 2, seed=5, density=0.5)
+    out = check(net, config, spikes, trace=True)
+    assert out.cycles == [cycles_per_inference(net, config, trace=True)] * 2
+    check(net, config, spikes, trace=True, src_gap=0.3, sink_stall=0.3, seed=6, reset_junk_beats=5, reset_wait=40)
+
+
 def test_spram_only_where_reads_and_writes_never_meet():
     """An engine whose groups come every 1 or 5 cycles (k = 1 conv, NW = 5 dense) would read and write its state in
     one cycle: it keeps a two-port RAM under spram; so does a skipping engine."""

@@ -453,3 +453,10 @@ def test_spram_is_counted_refused_off_the_ultraplus_and_mapped_by_yosys():
     res = synth.synthesize(d_sp.verilog, d_sp.manifest["top"], "ice40", cache=True)
     assert res["resources"]["spram"] == 2
     assert res["resources"]["bram"] == r_sp["bram"]["estimate"]
+    # the conv layer's output map (64 x 24 bits) too, with spram_min_bits at its size: two more, 24 bits wide
+    import dataclasses
+    maps = generate(net, dataclasses.replace(sp, spram_min_bits=64 * 24))
+    r_maps = synth.fit_report(maps.manifest, "ice40")
+    assert r_maps["spram"] == {"need": 4, "have": 4} and r_maps["fits"]
+    res = synth.synthesize(maps.verilog, maps.manifest["top"], "ice40", cache=True)
+    assert res["resources"]["spram"] == 4 and res["resources"]["bram"] == r_maps["bram"]["estimate"]
