@@ -658,9 +658,11 @@ def read_config(doc, net: Network | None = None) -> HwConfig:
     hw = doc.get("hw_config")
     layers = hw.get("layers") if isinstance(hw, dict) else None
     if not isinstance(layers, list) or not all(
-            isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in x)
+            isinstance(x, list) and len(x) in (2, 3) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                             for v in x[:2]) and x[2:] in ([], ["events"])
             for x in layers):
-        raise ValueError(f"{where}: hw_config.layers must be a list of [P, W] int pairs, not {layers!r}")
+        raise ValueError(f"{where}: hw_config.layers must be a list of [P, W] int pairs (or [P, W, \"events\"] for "
+                         f"an event-driven layer), not {layers!r}")
     try:
         config = HwConfig.from_dict(hw)
     except (TypeError, ValueError) as e:

@@ -373,3 +373,20 @@ def test_dse_command_events_needs_data(model):
     r = cli("dse", model, "--events", "--data", "fashion-mnist-nowhere")
     assert r.exit_code != 0 and r.stderr.startswith("Error: --data fashion-mnist-nowhere") and \
         len(r.stderr.splitlines()) == 1
+
+
+def test_config_file_with_event_driven_layers(tmp_path):
+    """An event-driven choice round-trips through the configuration file (and generate --config takes it)."""
+    net = NETS["mlp"]()
+    cfg = HwConfig((LayerConfig(8, 16, True), LayerConfig(2, 8)))
+    rng = np.random.default_rng(2)
+    stats = dse.spike_statistics(net, rng.random((4, net.timesteps, net.n_in)) < 0.05)
+    cost = dse.estimate(net, cfg, "ice40", stats=stats)
+    doc = dse.config_document(net, cost, "ice40", "up5k")
+    assert doc["hw_config"]["layers"] == [[8, 16, "events"], [2, 8]]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    assert dse.read_config(path, net) == cfg
+    doc["hw_config"]["layers"][0][2] = "event"
+    with pytest.raises(ValueError, match=r"\[P, W, \"events\"\] for an event-driven layer"):
+        dse.read_config(doc, net)
