@@ -3,7 +3,7 @@ and PoolEngine (OR pooling of a spike map)."""
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,6 +24,36 @@ def _delay(m, sig, n, name):
         m.d.sync += r.eq(sig)
         sig = r
     return sig
+
+
+def _lowest_set(vec):
+    """(any bit set, index of the lowest set bit) of ``vec`` as a balanced tree of clog2(n) multiplexer levels (a
+    chain of n priority multiplexers was the event-driven engine's critical path: 32 logic levels on the ECP5)."""
+    level = [(vec[i], Const(0, 0)) for i in range(len(vec))]
+    while len(level) > 1:
+        nxt = []
+        for k in range(0, len(level) - 1, 2):
+            (a_any, a_idx), (b_any, b_idx) = level[k], level[k + 1]
+            nxt.append((a_any | b_any, Mux(a_any, Cat(a_idx, Const(0, 1)), Cat(b_idx, Const(1, 1)))))
+        if len(level) % 2:
+            a_any, a_idx = level[-1]
+            nxt.append((a_any, Cat(a_idx, Const(0, 1))))
+        level = nxt
+    return level[0]
+
+
+def _several_set(vec):
+    """Whether ``vec`` has two or more bits set, as a balanced tree (no carry chain)."""
+    level = [(vec[i], Const(0, 1)) for i in range(len(vec))]
+    while len(level) > 1:
+        nxt = []
+        for k in range(0, len(level) - 1, 2):
+            (a_any, a_many), (b_any, b_many) = level[k], level[k + 1]
+            nxt.append((a_any | b_any, a_many | b_many | (a_any & b_any)))
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0][1]
 
 
 def _step_counter(m, engine, write, data):
@@ -447,25 +477,27 @@ class LayerEngine(wiring.Component):
 
         def lowest(vec, name):
             idx = Signal(index_bits(len(vec)), name=name)
-            for i in reversed(range(len(vec))):
-                with m.If(vec[i]):
-                    m.d.comb += idx.eq(i)
+            m.d.comb += idx.eq(_lowest_set(vec)[1])
             return idx
 
         def fetch(vec):
             """Read the lowest word set in ``vec`` (if any): it is current next cycle; the rest stay pending."""
             w = lowest(vec, f"fetch_{len(fetches)}")
             fetches.append((vec.any(), w))
-            m.d.sync += [pending.eq(vec & (vec - 1)), fresh.eq(vec.any()), cur.eq(0), cwb.eq(w * W)]
+            m.d.sync += [pending.eq(vec & (vec - 1)), fresh.eq(vec.any()), cur.eq(0), cwb.eq(bases[w])]
 
         fetches = []     # (enable, word) of each place that may read; at most one is active per cycle
+        # w * W from a table (a small LUT ROM): a constant multiplier took two DSPs on the ECP5
+        bases = Array(Const(w * W, len(cwb)) for w in range(NW))
         read_en, read_w = Signal(), Signal(index_bits(NW))
         eff = Signal(W)
         m.d.comb += eff.eq(Mux(fresh, self.i_in_data, cur))
         rest = Signal(W)
         m.d.comb += rest.eq(eff & (eff - 1))                        # eff without its lowest spike
         bit = lowest(eff, "spike_bit")
-        group_last = (rest == 0) & (pending == 0)
+        word_last = Signal()                                         # eff holds at most one spike: rest == 0
+        m.d.comb += word_last.eq(~_several_set(eff))
+        group_last = word_last & (pending == 0)
         start = self.i_start & ~self.o_busy
         with m.If(start):
             m.d.sync += [issuing.eq(1), g.eq(0), gbase.eq(base), first.eq(1)]
@@ -481,7 +513,7 @@ class LayerEngine(wiring.Component):
                     fetch(self.i_nz)
             with m.Else():
                 m.d.sync += first.eq(0)
-                with m.If(rest == 0):
+                with m.If(word_last):
                     fetch(pending)
                 with m.Else():
                     m.d.sync += [cur.eq(rest), fresh.eq(0)]
@@ -489,7 +521,7 @@ class LayerEngine(wiring.Component):
         g_last = g == G - 1
         m.d.comb += [read_en.eq(Mux(start, fetches[0][0],
                                     issuing & Mux(group_last, ~g_last & fetches[s_fetch][0],
-                                                  (rest == 0) & fetches[s_fetch + 1][0]))),
+                                                  word_last & fetches[s_fetch + 1][0]))),
                      read_w.eq(Mux(start, fetches[0][1], Mux(group_last, fetches[s_fetch][1],
                                                              fetches[s_fetch + 1][1])))]
         a_valid, a_pad, a_first, a_last = Signal(), Signal(), Signal(), Signal()
