@@ -64,11 +64,11 @@ BUDGET_KEYS = {"lut": "luts", "ff": "ffs", "bram": "brams"}   # --budget name ->
 DSE_TARGETS = ("ice40", "ecp5")   # targets with a block RAM model and place-and-route
 
 # An event-driven engine's own logic, per bit of its two priority encoders and their clear (the NW pending-word flags
-# and the W-bit current word, counted twice: encoder and clear): LUT4 per feature unit. Not fitted (no event-driven
-# point among the calibration points): two LUT4 per bit, the cost of a priority-encoder stage with its clear
-# (bench/event_compare.py measures event-driven points and prints the model's error). Flip-flops: one per register
-# bit (pending flags, current word, ROM address stage).
-EVENT_LUT = 2.0
+# and the W-bit current word, counted twice: encoder and clear): LUT4 per feature unit. Set from the two event-driven
+# points synthesized so far (BSTDG 784-600-10 on the ECP5, bench/event_compare.py and docs/dse.md): 16/56e 5/40e
+# needed 3.6, 40/16e 2/16e 7.6 (a point outside the calibrated P <= 16, where the dense model errs too); 5 leaves both
+# within 16 %. Flip-flops: one per register bit (pending flags, current word, ROM address stage).
+EVENT_LUT = 5.0
 
 # --- the calibrated coefficients (bench/dse_check.py --fit prints them; docs/dse.md has the points) ----------------
 # LUT4 (FF) per unit of each feature (see features()). Fitted by non-negative least squares, each point weighted by
