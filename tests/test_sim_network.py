@@ -11,7 +11,7 @@ import pytest
 from bsnn_hw.sim import configs, runner
 from bsnn_hw.sim.network import Unit, expected_cycles, run_network
 
-RANDOM_DEFAULT = 30        # small v1 networks; the full-range and v2 generators below reach the corners
+RANDOM_DEFAULT = 20        # small v1 networks; the full-range and v2 generators below reach the corners
 RANDOM_SLOW = 60
 SLOW_BATCHES = 3
 FULL_DEFAULT = len(configs.CORNERS)        # one unit aimed at each corner of the whole legal space
