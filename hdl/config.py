@@ -276,9 +276,11 @@ def skips_zero(net: Network, config: HwConfig, index: int) -> bool:
     return config.skip_zero and reads_spike_vector(net, index) and not config.layers[index].events
 
 
-def runs_events(config: HwConfig, index: int) -> bool:
-    """Whether layer ``index`` runs event-driven (``LayerConfig.events``; legality is :meth:`HwConfig.validate`'s)."""
-    return config.layers[index].events
+def issues_by_data(net: Network, config: HwConfig, index: int) -> bool:
+    """Whether layer ``index``'s engine issues its input words in a data-dependent order (zero-word skipping or
+    event-driven): it then reads its input out of order (no input ring) and at data-dependent times (no one-port
+    state RAM, :func:`spram_legal`)."""
+    return skips_zero(net, config, index) or config.layers[index].events
 
 
 def data_dependent(config: HwConfig) -> bool:

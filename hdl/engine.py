@@ -28,7 +28,8 @@ def _delay(m, sig, n, name):
 
 def _lowest_set(vec):
     """(any bit set, index of the lowest set bit) of ``vec`` as a balanced tree of clog2(n) multiplexer levels (a
-    chain of n priority multiplexers was the event-driven engine's critical path: 32 logic levels on the ECP5)."""
+    chain of n priority multiplexers was the event-driven engine's critical path: 32 logic levels on the ECP5). The
+    skipping and the event-driven engines' priority encoders."""
     level = [(vec[i], Const(0, 0)) for i in range(len(vec))]
     while len(level) > 1:
         nxt = []
@@ -433,9 +434,7 @@ class LayerEngine(wiring.Component):
         with m.If(self.i_start & ~self.o_busy):
             m.d.sync += [issuing.eq(1), g.eq(0), gbase.eq(base), pending.eq(self.i_nz), first.eq(1)]
         w = Signal(index_bits(NW))
-        for i in reversed(range(NW)):
-            with m.If(pending[i]):
-                m.d.comb += w.eq(i)
+        m.d.comb += w.eq(_lowest_set(pending)[1])
         rest = Signal(NW)
         m.d.comb += rest.eq(pending & (pending - 1))         # pending without its lowest set bit
         last = rest == 0

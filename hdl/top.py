@@ -11,7 +11,8 @@ from bsnn_hw import contract
 from bsnn_hw.network import Network
 
 from .config import (HwConfig, clog2, count_bits, data_dependent, encoder_lanes, index_bits, input_buffer_info,
-                     input_planes, input_ring, map_memory_info, map_spram, memory_attrs, skips_zero, step_input_words)
+                     input_planes, input_ring, issues_by_data, map_memory_info, map_spram, memory_attrs, skips_zero,
+                     step_input_words)
 from .encoder import InputEncoder
 from .engine import LayerEngine, PoolEngine
 
@@ -149,7 +150,8 @@ class NetworkTop(wiring.Component):
         S = self.members = max(1, len(self.member_nets))
         if S > 1 and data_dependent(config):
             raise ValueError("early_exit, skip_zero and event-driven layers are not built for ensembles (members "
-                             "replay the buffered input, which keeps no zero-word flags, and every member runs all T steps)")
+                             "replay the buffered input, which keeps no zero-word flags, and every member runs all "
+                             "T steps)")
         last = len(net.layers) - 1
 
         def banks(i):
@@ -167,8 +169,8 @@ class NetworkTop(wiring.Component):
         # a step's input words: NW_0, or for a "pixel" network its intensities' 8 bit planes of NW_0 words each
         self.plane_words = contract.ceil_div(net.n_in, self.input_width)
         self.input_words = step_input_words(net, self.input_width)
-        self.ring = input_ring(net, self.input_width, encoder=config.encoder,
-                               skip=skips_zero(net, config, 0) or config.layers[0].events, members=self.members)
+        self.ring = input_ring(net, self.input_width, encoder=config.encoder, skip=issues_by_data(net, config, 0),
+                               members=self.members)
         self.encoder = None
         if config.encoder:
             self.encoder = InputEncoder(net.n_in, self.input_width, net.timesteps, net.encoding, net.seed,

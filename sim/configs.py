@@ -180,18 +180,17 @@ def _event_tally():
 
 def _one_port_state(u) -> bool:
     """A state RAM built one-port as for the SPRAM (HwConfig.spram; spram_min_bits 0 here: every legal engine)."""
-    from bsnn_hw.hdl.config import layer_shape, skips_zero, spram_legal
+    from bsnn_hw.hdl.config import issues_by_data, layer_shape, spram_legal
     return u.config.spram and any(
-        l.kind != "pool" and spram_legal(layer_shape(l, lc)["words"], skips_zero(u.net, u.config, i) or lc.events)
+        l.kind != "pool" and spram_legal(layer_shape(l, lc)["words"], issues_by_data(u.net, u.config, i))
         for i, (l, lc) in enumerate(zip(u.net.layers, u.config.layers)))
 
 
 def _ring(u) -> bool:
     """The top keeps layer 0's input in a ring of registers (hdl.config.input_ring)."""
-    from bsnn_hw.hdl.config import input_ring, skips_zero
+    from bsnn_hw.hdl.config import input_ring, issues_by_data
     return input_ring(u.net, u.config.layers[0].width, encoder=u.config.encoder,
-                      skip=skips_zero(u.net, u.config, 0) or u.config.layers[0].events,
-                      members=max(1, len(u.net.ensemble)))
+                      skip=issues_by_data(u.net, u.config, 0), members=max(1, len(u.net.ensemble)))
 
 
 def _affine(layer) -> bool:
@@ -351,7 +350,7 @@ def _draw_events(rng, want: str, net, folds: list, allowed: bool) -> list:
 def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, max_t: int, samples: int) -> Unit:
     """One unit over the whole legal space, biased toward corner ``want`` (a key of CORNERS)."""
     from bsnn_hw.hdl import HwConfig, LayerConfig
-    from bsnn_hw.hdl.config import skips_zero
+    from bsnn_hw.hdl.config import reads_spike_vector
     n_layers = _pick(rng, 1, max_layers)
     if want.startswith("layers="):
         n_layers = int(want.split("=")[1])
@@ -462,7 +461,7 @@ def _draw_full(rng, want: str, max_in: int, max_hidden: int, max_layers: int, ma
     if encoding == "pixel" and n_layers == 1:
         skip = False                     # the first layer's bit planes are never skipped: no layer would skip
     folds = _draw_events(rng, want, net, folds, members is None and not want.startswith("input ring"))
-    if skip and not any(skips_zero(net, HwConfig(tuple(folds), skip_zero=True), i) for i in range(len(folds))):
+    if skip and not any(reads_spike_vector(net, i) and not lc.events for i, lc in enumerate(folds)):
         skip = False                     # every layer that could skip runs event-driven
     lanes = None
     if encoder:

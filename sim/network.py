@@ -147,10 +147,6 @@ class Unit:
                                        # ``spikes`` must then be net.encode(pixels)
 
 
-def _config_dict(cfg) -> dict:
-    return cfg.to_dict()     # every field: each one can change the Verilog
-
-
 @functools.lru_cache(maxsize=1)
 def _hdl_fingerprint() -> str:
     """A hash of the HDL generator's source files, so cached Verilog never outlives a change to the generator."""
@@ -171,7 +167,7 @@ def generate_cached(net: Network, cfg, trace: bool, name: str, cache_dir=None) -
     from bsnn_hw.hdl import generate
     from bsnn_hw.io import atomic_write
     from . import runner
-    key = hashlib.sha256("|".join([net.identity(), json.dumps(_config_dict(cfg)), str(trace), name,
+    key = hashlib.sha256("|".join([net.identity(), json.dumps(cfg.to_dict()), str(trace), name,
                                    _hdl_fingerprint()]).encode()).hexdigest()[:32]
     root = Path(cache_dir) if cache_dir is not None else runner.default_cache_dir()
     path = root / "verilog" / f"{key}.json"
@@ -225,7 +221,7 @@ def build_units(units: list[Unit], workdir: Path, cache_dir=None) -> tuple[str, 
             pixels=None if pix is None else str(pix),
             input_width=cfg.input_width_for(u.net), layouts=layouts_from_manifest(manifest, u.net),
             stall_in=u.stall_in, stall_out=u.stall_out, seed=u.seed, reset_mid=u.reset_mid,
-            config=_config_dict(cfg),
+            config=cfg.to_dict(),
             cycles_expected=int(manifest.get("cycles_per_inference", cycles_per_inference(u.net, cfg, u.trace))),
         ))
     verilog = "\n".join(sources) + "\n" + wrapper_verilog(mods, sources)
