@@ -168,6 +168,7 @@ def _event_tally():
         return [(l, lc) for l, lc in zip(u.net.layers, u.config.layers) if lc.events]
     return {
         "events: W=1": lambda u: any(lc.width == 1 for _, lc in ev(u)),
+        "events: W=n_in": lambda u: any(lc.width == l.n_in for l, lc in ev(u)),
         "events: P=n_out": lambda u: any(lc.parallel == l.n_out for l, lc in ev(u)),
         "events: P=1<n_out": lambda u: any(lc.parallel == 1 < l.n_out for l, lc in ev(u)),
         "events: layer 0": lambda u: u.config.layers[0].events,
