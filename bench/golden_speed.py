@@ -183,9 +183,12 @@ def layer_table(repeats: int = 3) -> int:
         cases.append((f"conv {h}x{w}x{c}, 3x3 -> {co} (fan-in {9 * c})",
                       Conv2d(rng.random((co, 3, 3, c)) < 0.5, (h, w, c), 5, padding=1),
                       rng.random((16, 100, h * w * c)) < 0.3))
+    for k, m, bits in ((784, 256, 2), (784, 256, 4), (256, 10, 8), (784, 32, 8)):
+        cases.append((f"dense {k} -> {m}, {bits}-bit", Layer(rng.integers(-(1 << bits - 1), 1 << bits - 1, (m, k)), 5,
+                                                              weight_bits=bits), rng.random((32, 500, k)) < 0.3))
     print("| layer | popcount | packed | matmul | \"auto\" |\n|---|---|---|---|---|")
     for name, layer, x in cases:
-        methods = ("popcount", "packed", "matmul") if layer.kind == "dense" else ("packed", "matmul")
+        methods = ("popcount", "packed", "matmul")
         ms = {}
         for method in methods:
             best = float("inf")

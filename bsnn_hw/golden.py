@@ -16,9 +16,10 @@ agree bit for bit (tests/test_golden.py checks each against an independent per-n
 
 - ``"matmul"``: a float32 matrix product of the spikes and the weights, exact because every partial sum is an integer
   of magnitude below 2^24 (int64 when fan-in x max|w| is not).
-- ``"popcount"``: the contract's XNOR-popcount on spikes and weight bits packed into 64-bit words,
-  I = 2 popcount(s & B) - popcount(s), one neuron at a time (``np.bitwise_count``); for dense 1-bit layers (other
-  layers use the exact int64 product).
+- ``"popcount"``: the contract's AND-popcount on spikes and weight bits packed into 64-bit words, compiled
+  (:mod:`bsnn_hw.kernels`): I = 2 popcount(s & B) - popcount(s) for 1-bit weights, and for k-bit weights
+  I = sum_b 2^b popcount(s & U_b) + lo popcount(s) over the bit planes U_b of u = w - lo (lo = min w). Integer
+  throughout: exact for every layer kind and width.
 - ``"packed"``: with w = g u + lo (u = the bit and g = 2, lo = -1 for 1-bit weights; u = w - min w, g = 1 for k-bit),
   I = g (s . u) + lo popcount(s), and the dot products s . u >= 0 are packed f to a float32 column, each in its own
   b-bit field of the mantissa (b = bit_length(fan_in x max u), f = 24 // b >= 2; popcount(s) rides in one more
@@ -26,13 +27,10 @@ agree bit for bit (tests/test_golden.py checks each against an independent per-n
   any summation order; integer shifts and masks cut the fields out. A 784-input layer packs two neurons per column:
   half the multiply-adds of "matmul". Fields too wide for two per column fall back to the exact int64 product.
 - ``"auto"`` (the default) picks per layer what measured fastest for the layer's shape (docs/golden.md; 2 AVX2
-  cores, OpenBLAS): "popcount" for dense 1-bit layers of at most 64 neurons (a float product that narrow runs far
-  below the BLAS peak) or at most 256 inputs, "packed" for fan-ins of 256 and more where two fields fit, else
-  "matmul".
-  ``_layer_method`` holds the rule.
+  cores): "popcount" for weights of 1 to 4 bits in dense layers and in conv layers of fan-in >= 128, else "packed"
+  where two fields fit and the fan-in is at least 256, else "matmul". ``_layer_method`` holds the rule.
 
-The float products are bound by the BLAS multiply-add rate (a 784-256 layer over 32,000 rows is 3.2 G multiply-adds
-packed, 6.4 G plain); the membrane recurrence is about a tenth of the time.
+The membrane recurrence (:func:`bsnn_hw.kernels.lif_steps`) runs the T steps of each sample in one compiled pass.
 
 Exactness of the recurrence: the membrane is held in the narrowest of int16/int32/int64 that provably holds every
 intermediate value. |V_t| <= min(2^(M-1), (t+1) * n_in) because the leak and both resets never increase |V|, so
@@ -45,7 +43,7 @@ import os
 
 import numpy as np
 
-from . import contract
+from . import contract, kernels
 from .network import Network, truncate
 
 METHODS = ("auto", "packed", "matmul", "popcount")
@@ -53,8 +51,8 @@ _BLOCK_ELEMENTS = 1 << 22        # rows per block of the float32 product: 16 MiB
 _PACKED_BLOCK_ELEMENTS = 1 << 20  # rows per block of the packed product: its int32 fields stay in the L2 cache
 _MANTISSA = 24                   # every integer of magnitude <= 2^24 is exact in float32
 _PARALLEL_MIN_BATCH = 64         # samples from which simulate() runs parts of the batch on several threads
-_POPCOUNT_MAX_OUT = 64           # "auto": the popcount for 1-bit dense layers up to this many neurons ...
-_POPCOUNT_MAX_FAN_IN = 256       # ... or up to this fan-in (four 64-bit words)
+_POPCOUNT_MAX_BITS = 4           # "auto": the popcount kernel for weights of at most this many bits (bit planes) ...
+_POPCOUNT_MIN_CONV_FAN_IN = 128  # ... in dense layers, and in conv layers of at least this fan-in
 _PACKED_MIN_FAN_IN = 256         # "auto": the packed product from this fan-in up
 _CHUNK_ELEMENTS = 1 << 25        # samples per chunk of simulate(): about 32 Mi spikes of the widest layer
 
@@ -88,15 +86,16 @@ def _state_dtype(membrane_bits: int, n_in: int, timesteps: int):
 
 def _layer_method(layer, method: str) -> str:
     """The method that computes ``layer``'s synaptic input: ``method`` itself, or for "auto" the one that measured
-    fastest for the layer's shape (docs/golden.md; 2 AVX2 cores, OpenBLAS): "popcount" for a dense layer of
-    1-bit weights with at most ``_POPCOUNT_MAX_OUT`` neurons (a float product that narrow runs far below the BLAS
-    peak) or a fan-in of at most ``_POPCOUNT_MAX_FAN_IN`` (a few words per neuron), "packed" where at least two dot
-    products share a float32 column and the fan-in is at least ``_PACKED_MIN_FAN_IN`` (below that, cutting out the
-    fields costs more than the product saves), else "matmul"."""
+    fastest for the layer's shape (docs/golden.md; 2 AVX2 cores): "popcount" for weights of at most
+    ``_POPCOUNT_MAX_BITS`` bits (as many bit planes) in a dense layer or in a conv layer of fan-in at least
+    ``_POPCOUNT_MIN_CONV_FAN_IN`` (below that, cutting out and packing the windows costs more than the product);
+    else "packed" where at least two dot products share a float32 column and the fan-in is at least
+    ``_PACKED_MIN_FAN_IN`` (no such layer is left today: wider weights need fields too wide for two), else
+    "matmul"."""
     if method != "auto":
         return method
-    if layer.kind == "dense" and layer.weight_bits == 1 and (layer.n_out <= _POPCOUNT_MAX_OUT
-                                                             or layer.n_in <= _POPCOUNT_MAX_FAN_IN):
+    if layer.weight_bits <= _POPCOUNT_MAX_BITS and (layer.kind == "dense"
+                                                   or layer.fan_in >= _POPCOUNT_MIN_CONV_FAN_IN):
         return "popcount"
     if layer.fan_in >= _PACKED_MIN_FAN_IN and _packed_plan(layer.fan_in, _weight_offsets(layer)[0].max(initial=0)):
         return "packed"
@@ -178,8 +177,6 @@ def _layer_input(x: np.ndarray, layer, method: str, dtype, input_max: int = 1) -
     (or (B, T, ...) -> (B, T, ...): every row is independent). ``input_max`` > 1: the inputs are the "pixel"
     intensities (uint8), summed by the exact product (float32 below 2^24, else int64) whatever ``method`` says."""
     method = "matmul" if input_max > 1 else _layer_method(layer, method)
-    if layer.kind == "dense" and layer.weight_bits == 1 and method != "packed" and input_max == 1:
-        return _synaptic_input(x, layer.weights, method, dtype)
     if layer.kind == "dense":
         rows, n_pos = x, 1
     else:
@@ -188,16 +185,32 @@ def _layer_input(x: np.ndarray, layer, method: str, dtype, input_max: int = 1) -
     t, b = x.shape[:2]
     rows = rows.reshape(-1, layer.fan_in)
     n_w = layer.weights.shape[0]
-    if method == "packed":
+    if method == "popcount":
+        out = _popcount_product(rows, layer, dtype)
+    elif method == "packed":
         out = _packed_product(rows, layer, dtype)
-    elif method == "matmul" and layer.current_bound(input_max) < 1 << 24:
+    elif layer.current_bound(input_max) < 1 << 24:
         # float32 is exact: every partial sum is an integer of magnitude <= fan_in x max|w| < 2^24
         w = contract.weight_values(layer.weights, layer.weight_bits).reshape(n_w, -1)
         out = _blocked_product(rows, w.T.astype(np.float32), dtype)
-    else:   # "popcount" (the cross-check) and sums too large for float32: exact int64 arithmetic
+    else:   # sums too large for float32: exact int64 arithmetic
         w = contract.weight_values(layer.weights, layer.weight_bits).reshape(n_w, -1)
         out = (rows.astype(np.int64) @ w.T).astype(dtype)
     return out.reshape(t, b, n_pos * n_w)                             # position-major: channel fastest
+
+
+def _popcount_product(rows: np.ndarray, layer, dtype) -> np.ndarray:
+    """The contract's AND-popcount (bsnn_hw.kernels): rows (N, fan_in) bool -> (N, n_rows_of_weights) ``dtype``,
+    exact; k-bit weights as k bit planes of u = w - min w. Rows are packed into 64-bit words in blocks that stay in
+    cache."""
+    u, g, lo = _weight_offsets(layer)
+    planes = kernels.pack_planes(u, max(1, int(u.max(initial=0)).bit_length()))
+    n_rows = rows.shape[0]
+    out = np.empty((n_rows, u.shape[0]), dtype=dtype)
+    block = max(1, min(max(n_rows, 1), _BLOCK_ELEMENTS // max(rows.shape[1], 1)))
+    for i in range(0, n_rows, block):
+        kernels.popcount_input(kernels.pack_words64(rows[i:i + block]), planes, g, lo, out[i:i + block])
+    return out
 
 
 def _im2col(x: np.ndarray, layer) -> np.ndarray:
@@ -241,113 +254,25 @@ def _blocked_product(rows: np.ndarray, w: np.ndarray, dtype) -> np.ndarray:
     return out
 
 
-def _synaptic_input(spikes: np.ndarray, weights: np.ndarray, method: str, dtype=np.int64) -> np.ndarray:
-    """I for every (step, sample): (T, B, n_in) bool x (n_out, n_in) bool -> (T, B, n_out) ``dtype``."""
-    t, b, n_in = spikes.shape
-    n_out = weights.shape[0]
-    if method == "matmul":
-        # float32 is exact: every partial sum is an integer of magnitude <= n_in < 2^24. The bool -> float32
-        # conversion runs in row blocks that stay in cache, each followed by its product.
-        if n_in >= 1 << 24:
-            raise ValueError(f"n_in = {n_in} is too large for the float32 path; use method='popcount'")
-        w = contract.bit_to_weight(weights).astype(np.float32).T                # (n_in, n_out)
-        return _blocked_product(spikes.reshape(t * b, n_in), w, dtype).reshape(t, b, n_out)
-    if method == "popcount":
-        # Bits packed LSB-first (the contract's order) into 64-bit words, zero padded; word-major (n_words, rows) so
-        # that every operation runs over one contiguous row of words.
-        sw = _pack_words64(spikes.reshape(t * b, n_in)).T.copy()               # (n_words, T * B)
-        wp = _pack_words64(weights)                                             # (n_out, n_words)
-        ctype = np.int16 if n_in < 1 << 14 else np.int64                        # holds 2 * n_in
-        active = np.zeros(t * b, dtype=ctype)
-        for word in sw:
-            active += np.bitwise_count(word)                                    # popcount(s_t)
-        out = np.empty((n_out, t * b), dtype=dtype)
-        agree = np.empty(t * b, dtype=ctype)
-        scratch = np.empty(t * b, dtype=np.uint64)
-        for j in range(n_out):
-            agree[:] = 0
-            for word, wbits in zip(sw, wp[j]):
-                np.bitwise_and(word, wbits, out=scratch)
-                agree += np.bitwise_count(scratch)                               # popcount(s_t & B[j])
-            agree <<= 1
-            np.subtract(agree, active, out=out[j], casting="unsafe")            # 2 popcount(s & B) - popcount(s)
-        return out.T.reshape(t, b, n_out)
-    raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
-
-
-def _pack_words64(bits: np.ndarray) -> np.ndarray:
-    """(rows, n) bool -> (rows, ceil(n / 64)) uint64, packed with :func:`bsnn_hw.contract.pack_bits` (LSB first),
-    zero padded to whole words."""
-    rows, n = bits.shape
-    packed = np.zeros((rows, contract.ceil_div(n, 64) * 8), dtype=np.uint8)
-    packed[:, :contract.ceil_div(n, 8)] = contract.pack_bits(bits)
-    return packed.view("<u8")
-
-
-def _counter_dtype(steps: int):
-    """The narrowest unsigned type that counts to ``steps``."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if steps <= np.iinfo(dtype).max:
-            return dtype
-    return np.uint64
-
-
-def _run_layer(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: int):
-    """The membrane recurrence of one layer. ``current`` (T, B, n_out) in the state dtype (may be a strided view).
-    Returns (spikes (T, B, n_out) bool, counts, membrane, first step (each (B, n_out) int64))."""
-    steps, batch, n_out = current.shape
-    dtype = current.dtype
+def _run_layer(current: np.ndarray, layout: int, layer, fires: bool, timesteps: int, n_in: int):
+    """The membrane recurrence of one layer (bsnn_hw.kernels.lif_steps). ``current`` in the state dtype, laid out as
+    ``layout`` (a kernels.lif_steps layout) says. Returns (spikes (T, B, n_out) bool, counts, membrane, first step
+    (each (B, n_out) int64))."""
+    current = np.ascontiguousarray(current)
+    batch = current.shape[0] if layout == kernels.SAMPLE_MAJOR else current.shape[1]
+    n_out = current.shape[2]
+    steps = timesteps
     lo, hi = contract.membrane_range(layer.membrane_bits)
     clamp = timesteps * n_in > hi          # |V| <= T * max|I| (n_in here): below that the clamp never acts
-    if clamp:
-        info = np.iinfo(dtype)
-        lo, hi = dtype.type(max(lo, info.min)), dtype.type(min(hi, info.max))
-    k = layer.leak_shift
-    v = np.zeros((batch, n_out), dtype=dtype)
-    tmp = np.empty_like(v)
+    v = np.zeros((batch, n_out), dtype=current.dtype)
     out = np.zeros((steps, batch, n_out), dtype=bool)
-    # Every per-step operation stays within one narrow dtype (mixed-type ufuncs are several times slower): the spike
-    # count and the steps since the first spike are counted in the narrowest unsigned type that holds T.
-    ctype = _counter_dtype(steps)
-    counts = np.zeros((batch, n_out), dtype=ctype)
-    seen = np.zeros((batch, n_out), dtype=bool)          # spiked at or before the current step
-    since = np.zeros((batch, n_out), dtype=ctype)        # steps at or after the first spike
-    fired = None
-    if fires:
-        # A threshold beyond the dtype's range can never be crossed (|V| stays below it): cap it to fit the dtype.
-        theta = np.minimum(layer.neuron_threshold, np.iinfo(dtype).max).astype(dtype)
-        fire = np.empty((batch, n_out), dtype=bool)
-        fired = np.zeros((batch, n_out), dtype=bool) if layer.fire_once else None
-        subtract = layer.reset == "subtract"
-    # Masked ufuncs (where=) are slow: resets are written as products with the 0/1 fire mask instead.
-    for t in range(steps):
-        if k is not None:
-            np.right_shift(v, k, out=tmp)      # arithmetic shift of a signed integer: rounds toward minus infinity
-            v -= tmp
-        v += current[t]
-        if clamp:
-            np.minimum(v, hi, out=v)
-            np.maximum(v, lo, out=v)
-        if not fires:
-            continue
-        spike = out[t]
-        raw = fire if fired is not None else spike     # the neuron fires; with fire-once, spike is only the first
-        np.greater(v, theta, out=raw)
-        # reset: subtract theta, or V itself ("zero"), where the neuron fires
-        np.multiply(raw, theta if subtract else v, out=tmp)
-        v -= tmp
-        if fired is not None:
-            np.greater(fire, fired, out=spike)       # fire and not fired before
-            fired |= fire
-        else:
-            counts += spike
-        seen |= raw
-        since += seen
-    if fired is not None:
-        counts = fired                               # fire-once: one spike per neuron that ever fired
-    # (fire-once does not move the first spike: it is the first firing either way)
-    first = np.where(seen, steps - since.astype(np.int64), -1)
-    return out, counts.astype(np.int64), v.astype(np.int64), first
+    counts = np.zeros((batch, n_out), dtype=np.int64)
+    first = np.full((batch, n_out), -1, dtype=np.int64)
+    theta = np.asarray(layer.neuron_threshold, dtype=np.int64) if fires else np.zeros(n_out, dtype=np.int64)
+    leak = -1 if layer.leak_shift is None else layer.leak_shift
+    kernels.lif_steps(current, layout, leak, clamp, lo, hi, theta, fires, layer.reset == "subtract", layer.fire_once,
+                      out, v, counts, first)
+    return out, counts, v.astype(np.int64), first
 
 
 def memory_needed(net: Network, batch: int, record: bool = False) -> int:
@@ -455,15 +380,21 @@ def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str)
         current = _layer_input(x, layer, method,
                                _state_dtype(layer.membrane_bits, layer.current_bound(amp), steps) if layer.has_affine
                                else dtype, amp)
+        layout = kernels.TIME_MAJOR
         if li == 0 and pixel:
-            current = np.broadcast_to(current, (steps,) + current.shape[1:])   # the same current every step
+            layout = kernels.EVERY_STEP                # the same current every step
         elif x is spikes:
-            current = current.transpose(1, 0, 2)      # (B, T, n_out) -> a time-major view
+            layout = kernels.SAMPLE_MAJOR              # (B, T, n_out)
         if layer.has_affine:                          # contract v3: the drive x = (a I + b) >>> F, per step
+            if layout == kernels.SAMPLE_MAJOR:
+                current = current.transpose(1, 0, 2)
+            elif layout == kernels.EVERY_STEP:
+                current = np.broadcast_to(current, (steps,) + current.shape[1:])
             scale, bias = layer.affine_tables(per_neuron=True)
             current = contract.step_drive(current, None if scale is None else scale[:, None, :], bias[:, None, :],
                                           layer.step_frac).astype(dtype)
-        out, count, v, first = _run_layer(current, layer, net.layer_fires(li), steps, bound)
+            layout = kernels.TIME_MAJOR
+        out, count, v, first = _run_layer(current, layout, layer, net.layer_fires(li), steps, bound)
         counts.append(count)
         membranes.append(v)
         firsts.append(first)

@@ -541,21 +541,21 @@ def test_auto_picks_per_layer():
     from bsnn_hw.network import Conv2d, Pool
     rng = np.random.default_rng(0)
     dense = lambda n_in, n_out, bits=1: Layer(rng.random((n_out, n_in)) < 0.5 if bits == 1 else
-                                              rng.integers(-2, 2, (n_out, n_in)), 1, weight_bits=bits)
-    assert golden._layer_method(dense(784, 256), "auto") == "packed"
+                                              rng.integers(-(1 << bits - 1), 1 << bits - 1, (n_out, n_in)), 1,
+                                              weight_bits=bits)
+    assert golden._layer_method(dense(784, 256), "auto") == "popcount"
     assert golden._layer_method(dense(256, 10), "auto") == "popcount"
-    assert golden._layer_method(dense(784, 64), "auto") == "popcount"
-    assert golden._layer_method(dense(784, 65), "auto") == "packed"
-    assert golden._layer_method(dense(256, 200), "auto") == "popcount"          # four words per neuron
-    assert golden._layer_method(dense(257, 200), "auto") == "packed"
-    assert golden._layer_method(dense(100, 200, bits=2), "auto") == "matmul"    # k-bit, fan-in below 256
-    assert golden._layer_method(dense(784, 10, bits=2), "auto") == "packed"     # k-bit: no popcount path
-    assert golden._layer_method(dense(5000, 100), "auto") == "matmul"           # 13-bit fields: only one fits
+    assert golden._layer_method(dense(5000, 100), "auto") == "popcount"
+    assert golden._layer_method(dense(784, 10, bits=2), "auto") == "popcount"   # two bit planes
+    assert golden._layer_method(dense(100, 200, bits=4), "auto") == "popcount"  # four
+    assert golden._layer_method(dense(100, 200, bits=5), "auto") == "matmul"    # five: the float product
+    assert golden._layer_method(dense(784, 10, bits=8), "auto") == "matmul"     # 8-bit: two fields do not fit
     conv = Conv2d(rng.random((8, 3, 3, 2)) < 0.5, (6, 6, 2), 1)
     assert golden._layer_method(conv, "auto") == "matmul"                       # fan-in 18
     for method in ("matmul", "popcount", "packed"):
         assert golden._layer_method(dense(784, 256), method) == method
-    assert golden._layer_method(Conv2d(rng.random((8, 3, 3, 32)) < 0.5, (6, 6, 32), 1), "auto") == "packed"
+    assert golden._layer_method(Conv2d(rng.random((8, 3, 3, 16)) < 0.5, (6, 6, 16), 1), "auto") == "popcount"
+    assert golden._layer_method(Conv2d(rng.random((8, 3, 3, 14)) < 0.5, (6, 6, 14), 1), "auto") == "matmul"
     net = Network([conv, Pool((4, 4, 8)), Layer(rng.random((300, 32)) < 0.5, 1)], 3, encoding="direct")
     spikes = rng.random((2, 3, 72)) < 0.5
     check_against_reference(net, spikes)
@@ -633,3 +633,32 @@ def test_speed_bench_runs():
     assert set(report["images_per_s"]) >= {"PyTorch loop", "snnTorch"}
     # the PyTorch loop computes the same integers: every prediction agrees
     assert report["prediction_agreement_percent"]["PyTorch loop"] == 100.0
+
+
+@pytest.mark.parametrize("bits", [1, 2, 5, 8])
+@pytest.mark.parametrize("n_in", [1, 64, 65, 300])
+def test_popcount_kernel_every_width(bits, n_in):
+    # The compiled AND-popcount (bsnn_hw.kernels) over bit planes: weights at both ends of the k-bit range, every
+    # input on or a random mix, an odd number of rows (the kernel takes rows in pairs), against the int64 product.
+    from bsnn_hw import kernels
+    rng = np.random.default_rng(n_in * 10 + bits)
+    if bits == 1:
+        w = np.where(rng.random((7, n_in)) < 0.5, 1, -1)
+    else:
+        lo, hi = -(1 << bits - 1), (1 << bits - 1) - 1
+        w = rng.choice([lo, hi, 0, rng.integers(lo, hi + 1)], (7, n_in))
+        w[0], w[1] = lo, hi                                           # saturation on every input
+    rows = rng.random((5, n_in)) < 0.4
+    rows[0] = True
+    rows[1] = False
+    layer = Layer(w > 0 if bits == 1 else w, 1, weight_bits=bits)
+    expect = rows.astype(np.int64) @ w.T
+    for dtype in (np.int16, np.int32, np.int64):
+        if np.abs(expect).max() > np.iinfo(dtype).max:
+            continue
+        got = golden._popcount_product(rows, layer, dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, expect)
+    got = golden._popcount_product(rows[:4], layer, np.int64)           # an even number of rows
+    np.testing.assert_array_equal(got, expect[:4])
+    assert kernels.pack_words64(rows).shape == (5, -(-n_in // 64))
