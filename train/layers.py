@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +41,14 @@ SCALES = (None, "layer", "neuron")
 # bf16 holds integers up to 2^8 exactly; a +-1 x {0,1} product summed over at most 256 terms stays exact.
 EXACT_BF16_CHUNK = 256
 LATENT_INIT = 0.25      # QuantLinear's latent init range: a quarter of [-1, 1] learns fastest on digits
+# float32 CPU tensors take the compiled kernels: the LIF recurrence (train/kernels.py) and the binary product's
+# forward pass (bsnn_hw.kernels' popcount). False: the torch path (what CUDA tensors always take).
+CPU_KERNELS = True
+
+
+def _compiled(t: torch.Tensor) -> bool:
+    """Whether ``t``'s fused recurrence and binary products run in the compiled CPU kernels (float32 on the CPU)."""
+    return CPU_KERNELS and t.device.type == "cpu" and t.dtype == torch.float32
 
 
 def binary_matmul(spikes: torch.Tensor, sign_w: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
@@ -49,6 +58,8 @@ def binary_matmul(spikes: torch.Tensor, sign_w: torch.Tensor, precision: str = "
     partial sums are exact in bf16, adding the slices in float32; the forward result equals the float32 product bit
     for bit (spikes must be 0/1). Gradients are computed in bf16 (mixed precision)."""
     if precision == "fp32":
+        if _compiled(spikes) and spikes.dim() == 2:
+            return _BinaryProduct.apply(spikes, sign_w)
         return spikes @ sign_w.t()
     if precision != "bf16":
         raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
@@ -59,6 +70,32 @@ def binary_matmul(spikes: torch.Tensor, sign_w: torch.Tensor, precision: str = "
         part = (s[:, k:k + EXACT_BF16_CHUNK] @ w[k:k + EXACT_BF16_CHUNK]).float()
         out = part if out is None else out + part
     return out
+
+
+class _BinaryProduct(torch.autograd.Function):
+    """``spikes @ sign_w.t()`` on the CPU with the golden model's compiled AND-popcount (bsnn_hw.kernels) when the
+    spikes are all 0 or 1 (else the float product): the same integers, exact either way. The backward pass is the
+    float product's own (``g @ sign_w`` and ``(spikes^T g)^T``)."""
+
+    @staticmethod
+    def forward(ctx, spikes, sign_w):
+        ctx.save_for_backward(spikes, sign_w)
+        s = spikes.detach().numpy()
+        on = s != 0
+        if not np.array_equal(on, s == 1):                       # not a spike train: the float product
+            return spikes @ sign_w.t()
+        from bsnn_hw import kernels
+        planes = kernels.pack_planes((sign_w.detach() > 0).numpy().astype(np.int64), 1)
+        out = np.empty((s.shape[0], sign_w.shape[0]), dtype=np.int32)
+        kernels.popcount_input(kernels.pack_words64(on), planes, 2, -1, out)
+        return torch.from_numpy(out).to(spikes.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        spikes, sign_w = ctx.saved_tensors
+        g_s = g @ sign_w if ctx.needs_input_grad[0] else None
+        g_w = (spikes.t() @ g).t() if ctx.needs_input_grad[1] else None
+        return g_s, g_w
 
 
 class _SignSTE(torch.autograd.Function):
@@ -258,6 +295,8 @@ def _lif_run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record
     the output spikes (batch, T, n) (zeros for a non-firing layer), the last membrane (batch, n), and with ``record``
     the pre-saturation membranes (batch, T, n), which with the spikes is all the backward pass needs. The float values
     are those of the step-by-step equations."""
+    if _compiled(current):
+        return _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record)
     batch, steps, n = current.shape
     fires = theta is not None
     pre = torch.empty_like(current) if record else None
@@ -305,6 +344,24 @@ def _lif_run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record
     return out, last, pre
 
 
+def _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record):
+    """:func:`_lif_run` by :func:`bsnn_hw.train.kernels.lif_forward`: the same float32 values."""
+    from . import kernels
+    batch, steps, n = current.shape
+    fires = theta is not None
+    cur = current.contiguous()
+    out = torch.zeros_like(cur)
+    last = cur.new_empty(batch, n)
+    pre = torch.empty_like(cur) if record else cur.new_empty(0, 0, 0)
+    th = theta.expand(n).contiguous() if fires else cur.new_zeros(n)
+    th_sub = torch.floor(th) if exact else th
+    f32 = kernels.F32
+    kernels.lif_forward(cur.numpy(), th.numpy(), th_sub.numpy(), f32(0.0 if leak_shift is None else 2.0 ** -leak_shift),
+                        exact, f32(lo), f32(hi), fires, reset == "subtract", fire_once, out.numpy(), last.numpy(),
+                        pre.numpy(), record)
+    return out, last, pre if record else None
+
+
 class _LIFFunction(torch.autograd.Function):
     """:class:`LIF` (detached reset) as one autograd node: the forward recurrence runs in place and saves only the
     pre-saturation membranes and the output spikes; the backward pass runs the BPTT recurrence by hand, block by
@@ -333,6 +390,8 @@ def _lif_backward(ctx, g_out, g_last):
     """:class:`_LIFFunction`'s backward pass (a function, so that :func:`serial_on_cpu` can wrap it)."""
     pre, out, theta = ctx.saved_tensors
     leak_shift, lo, hi, reset, fire_once, slope = ctx.cfg
+    if _compiled(pre):
+        return _lif_backward_compiled(ctx, g_out, g_last)
     batch, steps, n = pre.shape
     fires = theta is not None
     spike_grad = fires and g_out is not None
@@ -392,6 +451,38 @@ def _lif_backward(ctx, g_out, g_last):
         g_theta = g_theta.sum().reshape(theta.shape) if theta.numel() == 1 else g_theta.reshape(theta.shape)
     else:
         g_theta = None
+    return g_cur, g_theta, None, None, None, None, None, None, None
+
+
+def _lif_backward_compiled(ctx, g_out, g_last):
+    """:func:`_lif_backward` by :func:`bsnn_hw.train.kernels.lif_backward`: the same input-current gradient; the
+    threshold gradient summed over the batch in another order (float64 accumulators)."""
+    from . import kernels
+    pre, out, theta = ctx.saved_tensors
+    leak_shift, lo, hi, reset, fire_once, slope = ctx.cfg
+    batch, steps, n = pre.shape
+    fires = theta is not None
+    spike_grad = fires and g_out is not None
+    want_theta = fires and ctx.needs_input_grad[1]
+    f32 = kernels.F32
+    th = theta.detach().expand(n).contiguous() if fires else pre.new_zeros(n)
+    g_cur = torch.empty_like(pre)
+    acc_u = np.zeros(n)
+    acc_r = np.zeros(n)
+    empty = pre.new_empty(0, 0, 0)
+    kernels.lif_backward(pre.numpy(), out.numpy(), (g_out.contiguous() if g_out is not None else empty).numpy(),
+                         (g_last.contiguous() if g_last is not None else pre.new_empty(0, 0)).numpy(), th.numpy(), f32(lo),
+                         f32(hi), f32(1.0 if leak_shift is None else 1.0 - 2.0 ** -leak_shift), f32(slope), fires,
+                         reset == "subtract", fire_once, spike_grad, want_theta, g_cur.numpy(), acc_u, acc_r)
+    g_theta = None
+    if want_theta:
+        g = torch.zeros(n, dtype=torch.float64)
+        if spike_grad:
+            g -= torch.from_numpy(acc_u) / th.double()
+        if reset == "subtract":
+            g -= torch.from_numpy(acc_r)
+        g = g.to(pre.dtype)
+        g_theta = g.sum().reshape(theta.shape) if theta.numel() == 1 else g.reshape(theta.shape)
     return g_cur, g_theta, None, None, None, None, None, None, None
 
 
