@@ -21,12 +21,14 @@ F32 = np.float32
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
 def lif_forward(current, th, th_sub, leak, exact, lo, hi, fires, subtract, fire_once, out, last, pre, record):
-    """``layers._lif_run`` for one float32 batch: ``leak`` the factor 2^-k, or 0 for none; ``exact``: floor the
+    """``layers._lif_run`` for one float32 batch: ``current`` (B, T, n), or (B, 1, n) for one current that every
+    step shares (a "pixel" first layer); ``leak`` the factor 2^-k, or 0 for none; ``exact``: floor the
     leak; ``th`` the thresholds the membrane is compared with, ``th_sub`` what a subtract reset takes away (floor(th)
-    when exact); fills ``out`` (spikes as 0/1, zeroed by the caller), ``last`` (the final membranes) and, with
+    when exact); fills ``out`` (spikes as 0/1), ``last`` (the final membranes) and, with
     ``record``, ``pre`` (the membranes before saturation). Per sample, step by step, the neuron loop innermost and
     free of branches (selects), so that it vectorizes."""
-    batch, steps, n = current.shape
+    batch, steps, n = out.shape
+    shared = current.shape[1] == 1
     zero = F32(0.0)
     one = F32(1.0)
     use_leak = leak != zero
@@ -36,7 +38,10 @@ def lif_forward(current, th, th_sub, leak, exact, lo, hi, fires, subtract, fire_
         for j in range(n):
             v[j] = zero
         for t in range(steps):
-            cur = current[b, t]
+            cur = current[b, 0 if shared else t]
+            if not fires:
+                for j in range(n):
+                    out[b, t, j] = zero
             for j in range(n):
                 x = v[j]
                 if use_leak:

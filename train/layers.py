@@ -289,14 +289,18 @@ def serial_on_cpu(fn):
     return wrapper
 
 
-@serial_on_cpu
 def _lif_run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record):
-    """The membrane recurrence of :class:`LIF` without autograd, in place, one block of neurons at a time: returns
-    the output spikes (batch, T, n) (zeros for a non-firing layer), the last membrane (batch, n), and with ``record``
-    the pre-saturation membranes (batch, T, n), which with the spikes is all the backward pass needs. The float values
-    are those of the step-by-step equations."""
-    if _compiled(current):
-        return _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record)
+    """The membrane recurrence of :class:`LIF` without autograd: returns the output spikes (batch, T, n) (zeros for a
+    non-firing layer), the last membrane (batch, n), and with ``record`` the pre-saturation membranes (batch, T, n),
+    which with the spikes is all the backward pass needs. The float values are those of the step-by-step equations.
+    Compiled on the CPU (:func:`_lif_run_compiled`), else torch operations (:func:`_lif_run_torch`)."""
+    run = _lif_run_compiled if _compiled(current) else _lif_run_torch
+    return run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record)
+
+
+@serial_on_cpu
+def _lif_run_torch(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record):
+    """:func:`_lif_run` in torch operations, in place, one block of neurons at a time."""
     batch, steps, n = current.shape
     fires = theta is not None
     pre = torch.empty_like(current) if record else None
@@ -345,21 +349,44 @@ def _lif_run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record
 
 
 def _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record):
-    """:func:`_lif_run` by :func:`bsnn_hw.train.kernels.lif_forward`: the same float32 values."""
+    """:func:`_lif_run` by :func:`bsnn_hw.train.kernels.lif_forward`: the same float32 values. A current expanded
+    over the steps (stride 0: a "pixel" first layer) is read once per sample, not copied T times; the batch runs in
+    parts on torch's intra-op thread count (one join per call, no per-operation barriers)."""
     from . import kernels
     batch, steps, n = current.shape
     fires = theta is not None
-    cur = current.contiguous()
-    out = torch.zeros_like(cur)
+    cur = current[:, :1] if current.stride(1) == 0 else current
+    cur = cur.contiguous()
+    out = cur.new_empty(batch, steps, n)
     last = cur.new_empty(batch, n)
-    pre = torch.empty_like(cur) if record else cur.new_empty(0, 0, 0)
+    pre = cur.new_empty(batch, steps, n) if record else cur.new_empty(batch, 0, 0)
     th = theta.expand(n).contiguous() if fires else cur.new_zeros(n)
     th_sub = torch.floor(th) if exact else th
     f32 = kernels.F32
-    kernels.lif_forward(cur.numpy(), th.numpy(), th_sub.numpy(), f32(0.0 if leak_shift is None else 2.0 ** -leak_shift),
-                        exact, f32(lo), f32(hi), fires, reset == "subtract", fire_once, out.numpy(), last.numpy(),
-                        pre.numpy(), record)
+    leak = f32(0.0 if leak_shift is None else 2.0 ** -leak_shift)
+    arrays = [a.numpy() for a in (cur, out, last, pre)]
+    _in_parts(batch, lambda r: kernels.lif_forward(
+        arrays[0][r], th.numpy(), th_sub.numpy(), leak, exact, f32(lo), f32(hi), fires, reset == "subtract",
+        fire_once, arrays[1][r], arrays[2][r], arrays[3][r], record))
     return out, last, pre if record else None
+
+
+_POOL = None
+
+
+def _in_parts(batch: int, fn) -> None:
+    """``fn(rows)`` over slices of the batch, on as many threads as torch's intra-op count (the compiled kernels
+    release the GIL); one slice on the calling thread when that is 1 or the batch is small."""
+    global _POOL
+    workers = min(torch.get_num_threads(), max(1, batch // 16))
+    if workers <= 1:
+        fn(slice(0, batch))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    if _POOL is None or _POOL._max_workers < workers:
+        _POOL = ThreadPoolExecutor(workers)
+    step = -(-batch // workers)
+    list(_POOL.map(fn, [slice(i, min(batch, i + step)) for i in range(0, batch, step)]))
 
 
 class _LIFFunction(torch.autograd.Function):
@@ -382,16 +409,16 @@ class _LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_last):
-        return _lif_backward(ctx, g_out, g_last)
+        backward = _lif_backward_compiled if _compiled(ctx.saved_tensors[0]) else _lif_backward
+        return backward(ctx, g_out, g_last)
 
 
 @serial_on_cpu
 def _lif_backward(ctx, g_out, g_last):
-    """:class:`_LIFFunction`'s backward pass (a function, so that :func:`serial_on_cpu` can wrap it)."""
+    """:class:`_LIFFunction`'s backward pass in torch operations (a function, so that :func:`serial_on_cpu` can wrap
+    it)."""
     pre, out, theta = ctx.saved_tensors
     leak_shift, lo, hi, reset, fire_once, slope = ctx.cfg
-    if _compiled(pre):
-        return _lif_backward_compiled(ctx, g_out, g_last)
     batch, steps, n = pre.shape
     fires = theta is not None
     spike_grad = fires and g_out is not None
@@ -456,7 +483,7 @@ def _lif_backward(ctx, g_out, g_last):
 
 def _lif_backward_compiled(ctx, g_out, g_last):
     """:func:`_lif_backward` by :func:`bsnn_hw.train.kernels.lif_backward`: the same input-current gradient; the
-    threshold gradient summed over the batch in another order (float64 accumulators)."""
+    threshold gradient summed over the batch in another order (float64 accumulators, one set per part)."""
     from . import kernels
     pre, out, theta = ctx.saved_tensors
     leak_shift, lo, hi, reset, fire_once, slope = ctx.cfg
@@ -467,15 +494,21 @@ def _lif_backward_compiled(ctx, g_out, g_last):
     f32 = kernels.F32
     th = theta.detach().expand(n).contiguous() if fires else pre.new_zeros(n)
     g_cur = torch.empty_like(pre)
-    acc_u = np.zeros(n)
-    acc_r = np.zeros(n)
-    empty = pre.new_empty(0, 0, 0)
-    kernels.lif_backward(pre.numpy(), out.numpy(), (g_out.contiguous() if g_out is not None else empty).numpy(),
-                         (g_last.contiguous() if g_last is not None else pre.new_empty(0, 0)).numpy(), th.numpy(), f32(lo),
-                         f32(hi), f32(1.0 if leak_shift is None else 1.0 - 2.0 ** -leak_shift), f32(slope), fires,
-                         reset == "subtract", fire_once, spike_grad, want_theta, g_cur.numpy(), acc_u, acc_r)
+    g_o = (g_out.contiguous() if g_out is not None else pre.new_empty(batch, 0, 0)).numpy()
+    g_l = (g_last.contiguous() if g_last is not None else pre.new_empty(batch, 0)).numpy()
+    arrays = [a.numpy() for a in (pre, out, g_cur)]
+    sums = {}
+
+    def part(r):
+        acc_u, acc_r = np.zeros(n), np.zeros(n)
+        kernels.lif_backward(arrays[0][r], arrays[1][r], g_o[r], g_l[r], th.numpy(), f32(lo), f32(hi),
+                             f32(1.0 if leak_shift is None else 1.0 - 2.0 ** -leak_shift), f32(slope), fires,
+                             reset == "subtract", fire_once, spike_grad, want_theta, arrays[2][r], acc_u, acc_r)
+        sums[r.start] = (acc_u, acc_r)
+    _in_parts(batch, part)
     g_theta = None
     if want_theta:
+        acc_u, acc_r = (sum(sums[k][i] for k in sorted(sums)) for i in (0, 1))
         g = torch.zeros(n, dtype=torch.float64)
         if spike_grad:
             g -= torch.from_numpy(acc_u) / th.double()
