@@ -139,12 +139,13 @@ def test_fused_lif_equals_the_step_by_step_graph(monkeypatch, block, exact, comp
         if scale is not None:
             scale.requires_grad_()
         w_out, w_mem = torch.randn(5, 9, 7, generator=g), torch.randn(5, 7, generator=g)
+        keep = torch.rand(5, 1, 7, generator=g) >= 0.3 if reset == "subtract" else None   # dropout, fused
         inputs = [cur] + ([scale] if scale is not None and fires else [])
         results = []
         for fused in (True, False):
             sc = scale if fires else None
-            out = lif(cur, sc) if fused else lif._forward_reference(cur, lif.effective_threshold(sc) if fires
-                                                                    else None)
+            out = lif(cur, sc, keep) if fused else lif._forward_reference(
+                cur, lif.effective_threshold(sc) if fires else None, None if keep is None else keep.float())
             mem = lif.last_membrane
             grads = torch.autograd.grad((out * w_out).sum() + (mem * w_mem).sum(), inputs, allow_unused=True)
             results.append((out.detach(), mem.detach(), grads))
@@ -628,7 +629,8 @@ def test_compiled_lif_equals_the_torch_path(monkeypatch, exact, batch, shared):
     """The compiled CPU recurrence (train/kernels.py) runs the torch path's float32 operations in the same order:
     spikes, membranes and the input-current gradient are bit for bit the same, over saturation (M = 8), both resets,
     fire-once, leak and none; the threshold gradient (a sum over the batch in another order) up to rounding. A batch
-    of 40 on two threads runs in two parts; ``shared``: one current expanded over the steps (a "pixel" layer)."""
+    of 40 on two threads runs in two parts, with a dropout mask fused into the recurrence; ``shared``: one current
+    expanded over the steps (a "pixel" layer)."""
     import itertools
 
     from bsnn_hw.train import layers
@@ -646,10 +648,11 @@ def test_compiled_lif_equals_the_torch_path(monkeypatch, exact, batch, shared):
             cur = base = (torch.randn(batch, 20, 33, generator=g) * 40).round().requires_grad_()
         scale = (torch.rand(33, generator=g) * 0.2 + 0.02).requires_grad_()
         w_out, w_mem = torch.randn(batch, 20, 33, generator=g), torch.randn(batch, 33, generator=g)
+        keep = torch.rand(batch, 1, 33, generator=g) >= 0.3 if batch > 6 else None     # a dropout mask
         results = []
         for compiled in (True, False):
             monkeypatch.setattr(layers, "CPU_KERNELS", compiled)
-            out = lif(cur, scale)
+            out = lif(cur, scale, keep)
             grads = torch.autograd.grad((out * w_out).sum() + (lif.last_membrane * w_mem).sum(), [base, scale])
             results.append((out.detach(), lif.last_membrane.detach(), grads))
         (o1, m1, (gc1, gs1)), (o2, m2, (gc2, gs2)) = results

@@ -20,15 +20,17 @@ F32 = np.float32
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def lif_forward(current, th, th_sub, leak, exact, lo, hi, fires, subtract, fire_once, out, last, pre, record):
+def lif_forward(current, th, th_sub, leak, exact, lo, hi, fires, subtract, fire_once, keep, out, last, pre, record):
     """``layers._lif_run`` for one float32 batch: ``current`` (B, T, n), or (B, 1, n) for one current that every
     step shares (a "pixel" first layer); ``leak`` the factor 2^-k, or 0 for none; ``exact``: floor the
     leak; ``th`` the thresholds the membrane is compared with, ``th_sub`` what a subtract reset takes away (floor(th)
-    when exact); fills ``out`` (spikes as 0/1), ``last`` (the final membranes) and, with
+    when exact); ``keep`` (B, n) the dropout mask (0/1) the output spikes are multiplied by, or empty; fills ``out``
+    (spikes as 0/1), ``last`` (the final membranes) and, with
     ``record``, ``pre`` (the membranes before saturation). Per sample, step by step, the neuron loop innermost and
     free of branches (selects), so that it vectorizes."""
     batch, steps, n = out.shape
     shared = current.shape[1] == 1
+    masked = keep.size > 0
     zero = F32(0.0)
     one = F32(1.0)
     use_leak = leak != zero
@@ -55,32 +57,36 @@ def lif_forward(current, th, th_sub, leak, exact, lo, hi, fires, subtract, fire_
                 x = lo if p < lo else (hi if p > hi else p)
                 if fires:
                     s = x > th[j]
+                    kp = keep[b, j] if masked else one
                     if fire_once:
-                        out[b, t, j] = one if s and not fired[j] else zero
+                        out[b, t, j] = (one if s and not fired[j] else zero) * kp
                         fired[j] = fired[j] or s
                         x = (x - th_sub[j] if subtract else zero) if s else x
                     else:
-                        out[b, t, j] = one if s else zero
+                        out[b, t, j] = (one if s else zero) * kp
                         x = (x - th_sub[j] if subtract else x * zero) if s else x
                 v[j] = x
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def lif_backward(pre, out, g_out, g_last, th, lo, hi, c, slope, fires, subtract, fire_once, spike_grad, want_theta,
+def lif_backward(pre, keep, g_out, g_last, th, lo, hi, c, slope, fires, subtract, fire_once, spike_grad, want_theta,
                  g_cur, acc_u, acc_r):
     """``layers._lif_backward`` for one float32 batch: fills ``g_cur`` (the gradient of the input current) and, with
     ``want_theta``, accumulates per neuron ``acc_u`` (sum of a * V, the surrogate's threshold term) and ``acc_r``
-    (sum of the membrane gradient where a subtract reset acted), in float64. ``g_out`` and ``g_last`` may be empty
-    (size 0) when no gradient flows in; ``c`` the leak's straight-through factor 1 - 2^-k. Per sample, steps in
-    reverse, the neuron loop innermost."""
+    (sum of the membrane gradient where a subtract reset acted), in float64. The spikes are recomputed from the
+    membranes (S_t = clamp(pre_t) > theta, as the forward pass decided them); ``keep`` (B, n) the dropout mask the
+    forward pass applied to its output (its gradient passes only where kept), or empty. ``g_out`` and ``g_last`` may
+    be empty (size 0) when no gradient flows in; ``c`` the leak's straight-through factor 1 - 2^-k. Per sample, steps
+    in reverse, the neuron loop innermost."""
     batch, steps, n = pre.shape
     zero = F32(0.0)
     one = F32(1.0)
     has_g_out = g_out.size > 0
     has_g_last = g_last.size > 0
+    masked = keep.size > 0
     spikes = fires and spike_grad and has_g_out
     gv = np.zeros(n, np.float32)
-    first = np.zeros(n, np.int64)                      # fire-once: the first output spike; no gradient after it
+    first = np.zeros(n, np.int64)                      # fire-once: the first firing; no gradient after it
     for b in range(batch):
         for j in range(n):
             gv[j] = g_last[b, j] if has_g_last else zero
@@ -88,7 +94,9 @@ def lif_backward(pre, out, g_out, g_last, th, lo, hi, c, slope, fires, subtract,
         if fires and fire_once:
             for t in range(steps - 1, -1, -1):
                 for j in range(n):
-                    first[j] = t if out[b, t, j] != zero else first[j]
+                    p = pre[b, t, j]
+                    u = lo if p < lo else (hi if p > hi else p)
+                    first[j] = t if u > th[j] else first[j]
         for t in range(steps - 1, -1, -1):
             for j in range(n):
                 p = pre[b, t, j]
@@ -96,10 +104,7 @@ def lif_backward(pre, out, g_out, g_last, th, lo, hi, c, slope, fires, subtract,
                 g = gv[j]
                 if fires:
                     thj = th[j]
-                    if fire_once:
-                        s = one if u > thj else zero
-                    else:
-                        s = out[b, t, j]
+                    s = one if u > thj else zero
                     if want_theta and subtract:
                         acc_r[j] += g * s
                     if not subtract:
@@ -107,7 +112,8 @@ def lif_backward(pre, out, g_out, g_last, th, lo, hi, c, slope, fires, subtract,
                     if spikes:
                         d = abs(u - thj) * slope + thj
                         d = d * d
-                        a = g_out[b, t, j] * thj / d
+                        go = g_out[b, t, j] * keep[b, j] if masked else g_out[b, t, j]
+                        a = go * thj / d
                         if fire_once:
                             a = zero if t > first[j] else a
                         if want_theta:

@@ -289,13 +289,16 @@ def serial_on_cpu(fn):
     return wrapper
 
 
-def _lif_run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record):
+def _lif_run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record, keep=None):
     """The membrane recurrence of :class:`LIF` without autograd: returns the output spikes (batch, T, n) (zeros for a
-    non-firing layer), the last membrane (batch, n), and with ``record`` the pre-saturation membranes (batch, T, n),
-    which with the spikes is all the backward pass needs. The float values are those of the step-by-step equations.
-    Compiled on the CPU (:func:`_lif_run_compiled`), else torch operations (:func:`_lif_run_torch`)."""
-    run = _lif_run_compiled if _compiled(current) else _lif_run_torch
-    return run(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record)
+    non-firing layer; times the dropout mask ``keep`` (batch, 1, n) of 0/1 when given), the last membrane (batch, n),
+    and with ``record`` the pre-saturation membranes (batch, T, n), which is all the backward pass needs. The float
+    values are those of the step-by-step equations. Compiled on the CPU (:func:`_lif_run_compiled`), else torch
+    operations (:func:`_lif_run_torch`)."""
+    if _compiled(current):
+        return _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record, keep)
+    out, v, pre = _lif_run_torch(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record)
+    return (out if keep is None else out * keep), v, pre
 
 
 @serial_on_cpu
@@ -348,10 +351,11 @@ def _lif_run_torch(current, theta, leak_shift, lo, hi, reset, fire_once, exact, 
     return out, last, pre
 
 
-def _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record):
+def _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exact, record, keep=None):
     """:func:`_lif_run` by :func:`bsnn_hw.train.kernels.lif_forward`: the same float32 values. A current expanded
-    over the steps (stride 0: a "pixel" first layer) is read once per sample, not copied T times; the batch runs in
-    parts on torch's intra-op thread count (one join per call, no per-operation barriers)."""
+    over the steps (stride 0: a "pixel" first layer) is read once per sample, not copied T times; the dropout mask is
+    applied as the spikes are written (no extra pass over them); the batch runs in parts on torch's intra-op thread
+    count (one join per call, no per-operation barriers)."""
     from . import kernels
     batch, steps, n = current.shape
     fires = theta is not None
@@ -364,10 +368,11 @@ def _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exac
     th_sub = torch.floor(th) if exact else th
     f32 = kernels.F32
     leak = f32(0.0 if leak_shift is None else 2.0 ** -leak_shift)
-    arrays = [a.numpy() for a in (cur, out, last, pre)]
+    mask = keep.reshape(batch, n).contiguous() if keep is not None else cur.new_empty(batch, 0)
+    arrays = [a.numpy() for a in (cur, out, last, pre, mask)]
     _in_parts(batch, lambda r: kernels.lif_forward(
         arrays[0][r], th.numpy(), th_sub.numpy(), leak, exact, f32(lo), f32(hi), fires, reset == "subtract",
-        fire_once, arrays[1][r], arrays[2][r], arrays[3][r], record))
+        fire_once, arrays[4][r], arrays[1][r], arrays[2][r], arrays[3][r], record))
     return out, last, pre if record else None
 
 
@@ -398,10 +403,16 @@ class _LIFFunction(torch.autograd.Function):
     ``floor(theta)``."""
 
     @staticmethod
-    def forward(ctx, current, theta, leak_shift, lo, hi, reset, fire_once, exact, slope):
-        out, v, pre = _lif_run(current.detach(), None if theta is None else theta.detach(), leak_shift, lo, hi,
-                               reset, fire_once, exact, record=True)
-        ctx.save_for_backward(pre, out, theta)
+    def forward(ctx, current, theta, keep, leak_shift, lo, hi, reset, fire_once, exact, slope):
+        args = (current.detach(), None if theta is None else theta.detach(), leak_shift, lo, hi, reset, fire_once,
+                exact, True)
+        if _compiled(current):          # the backward kernel recomputes the spikes from the membranes
+            out, v, pre = _lif_run_compiled(*args, keep=keep)
+            raw = None
+        else:                           # the torch backward reads the spikes before dropout
+            raw, v, pre = _lif_run_torch(*args)
+            out = raw if keep is None else raw * keep
+        ctx.save_for_backward(pre, raw, theta, keep)
         ctx.cfg = (leak_shift, lo, hi, reset, fire_once, slope)
         if theta is None:
             ctx.mark_non_differentiable(out)
@@ -410,18 +421,21 @@ class _LIFFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, g_last):
         backward = _lif_backward_compiled if _compiled(ctx.saved_tensors[0]) else _lif_backward
-        return backward(ctx, g_out, g_last)
+        g_cur, g_theta = backward(ctx, g_out, g_last)
+        return g_cur, g_theta, None, None, None, None, None, None, None, None
 
 
 @serial_on_cpu
 def _lif_backward(ctx, g_out, g_last):
     """:class:`_LIFFunction`'s backward pass in torch operations (a function, so that :func:`serial_on_cpu` can wrap
     it)."""
-    pre, out, theta = ctx.saved_tensors
+    pre, out, theta, keep = ctx.saved_tensors
     leak_shift, lo, hi, reset, fire_once, slope = ctx.cfg
     batch, steps, n = pre.shape
     fires = theta is not None
     spike_grad = fires and g_out is not None
+    if spike_grad and keep is not None:
+        g_out = g_out * keep                       # the gradient of the spikes before dropout
     want_theta = fires and ctx.needs_input_grad[1]
     c = 1.0 if leak_shift is None else 1.0 - 2.0 ** -leak_shift
     g_cur = torch.empty_like(pre)
@@ -478,32 +492,33 @@ def _lif_backward(ctx, g_out, g_last):
         g_theta = g_theta.sum().reshape(theta.shape) if theta.numel() == 1 else g_theta.reshape(theta.shape)
     else:
         g_theta = None
-    return g_cur, g_theta, None, None, None, None, None, None, None
+    return g_cur, g_theta
 
 
 def _lif_backward_compiled(ctx, g_out, g_last):
     """:func:`_lif_backward` by :func:`bsnn_hw.train.kernels.lif_backward`: the same input-current gradient; the
     threshold gradient summed over the batch in another order (float64 accumulators, one set per part)."""
     from . import kernels
-    pre, out, theta = ctx.saved_tensors
+    pre, _, theta, keep = ctx.saved_tensors
     leak_shift, lo, hi, reset, fire_once, slope = ctx.cfg
     batch, steps, n = pre.shape
     fires = theta is not None
     spike_grad = fires and g_out is not None
     want_theta = fires and ctx.needs_input_grad[1]
     f32 = kernels.F32
+    mask = (keep.reshape(batch, n).contiguous() if keep is not None else pre.new_empty(batch, 0)).numpy()
     th = theta.detach().expand(n).contiguous() if fires else pre.new_zeros(n)
     g_cur = torch.empty_like(pre)
     g_o = (g_out.contiguous() if g_out is not None else pre.new_empty(batch, 0, 0)).numpy()
     g_l = (g_last.contiguous() if g_last is not None else pre.new_empty(batch, 0)).numpy()
-    arrays = [a.numpy() for a in (pre, out, g_cur)]
+    arrays = [a.numpy() for a in (pre, g_cur)]
     sums = {}
 
     def part(r):
         acc_u, acc_r = np.zeros(n), np.zeros(n)
-        kernels.lif_backward(arrays[0][r], arrays[1][r], g_o[r], g_l[r], th.numpy(), f32(lo), f32(hi),
+        kernels.lif_backward(arrays[0][r], mask[r], g_o[r], g_l[r], th.numpy(), f32(lo), f32(hi),
                              f32(1.0 if leak_shift is None else 1.0 - 2.0 ** -leak_shift), f32(slope), fires,
-                             reset == "subtract", fire_once, spike_grad, want_theta, arrays[2][r], acc_u, acc_r)
+                             reset == "subtract", fire_once, spike_grad, want_theta, arrays[1][r], acc_u, acc_r)
         sums[r.start] = (acc_u, acc_r)
     _in_parts(batch, part)
     g_theta = None
@@ -516,7 +531,7 @@ def _lif_backward_compiled(ctx, g_out, g_last):
             g -= torch.from_numpy(acc_r)
         g = g.to(pre.dtype)
         g_theta = g.sum().reshape(theta.shape) if theta.numel() == 1 else g.reshape(theta.shape)
-    return g_cur, g_theta, None, None, None, None, None, None, None
+    return g_cur, g_theta
 
 
 class LIF(nn.Module):
@@ -541,9 +556,10 @@ class LIF(nn.Module):
         False for a non-spiking readout layer (B-SNN's threshold-infinity layer): it only integrates.
     detach_reset : bool
 
-    ``forward(current, scale=None)`` takes (batch, T, n) integer-valued synaptic input and the scale alpha of the
-    layer that produced it (tensor of shape (1,) or (n,), or None for 1); it returns the output spikes (batch, T, n)
-    and sets ``self.last_membrane`` to V after the last step (batch, n).
+    ``forward(current, scale=None, keep=None)`` takes (batch, T, n) integer-valued synaptic input and the scale alpha
+    of the layer that produced it (tensor of shape (1,) or (n,), or None for 1); it returns the output spikes
+    (batch, T, n), times ``keep`` (a (batch, 1, n) dropout mask of 0/1, fused into the recurrence: the spikes the
+    neurons use for their resets are not masked), and sets ``self.last_membrane`` to V after the last step (batch, n).
 
     Example
     -------
@@ -582,21 +598,25 @@ class LIF(nn.Module):
         """The contract's integer threshold floor(theta / alpha): identical fire decisions for integer membranes."""
         return torch.floor(self.effective_threshold(scale).detach()).to(torch.int64)
 
-    def forward(self, current: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, current: torch.Tensor, scale: torch.Tensor | None = None,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
         theta = self.effective_threshold(scale, current.device) if self.fires else None
+        if keep is not None:
+            keep = keep.to(current.dtype)
         if not self.detach_reset:
-            return self._forward_reference(current, theta)
+            return self._forward_reference(current, theta, keep)
         lo, hi = contract.membrane_range(self.membrane_bits)
         args = (self.leak_shift, float(lo), float(hi), self.reset, self.fire_once, self.exact, self.slope)
         if torch.is_grad_enabled() and (current.requires_grad or (theta is not None and theta.requires_grad)):
-            spikes, v = _LIFFunction.apply(current, theta, *args)
+            spikes, v = _LIFFunction.apply(current, theta, keep, *args)
         else:
             spikes, v, _ = _lif_run(current.detach(), None if theta is None else theta.detach(), *args[:-1],
-                                    record=False)
+                                    record=False, keep=keep)
         self.last_membrane = v
         return spikes
 
-    def _forward_reference(self, current: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
+    def _forward_reference(self, current: torch.Tensor, theta: torch.Tensor | None,
+                           keep: torch.Tensor | None = None) -> torch.Tensor:
         """The update equations step by step with autograd (the fused :class:`_LIFFunction` computes the same
         values and gradients; this path also serves ``detach_reset=False``)."""
         batch, steps, n = current.shape
@@ -626,7 +646,8 @@ class LIF(nn.Module):
         self.last_membrane = v
         if not self.fires:
             return current.new_zeros(batch, steps, n)
-        return torch.stack(out, dim=1)
+        out = torch.stack(out, dim=1)
+        return out if keep is None else out * keep
 
     def extra_repr(self):
         leak = "none" if self.leak_shift is None else f">>>{self.leak_shift}"

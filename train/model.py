@@ -236,11 +236,11 @@ class BSNN(nn.Module):
             current = fc.synaptic_input(x)
             if i == 0 and self.input_max > 1:          # "pixel": one current row, the same every step
                 current = current.expand(-1, self.timesteps, -1)
-            x = lif(current, scale if lif.fires else None)
-            if drop and i < n_layers - 1:
-                keep = noise[k].to(x.device) >= self.dropout
-                x = x * keep.to(x.dtype)
+            keep = None
+            if drop and i < n_layers - 1:             # dropout on the layer's output spikes, fused into its LIF
+                keep = noise[k].to(current.device) >= self.dropout
                 k += 1
+            x = lif(current, scale if lif.fires else None, keep)
         if self.readout == "membrane":
             return self.lifs[-1].last_membrane * self.fcs[-1].scale() / self.timesteps
         return x.sum(1) * self.log_temperature.exp()
