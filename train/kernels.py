@@ -19,7 +19,7 @@ from bsnn_hw.kernels import _ctpop
 F32 = np.float32
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def lif_forward(current, th, th_sub, leak, exact, lo, hi, fires, subtract, fire_once, keep, out, last, pre, record):
     """``layers._lif_run`` for one float32 batch: ``current`` (B, T, n), or (B, 1, n) for one current that every
     step shares (a "pixel" first layer); ``leak`` the factor 2^-k, or 0 for none; ``exact``: floor the
@@ -68,7 +68,7 @@ def lif_forward(current, th, th_sub, leak, exact, lo, hi, fires, subtract, fire_
                 v[j] = x
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def lif_backward(pre, keep, g_out, g_last, th, lo, hi, c, slope, fires, subtract, fire_once, spike_grad, want_theta,
                  g_cur, acc_u, acc_r):
     """``layers._lif_backward`` for one float32 batch: fills ``g_cur`` (the gradient of the input current) and, with
