@@ -43,7 +43,7 @@ import os
 
 import numpy as np
 
-from . import contract, kernels
+from . import contract
 from .network import Network, truncate
 
 METHODS = ("auto", "packed", "matmul", "popcount")
@@ -55,6 +55,11 @@ _POPCOUNT_MAX_BITS = 4           # "auto": the popcount kernel for weights of at
 _POPCOUNT_MIN_CONV_FAN_IN = 128  # ... in dense layers, and in conv layers of at least this fan-in
 _PACKED_MIN_FAN_IN = 256         # "auto": the packed product from this fan-in up
 _CHUNK_ELEMENTS = 1 << 25        # samples per chunk of simulate(): about 32 Mi spikes of the widest layer
+# From this much work (neuron-steps of a recurrence; row x neuron x word steps of a popcount product) the compiled
+# kernels run; below it NumPy, so that a process simulating a few samples loads no JIT (Numba's import and cached
+# kernels cost ~1 s per process, more than a small network's whole run). Tests set it to 0 to check the kernels.
+KERNEL_MIN_WORK = 1 << 18
+TIME_MAJOR, SAMPLE_MAJOR, EVERY_STEP = 0, 1, 2     # the layouts of a layer's drive (bsnn_hw.kernels.lif_steps)
 
 
 @dataclasses.dataclass
@@ -202,10 +207,13 @@ def _layer_input(x: np.ndarray, layer, method: str, dtype, input_max: int = 1) -
 def _popcount_product(rows: np.ndarray, layer, dtype) -> np.ndarray:
     """The contract's AND-popcount (bsnn_hw.kernels): rows (N, fan_in) bool -> (N, n_rows_of_weights) ``dtype``,
     exact; k-bit weights as k bit planes of u = w - min w. Rows are packed into 64-bit words in blocks that stay in
-    cache."""
+    cache. Below ``KERNEL_MIN_WORK`` the exact int64 product instead (no JIT to load for a few rows)."""
     u, g, lo = _weight_offsets(layer)
-    planes = kernels.pack_planes(u, max(1, int(u.max(initial=0)).bit_length()))
     n_rows = rows.shape[0]
+    if n_rows * u.shape[0] * contract.ceil_div(rows.shape[1], 64) < KERNEL_MIN_WORK:
+        return (rows.astype(np.int64) @ (g * u + lo).T).astype(dtype)
+    from . import kernels
+    planes = kernels.pack_planes(u, max(1, int(u.max(initial=0)).bit_length()))
     out = np.empty((n_rows, u.shape[0]), dtype=dtype)
     block = max(1, min(max(n_rows, 1), _BLOCK_ELEMENTS // max(rows.shape[1], 1)))
     for i in range(0, n_rows, block):
@@ -255,17 +263,25 @@ def _blocked_product(rows: np.ndarray, w: np.ndarray, dtype) -> np.ndarray:
 
 
 def _run_layer(current: np.ndarray, layout: int, layer, fires: bool, timesteps: int, n_in: int):
-    """The membrane recurrence of one layer (bsnn_hw.kernels.lif_steps). ``current`` in the state dtype, laid out as
-    ``layout`` (a kernels.lif_steps layout) says. Returns (spikes (T, B, n_out) bool, counts, membrane, first step
-    (each (B, n_out) int64))."""
-    current = np.ascontiguousarray(current)
-    batch = current.shape[0] if layout == kernels.SAMPLE_MAJOR else current.shape[1]
+    """The membrane recurrence of one layer. ``current`` in the state dtype, laid out as ``layout`` says
+    (``TIME_MAJOR`` (T, B, n_out), ``SAMPLE_MAJOR`` (B, T, n_out), ``EVERY_STEP`` (1, B, n_out): one drive for every
+    step). Returns (spikes (T, B, n_out) bool, counts, membrane, first step (each (B, n_out) int64)). From
+    ``KERNEL_MIN_WORK`` neuron-steps on it runs compiled (bsnn_hw.kernels.lif_steps), below that in NumPy (no JIT to
+    load for a few samples: a simulator's scoreboard process runs a handful)."""
     n_out = current.shape[2]
-    steps = timesteps
+    batch = current.shape[0] if layout == SAMPLE_MAJOR else current.shape[1]
+    if timesteps * batch * n_out < KERNEL_MIN_WORK:
+        if layout == SAMPLE_MAJOR:
+            current = current.transpose(1, 0, 2)
+        elif layout == EVERY_STEP:
+            current = np.broadcast_to(current, (timesteps,) + current.shape[1:])
+        return _run_layer_numpy(current, layer, fires, timesteps, n_in)
+    from . import kernels
+    current = np.ascontiguousarray(current)
     lo, hi = contract.membrane_range(layer.membrane_bits)
     clamp = timesteps * n_in > hi          # |V| <= T * max|I| (n_in here): below that the clamp never acts
     v = np.zeros((batch, n_out), dtype=current.dtype)
-    out = np.zeros((steps, batch, n_out), dtype=bool)
+    out = np.zeros((timesteps, batch, n_out), dtype=bool)
     counts = np.zeros((batch, n_out), dtype=np.int64)
     first = np.full((batch, n_out), -1, dtype=np.int64)
     theta = np.asarray(layer.neuron_threshold, dtype=np.int64) if fires else np.zeros(n_out, dtype=np.int64)
@@ -273,6 +289,72 @@ def _run_layer(current: np.ndarray, layout: int, layer, fires: bool, timesteps: 
     kernels.lif_steps(current, layout, leak, clamp, lo, hi, theta, fires, layer.reset == "subtract", layer.fire_once,
                       out, v, counts, first)
     return out, counts, v.astype(np.int64), first
+
+
+def _counter_dtype(steps: int):
+    """The narrowest unsigned type that counts to ``steps``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if steps <= np.iinfo(dtype).max:
+            return dtype
+    return np.uint64
+
+
+def _run_layer_numpy(current: np.ndarray, layer, fires: bool, timesteps: int, n_in: int):
+    """:func:`_run_layer` in NumPy, for small layers: one whole-array operation per step. ``current`` (T, B, n_out)
+    in the state dtype (may be a strided view)."""
+    steps, batch, n_out = current.shape
+    dtype = current.dtype
+    lo, hi = contract.membrane_range(layer.membrane_bits)
+    clamp = timesteps * n_in > hi          # |V| <= T * max|I| (n_in here): below that the clamp never acts
+    if clamp:
+        info = np.iinfo(dtype)
+        lo, hi = dtype.type(max(lo, info.min)), dtype.type(min(hi, info.max))
+    k = layer.leak_shift
+    v = np.zeros((batch, n_out), dtype=dtype)
+    tmp = np.empty_like(v)
+    out = np.zeros((steps, batch, n_out), dtype=bool)
+    # Every per-step operation stays within one narrow dtype (mixed-type ufuncs are several times slower): the spike
+    # count and the steps since the first spike are counted in the narrowest unsigned type that holds T.
+    ctype = _counter_dtype(steps)
+    counts = np.zeros((batch, n_out), dtype=ctype)
+    seen = np.zeros((batch, n_out), dtype=bool)          # spiked at or before the current step
+    since = np.zeros((batch, n_out), dtype=ctype)        # steps at or after the first spike
+    fired = None
+    if fires:
+        # A threshold beyond the dtype's range can never be crossed (|V| stays below it): cap it to fit the dtype.
+        theta = np.minimum(layer.neuron_threshold, np.iinfo(dtype).max).astype(dtype)
+        fire = np.empty((batch, n_out), dtype=bool)
+        fired = np.zeros((batch, n_out), dtype=bool) if layer.fire_once else None
+        subtract = layer.reset == "subtract"
+    # Masked ufuncs (where=) are slow: resets are written as products with the 0/1 fire mask instead.
+    for t in range(steps):
+        if k is not None:
+            np.right_shift(v, k, out=tmp)      # arithmetic shift of a signed integer: rounds toward minus infinity
+            v -= tmp
+        v += current[t]
+        if clamp:
+            np.minimum(v, hi, out=v)
+            np.maximum(v, lo, out=v)
+        if not fires:
+            continue
+        spike = out[t]
+        raw = fire if fired is not None else spike     # the neuron fires; with fire-once, spike is only the first
+        np.greater(v, theta, out=raw)
+        # reset: subtract theta, or V itself ("zero"), where the neuron fires
+        np.multiply(raw, theta if subtract else v, out=tmp)
+        v -= tmp
+        if fired is not None:
+            np.greater(fire, fired, out=spike)       # fire and not fired before
+            fired |= fire
+        else:
+            counts += spike
+        seen |= raw
+        since += seen
+    if fired is not None:
+        counts = fired                               # fire-once: one spike per neuron that ever fired
+    # (fire-once does not move the first spike: it is the first firing either way)
+    first = np.where(seen, steps - since.astype(np.int64), -1)
+    return out, counts.astype(np.int64), v.astype(np.int64), first
 
 
 def memory_needed(net: Network, batch: int, record: bool = False) -> int:
@@ -380,20 +462,20 @@ def _simulate_chunk(net: Network, spikes: np.ndarray, record: bool, method: str)
         current = _layer_input(x, layer, method,
                                _state_dtype(layer.membrane_bits, layer.current_bound(amp), steps) if layer.has_affine
                                else dtype, amp)
-        layout = kernels.TIME_MAJOR
+        layout = TIME_MAJOR
         if li == 0 and pixel:
-            layout = kernels.EVERY_STEP                # the same current every step
+            layout = EVERY_STEP                        # the same current every step
         elif x is spikes:
-            layout = kernels.SAMPLE_MAJOR              # (B, T, n_out)
+            layout = SAMPLE_MAJOR                      # (B, T, n_out)
         if layer.has_affine:                          # contract v3: the drive x = (a I + b) >>> F, per step
-            if layout == kernels.SAMPLE_MAJOR:
+            if layout == SAMPLE_MAJOR:
                 current = current.transpose(1, 0, 2)
-            elif layout == kernels.EVERY_STEP:
+            elif layout == EVERY_STEP:
                 current = np.broadcast_to(current, (steps,) + current.shape[1:])
             scale, bias = layer.affine_tables(per_neuron=True)
             current = contract.step_drive(current, None if scale is None else scale[:, None, :], bias[:, None, :],
                                           layer.step_frac).astype(dtype)
-            layout = kernels.TIME_MAJOR
+            layout = TIME_MAJOR
         out, count, v, first = _run_layer(current, layout, layer, net.layer_fires(li), steps, bound)
         counts.append(count)
         membranes.append(v)

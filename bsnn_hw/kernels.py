@@ -25,6 +25,7 @@ import numpy as np
 from numba.extending import intrinsic
 
 from . import contract
+from .golden import SAMPLE_MAJOR, TIME_MAJOR   # lif_steps' layouts of the drive (and EVERY_STEP, the third)
 
 
 @intrinsic
@@ -82,7 +83,6 @@ def pack_words64(bits: np.ndarray) -> np.ndarray:
     return packed.view("<u8")
 
 
-TIME_MAJOR, SAMPLE_MAJOR, EVERY_STEP = 0, 1, 2     # lif_steps' layouts of the drive
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)

@@ -368,7 +368,19 @@ def networks(draw, max_layers=3, max_width=10, max_t=8):
 
 
 def check_against_reference(net, spikes):
+    """Every method, and each with the compiled kernels forced on (``KERNEL_MIN_WORK = 0``; by default these small
+    cases run the NumPy recurrence and the int64 product), agrees with the reference."""
     ref = reference.run(net, spikes)
+    default = golden.KERNEL_MIN_WORK
+    try:
+        for kernel_min in (default, 0):
+            golden.KERNEL_MIN_WORK = kernel_min
+            _check_methods(net, spikes, ref)
+    finally:
+        golden.KERNEL_MIN_WORK = default
+
+
+def _check_methods(net, spikes, ref):
     for method in METHODS:
         r = golden.simulate(net, spikes, record=True, method=method)
         for b, rb in enumerate(ref):
@@ -637,10 +649,11 @@ def test_speed_bench_runs():
 
 @pytest.mark.parametrize("bits", [1, 2, 5, 8])
 @pytest.mark.parametrize("n_in", [1, 64, 65, 300])
-def test_popcount_kernel_every_width(bits, n_in):
+def test_popcount_kernel_every_width(monkeypatch, bits, n_in):
     # The compiled AND-popcount (bsnn_hw.kernels) over bit planes: weights at both ends of the k-bit range, every
-    # input on or a random mix, an odd number of rows (the kernel takes rows in pairs), against the int64 product.
+    # input on or a random mix, odd and even row counts, against the int64 product.
     from bsnn_hw import kernels
+    monkeypatch.setattr(golden, "KERNEL_MIN_WORK", 0)
     rng = np.random.default_rng(n_in * 10 + bits)
     if bits == 1:
         w = np.where(rng.random((7, n_in)) < 0.5, 1, -1)
