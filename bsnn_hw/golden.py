@@ -31,6 +31,8 @@ agree bit for bit (tests/test_golden.py checks each against an independent per-n
   where two fields fit and the fan-in is at least 256, else "matmul". ``_layer_method`` holds the rule.
 
 The membrane recurrence (:func:`bsnn_hw.kernels.lif_steps`) runs the T steps of each sample in one compiled pass.
+Below ``KERNEL_MIN_WORK`` both stay in NumPy (the recurrence one whole-array operation per step; "popcount" the exact
+int64 product), so that a process simulating a few samples loads no JIT.
 
 Exactness of the recurrence: the membrane is held in the narrowest of int16/int32/int64 that provably holds every
 intermediate value. |V_t| <= min(2^(M-1), (t+1) * n_in) because the leak and both resets never increase |V|, so
