@@ -192,15 +192,15 @@ def _layer_input(x: np.ndarray, layer, method: str, dtype, input_max: int = 1) -
     t, b = x.shape[:2]
     rows = rows.reshape(-1, layer.fan_in)
     n_w = layer.weights.shape[0]
-    if method == "popcount":
+    if method == "popcount" and rows.shape[0] * n_w * contract.ceil_div(layer.fan_in, 64) >= KERNEL_MIN_WORK:
         out = _popcount_product(rows, layer, dtype)
     elif method == "packed":
         out = _packed_product(rows, layer, dtype)
-    elif layer.current_bound(input_max) < 1 << 24:
+    elif method != "popcount" and layer.current_bound(input_max) < 1 << 24:
         # float32 is exact: every partial sum is an integer of magnitude <= fan_in x max|w| < 2^24
         w = contract.weight_values(layer.weights, layer.weight_bits).reshape(n_w, -1)
         out = _blocked_product(rows, w.T.astype(np.float32), dtype)
-    else:   # sums too large for float32: exact int64 arithmetic
+    else:   # a small "popcount" job (no JIT to load for a few rows) and sums too large for float32: exact int64
         w = contract.weight_values(layer.weights, layer.weight_bits).reshape(n_w, -1)
         out = (rows.astype(np.int64) @ w.T).astype(dtype)
     return out.reshape(t, b, n_pos * n_w)                             # position-major: channel fastest
@@ -209,11 +209,9 @@ def _layer_input(x: np.ndarray, layer, method: str, dtype, input_max: int = 1) -
 def _popcount_product(rows: np.ndarray, layer, dtype) -> np.ndarray:
     """The contract's AND-popcount (bsnn_hw.kernels): rows (N, fan_in) bool -> (N, n_rows_of_weights) ``dtype``,
     exact; k-bit weights as k bit planes of u = w - min w. Rows are packed into 64-bit words in blocks that stay in
-    cache. Below ``KERNEL_MIN_WORK`` the exact int64 product instead (no JIT to load for a few rows)."""
+    cache. (:func:`_layer_input` takes the exact int64 product instead below ``KERNEL_MIN_WORK``.)"""
     u, g, lo = _weight_offsets(layer)
     n_rows = rows.shape[0]
-    if n_rows * u.shape[0] * contract.ceil_div(rows.shape[1], 64) < KERNEL_MIN_WORK:
-        return (rows.astype(np.int64) @ (g * u + lo).T).astype(dtype)
     from . import kernels
     planes = kernels.pack_planes(u, max(1, int(u.max(initial=0)).bit_length()))
     out = np.empty((n_rows, u.shape[0]), dtype=dtype)

@@ -39,7 +39,6 @@ def _ctpop(typingctx, x):
     return x(x), codegen
 
 
-
 @numba.njit(nogil=True, cache=True, boundscheck=False)
 def popcount_input(rows, planes, g, lo, out):
     """I for every row: ``rows`` (N, n_words) uint64 packed spikes, ``planes`` (n_planes, n_words, n_out) uint64
@@ -83,16 +82,14 @@ def pack_words64(bits: np.ndarray) -> np.ndarray:
     return packed.view("<u8")
 
 
-
-
 @numba.njit(nogil=True, cache=True, boundscheck=False)
 def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract, fire_once, spikes, v, counts, first):
     """The membrane recurrence of one layer (docs/spec.md section 4), every sample and step, in one pass.
 
     ``current`` the drive of every step (any integer dtype, C-contiguous), laid out as ``layout`` says:
     ``TIME_MAJOR`` (T, B, n), ``SAMPLE_MAJOR`` (B, T, n), or ``EVERY_STEP`` (1, B, n), one drive for all T steps
-    (a "pixel" network's first layer); ``leak_shift`` k, or -1 without a leak; ``clamp``: saturate to [lo, hi] (the caller skips it
-    where it can never act); ``theta`` (n,) int64 thresholds; ``fires`` False for a "membrane" readout's last layer;
+    (a "pixel" network's first layer); ``leak_shift`` k, or -1 without a leak; ``clamp``: saturate to [lo, hi] (the
+    caller skips it where it can never act); ``theta`` (n,) int64 thresholds; ``fires`` False for a "membrane" readout's last layer;
     ``subtract``: the reset subtracts theta, else sets V to 0; ``fire_once``: only a neuron's first firing is a
     spike. Writes ``spikes`` (T, B, n) bool, ``v`` (B, n) the final membranes (zeroed by the caller), ``counts``
     (B, n) spikes (0/1 with fire-once), ``first`` (B, n) the step of the first firing or -1::

@@ -14,8 +14,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from bsnn_hw.kernels import _ctpop
-
 F32 = np.float32
 
 
@@ -122,23 +120,4 @@ def lif_backward(pre, keep, g_out, g_last, th, lo, hi, c, slope, fires, subtract
                 g = g if u == p else zero
                 g_cur[b, t, j] = g
                 gv[j] = g * c
-
-
-@numba.njit(nogil=True, cache=True, boundscheck=False)
-def spike_outer(words, g, n_in, grad):
-    """``grad (n_in, n_out) += s^T g`` for 0/1 spike rows ``s`` packed LSB-first in 64-bit ``words`` (N, n_words)
-    and ``g`` (N, n_out) float32: each set bit adds its row of ``g``, so silent inputs cost nothing (the weight
-    gradient of a binary layer whose input is sparse). Rows are added in order; float32 sums."""
-    n, nw = words.shape
-    n_out = g.shape[1]
-    for r in range(n):
-        for k in range(nw):
-            w = words[r, k]
-            while w:
-                low = w & (~w + np.uint64(1))                      # the lowest set bit
-                i = k * 64 + np.int64(_ctpop(low - np.uint64(1)))     # its index
-                w ^= low
-                if i < n_in:
-                    for o in range(n_out):
-                        grad[i, o] += g[r, o]
 

@@ -395,9 +395,9 @@ def _in_parts(batch: int, fn) -> None:
 
 
 class _LIFFunction(torch.autograd.Function):
-    """:class:`LIF` (detached reset) as one autograd node: the forward recurrence runs in place and saves only the
-    pre-saturation membranes and the output spikes; the backward pass runs the BPTT recurrence by hand, block by
-    block. Its gradients are those of the step-by-step graph (:meth:`LIF._forward_reference`): fast-sigmoid
+    """:class:`LIF` (detached reset) as one autograd node: the forward recurrence saves only the pre-saturation
+    membranes (and, on the torch path, the spikes before dropout; the compiled backward recomputes them); the
+    backward pass runs the BPTT recurrence by hand. Its gradients are those of the step-by-step graph (:meth:`LIF._forward_reference`): fast-sigmoid
     surrogate ``1 / (1 + slope * |x|)^2`` of ``x = (V - theta) / theta``, straight-through floor (leak factor
     ``1 - 2^-k``), saturation passing gradient only inside [lo, hi], the reset detached from the spike but not from
     ``floor(theta)``."""
