@@ -39,6 +39,35 @@ def test_latency_matches_contract():
     np.testing.assert_array_equal(latency(torch.from_numpy(x), 9).numpy().astype(bool), encode.latency(x, 9))
 
 
+def test_compiled_binary_product_equals_the_float_product(monkeypatch):
+    """``binary_matmul`` on the CPU with the compiled kernels (the spikes checked and packed in one pass, the popcount
+    forward) against the float products: the same forward integers and gradients (the weight gradient up to float32
+    summation order); fan-ins below, at and above one
+    64-bit word and not a multiple of it, silent and saturated inputs, and inputs that are not spikes (the float
+    fallback)."""
+    from bsnn_hw.train import layers
+    g = torch.Generator().manual_seed(5)
+    for rows, n_in, n_out, density in [(7, 1, 3, 1.0), (33, 64, 5, 0.5), (200, 65, 17, 0.3), (64, 300, 10, 0.0),
+                                        (130, 784, 128, 0.28), (40, 129, 2, 1.0)]:
+        for spikes in (True, False):
+            s = (torch.rand(rows, n_in, generator=g) < density).float()
+            if not spikes:
+                s = s * 0.5 + (torch.rand(rows, n_in, generator=g) < 0.1).float()
+            s.requires_grad_()
+            w = torch.where(torch.rand(n_out, n_in, generator=g) > 0.5, 1.0, -1.0).requires_grad_()
+            up = torch.randn(rows, n_out, generator=g)
+            got = []
+            for compiled in (True, False):
+                monkeypatch.setattr(layers, "CPU_KERNELS", compiled)
+                out = binary_matmul(s, w)
+                got.append((out.detach(), *torch.autograd.grad((out * up).sum(), [s, w])))
+            (o1, gs1, gw1), (o2, gs2, gw2) = got
+            case = (rows, n_in, n_out, density, spikes)
+            assert torch.equal(o1, o2) and torch.equal(o1, (s.detach().double() @ w.detach().double().t()).float())
+            assert torch.equal(gs1, gs2), case
+            torch.testing.assert_close(gw1, gw2, rtol=1e-5, atol=1e-5, msg=str(case))   # BLAS calls in two orders
+
+
 def test_bf16_matmul_is_exact():
     g = torch.Generator().manual_seed(0)
     s = (torch.rand(300, 700, generator=g) < 0.6).float()
@@ -639,8 +668,10 @@ def test_compiled_lif_equals_the_torch_path(monkeypatch, exact, batch, shared):
     torch.set_num_threads(2)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # serial_on_cpu keeps 2 for the torch path
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    for leak, reset, once, bits in itertools.product([None, 1, 3], ["subtract", "zero"], [False, True], [8, 16]):
-        lif = LIF(1.0, leak, reset, bits, once, exact=exact)
+    cases = list(itertools.product([None, 1, 3], ["subtract", "zero"], [False, True], [8, 16], [True]))
+    cases += [(leak, "subtract", False, bits, False) for leak in (None, 3) for bits in (8, 16)]   # a membrane readout
+    for leak, reset, once, bits, fires in cases:
+        lif = LIF(1.0, leak, reset, bits, once, exact=exact, fires=fires)
         if shared:
             base = (torch.randn(batch, 1, 33, generator=g) * 10).round().requires_grad_()
             cur = base.expand(-1, 20, -1)
@@ -653,13 +684,17 @@ def test_compiled_lif_equals_the_torch_path(monkeypatch, exact, batch, shared):
         for compiled in (True, False):
             monkeypatch.setattr(layers, "CPU_KERNELS", compiled)
             out = lif(cur, scale, keep)
-            grads = torch.autograd.grad((out * w_out).sum() + (lif.last_membrane * w_mem).sum(), [base, scale])
+            grads = torch.autograd.grad((out * w_out).sum() + (lif.last_membrane * w_mem).sum(), [base, scale],
+                                        allow_unused=not fires)
             results.append((out.detach(), lif.last_membrane.detach(), grads))
         (o1, m1, (gc1, gs1)), (o2, m2, (gc2, gs2)) = results
-        case = (leak, reset, once, bits)
-        assert o1.sum() > 0, case
+        case = (leak, reset, once, bits, fires)
+        assert o1.sum() > 0 or not fires, case
         assert torch.equal(o1, o2) and torch.equal(m1, m2) and torch.equal(gc1, gc2), case
         # float32 sums over the batch in two orders: equal to rounding of the largest terms
-        torch.testing.assert_close(gs1, gs2, rtol=1e-5, atol=1e-6 * float(gs2.abs().max()) + 1e-6, msg=str(case))
+        if fires:
+            torch.testing.assert_close(gs1, gs2, rtol=1e-5, atol=1e-6 * float(gs2.abs().max()) + 1e-6, msg=str(case))
+        else:
+            assert gs1 is None and gs2 is None, case
     monkeypatch.undo()
     torch.set_num_threads(threads)
