@@ -39,13 +39,15 @@ def test_latency_matches_contract():
     np.testing.assert_array_equal(latency(torch.from_numpy(x), 9).numpy().astype(bool), encode.latency(x, 9))
 
 
-def test_compiled_binary_product_equals_the_float_product(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_binary_product_equals_the_float_product(monkeypatch, threads):
     """``binary_matmul`` on the CPU with the compiled kernels (the spikes checked and packed in one pass, the popcount
     forward) against the float products: the same forward integers and gradients (the weight gradient up to float32
     summation order); fan-ins below, at and above one
     64-bit word and not a multiple of it, silent and saturated inputs, and inputs that are not spikes (the float
-    fallback)."""
+    fallback); on two threads the rows run in two parts."""
     from bsnn_hw.train import layers
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     g = torch.Generator().manual_seed(5)
     for rows, n_in, n_out, density in [(7, 1, 3, 1.0), (33, 64, 5, 0.5), (200, 65, 17, 0.3), (64, 300, 10, 0.0),
                                         (130, 784, 128, 0.28), (40, 129, 2, 1.0)]:

@@ -83,14 +83,20 @@ class _BinaryProduct(torch.autograd.Function):
     def forward(ctx, spikes, sign_w):
         from . import kernels as tk
         ctx.save_for_backward(spikes, sign_w)
+        from bsnn_hw import kernels
         s = spikes.detach().contiguous().numpy()
         words = np.empty((s.shape[0], contract.ceil_div(s.shape[1], 64)), dtype=np.uint64)
-        if not tk.pack_spikes(s, words):                          # not a spike train: the float product
-            return spikes @ sign_w.t()
-        from bsnn_hw import kernels
         planes = kernels.pack_planes((sign_w.detach() > 0).numpy().astype(np.int64), 1)
         out = np.empty((s.shape[0], sign_w.shape[0]), dtype=np.int32)
-        kernels.popcount_input(words, planes, 2, -1, out)
+        binary = {}
+
+        def part(r):                                # rows in parts on torch's threads, as the LIF kernels
+            binary[r.start] = ok = tk.pack_spikes(s[r], words[r])
+            if ok:
+                kernels.popcount_input(words[r], planes, 2, -1, out[r])
+        _in_parts(s.shape[0], part)
+        if not all(binary.values()):                                # not a spike train: the float product
+            return spikes @ sign_w.t()
         return torch.from_numpy(out).to(spikes.dtype)
 
     @staticmethod
