@@ -76,8 +76,8 @@ class _BinaryProduct(torch.autograd.Function):
     """``spikes @ sign_w.t()`` on the CPU with the golden model's compiled AND-popcount (bsnn_hw.kernels) when the
     spikes are all 0 or 1 (else the float product): the same integers, exact either way. The spikes are checked and
     packed into 64-bit words in one pass (train/kernels.py ``pack_spikes``). The backward pass is the float product's
-    own (``g @ sign_w`` and ``(spikes^T g)^T``: a sum over the spikes alone measured slower than BLAS's dense product
-    at Fashion-MNIST's 28% input density)."""
+    own (``g @ sign_w`` and ``g^T spikes``: a sum over the spikes alone, and a four-Russians table of subset sums of
+    ``g``'s rows, measured no faster than BLAS's dense product at Fashion-MNIST's 28% input density)."""
 
     @staticmethod
     def forward(ctx, spikes, sign_w):
@@ -103,7 +103,8 @@ class _BinaryProduct(torch.autograd.Function):
     def backward(ctx, g):
         spikes, sign_w = ctx.saved_tensors
         g_s = g @ sign_w if ctx.needs_input_grad[0] else None
-        g_w = (spikes.t() @ g).t() if ctx.needs_input_grad[1] else None
+        # g^T s: 6x faster than (s^T g)^T for a narrow layer (2,048 x 128 -> 10), the same for a wide one
+        g_w = g.t() @ spikes if ctx.needs_input_grad[1] else None
         return g_s, g_w
 
 
