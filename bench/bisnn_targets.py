@@ -47,7 +47,8 @@ def train_both(args, bsnn_out: Path, bisnn_out: Path) -> dict:
     if not args.only or args.only == "bisnn":
         t0 = time.perf_counter()
         cfg = bisnn.config(**settings(args), dropout=0.0, bisnn_members=args.members, bisnn_lr=args.bisnn_lr,
-                           bisnn_init=args.init, bisnn_tau=args.tau, bisnn_mc=args.mc)
+                           bisnn_init=args.init, bisnn_tau=args.tau, bisnn_mc=args.mc,
+                           bisnn_rho=args.rho)
         fit(cfg, out=bisnn_out, resume=args.resume, progress=False, on_epoch_end=log_epoch("BiSNN"))
         times["bisnn_train_s"] = round(time.perf_counter() - t0, 1)
     return times
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=float, default=1.5)
     ap.add_argument("--tau", type=float, default=1.0)
     ap.add_argument("--mc", type=int, default=1)
+    ap.add_argument("--rho", type=float, default=None,
+                    help="weight of the prior (KL) term; default 1 / training samples, 0: none (a cold posterior)")
     ap.add_argument("--val", type=int, default=5000, help="training samples held out for the confidence choice")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
