@@ -86,8 +86,9 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=float, default=1.5)
     ap.add_argument("--tau", type=float, default=1.0)
     ap.add_argument("--mc", type=int, default=1)
-    ap.add_argument("--rho", type=float, default=None,
-                    help="weight of the prior (KL) term; default 1 / training samples, 0: none (a cold posterior)")
+    ap.add_argument("--rho", type=lambda v: v if v == "elbo" else float(v), default=0.0,
+                    help="weight of the prior (KL) term: 0 (the default: a cold posterior) or 'elbo' (1 / training "
+                         "samples) or a number")
     ap.add_argument("--val", type=int, default=5000, help="training samples held out for the confidence choice")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

@@ -280,12 +280,26 @@ def test_training_cli_and_refusals(tmp_path):
                            (["--mc-samples", "0"], "mc-samples must be at least 1"),
                            (["--variant", "mid"], "learns binary weights only"),
                            (["--bisnn-init", "0"], "init must be positive"),
-                           (["--val-samples", "5000"], "val_samples must be in 0..")]:
+                           (["--val-samples", "5000"], "val_samples must be in 0.."),
+                           (["--rho", "-1"], "rho must be a number >= 0 or 'elbo'"),
+                           (["--prior", "0.7"], "has no effect with rho 0")]:
         r = runner.invoke(main, ["train", "--method", "bisnn", "--epochs", "1", "--out", str(tmp_path / "y.bsnn"),
                                  "-q", *flags])
         assert r.exit_code == 1 and message in r.output, (flags, r.output)
         assert len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "y.bsnn").exists()
+    r = runner.invoke(main, ["train", "--method", "bisnn", "--rho", "half", "--out", str(tmp_path / "y.bsnn")])
+    assert r.exit_code == 2 and "neither a number nor 'elbo'" in r.output
+
+
+def test_prior_weight():
+    """rho: 0 by default (a cold posterior), "elbo" or None 1 / training samples, else the number given."""
+    from bsnn_hw.train import bisnn
+    from bsnn_hw.train.trainer import TrainConfig
+    assert TrainConfig(method="bisnn").bisnn_rho == 0
+    for given, expected in [(None, 1 / 500), ("elbo", 1 / 500), (0, 0.0), (1e-3, 1e-3)]:
+        cfg = TrainConfig(method="bisnn", bisnn_rho=given, bisnn_prior=0.5 if given == 0 else 0.7).validate()
+        assert bisnn.prior_weight(cfg, 500) == expected
 
 
 # --- calibrate command -------------------------------------------------------------------------------------------

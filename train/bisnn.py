@@ -14,7 +14,9 @@ natural parameter ``w_r`` (the BSNN layers' ``weight`` tensors), mean ``mu = tan
    the contract), or on ``w_soft`` itself with ``bisnn_relaxed`` (the reparameterised sampler);
 2. ``g = dL/dw`` at that sample, ``g_hat = mean over samples of g (1 - w_soft^2) / (tau (1 - mu^2))``;
 3. the natural parameters move along ``g_hat + rho (w_r - w_prior)``, ``w_prior = 1/2 log(p / (1 - p))`` (0 for
-   p = 1/2), ``rho = bisnn_rho`` (default 1 / N_train: the KL term of the evidence lower bound per training sample):
+   p = 1/2), ``rho = bisnn_rho``: 0 by default (a cold posterior: no KL term; on Fashion-MNIST it trains an ensemble
+   4.3-4.4 pp more accurate and better calibrated than the evidence lower bound's weight, docs/training.md), or
+   ``"elbo"``, 1 / N_train (the KL term of the evidence lower bound per training sample):
    ``bisnn_update = "sgd"`` is BayesBiSNN's mirror descent ``w_r <- (1 - eta rho) w_r - eta (g_hat - rho w_prior)``;
    ``"adam"`` (the default) steps the same direction with Adam; ``eta = bisnn_lr`` on the trainer's cosine schedule;
 4. the real-valued scales (thresholds alpha, the output temperature) are point estimates trained by Adam at ``lr``.
@@ -60,8 +62,11 @@ def check_config(cfg) -> None:
          1 <= cfg.bisnn_members <= 1024, f"members must be in 1..1024, not {cfg.bisnn_members!r}")
     need(cfg.bisnn_tau > 0 and math.isfinite(cfg.bisnn_tau), f"tau must be positive, not {cfg.bisnn_tau!r}")
     need(0 < cfg.bisnn_prior < 1, f"prior must be a probability in (0, 1), not {cfg.bisnn_prior!r}")
-    need(cfg.bisnn_rho is None or (cfg.bisnn_rho >= 0 and math.isfinite(cfg.bisnn_rho)),
-         f"rho must be >= 0, not {cfg.bisnn_rho!r}")
+    rho = cfg.bisnn_rho
+    need(rho in (None, "elbo") or (isinstance(rho, (int, float)) and not isinstance(rho, bool) and rho >= 0 and
+                                   math.isfinite(rho)), f"rho must be a number >= 0 or 'elbo', not {rho!r}")
+    need(rho != 0 or cfg.bisnn_prior == 0.5, f"a prior of {cfg.bisnn_prior} has no effect with rho 0 (the default): "
+         f"give --rho elbo or a positive weight")
     need(isinstance(cfg.bisnn_mc, int) and cfg.bisnn_mc >= 1, f"mc-samples must be at least 1, not {cfg.bisnn_mc!r}")
     need(cfg.bisnn_lr > 0 and math.isfinite(cfg.bisnn_lr), f"bisnn lr must be positive, not {cfg.bisnn_lr!r}")
     need(cfg.bisnn_update in UPDATES, f"update must be one of {', '.join(UPDATES)}, not {cfg.bisnn_update!r}")
@@ -81,6 +86,11 @@ def config(**settings):
 
 def latent_layers(model: BSNN) -> list[BinaryLinear]:
     return [fc for fc in model.fcs if isinstance(fc, BinaryLinear)]
+
+
+def prior_weight(cfg, n_train: int) -> float:
+    """rho, the weight of the KL term per training sample: ``cfg.bisnn_rho``, or 1 / ``n_train`` for "elbo" (None)."""
+    return 1.0 / n_train if cfg.bisnn_rho in (None, "elbo") else float(cfg.bisnn_rho)
 
 
 def prior_parameter(p: float) -> float:
@@ -215,7 +225,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
     optimizer = torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) not in latent], "lr": cfg.lr},
                                   {"params": adam_latent, "lr": cfg.bisnn_lr}])
     scheduler = cosine_schedule(optimizer, cfg.epochs * steps_per_epoch)
-    rho = (1.0 / len(ytr)) if cfg.bisnn_rho is None else cfg.bisnn_rho
+    rho = prior_weight(cfg, len(ytr))
     if checkpoint is None and out is not None:
         checkpoint = Path(str(out) + ".ckpt")
     history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)

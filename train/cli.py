@@ -39,6 +39,22 @@ _BNTT_FLAGS = ("bntt_variant", "exit_threshold", "bntt_theta", "bntt_scale_bits"
                "bntt_finetune_lr", "bntt_leak_correction")
 
 
+class _Rho(click.ParamType):
+    """--rho: a number, or "elbo" (1 / training samples)."""
+    name = "RHO"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) or value == "elbo":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'elbo'", param, ctx)
+
+
+RHO = _Rho()
+
+
 def _leak(text, name):
     if text is None or (isinstance(text, str) and text.lower() in ("none", "")):
         return None
@@ -132,7 +148,8 @@ def _read_config(path) -> dict:
 @click.option("--member-seed", type=int, help="bisnn: seed of the sampled members.  [default: 0]")
 @click.option("--tau", type=float, help="bisnn: temperature of the concrete relaxation.  [default: 1]")
 @click.option("--prior", type=float, help="bisnn: prior probability of a +1 weight.  [default: 0.5]")
-@click.option("--rho", type=float, help="bisnn: weight of the prior term.  [default: 1 / training samples]")
+@click.option("--rho", type=RHO, help="bisnn: weight of the prior (KL) term, a number >= 0 or 'elbo' (1 / training "
+              "samples).  [default: 0, a cold posterior]")
 @click.option("--mc-samples", type=int, help="bisnn: weight samples per training step.  [default: 1]")
 @click.option("--bisnn-lr", type=float, help="bisnn: step on the latent natural parameters.  [default: 0.05]")
 @click.option("--bisnn-update", type=click.Choice(["adam", "sgd"]),
