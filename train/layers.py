@@ -374,19 +374,22 @@ def _lif_run_compiled(current, theta, leak_shift, lo, hi, reset, fire_once, exac
     out = cur.new_empty(batch, steps, n)
     last = cur.new_empty(batch, n)
     pre = cur.new_empty(batch, steps, n) if record else None
-    th = theta.expand(n).contiguous() if fires else None
-    th_sub = (torch.floor(th) if exact else th) if fires else None
+    th = theta.expand(n).contiguous().numpy() if fires else None
+    th_sub = (np.floor(th) if exact else th) if fires else None
     f32, on = kernels.F32, kernels.switch
     leak = None if leak_shift is None else f32(2.0 ** -leak_shift)
     mask = keep.reshape(batch, n).contiguous().numpy() if keep is not None else None
-    arrays = [a.numpy() for a in (cur, out, last)]
+    cur_np, out_np, last_np = (a.numpy() for a in (cur, out, last))
     pre_np = pre.numpy() if record else None
-    th_np, th_sub_np = (th.numpy(), th_sub.numpy()) if fires else (None, None)
     _in_parts(batch, lambda r: kernels.lif_forward(
-        arrays[0][r], th_np, th_sub_np, leak, on(exact), f32(lo), f32(hi), on(reset == "subtract"), on(fire_once),
-        None if mask is None else mask[r], arrays[1][r], arrays[2][r], None if pre_np is None else pre_np[r],
-        on(cur.shape[1] == 1 and steps > 1)))
-    return out, last, pre if record else None
+        cur_np[r], th, th_sub, leak, on(exact), f32(lo), f32(hi), on(reset == "subtract"), on(fire_once),
+        _rows(mask, r), out_np[r], last_np[r], _rows(pre_np, r), on(cur.shape[1] < steps)))
+    return out, last, pre
+
+
+def _rows(a, r):
+    """``a[r]``, or None for an absent (None) array: a kernel's optional argument, one part of the batch."""
+    return None if a is None else a[r]
 
 
 _POOL = None
@@ -410,10 +413,10 @@ def _in_parts(batch: int, fn) -> None:
 class _LIFFunction(torch.autograd.Function):
     """:class:`LIF` (detached reset) as one autograd node: the forward recurrence saves only the pre-saturation
     membranes (and, on the torch path, the spikes before dropout; the compiled backward recomputes them); the
-    backward pass runs the BPTT recurrence by hand. Its gradients are those of the step-by-step graph (:meth:`LIF._forward_reference`): fast-sigmoid
-    surrogate ``1 / (1 + slope * |x|)^2`` of ``x = (V - theta) / theta``, straight-through floor (leak factor
-    ``1 - 2^-k``), saturation passing gradient only inside [lo, hi], the reset detached from the spike but not from
-    ``floor(theta)``."""
+    backward pass runs the BPTT recurrence by hand. Its gradients are those of the step-by-step graph
+    (:meth:`LIF._forward_reference`): fast-sigmoid surrogate ``1 / (1 + slope * |x|)^2`` of ``x = (V - theta) /
+    theta``, straight-through floor (leak factor ``1 - 2^-k``), saturation passing gradient only inside [lo, hi], the
+    reset detached from the spike but not from ``floor(theta)``."""
 
     @staticmethod
     def forward(ctx, current, theta, keep, leak_shift, lo, hi, reset, fire_once, exact, slope):
@@ -525,15 +528,14 @@ def _lif_backward_compiled(ctx, g_out, g_last):
     g_cur = torch.empty_like(pre)
     g_o = g_out.contiguous().numpy() if spike_grad else None
     g_l = g_last.contiguous().numpy() if g_last is not None else None
-    arrays = [a.numpy() for a in (pre, g_cur)]
+    pre_np, g_cur_np = pre.numpy(), g_cur.numpy()
     sums = {}
 
     def part(r):
         acc_u, acc_r = (np.zeros(n), np.zeros(n)) if want_theta else (None, None)
-        kernels.lif_backward(arrays[0][r], None if mask is None else mask[r], None if g_o is None else g_o[r],
-                             None if g_l is None else g_l[r], th_np, f32(lo), f32(hi),
+        kernels.lif_backward(pre_np[r], _rows(mask, r), _rows(g_o, r), _rows(g_l, r), th_np, f32(lo), f32(hi),
                              f32(1.0 if leak_shift is None else 1.0 - 2.0 ** -leak_shift), f32(slope),
-                             on(reset == "subtract"), on(fire_once), arrays[1][r], acc_u, acc_r)
+                             on(reset == "subtract"), on(fire_once), g_cur_np[r], acc_u, acc_r)
         sums[r.start] = (acc_u, acc_r)
     _in_parts(batch, part)
     g_theta = None
