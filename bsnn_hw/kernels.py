@@ -91,8 +91,8 @@ def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract
     (a "pixel" network's first layer); ``leak_shift`` k, or -1 without a leak; ``clamp``: saturate to [lo, hi] (the
     caller skips it where it can never act); ``theta`` (n,) int64 thresholds; ``fires`` False for a "membrane"
     readout's last layer; ``subtract``: the reset subtracts theta, else sets V to 0; ``fire_once``: only a neuron's
-    first firing is a spike. Writes ``spikes`` (T, B, n) bool, ``v`` (B, n) the final membranes (zeroed by the caller), ``counts``
-    (B, n) spikes (0/1 with fire-once), ``first`` (B, n) the step of the first firing or -1::
+    first firing is a spike. Writes ``spikes`` (T, B, n) bool, ``v`` (B, n) the final membranes (zeroed by the
+    caller), ``counts`` (B, n) spikes (0/1 with fire-once), ``first`` (B, n) the step of the first firing or -1::
 
         V <- V - (V >>> k) + x_t;  V <- clamp(V, lo, hi);  fire = V > theta;  V <- V - theta (or 0) where fire
 
