@@ -24,6 +24,15 @@ from bsnn_hw import calibrate
 from bsnn_hw import ensemble as ens
 
 
+def _rho(text):
+    """--rho, parsed as the trainer parses it (argparse reports the one-line error)."""
+    from bsnn_hw.train import bisnn
+    try:
+        return bisnn.parse_rho(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def settings(args) -> dict:
     return dict(dataset="fashion-mnist", hidden=[args.hidden], timesteps=args.timesteps, epochs=args.epochs,
                 batch_size=args.batch_size, lr=args.lr, threads=args.threads, device="cpu",
@@ -46,9 +55,9 @@ def train_both(args, bsnn_out: Path, bisnn_out: Path) -> dict:
         times["bsnn_train_s"] = round(time.perf_counter() - t0, 1)
     if not args.only or args.only == "bisnn":
         t0 = time.perf_counter()
+        given = {k: v for k, v in (("bisnn_mc", args.mc), ("bisnn_rho", args.rho)) if v is not None}  # else default
         cfg = bisnn.config(**settings(args), dropout=0.0, bisnn_members=args.members, bisnn_lr=args.bisnn_lr,
-                           bisnn_init=args.init, bisnn_tau=args.tau, bisnn_mc=args.mc,
-                           bisnn_rho=args.rho)
+                           bisnn_init=args.init, bisnn_tau=args.tau, **given)
         fit(cfg, out=bisnn_out, resume=args.resume, progress=False, on_epoch_end=log_epoch("BiSNN"))
         times["bisnn_train_s"] = round(time.perf_counter() - t0, 1)
     return times
@@ -85,10 +94,10 @@ def main(argv=None) -> int:
     ap.add_argument("--bisnn-lr", type=float, default=0.05)
     ap.add_argument("--init", type=float, default=1.5)
     ap.add_argument("--tau", type=float, default=1.0)
-    ap.add_argument("--mc", type=int, default=1)
-    ap.add_argument("--rho", type=lambda v: v if v == "elbo" else float(v), default=0.0,
-                    help="weight of the prior (KL) term: 0 (the default: a cold posterior) or 'elbo' (1 / training "
-                         "samples) or a number")
+    ap.add_argument("--mc", type=int, help="weight samples per training step (default: the trainer's)")
+    ap.add_argument("--rho", type=_rho,
+                    help="weight of the prior (KL) term: a number, 'X/N' (X / training samples) or 'elbo' (1 / "
+                         "training samples); default: the trainer's (0.03/N)")
     ap.add_argument("--val", type=int, default=5000, help="training samples held out for the confidence choice")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

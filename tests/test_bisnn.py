@@ -281,25 +281,34 @@ def test_training_cli_and_refusals(tmp_path):
                            (["--variant", "mid"], "learns binary weights only"),
                            (["--bisnn-init", "0"], "init must be positive"),
                            (["--val-samples", "5000"], "val_samples must be in 0.."),
-                           (["--rho", "-1"], "rho must be a number >= 0 or 'elbo'"),
-                           (["--prior", "0.7"], "has no effect with rho 0")]:
+                           (["--rho", "-1"], "rho must be a number >= 0, 'elbo'"),
+                           (["--rho", "-0.5/N"], "rho must be a number >= 0, 'elbo'"),
+                           (["--prior", "0.7", "--rho", "0"], "has no effect with rho 0")]:
         r = runner.invoke(main, ["train", "--method", "bisnn", "--epochs", "1", "--out", str(tmp_path / "y.bsnn"),
                                  "-q", *flags])
         assert r.exit_code == 1 and message in r.output, (flags, r.output)
         assert len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "y.bsnn").exists()
     r = runner.invoke(main, ["train", "--method", "bisnn", "--rho", "half", "--out", str(tmp_path / "y.bsnn")])
-    assert r.exit_code == 2 and "neither a number nor 'elbo'" in r.output
+    assert r.exit_code == 2 and "is not a number >= 0, 'elbo'" in r.output
 
 
 def test_prior_weight():
-    """rho: 0 by default (a cold posterior), "elbo" or None 1 / training samples, else the number given."""
+    """rho: DEFAULT_RHO by default, "elbo" or None 1 / training samples, "X/N" X / training samples, else the number
+    given; anything else refused in one line."""
     from bsnn_hw.train import bisnn
     from bsnn_hw.train.trainer import TrainConfig
-    assert TrainConfig(method="bisnn").bisnn_rho == 0
-    for given, expected in [(None, 1 / 500), ("elbo", 1 / 500), (0, 0.0), (1e-3, 1e-3)]:
-        cfg = TrainConfig(method="bisnn", bisnn_rho=given, bisnn_prior=0.5 if given == 0 else 0.7).validate()
-        assert bisnn.prior_weight(cfg, 500) == expected
+    assert TrainConfig(method="bisnn").bisnn_rho == "0.03/N"
+    for given, expected in [(None, 1 / 500), ("elbo", 1 / 500), (0, 0.0), (1e-3, 1e-3), ("0.03/N", 0.03 / 500),
+                            (" 2/n", 2 / 500), ("1e-3", 1e-3), ("0/N", 0.0)]:
+        cfg = TrainConfig(method="bisnn", bisnn_rho=given, bisnn_prior=0.7 if expected else 0.5).validate()
+        assert bisnn.prior_weight(cfg, 500) == expected, given
+    assert bisnn.parse_rho("0.5/N") == "0.5/N" and bisnn.parse_rho("5e-1/N") == "0.5/N"
+    for bad in ("half", "/N", "x/N", True, [1]):
+        with pytest.raises(ValueError, match="is not a number >= 0"):
+            bisnn.parse_rho(bad)
+    with pytest.raises(ValueError, match="rho must be a number >= 0"):
+        TrainConfig(method="bisnn", bisnn_rho="inf/N").validate()
 
 
 # --- calibrate command -------------------------------------------------------------------------------------------

@@ -40,16 +40,16 @@ _BNTT_FLAGS = ("bntt_variant", "exit_threshold", "bntt_theta", "bntt_scale_bits"
 
 
 class _Rho(click.ParamType):
-    """--rho: a number, or "elbo" (1 / training samples)."""
+    """--rho: a number, "elbo" (1 / training samples) or "X/N" (X / training samples); the range is checked with the
+    rest of the configuration."""
     name = "RHO"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)) or value == "elbo":
-            return value
+        from .bisnn import RHO_FORMS, parse_rho
         try:
-            return float(value)
+            return parse_rho(value)
         except ValueError:
-            self.fail(f"{value!r} is neither a number nor 'elbo'", param, ctx)
+            self.fail(f"{value!r} is not {RHO_FORMS}", param, ctx)
 
 
 RHO = _Rho()
@@ -148,9 +148,9 @@ def _read_config(path) -> dict:
 @click.option("--member-seed", type=int, help="bisnn: seed of the sampled members.  [default: 0]")
 @click.option("--tau", type=float, help="bisnn: temperature of the concrete relaxation.  [default: 1]")
 @click.option("--prior", type=float, help="bisnn: prior probability of a +1 weight.  [default: 0.5]")
-@click.option("--rho", type=RHO, help="bisnn: weight of the prior (KL) term, a number >= 0 or 'elbo' (1 / training "
-              "samples).  [default: 0, a cold posterior]")
-@click.option("--mc-samples", type=int, help="bisnn: weight samples per training step.  [default: 1]")
+@click.option("--rho", type=RHO, help="bisnn: weight of the prior (KL) term: a number >= 0 (0: none, a cold "
+              "posterior), 'X/N' (X / training samples) or 'elbo' (1 / training samples).  [default: 0.03/N]")
+@click.option("--mc-samples", type=int, help="bisnn: weight samples per training step.  [default: 4]")
 @click.option("--bisnn-lr", type=float, help="bisnn: step on the latent natural parameters.  [default: 0.05]")
 @click.option("--bisnn-update", type=click.Choice(["adam", "sgd"]),
               help="bisnn: Adam-scaled or plain mirror-descent step.  [default: adam]")

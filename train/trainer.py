@@ -86,9 +86,10 @@ class TrainConfig:
     bisnn_member_seed: int = 0          # bisnn: seed of those samples
     bisnn_tau: float = 1.0              # bisnn: temperature of the concrete relaxation
     bisnn_prior: float = 0.5            # bisnn: prior probability of a +1 weight
-    bisnn_rho: float | str | None = 0.0  # bisnn: weight of the prior (KL) term; 0: none (a cold posterior);
-    #                                     "elbo" or None: 1 / training samples (the evidence lower bound's own weight)
-    bisnn_mc: int = 1                   # bisnn: Monte Carlo weight samples per step
+    bisnn_rho: float | str | None = "0.03/N"   # bisnn: weight of the prior (KL) term: a number (0: none, a cold
+    #                                     posterior), "X/N": X / training samples, "elbo" or None: 1 / training samples
+    #                                     (the evidence lower bound's own weight); the default is 0.03 of that
+    bisnn_mc: int = 4                   # bisnn: Monte Carlo weight samples per step
     bisnn_lr: float = 0.05              # bisnn: step eta on the latent natural parameters (cosine schedule)
     bisnn_update: str = "adam"          # bisnn: "sgd" (plain mirror descent, as BayesBiSNN) or "adam" (Adam-scaled)
     bisnn_init: float = 1.5             # bisnn: initial |w_r| (random signs): q(w = sign) = sigmoid(2 init)
