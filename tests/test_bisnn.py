@@ -294,7 +294,7 @@ def test_training_cli_and_refusals(tmp_path):
 
 
 def test_prior_weight():
-    """rho: DEFAULT_RHO by default, "elbo" or None 1 / training samples, "X/N" X / training samples, else the number
+    """rho: "0.03/N" by default, "elbo" or None 1 / training samples, "X/N" X / training samples, else the number
     given; anything else refused in one line."""
     from bsnn_hw.train import bisnn
     from bsnn_hw.train.trainer import TrainConfig

@@ -94,33 +94,37 @@ def latent_layers(model: BSNN) -> list[BinaryLinear]:
 RHO_FORMS = "a number >= 0, 'elbo' (1 / training samples) or 'X/N' (X / training samples)"
 
 
-def parse_rho(value) -> float | str:
-    """The KL weight as written in a config or on the command line, normalised: a number (float), "elbo" (also for
-    None, as older checkpoints store it) or "X/N" (X a number: X / the training samples). Syntax only: the range is
-    :func:`validate`'s. Raises ValueError (one line) on anything else."""
+def _rho_terms(value) -> tuple[float, bool]:
+    """(x, per_n) of a KL weight as written: rho = x / N_train when ``per_n`` ("X/N"; "elbo" and None, as older
+    checkpoints store it, are 1/N), else rho = x. Syntax only: the range is :func:`check_config`'s. Raises
+    ValueError (one line) on anything else."""
     if value is None or value == "elbo":
-        return "elbo"
+        return 1.0, True
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return float(value), False
     if isinstance(value, str):
         text = value.strip()
         per_n = text[-2:].upper() == "/N"
         try:
-            x = float(text[:-2] if per_n else text)
+            return float(text[:-2] if per_n else text), per_n
         except ValueError:
             pass
-        else:
-            return f"{x!r}/N" if per_n else x
     raise ValueError(f"rho {value!r} is not {RHO_FORMS}")
+
+
+def parse_rho(value) -> float | str:
+    """The KL weight as written in a config or on the command line, normalised: "elbo", "X/N" or a float."""
+    if value is None or value == "elbo":
+        return "elbo"
+    x, per_n = _rho_terms(value)
+    return f"{x!r}/N" if per_n else x
 
 
 def prior_weight(cfg, n_train: int) -> float:
     """rho, the weight of the KL term per training sample: ``cfg.bisnn_rho`` as a number, X / ``n_train`` for "X/N",
     1 / ``n_train`` for "elbo" (or None)."""
-    rho = parse_rho(cfg.bisnn_rho)
-    if rho == "elbo":
-        return 1.0 / n_train
-    return float(rho[:-2]) / n_train if isinstance(rho, str) else rho
+    x, per_n = _rho_terms(cfg.bisnn_rho)
+    return x / n_train if per_n else x
 
 
 def prior_parameter(p: float) -> float:
