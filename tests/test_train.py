@@ -305,6 +305,30 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
         fit(TrainConfig(**{**cfg, "lr": 0.01}), out=tmp_path / "r.bsnn", resume=True, progress=False)
 
 
+def test_init_starts_from_a_checkpoints_weights(tmp_path):
+    first = fit(TrainConfig(**dict(TINY, epochs=1)), out=tmp_path / "a.bsnn", progress=False)
+    ckpt = str(tmp_path / "a.bsnn.ckpt")
+    # A fine-tune at another T with a learning rate too small to flip a sign: the exported network is the first
+    # one's, run for 8 steps (a cold start with the same seed is not).
+    tuned = fit(TrainConfig(**dict(TINY, epochs=1, timesteps=8, lr=1e-12, init_from=ckpt)), progress=False)
+    cold = fit(TrainConfig(**dict(TINY, epochs=1, timesteps=8, lr=1e-12)), progress=False)
+    assert tuned.network.timesteps == 8
+    assert tuned.network.layers == first.network.layers != cold.network.layers
+    with pytest.raises(ValueError, match=r"'fcs.0.log_scale' has shape \(32,\) in the checkpoint but \(33,\) in this "
+                                         r"run: the layers differ"):
+        fit(TrainConfig(**dict(TINY, hidden=[33], init_from=ckpt)), progress=False)
+    with pytest.raises(ValueError, match="'fcs.2.log_scale' is in this run's model but not the checkpoint's"):
+        fit(TrainConfig(**dict(TINY, hidden=[32, 8], init_from=ckpt)), progress=False)
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["method"] = "bisnn"
+    torch.save(state, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="a --method bisnn checkpoint cannot start a --method bsnn run"):
+        fit(TrainConfig(**dict(TINY, init_from=str(tmp_path / "other.ckpt"))), progress=False)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a bsnn-hw training checkpoint"):
+        fit(TrainConfig(**dict(TINY, init_from=str(tmp_path / "junk.ckpt"))), progress=False)
+
+
 # --- CLI ----------------------------------------------------------------------------------------------------------
 
 def run_cli(*args):
@@ -349,6 +373,7 @@ def test_cli_config_file(tmp_path):
     (["--augment-shift", "-1"], "augment_shift must be a pixel count >= 0, not -1"),
     (["--augment-shift", "8"], "augment_shift 8 must be smaller than the image side 8"),
     (["--label-smoothing", "1"], "label smoothing must be in [0, 1), not 1.0"),
+    (["--init", "/etc/passwd"], "/etc/passwd: not a bsnn-hw training checkpoint"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     out = tmp_path / "m.bsnn"

@@ -21,7 +21,7 @@ _FLAG_FIELDS = {
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "dropout": "dropout", "seed": "seed", "eval_seed": "eval_seed", "device": "device", "precision": "precision",
     "threads": "threads", "cuda_graphs": "cuda_graphs", "split_seed": "split_seed", "slope": "slope",
-    "label_smoothing": "label_smoothing",
+    "label_smoothing": "label_smoothing", "init_from": "init_from",
     "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
     "bstdg_backward": "bstdg_backward",
@@ -184,6 +184,9 @@ def _read_config(path) -> dict:
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None,
               help="On a GPU (--method bsnn, one process): replay each training step as one CUDA graph (same "
                    "arithmetic as eager steps, far fewer kernel launches).  [default: on]")
+@click.option("--init", "init_from", type=click.Path(exists=True, dir_okay=False),
+              help="Start from the weights of this training checkpoint (.ckpt; same layers and method): a fine-tune "
+                   "with this run's settings (e.g. more time steps). Optimizer and schedule start afresh.")
 @click.option("--resume", is_flag=True, help="Continue from <out>.ckpt if it exists (same settings).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint path.  [default: <out>.ckpt]")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON on stdout.")

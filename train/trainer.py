@@ -77,6 +77,7 @@ class TrainConfig:
     device: str = "auto"                # "auto" (cuda when available), "cpu", "cuda", "cuda:1"...
     precision: str = "auto"             # synaptic products: "auto", "fp32" or "bf16" (exact either way)
     threads: int | None = None          # torch CPU threads (None: torch's default)
+    init_from: str | None = None        # start from this training checkpoint's weights (fine-tuning; same layers)
     method: str = "bsnn"                # "bsnn" (surrogate gradients, BPTT), "bstdg", "bisnn" or "bntt"
     bstdg_gamma: float = 1.0            # bstdg: margin (steps) by which the other classes must fire after the first
     bstdg_threshold_lr: float | None = None   # bstdg: Adam lr of the threshold factors (None: lr)
@@ -134,6 +135,8 @@ class TrainConfig:
                                                          f"{self.precision!r}")
         need(1 <= self.eval_seed <= 65535, f"eval_seed must be in 1..65535 (an LFSR state), not {self.eval_seed}")
         need(self.threads is None or self.threads >= 1, f"threads must be at least 1, not {self.threads!r}")
+        need(self.init_from is None or isinstance(self.init_from, str),
+             f"init_from must be the path of a training checkpoint, not {self.init_from!r}")
         if self.arch is not None:
             from .model import parse_arch
             _, dense = parse_arch(self.arch)
@@ -383,10 +386,33 @@ def cosine_schedule(optimizer, total_steps: int):
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
 
 
+def warm_start(path, cfg, model, log) -> None:
+    """Load the weights (every parameter and buffer) of the training checkpoint ``path`` into ``model``: a fine-tune
+    (``--init``). The optimizer, schedule and epoch count start afresh; every other setting (T, lr, epochs...) is
+    ``cfg``'s. Refused in one line when the checkpoint's method or any parameter's name or shape differs."""
+    state = load_checkpoint(path)
+    method = {**TrainConfig().to_dict(), **state["config"]}["method"]
+    if method != cfg.method:
+        raise ValueError(f"--init {path}: a --method {method} checkpoint cannot start a --method {cfg.method} run")
+    theirs, ours = state["model"], model.state_dict()
+    for name in sorted(set(ours) ^ set(theirs)):
+        where = "this run's model but not the checkpoint's" if name in ours else "the checkpoint but not this run"
+        raise ValueError(f"--init {path}: parameter {name!r} is in {where}: the layers differ")
+    for name in sorted(ours):
+        if tuple(theirs[name].shape) != tuple(ours[name].shape):
+            raise ValueError(f"--init {path}: parameter {name!r} has shape {tuple(theirs[name].shape)} in the "
+                             f"checkpoint but {tuple(ours[name].shape)} in this run: the layers differ")
+    model.load_state_dict(theirs)
+    log(f"starting from the weights of {path} (after its epoch {int(state['epoch'])})")
+
+
 def resume_state(checkpoint, cfg, model, optimizer, scheduler, log) -> tuple[list, int]:
     """Load ``checkpoint`` (when given and present) into model, optimizer and scheduler after checking that its
-    settings equal ``cfg``'s; returns (history, epochs done), ([], 0) when there is nothing to resume."""
+    settings equal ``cfg``'s; returns (history, epochs done), ([], 0) when there is nothing to resume (the model then
+    starts from ``cfg.init_from``'s weights when that is set: :func:`warm_start`)."""
     if checkpoint is None or not Path(checkpoint).exists():
+        if cfg.init_from:
+            warm_start(cfg.init_from, cfg, model, log)
         return [], 0
     state = load_checkpoint(checkpoint)
     diffs = config_differences(state["config"], cfg.to_dict())
