@@ -568,6 +568,53 @@ class Network:
                 f"encoding={self.encoding}{members})")
 
 
+def check_sum_pool(in_shape, window: int) -> tuple[int, int, int]:
+    """``in_shape`` as (H, W, C) when ``window`` x ``window`` sum pooling of it can fold into the next layer
+    (:func:`fold_sum_pool`); else ValueError, one line."""
+    h, w, c = _check_shape("in_shape", in_shape)
+    if not _is_int(window) or window < 1:
+        raise ValueError(f"window must be a positive int, not {window!r}")
+    if h % window or w % window:
+        raise ValueError(f"sum pooling {window}x{window} needs a map whose sides are multiples of {window} (it folds "
+                         f"into the next layer, which has no zero weight for the rows and columns pooling would "
+                         f"drop), not {h}x{w}")
+    return h, w, c
+
+
+def fold_sum_pool(layer, window: int, in_shape):
+    """The layer that sum pooling folds into (docs/spec.md section 8.5): ``layer`` (dense or conv2d) reads the
+    ``window`` x ``window`` sum pooling (stride = window) of an (H, W, C) spike map ``in_shape``; the result reads the
+    map itself and gives the same synaptic input at every step and neuron, so it is the same layer in the contract:
+
+        conv (k, stride s, padding p) -> conv (k n, stride s n, padding p n):
+            w'[o, ky, kx, c] = w[o, ky // n, kx // n, c]
+        dense over the pooled map -> dense over the map:
+            w'[j, (y W + x) C + c] = w[j, ((y // n) (W / n) + x // n) C + c]
+
+    (n = window). H and W must be multiples of n (the folded layer has no zero weight for the rows and columns that
+    pooling would drop). Thresholds, neuron parameters and any per-step affine are kept.
+    Raises ValueError (one line) for a map the window does not divide or a layer whose input is not the pooled map."""
+    h, w, c = check_sum_pool(in_shape, window)
+    n = int(window)
+    pooled = (h // n, w // n, c)
+    if layer.kind not in ("dense", "conv2d"):
+        raise ValueError(f"sum pooling folds into a dense or conv2d layer, not a {layer.kind} layer")
+    extra = dict(threshold=layer.threshold, weight_bits=layer.weight_bits, step_scale=layer.step_scale,
+                 step_bias=layer.step_bias, step_frac=layer.step_frac, **layer.params())
+    if layer.kind == "conv2d":
+        if layer.in_shape != pooled:
+            raise ValueError(f"the conv layer reads a {layer.in_shape} map, not the {pooled} map that {n}x{n} sum "
+                             f"pooling of {(h, w, c)} gives")
+        weights = np.repeat(np.repeat(layer.weights, n, axis=1), n, axis=2)
+        return Conv2d(weights, (h, w, c), stride=layer.stride * n, padding=layer.padding * n, **extra)
+    if layer.n_in != int(np.prod(pooled)):
+        raise ValueError(f"the dense layer has {layer.n_in} inputs, not the {int(np.prod(pooled))} of the {pooled} map "
+                         f"that {n}x{n} sum pooling of {(h, w, c)} gives")
+    weights = layer.weights.reshape(layer.n_out, *pooled)
+    weights = np.repeat(np.repeat(weights, n, axis=1), n, axis=2).reshape(layer.n_out, h * w * c)
+    return Layer(weights, **extra)
+
+
 def truncate(net: "Network", steps: int) -> "Network":
     """The network run for only its first ``steps`` steps: the same layers with every per-step table cut to its first
     ``steps`` rows (a static early exit, BNTT's). Exact for the "direct" and "rate" encodings, whose first T' steps do

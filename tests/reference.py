@@ -81,6 +81,21 @@ def run_pool(layer, inputs):
     return out, [0] * (ho * wo * c_in)
 
 
+def sum_pool(in_shape, n, s):
+    """Sum pooling of one step's map (docs/spec.md section 8.5): out[(y, x, c)] = the number of spikes in the n x n
+    window at (y n, x n), rows and columns past the last whole window dropped."""
+    h, w, c_in = in_shape
+    ho, wo = h // n, w // n
+    out = [0] * (ho * wo * c_in)
+    for y in range(ho):
+        for x in range(wo):
+            for c in range(c_in):
+                for i in range(n):
+                    for k in range(n):
+                        out[(y * wo + x) * c_in + c] += int(s[((y * n + i) * w + (x * n + k)) * c_in + c])
+    return out
+
+
 def run_layer(layer, fires: bool, inputs: list[list[int]]):
     """One layer on one sample. ``inputs[t][i]`` in {0, 1}. Returns (spikes[t][j], membrane after the last step)."""
     if layer.kind == "pool":

@@ -257,6 +257,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     (["--method", "bntt", "--scale", "neuron"], "--scale does not apply to --method bntt"),
     (["--method", "bntt", "--variant", "mid"], "trains all-binary layers"),
     (["--method", "bntt", "--arch", "4c3-p2-7"], "ends with 7 outputs but digits has 10 classes"),
+    (["--method", "bntt", "--arch", "4c3-s2-10"], "pools with OR pooling only (p<n>), not the sum pooling"),
     (["--method", "bntt", "-M", "20"], "--membrane-bits does not apply"),
     (["--method", "bntt", "--bntt-variant", "shared", "--bntt-finetune", "2"], "--bntt-finetune is for per-step"),
     (["--method", "bntt", "--bntt-theta", "0"], "theta (the integer threshold) must be in 1.."),

@@ -101,6 +101,65 @@ def test_golden_matches_reference_on_conv_pool_kbit_many(case):
     check_against_reference(*case)
 
 
+@st.composite
+def sum_pool_cases(draw):
+    """A dense or conv layer on the n x n sum pooling of a map, every geometry legal (n = 1, kernel = the pooled
+    side, stride > 1, padding), binary and k-bit weights at their extremes, and one step's spikes."""
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    n = draw(st.integers(1, 4))
+    hp, wp, c = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    pooled = (hp, wp, c)
+    bits = draw(st.sampled_from([1, 1, 2, 8, draw(st.integers(2, 8))]))
+    if draw(st.booleans()):
+        pad = draw(st.integers(0, 2))
+        kmax = min(hp, wp) + 2 * pad
+        k = draw(st.sampled_from([1, kmax, draw(st.integers(1, kmax))]))
+        pad = min(pad, k - 1)
+        k = min(k, min(hp, wp) + 2 * pad)
+        c_out = draw(st.integers(1, 3))
+        layer = Conv2d(_weights(draw, rng, (c_out, k, k, c), bits), pooled, rng.integers(1, 50, c_out),
+                       stride=draw(st.integers(1, 3)), padding=pad, weight_bits=bits)
+    else:
+        n_out = draw(st.integers(1, 4))
+        layer = Layer(_weights(draw, rng, (n_out, hp * wp * c), bits), rng.integers(1, 50, n_out), weight_bits=bits)
+    spikes = rng.random(hp * n * wp * n * c) < draw(st.sampled_from([0.0, 0.3, 1.0]))
+    return layer, n, (hp * n, wp * n, c), spikes
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sum_pool_cases())
+def test_a_folded_sum_pool_gives_the_pooled_layers_currents(case):
+    """Section 8.5: the layer fed by n x n sum pooling and the folded layer on the unpooled map have the same
+    synaptic input at every neuron (the reference's currents, computed on the reference's sum pooling), and the same
+    neurons."""
+    from bsnn_hw.network import fold_sum_pool
+    layer, n, shape, spikes = case
+    folded = fold_sum_pool(layer, n, shape)
+    assert folded.kind == layer.kind and folded.n_in == int(np.prod(shape)) and folded.out_shape == layer.out_shape
+    assert np.array_equal(folded.threshold, layer.threshold) and folded.params() == layer.params()
+    assert folded.weight_memory_bits == layer.weight_memory_bits * n * n
+    counts = reference.sum_pool(shape, n, spikes)
+    current = reference.conv_current if layer.kind == "conv2d" else reference.dense_current
+    for j in range(layer.n_out):
+        assert current(folded, spikes, j) == current(layer, counts, j)
+
+
+def test_sum_pool_fold_refusals():
+    from bsnn_hw.network import check_sum_pool, fold_sum_pool
+    conv = Conv2d(np.ones((1, 3, 3, 1), bool), (2, 2, 1), 1, padding=1)
+    with pytest.raises(ValueError, match=r"sum pooling 2x2 needs a map whose sides are multiples of 2 .* not 5x4"):
+        fold_sum_pool(conv, 2, (5, 4, 1))
+    with pytest.raises(ValueError, match=r"reads a \(2, 2, 1\) map, not the \(3, 2, 1\) map"):
+        fold_sum_pool(conv, 2, (6, 4, 1))
+    with pytest.raises(ValueError, match=r"has 5 inputs, not the 4 of the \(2, 2, 1\) map"):
+        fold_sum_pool(Layer(np.ones((1, 5), bool), 1), 2, (4, 4, 1))
+    with pytest.raises(ValueError, match="not a pool layer"):
+        fold_sum_pool(Pool((2, 2, 1), 1), 2, (4, 4, 1))
+    with pytest.raises(ValueError, match="window must be a positive int, not 0"):
+        check_sum_pool((4, 4, 1), 0)
+    assert check_sum_pool((4, 6, 3), 2) == (4, 6, 3)
+
+
 # --- directed cases ----------------------------------------------------------------------------------------------
 
 def test_conv_by_hand():

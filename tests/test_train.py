@@ -564,6 +564,47 @@ def test_pixel_sums_past_float32_are_refused():
     BSNN([784, 16, 10], 4, first_bits=7, input_max=255)
 
 
+@pytest.mark.parametrize("arch", ["4c3-s2-16-10", "4c3-s2-6c3-s2-10"])
+def test_sum_pooling_trains_and_folds_bit_exact(tmp_path, arch):
+    """Sum pooling (s<n>) trains on spike counts and is folded into the layer it feeds at export (docs/spec.md 8.5):
+    the artifact has no pool layer there, the folded network's integer membranes equal the float model's, and its
+    golden predictions equal the trainer's integer predictions on the whole test split."""
+    import bsnn_hw
+    from bsnn_hw.data import load_dataset
+    res = fit(TrainConfig(**{**TINY, "arch": arch, "epochs": 2}), out=tmp_path / "s.bsnn", progress=False)
+    net = bsnn_hw.load(tmp_path / "s.bsnn")
+    assert [layer.kind for layer in net.layers] == (["conv2d", "dense", "dense"] if arch.count("c") == 1
+                                                    else ["conv2d", "conv2d", "dense"])
+    if arch.count("c") == 2:          # 6c3 on the 4x4 pooled map -> k 6, stride 2, padding 2 on the 8x8 map
+        assert (net.layers[1].kernel, net.layers[1].stride, net.layers[1].padding) == (6, 2, 2)
+    assert res.metrics["gap_pp"] == 0
+    x, y = load_dataset("digits", "test")
+    spikes = torch.from_numpy(net.encode(x))
+    model = res.model.eval()
+    with torch.no_grad():
+        model(spikes.float())
+    float_membrane = model.lifs[-1].last_membrane
+    pred, _, membranes = integer_simulate(net, spikes)
+    np.testing.assert_array_equal(float_membrane.numpy(), membranes[-1].numpy())
+    gold = golden.run(net, x).prediction
+    np.testing.assert_array_equal(pred.numpy(), gold)
+    assert (gold == y).mean() == pytest.approx(res.metrics["integer_accuracy"])
+
+
+@pytest.mark.parametrize("arch, message", [
+    ("s2-4c3-10", "a sum pool (s<n>) must follow a conv layer"),
+    ("4c3-p2-s2-10", "a sum pool (s<n>) must follow a conv layer"),
+    ("4c3-s2-p2-10", "must feed a conv or dense layer, not another pool"),
+    ("4c3-s3-10", "sum pooling 3x3 needs a map whose sides are multiples of 3"),
+    ("4c3-x2-10", "is not <C>c<k> (conv), p<n> (OR pool), s<n> (sum pool) or a layer size"),
+])
+def test_cli_sum_pool_refusals(tmp_path, arch, message):
+    out = tmp_path / "m.bsnn"
+    r = CliRunner().invoke(main, ["train", "--arch", arch, "-e", "1", "-q", "-o", str(out)])
+    assert r.exit_code != 0 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not out.exists()
+
+
 def test_cli_arch_errors(tmp_path):
     r = CliRunner().invoke(main, ["train", "--arch", "4c3-10", "--hidden", "16", "-o", str(tmp_path / "m.bsnn")])
     assert r.exit_code != 0 and "--arch gives every layer" in r.stderr

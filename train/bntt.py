@@ -77,6 +77,10 @@ def check_config(cfg) -> None:
     need = requirement("bntt")
     need(cfg.first_bits == 1 and cfg.last_bits == 1, f"trains all-binary layers; first/last layer weight bits "
          f"{cfg.first_bits}/{cfg.last_bits} (a --variant or --first-bits/--last-bits) are not supported")
+    if cfg.arch is not None:
+        from .model import parse_arch
+        need(all(spec[0] != "sumpool" for spec in parse_arch(cfg.arch)[0]),
+             f"pools with OR pooling only (p<n>), not the sum pooling (s<n>) in --arch {cfg.arch}")
     need(cfg.encoding == "rate", f"needs the rate code (the early-exit curve runs the first T' steps, which a "
          f"latency code does not give), not --encoding {cfg.encoding}")
     need(cfg.readout == "membrane", f"reads the class from the last layer's membrane, not --readout {cfg.readout}")

@@ -765,3 +765,23 @@ class SpikePool(nn.Module):
 
     def extra_repr(self):
         return f"{self.in_shape} -> {self.out_shape}, {self.window}x{self.window} OR"
+
+
+class SumPool(SpikePool):
+    """Sum pooling of spike maps: each window x window block's spike count (0..window^2), stride = window, the input
+    of the next layer's synapses. Not a layer of the contract: export folds it into the layer it feeds
+    (:func:`bsnn_hw.network.fold_sum_pool`, docs/spec.md section 8.5), so the map's sides must be multiples of the
+    window. The gradient reaches every input of its window."""
+
+    def __init__(self, in_shape, window: int):
+        from bsnn_hw.network import check_sum_pool      # refuse here what export could not fold
+        check_sum_pool(in_shape, window)
+        super().__init__(in_shape, window)
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        batch, steps = spikes.shape[:2]
+        maps = to_maps(spikes, self.in_shape)
+        return from_maps(torch.nn.functional.avg_pool2d(maps, self.window, divisor_override=1), batch, steps)
+
+    def extra_repr(self):
+        return f"{self.in_shape} -> {self.out_shape}, {self.window}x{self.window} sum"

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from bsnn_hw import contract
-from bsnn_hw.network import Conv2d, Layer, Network, Pool
+from bsnn_hw.network import Conv2d, Layer, Network, Pool, fold_sum_pool
 
-from .layers import LIF, BinaryConv2d, BinaryLinear, QuantLinear, SpikePool, from_maps, to_maps
+from .layers import LIF, BinaryConv2d, BinaryLinear, QuantLinear, SpikePool, SumPool, from_maps, to_maps
 
 PIXEL_GAIN = 64.0          # "pixel" input: the first layer's initial threshold in units of typical intensity
 PIXEL_EXTRA_BITS = 8       # ... and its membrane this many bits wider than the others (at most LIF_MAX_BITS)
@@ -39,7 +39,8 @@ VARIANTS = {"full": (False, False), "mid": (True, True), "first+mid": (False, Tr
 def parse_arch(text: str) -> tuple[list, list]:
     """'32c3-p2-64c3-p2-256-10' -> ([("conv", 32, 3), ("pool", 2), ("conv", 64, 3), ("pool", 2)], [256, 10]):
     ``<C>c<k>`` a k x k convolution to C channels (stride 1, padding k // 2: "same" for odd k), ``p<n>`` an n x n OR
-    pooling, a plain number a dense layer; conv and pool layers come first, the last number is the class count."""
+    pooling, ``s<n>`` an n x n sum pooling ("sumpool": folded into the layer it feeds at export), a plain number a
+    dense layer; conv and pool layers come first, the last number is the class count."""
     front, dense = [], []
     for tok in str(text).lower().split("-"):
         try:
@@ -48,18 +49,25 @@ def parse_arch(text: str) -> tuple[list, list]:
                 spec = ("conv", int(c), int(k))
             elif tok.startswith("p"):
                 spec = ("pool", int(tok[1:]))
+            elif tok.startswith("s"):
+                spec = ("sumpool", int(tok[1:]))
             else:
                 dense.append(int(tok))
                 if dense[-1] < 1:
                     raise ValueError
                 continue
         except ValueError:
-            raise ValueError(f"arch item {tok!r} is not <C>c<k> (conv), p<n> (pool) or a layer size, in "
-                             f"{text!r}") from None
+            raise ValueError(f"arch item {tok!r} is not <C>c<k> (conv), p<n> (OR pool), s<n> (sum pool) or a layer "
+                             f"size, in {text!r}") from None
         if dense:
             raise ValueError(f"arch {text!r}: conv and pool layers must come before the dense layers")
         if min(spec[1:]) < 1:
             raise ValueError(f"arch item {tok!r} needs positive numbers")
+        if spec[0] == "sumpool" and (not front or front[-1][0] != "conv"):
+            raise ValueError(f"arch {text!r}: a sum pool (s<n>) must follow a conv layer (it sums that layer's "
+                             f"spikes for the next one)")
+        if front and front[-1][0] == "sumpool" and spec[0] != "conv":
+            raise ValueError(f"arch {text!r}: a sum pool (s<n>) must feed a conv or dense layer, not another pool")
         front.append(spec)
     if not dense:
         raise ValueError(f"arch {text!r} must end with dense layers, the last one the class count")
@@ -77,10 +85,10 @@ def build_front(conv, input_shape, n_in: int, make_conv) -> tuple[list, tuple | 
         raise ValueError(f"input_shape {input_shape} does not hold the {n_in} inputs")
     modules = []
     for j, spec in enumerate(conv):
-        if spec[0] == "pool":
+        if spec[0] in ("pool", "sumpool"):
             if not 1 <= spec[1] <= min(shape[:2]):
                 raise ValueError(f"pool {spec[1]}x{spec[1]} does not fit the {shape[0]}x{shape[1]} map")
-            modules.append(SpikePool(shape, spec[1]))
+            modules.append((SpikePool if spec[0] == "pool" else SumPool)(shape, spec[1]))
         else:
             _, c_out, k = spec
             if k > min(shape[:2]) + 2 * (k // 2):
@@ -161,6 +169,8 @@ class BSNN(nn.Module):
         if conv:
             sizes = [int(np.prod(shape))] + sizes[1:]
             first_bits = first_bits if not any(s[0] == "conv" for s in conv) else 1
+        # A layer fed by a sum pool takes spike counts: its product runs in float32 (bf16 is exact for 0/1 only).
+        self.counts_in = {i + 1 for i, fc in enumerate(front) if isinstance(fc, SumPool)}
         n_layers = len(sizes) - 1
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = i == n_layers - 1
@@ -179,7 +189,8 @@ class BSNN(nn.Module):
                 init = 4.0 / (math.sqrt(n_in) * mag)
                 layer_scale = "layer"
             kw = dict(scale=layer_scale if layer_scale else None, init_scale=init,
-                      precision="fp32" if input_layer and self.input_max > 1 else precision)
+                      precision="fp32" if (input_layer and self.input_max > 1) or len(self.fcs) in self.counts_in
+                      else precision)
             self.fcs.append(BinaryLinear(n_in, n_out, **kw) if bits == 1 else QuantLinear(n_in, n_out, bits, **kw))
             self.lifs.append(LIF(1.0, output_leak_shift if last else leak_shift, reset,
                                  first_membrane if input_layer else membrane_bits, fire_once,
@@ -198,7 +209,7 @@ class BSNN(nn.Module):
 
     def set_precision(self, precision: str) -> None:
         for i, fc in enumerate(self.fcs):
-            fc.precision = "fp32" if i == 0 and self.input_max > 1 else precision
+            fc.precision = "fp32" if (i == 0 and self.input_max > 1) or i in self.counts_in else precision
 
     def set_exact(self, exact: bool) -> None:
         for lif in self.lifs:
@@ -255,10 +266,16 @@ class BSNN(nn.Module):
 def to_network(model: BSNN, encoding: str, seed: int = 1, metadata: dict | None = None) -> Network:
     """The integer network the hardware runs: weight bits ``W > 0`` and thresholds ``floor(theta / alpha)``, with
     theta / alpha clamped into [1, 2^(M-1)-1] exactly as the forward pass clamps it (so the integer network makes the
-    forward pass's decisions)."""
+    forward pass's decisions). A sum pool is folded into the layer it feeds (:func:`bsnn_hw.network.fold_sum_pool`):
+    the network has one layer fewer per sum pool and computes the same integers."""
     layers = []
     n_layers = len(model.fcs)
+    sum_pool = None
     for i, (fc, lif) in enumerate(zip(model.fcs, model.lifs)):
+        if isinstance(fc, SumPool):        # not a layer of the contract: folded into the layer it feeds
+            sum_pool = fc
+            n_layers -= 1
+            continue
         if isinstance(fc, SpikePool):
             layers.append(Pool(fc.in_shape, fc.window))
             continue
@@ -271,11 +288,14 @@ def to_network(model: BSNN, encoding: str, seed: int = 1, metadata: dict | None 
         else:
             th = None
         if isinstance(fc, BinaryConv2d):
-            layers.append(Conv2d(weights, fc.in_shape, th, fc.stride, fc.padding, lif.leak_shift, lif.reset,
-                                 lif.membrane_bits, lif.fire_once, weight_bits=fc.bits))
-            continue
-        layers.append(Layer(weights, th, lif.leak_shift, lif.reset, lif.membrane_bits, lif.fire_once,
-                            weight_bits=fc.bits))
+            layer = Conv2d(weights, fc.in_shape, th, fc.stride, fc.padding, lif.leak_shift, lif.reset,
+                           lif.membrane_bits, lif.fire_once, weight_bits=fc.bits)
+        else:
+            layer = Layer(weights, th, lif.leak_shift, lif.reset, lif.membrane_bits, lif.fire_once,
+                          weight_bits=fc.bits)
+        if sum_pool is not None:
+            layer, sum_pool = fold_sum_pool(layer, sum_pool.window, sum_pool.in_shape), None
+        layers.append(layer)
     readout = model.readout
     assert len(layers) == n_layers
     return Network(layers, model.timesteps, readout, encoding, seed=seed, metadata=metadata or {})
