@@ -51,7 +51,7 @@ import click
 import numpy as np
 
 from . import contract
-from .network import Conv2d, Layer, Network, Pool
+from .network import Conv2d, Layer, Network, Pool, check_sum_pool, fold_sum_pool
 
 DT = 1e-4                    # seconds per contract time step (snnTorch's import_from_nir assumes dt = 1e-4)
 META_KEY = "bsnn"
@@ -567,6 +567,17 @@ def _convert(graph, approximate: bool = False, timesteps=None, readout=None, enc
             nxt = nodes[names[i + 1]] if i + 1 < len(names) else None
             if nxt is not None and _pool_threshold(nxt, n, tname == "AvgPool2d", dt):
                 i += 2
+            elif tname == "SumPool2d" and nxt is not None and type(nxt).__name__ in (*SYNAPSES, "Flatten"):
+                # Counts into the next layer's synapses: exact, folded into that layer (docs/spec.md 8.5).
+                try:
+                    check_sum_pool(cur, n)
+                except ValueError as e:
+                    imp.problems.append(f"{name}: {e}")
+                    break
+                specs.append(("sumpool", dict(in_shape=cur, window=n)))
+                cur = (cur[0] // n, cur[1] // n, cur[2])
+                i += 1
+                continue
             else:
                 imp.misfit(name, f"{tname} passes {'averages' if tname == 'AvgPool2d' else 'sums'} of spikes on; the "
                                  f"contract pools spikes with OR (a pooling node followed by a threshold in "
@@ -652,12 +663,12 @@ def _convert(graph, approximate: bool = False, timesteps=None, readout=None, enc
             w = w.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
         specs.append(("dense", dict(weights=w, weight_bits=wts[1], **neuron)))
         cur = (w.shape[0],)
-    if not imp.problems and (not specs or specs[-1][0] == "pool"):
+    if not imp.problems and (not specs or specs[-1][0] in ("pool", "sumpool")):
         imp.problems.append("topology: the last layer must be a layer of neurons (dense or conv) for the readout")
     if imp.problems:
         raise NirError(f"cannot import exactly ({len(imp.problems)} problem{'s' * (len(imp.problems) > 1)}"
                        f"{'' if approximate else '; --approximate converts some'}): " + "; ".join(imp.problems))
-    never = [s for s in specs if s[0] != "pool" and not s[1]["fires"]]
+    never = [s for s in specs if s[0] not in ("pool", "sumpool") and not s[1]["fires"]]
     fires_last = specs[-1][1]["fires"]
     readout = network_param("readout", readout, "count" if fires_last else "membrane")
     if (readout == "membrane") == fires_last:
@@ -669,10 +680,14 @@ def _convert(graph, approximate: bool = False, timesteps=None, readout=None, enc
     encoding = network_param("encoding", encoding, "rate")
     seed = network_param("seed", seed, 1)
 
-    layers = []
+    layers, sum_pool = [], None
     for li, (kind, spec) in enumerate(specs):
+        li = len(layers)
         if kind == "pool":
             layers.append(Pool(spec["in_shape"], spec["window"]))
+            continue
+        if kind == "sumpool":
+            sum_pool = spec
             continue
         spec = dict(spec)
         spec.pop("fires")
@@ -680,14 +695,20 @@ def _convert(graph, approximate: bool = False, timesteps=None, readout=None, enc
         w = spec.pop("weights")
         bits = spec["weight_bits"]
         if m is None:
-            m = _membrane_bits_for(w, bits, spec, timesteps, li, imp)
+            counts = 1 if sum_pool is None else sum_pool["window"] ** 2     # a sum-pooled input: up to n^2 spikes
+            m = _membrane_bits_for(w, bits, spec, timesteps, li, imp, counts)
+        wb = w > 0 if bits == 1 else w.astype(np.int8)
         if kind == "conv2d":
-            wb = w > 0 if bits == 1 else w.astype(np.int8)
-            layers.append(_build(Conv2d, li, wb, spec.pop("in_shape"), spec.pop("threshold"), membrane_bits=m,
-                                 **spec))
+            layer = _build(Conv2d, li, wb, spec.pop("in_shape"), spec.pop("threshold"), membrane_bits=m, **spec)
         else:
-            wb = w > 0 if bits == 1 else w.astype(np.int8)
-            layers.append(_build(Layer, li, wb, spec.pop("threshold"), membrane_bits=m, **spec))
+            layer = _build(Layer, li, wb, spec.pop("threshold"), membrane_bits=m, **spec)
+        if sum_pool is not None:
+            try:
+                layer = fold_sum_pool(layer, sum_pool["window"], sum_pool["in_shape"])
+            except ValueError as e:
+                raise NirError(f"cannot import: layer {li}: {e}") from None
+            sum_pool = None
+        layers.append(layer)
     model_meta = gmeta.get("model_metadata") if ours and isinstance(gmeta.get("model_metadata"), dict) else {}
     try:
         net = Network(layers, timesteps, readout, encoding, seed, metadata=model_meta)
@@ -703,12 +724,13 @@ def _build(cls, index, *args, **kwargs):
         raise NirError(f"cannot import: layer {index}: {e}") from None
 
 
-def _membrane_bits_for(w, bits, spec, timesteps, index, imp: _Import) -> int:
+def _membrane_bits_for(w, bits, spec, timesteps, index, imp: _Import, input_max: int = 1) -> int:
     """The smallest membrane width M that never saturates in T steps (|V| <= T max|I|) and holds the thresholds and
-    the leak shift: NIR has no saturation, so a graph without bsnn metadata imports exactly only with such an M."""
+    the leak shift: NIR has no saturation, so a graph without bsnn metadata imports exactly only with such an M.
+    ``input_max``: the largest input value (n^2 after n x n sum pooling)."""
     fan_in = int(np.prod(w.shape[1:]))
     lo, hi = contract.weight_range(bits)
-    bound = timesteps * fan_in * max(-lo, hi)
+    bound = timesteps * fan_in * input_max * max(-lo, hi)
     th = spec.get("threshold")
     need = max(bound, int(th.max()) if th is not None else 0)
     m = max(2, need.bit_length() + 1, (spec.get("leak_shift") or 0) + 1)

@@ -283,6 +283,44 @@ def test_sum_pool_with_threshold_is_exact_or_pooling():
     assert from_nir(graph).identity() == net.identity()
 
 
+@pytest.mark.parametrize("then_flatten", [False, True])
+def test_sum_pool_into_synapses_imports_exactly_folded(then_flatten):
+    """A foreign graph's SumPool2d feeding a Conv2d (or Flatten + Linear) passes spike counts on: imported exactly as
+    the folded layer (docs/spec.md 8.5), it computes what the float NIR graph computes."""
+    from bsnn_hw.network import fold_sum_pool
+    rng = np.random.default_rng(11)
+    neuron = dict(leak_shift=None, reset="zero", membrane_bits=16)
+    c0 = Conv2d(rng.random((3, 3, 3, 2)) < 0.5, (8, 6, 2), rng.integers(1, 5, 3), padding=1, **neuron)
+    pool = Pool(c0.out_shape, 2)
+    nxt = Layer(rng.random((5, 36)) < 0.5, rng.integers(1, 6, 5), **neuron) if then_flatten else \
+        Conv2d(rng.random((4, 2, 2, 3)) < 0.5, pool.out_shape, rng.integers(1, 5, 4), **neuron)
+    layers = [c0, pool, nxt] + ([] if then_flatten else [Layer(rng.random((5, nxt.n_out)) < 0.5, 2, **neuron)])
+    graph = strip_metadata(to_nir(Network(layers, 6, "count", "direct")))
+    graph.nodes["layer1_pool"] = nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                               padding=np.array([0, 0]))
+    del graph.nodes["layer1_or"]
+    after = "layer2_flatten" if then_flatten else "layer2_conv"
+    graph.edges = [e for e in graph.edges if "layer1_or" not in e] + [("layer1_pool", after)]
+    back = from_nir(graph, timesteps=6, encoding="direct")
+    folded = fold_sum_pool(nxt, 2, c0.out_shape)
+    assert len(back.layers) == len(layers) - 1 and back.layers[1].kind == nxt.kind
+    assert np.array_equal(back.layers[1].weights, folded.weights)
+    if not then_flatten:
+        assert (back.layers[1].kernel, back.layers[1].stride, back.layers[1].padding) == (4, 2, 0)
+    spikes = rng.random((60, 6, c0.n_in)) < 0.4
+    pred = golden.simulate(back, spikes).prediction
+    assert np.array_equal(simulate_nir(graph, spikes), pred)
+    assert len(set(pred.tolist())) > 1                       # the comparison is not between constant answers
+    odd_layers = [Conv2d(np.ones((3, 3, 3, 2), bool), (7, 6, 2), 1, padding=1), Pool((7, 6, 3), 2),
+                  Conv2d(np.ones((4, 2, 2, 3), bool), (3, 3, 3), 1), Layer(np.ones((5, 16), bool), 1)]
+    odd = strip_metadata(to_nir(Network(odd_layers, 6)))     # a 7-row map: 2x2 sum pooling would drop a row
+    odd.nodes["layer1_pool"] = graph.nodes["layer1_pool"]
+    del odd.nodes["layer1_or"]
+    odd.edges = [e for e in odd.edges if "layer1_or" not in e] + [("layer1_pool", "layer2_conv")]
+    with pytest.raises(NirError, match=r"layer1_pool: sum pooling 2x2 needs a map whose sides are multiples of 2"):
+        from_nir(odd)
+
+
 def test_approximate_lists_changes():
     graph = foreign_graph(weight=np.array([[0.5, -0.25, 0.25, 1.0]] * 3, np.float32), tau=3e-4,
                           threshold=np.full(3, 2.5))

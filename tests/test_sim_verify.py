@@ -84,3 +84,17 @@ def test_verify_errors_are_one_line(icarus, tiny_model, args, message):
 def test_verify_missing_model(tmp_path):
     res = _verify([tmp_path / "nope.bsnn"])
     assert res.exit_code != 0 and "no such model file" in res.output
+
+
+def test_verify_a_trained_sum_pooled_conv_network(sim, tmp_path):
+    """Sum pooling folded at export (docs/spec.md 8.5): the folded conv (kernel 6, stride 2, padding 2) and dense
+    layers run bit-exact in RTL on real digits, cycles measured = the manifest's formula."""
+    from bsnn_hw.train import TrainConfig, fit
+    path = tmp_path / "s.bsnn"
+    fit(TrainConfig(dataset="digits", arch="4c3-s2-6c3-s2-10", timesteps=2, epochs=1, batch_size=128, threads=1),
+        out=path, progress=False)
+    res = _verify([path, "--sim", sim, "--data", "digits", "--samples", 2, "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    assert rep["samples"] == rep["agree"] == 2 and rep["mismatches"] == 0
+    assert rep["cycles_per_inference"]["measured"] == rep["cycles_per_inference"]["manifest"]
