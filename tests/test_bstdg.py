@@ -120,6 +120,20 @@ def test_cli_bstdg_flags_need_the_method(tmp_path):
     assert r.exit_code != 0 and "only apply to --method bstdg" in (r.stderr or r.output)
 
 
+def test_init_fine_tunes_from_a_bstdg_checkpoint(trained, tmp_path):
+    """--init with --method bstdg: the weights and threshold factors of the checkpoint, here with a learning rate too
+    small to flip a sign or move a threshold, so the network is the trained one; a B-SNN checkpoint is refused."""
+    result, out = trained
+    ckpt = str(out) + ".ckpt"
+    tuned = bstdg.fit(bstdg.config(**dict(TINY, epochs=1, lr=1e-12, init_from=ckpt)), progress=False)
+    assert tuned.network.layers == result.network.layers
+    from bsnn_hw.train import TrainConfig, fit
+    fit(TrainConfig(dataset="digits", hidden=[48], timesteps=4, epochs=1, threads=1), out=tmp_path / "b.bsnn",
+        progress=False)
+    with pytest.raises(ValueError, match="a --method bsnn checkpoint cannot start a --method bstdg run"):
+        bstdg.fit(bstdg.config(**dict(TINY, init_from=str(tmp_path / "b.bsnn.ckpt"))), progress=False)
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     settings = dict(TINY, hidden=[16], timesteps=8, epochs=2)
     whole = bstdg.fit(bstdg.config(**settings), out=tmp_path / "a.bsnn", progress=False)
