@@ -114,8 +114,9 @@ def _read_config(path) -> dict:
 @click.option("--scale", type=click.Choice(["neuron", "layer", "none"]),
               help="Learned alpha per neuron / per layer, folded into thresholds.  [default: neuron]")
 @click.option("--arch", help="Layer stack with conv/pool layers, e.g. 32c3-p2-64c3-p2-256-10: <C>c<k> a k x k "
-              "convolution (stride 1, 'same' padding), p<n> an n x n OR pooling, numbers dense layers (the last: "
-              "classes). Replaces --hidden.")
+              "convolution (stride 1, 'same' padding), p<n> an n x n OR pooling, s<n> an n x n sum pooling "
+              "(folded at export into the layer it feeds), numbers dense layers (the last: classes). Replaces "
+              "--hidden.")
 @click.option("--variant", type=click.Choice(["full", "mid", "first+mid", "last+mid"]),
               help="B-SNN variant: which layers are binary. full: all; mid: the middle only (first and last k-bit); "
                    "first+mid: all but the last; last+mid: all but the first.  [default: full]")
