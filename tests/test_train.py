@@ -578,6 +578,7 @@ def test_sum_pooling_trains_and_folds_bit_exact(tmp_path, arch):
     if arch.count("c") == 2:          # 6c3 on the 4x4 pooled map -> k 6, stride 2, padding 2 on the 8x8 map
         assert (net.layers[1].kernel, net.layers[1].stride, net.layers[1].padding) == (6, 2, 2)
     assert res.metrics["gap_pp"] == 0
+    assert res.metrics["sizes"] == net.sizes and len(res.metrics["thresholds_clamped"]) == len(net.layers)
     x, y = load_dataset("digits", "test")
     spikes = torch.from_numpy(net.encode(x))
     model = res.model.eval()

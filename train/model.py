@@ -304,9 +304,12 @@ def to_network(model: BSNN, encoding: str, seed: int = 1, metadata: dict | None 
 @torch.no_grad()
 def clamped_thresholds(model: BSNN) -> list[int]:
     """Per layer, how many neurons have theta / alpha outside [1, 2^(M-1)-1], the thresholds the contract can hold:
-    the forward pass (and so the export) uses the clamped value for them. 0 for non-firing layers."""
+    the forward pass (and so the export) uses the clamped value for them. 0 for non-firing layers. One entry per
+    exported layer (a sum pool, folded into the next layer, has none)."""
     counts = []
     for fc, lif in zip(model.fcs, model.lifs):
+        if isinstance(fc, SumPool):
+            continue
         if not isinstance(lif, LIF) or not lif.fires or fc.scale() is None:
             counts.append(0)
             continue

@@ -31,6 +31,7 @@ from bsnn_hw.io import atomic_write, encode_predictions
 from .distributed import Distributed, local_device, world_size
 from .encoding import RateEncoder, _mix, latency, training_seeds
 from .graphs import TrainStep, device_learning_rates, host_learning_rates, make_adam
+from .layers import SumPool
 from .model import BSNN, clamped_thresholds, integer_simulate, to_network
 
 CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
@@ -590,7 +591,7 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
     model.set_exact(cfg.exact)
     ideal_acc = other_acc if cfg.exact else float_acc
     metrics = {"dataset": cfg.dataset, "sizes": [xtr.shape[1], *cfg.hidden, n_classes] if cfg.arch is None
-               else [xtr.shape[1], *[layer.n_out for layer in model.fcs]],
+               else [xtr.shape[1], *[layer.n_out for layer in model.fcs if not isinstance(layer, SumPool)]],
                "train_samples": int(len(ytr)), "test_samples": int(len(yte)),
                "float_accuracy": float_acc, "ideal_accuracy": ideal_acc, "exact_arithmetic_accuracy":
                float_acc if cfg.exact else other_acc,
