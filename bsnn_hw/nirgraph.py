@@ -681,8 +681,8 @@ def _convert(graph, approximate: bool = False, timesteps=None, readout=None, enc
     seed = network_param("seed", seed, 1)
 
     layers, sum_pool = [], None
-    for li, (kind, spec) in enumerate(specs):
-        li = len(layers)
+    for kind, spec in specs:
+        li = len(layers)                                     # the network's layer index (a sum pool is none)
         if kind == "pool":
             layers.append(Pool(spec["in_shape"], spec["window"]))
             continue

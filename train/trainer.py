@@ -392,11 +392,13 @@ def warm_start(path, cfg, model, log) -> None:
     (``--init``). The optimizer, schedule and epoch count start afresh; every other setting (T, lr, epochs...) is
     ``cfg``'s. Refused in one line when the checkpoint's method or any parameter's name or shape differs."""
     state = load_checkpoint(path)
-    method = {**TrainConfig().to_dict(), **state["config"]}["method"]
+    method = state["config"].get("method", TrainConfig.method)   # a checkpoint from before methods: the default
     if method != cfg.method:
         raise ValueError(f"--init {path}: a --method {method} checkpoint cannot start a --method {cfg.method} run")
     theirs, ours = state["model"], model.state_dict()
-    for name in sorted(set(ours) ^ set(theirs)):
+    unmatched = sorted(set(ours) ^ set(theirs))
+    if unmatched:
+        name = unmatched[0]
         where = "this run's model but not the checkpoint's" if name in ours else "the checkpoint but not this run"
         raise ValueError(f"--init {path}: parameter {name!r} is in {where}: the layers differ")
     for name in sorted(ours):
