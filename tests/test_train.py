@@ -45,7 +45,7 @@ def test_compiled_binary_product_equals_the_float_product(monkeypatch, threads):
     forward) against the float products: the same forward integers and gradients (the weight gradient up to float32
     summation order); fan-ins below, at and above one
     64-bit word and not a multiple of it, silent and saturated inputs, and inputs that are not spikes (the float
-    fallback); on two threads the rows run in two parts."""
+    fallback); on two threads the rows run in parts on two workers."""
     from bsnn_hw.train import layers
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     g = torch.Generator().manual_seed(5)
@@ -721,13 +721,86 @@ def test_lif_recurrence_runs_on_one_thread_and_restores_the_count():
         torch.set_num_threads(before)
 
 
+def _steps(counts, sizes=(64, 40, 24, 10), first_bits=1, steps=4):
+    """Train a small dense network for ``len(counts)`` steps inside ``cpu_parallelism``, step i on ``counts[i]``
+    workers; returns the state dict."""
+    from bsnn_hw.train.graphs import TrainStep
+    from bsnn_hw.train.trainer import Encoder, cpu_parallelism
+    torch.manual_seed(0)
+    model = BSNN(list(sizes), 6, leak_shift=3, dropout=0.1, first_bits=first_bits).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    trainer = TrainStep(model, model, Encoder("rate", sizes[0], 6, "cpu"), opt, 0.1, 70, torch.device("cpu"), False)
+    rng = np.random.default_rng(1)
+    gen = torch.Generator().manual_seed(2)
+    with cpu_parallelism(model, torch.device("cpu"), "fp32") as workers:
+        assert torch.get_num_threads() == 1
+        for count in counts:
+            workers.set(count)
+            x = torch.from_numpy(rng.integers(0, 256, (70, sizes[0]), dtype=np.uint8))
+            y = torch.from_numpy(rng.integers(0, sizes[-1], 70))
+            with workers.timed():
+                trainer.step(x, torch.from_numpy(rng.integers(1, 65536, 70)), y, model.dropout_noise(gen, 70))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("first_bits", [1, 4])
+def test_cpu_steps_are_the_same_for_any_worker_count(first_bits):
+    """Inside ``cpu_parallelism`` the work is cut into parts by shape alone and part sums are added in part order:
+    training on 1 worker, on 2, on 3 and switching between them every step gives the same weights, scales and Adam
+    state bit for bit (binary layers, and a 4-bit first layer through the pooled float product); the thread count
+    is restored after the block."""
+    before = torch.get_num_threads()
+    runs = [_steps(c, first_bits=first_bits) for c in ([1] * 4, [2] * 4, [3] * 4, [2, 1, 3, 1])]
+    assert torch.get_num_threads() == before
+    for run in runs[1:]:
+        assert run.keys() == runs[0].keys()
+        assert all(torch.equal(run[k], runs[0][k]) for k in run), [k for k in run if not torch.equal(run[k], runs[0][k])]
+    assert not torch.equal(runs[0]["fcs.0.weight"], _steps([1] * 3, first_bits=first_bits)["fcs.0.weight"])
+
+
+def test_worker_count_follows_the_measured_step_times():
+    """WorkerCount on a fake clock: on a quiet machine (2 workers faster) it stays on 2 apart from probes of 1; on a
+    busy one (2 workers slower) it settles on 1, and probes of 2 grow rarer as they keep losing; when the load goes
+    away it returns to 2 at the next probe."""
+    from bsnn_hw.train.layers import WorkerCount, cpu_workers
+    now = [0.0]
+    cost = {}
+
+    def run(workers, steps):
+        for _ in range(steps):
+            with workers.timed():
+                now[0] += cost[workers.count]
+
+    with cpu_workers(2):
+        w = WorkerCount(2, window=4, explore=3, clock=lambda: now[0])
+        cost.update({1: 0.020, 2: 0.012})                          # quiet
+        run(w, 400)
+        assert w.count == 2 and w.steps[1] < 0.2 * w.steps[2], w.steps
+        cost.update({1: 0.020, 2: 0.030})                          # another job takes a core
+        before = dict(w.steps)
+        run(w, 2000)
+        on_two = w.steps[2] - before[2]
+        assert w.count == 1 and on_two < 0.05 * 2000, w.steps
+        assert w.gap == 8 * 3                                      # probes backed off to the longest gap
+        cost.update({1: 0.020, 2: 0.012})                          # quiet again
+        run(w, 8 * 3 * 4 + 8)
+        assert w.count == 2 and w.gap < 8 * 3                     # the winning probe reset the gap
+        single = WorkerCount(1, clock=lambda: now[0])              # one thread: nothing to choose
+        cost[1] = 0.01
+        run(single, 50)
+        assert single.count == 1 and single.steps == {1: 50}
+    with pytest.raises(ValueError, match="threads must be a positive integer, not 0"):
+        with cpu_workers(0):
+            pass
+
+
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("batch, shared", [(6, False), (40, False), (40, True)])
 def test_compiled_lif_equals_the_torch_path(monkeypatch, exact, batch, shared):
     """The compiled CPU recurrence (train/kernels.py) runs the torch path's float32 operations in the same order:
     spikes, membranes and the input-current gradient are bit for bit the same, over saturation (M = 8), both resets,
     fire-once, leak and none; the threshold gradient (a sum over the batch in another order) up to rounding. A batch
-    of 40 on two threads runs in two parts, with a dropout mask fused into the recurrence; ``shared``: one current
+    of 40 runs in three parts on two workers, with a dropout mask fused into the recurrence; ``shared``: one current
     expanded over the steps (a "pixel" layer)."""
     import itertools
 

@@ -241,7 +241,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bisnn"``."""
     from .trainer import (Encoder, TrainResult, _Progress, build_model, cosine_schedule, dataset_title, evaluate,
-                          integer_accuracy, resume_state, save_checkpoint, save_outputs, setup_run)
+                          cpu_parallelism, integer_accuracy, resume_state, save_checkpoint, save_outputs, setup_run)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -265,7 +265,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
     history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)
 
     bar = _Progress(progress)
-    with bar:
+    with bar, cpu_parallelism(model, device, precision) as workers:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             model.train()
@@ -286,8 +286,9 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
                     return F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing), logits
 
                 optimizer.zero_grad(set_to_none=True)
-                loss, logits = bayes_step(model, closure, cfg, optimizer.param_groups[1]["lr"], rho, noise_gen)
-                optimizer.step()
+                with workers.timed():
+                    loss, logits = bayes_step(model, closure, cfg, optimizer.param_groups[1]["lr"], rho, noise_gen)
+                    optimizer.step()
                 scheduler.step()
                 loss_sum += loss * len(idx)
                 correct += int((logits.argmax(1) == target).sum())

@@ -28,6 +28,7 @@ synaptic input of all steps is one matrix product, and only the membrane recurre
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -96,16 +97,32 @@ class _BinaryProduct(torch.autograd.Function):
                 kernels.popcount_input(words[r], planes, 2, -1, out[r])
         _in_parts(s.shape[0], part)
         if not all(binary.values()):                                # not a spike train: the float product
-            return spikes @ sign_w.t()
+            return _pooled_product(spikes, sign_w.t())
         return torch.from_numpy(out).to(spikes.dtype)
 
     @staticmethod
     def backward(ctx, g):
         spikes, sign_w = ctx.saved_tensors
-        g_s = g @ sign_w if ctx.needs_input_grad[0] else None
+        g_s = _pooled_product(g, sign_w) if ctx.needs_input_grad[0] else None
         # g^T s: 6x faster than (s^T g)^T for a narrow layer (2,048 x 128 -> 10), the same for a wide one
-        g_w = g.t() @ spikes if ctx.needs_input_grad[1] else None
+        g_w = _pooled_product_t(g, spikes) if ctx.needs_input_grad[1] else None
         return g_s, g_w
+
+
+class _FloatProduct(torch.autograd.Function):
+    """``a @ w.t()`` and its gradients as pooled products (inside :func:`cpu_workers`): a multi-bit layer's."""
+
+    @staticmethod
+    def forward(ctx, a, w):
+        ctx.save_for_backward(a, w)
+        return _pooled_product(a, w.t())
+
+    @staticmethod
+    def backward(ctx, g):
+        a, w = ctx.saved_tensors
+        g_a = _pooled_product(g, w) if ctx.needs_input_grad[0] else None
+        g_w = _pooled_product_t(g, a) if ctx.needs_input_grad[1] else None
+        return g_a, g_w
 
 
 class _SignSTE(torch.autograd.Function):
@@ -234,7 +251,8 @@ class QuantLinear(BinaryLinear):
 
     def synaptic_input(self, spikes: torch.Tensor) -> torch.Tensor:
         lead = spikes.shape[:-1]
-        out = spikes.reshape(-1, self.n_in).float() @ self.sign_weight().t()
+        s, q = spikes.reshape(-1, self.n_in).float(), self.sign_weight()
+        out = _FloatProduct.apply(s, q) if _WORKERS is not None and _compiled(s) else s @ q.t()
         return out.reshape(*lead, self.n_out)
 
     def extra_repr(self):
@@ -392,22 +410,148 @@ def _rows(a, r):
     return None if a is None else a[r]
 
 
+# --- CPU parallelism of the compiled path ---------------------------------------------------------------------------
+# The compiled kernels and the binary layers' products split their work into parts whose bounds depend on the shapes
+# alone, never on the thread count, and hand them to a pool of worker threads as each becomes free. Every part is
+# computed the same way whichever thread takes it, and the per-part sums are added in part order, so results are the
+# same bit for bit for any number of threads; a worker that the OS preempts holds up only the part it is on.
 _POOL = None
+_WORKERS: int | None = None       # worker threads of the compiled path (None: torch's intra-op thread count)
+PART_ROWS = 16                    # the smallest batch part; a batch is cut into at most PARTS parts
+PARTS = 8
 
 
-def _in_parts(batch: int, fn) -> None:
-    """``fn(rows)`` over slices of the batch, on as many threads as torch's intra-op count (the compiled kernels
-    release the GIL); one slice on the calling thread when that is 1 or the batch is small."""
+def workers() -> int:
+    """Worker threads of the compiled CPU path: :func:`cpu_workers`' count inside it, else torch's thread count."""
+    return _WORKERS if _WORKERS is not None else torch.get_num_threads()
+
+
+class WorkerCount:
+    """The worker count of the compiled path inside :func:`cpu_workers`, chosen between 1 and ``most`` by measured
+    step times. Results do not depend on it, so it may change between any two steps.
+
+    Wrap each training step in :meth:`timed`. Every ``window`` steps the median step time of the window is kept for
+    the count that ran it, and the next window runs the count with the lower time, except for probes: the count not
+    in use gets a window of its own when it has none yet and again ``gap`` windows later (the load on a shared machine
+    changes). ``gap`` starts at ``explore``, doubles after each probe that loses (up to 8 ``explore``) and returns to
+    ``explore`` when one wins, so a machine that stays busy pays for few slow probes. On a busy machine, where a second
+    worker costs more than it gives, the steps settle on one worker; on a quiet one, on ``most``. ``steps`` counts the
+    steps run with each count."""
+
+    def __init__(self, most: int, window: int = 8, explore: int = 12, clock=None):
+        import time
+        self.most, self.window, self.explore = most, window, explore
+        self.clock = clock or time.perf_counter
+        self.median = {}                          # count -> median step seconds of its last window
+        self.steps = {1: 0, most: 0}
+        self.windows, self.gap, self.next_probe, self.probing = 0, explore, 0, None
+        self._times = []
+        self.set(most)
+
+    def set(self, count: int) -> None:
+        global _WORKERS
+        self.count = _WORKERS = count
+
+    @contextlib.contextmanager
+    def timed(self):
+        t0 = self.clock()
+        yield
+        self._times.append(self.clock() - t0)
+        self.steps[self.count] = self.steps.get(self.count, 0) + 1
+        if self.most > 1 and len(self._times) >= self.window:
+            self._window_done()
+
+    def _window_done(self) -> None:
+        self.median[self.count] = float(np.median(self._times))
+        self._times.clear()
+        self.windows += 1
+        if self.probing is not None:              # a probe ended: how long until the next one
+            won = self.median[self.count] < self.median[self.probing]
+            self.gap = self.explore if won else min(2 * self.gap, 8 * self.explore)
+            self.next_probe, self.probing = self.windows + self.gap, None
+        best = min(self.median, key=self.median.get)
+        other = 1 if best == self.most else self.most
+        if other not in self.median or self.windows >= self.next_probe:
+            self.probing = best
+            self.set(other)
+        else:
+            self.set(best)
+
+
+@contextlib.contextmanager
+def cpu_workers(threads: int):
+    """Within the block, torch's own operations run on one thread and the compiled path (LIF kernels, binary and
+    multi-bit layers' products) on up to ``threads`` workers of its own; yields the :class:`WorkerCount` that picks
+    how many.
+
+    What is left to torch in a dense network's step (Adam, the straight-through sign, the loss, small products) is
+    elementwise work over ~10^5 values: split over OpenMP threads, each operation ends in a barrier, and when another
+    job holds a core a preempted thread stalls every barrier (two threads were 0.56-0.77x one thread per step with one
+    other job running). The worker pool has no barriers inside a call, but each call still waits for its last part:
+    on a busy machine one worker is faster, which :class:`WorkerCount` finds out. Conv networks keep torch's threads:
+    their time is in torch's convolutions."""
+    global _WORKERS
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    saved_workers, saved_torch = _WORKERS, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield WorkerCount(threads)
+    finally:
+        _WORKERS = saved_workers
+        torch.set_num_threads(saved_torch)
+
+
+def _parts(n: int, smallest: int) -> list[slice]:
+    """Cut 0..n-1 into at most PARTS slices of at least ``smallest`` (the last may be shorter): shapes alone decide."""
+    step = max(smallest, -(-n // PARTS))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def _in_parts(batch: int, fn, smallest: int = PART_ROWS) -> None:
+    """``fn(rows)`` over the fixed parts of :func:`_parts` (slices of the batch), on :func:`workers` threads (the
+    compiled kernels release the GIL, and so does torch); in order on the calling thread when that is 1."""
     global _POOL
-    workers = min(torch.get_num_threads(), max(1, batch // 16))
-    if workers <= 1:
-        fn(slice(0, batch))
+    parts = _parts(batch, smallest)
+    n = min(workers(), len(parts))
+    if n <= 1:
+        for r in parts:
+            fn(r)
         return
     from concurrent.futures import ThreadPoolExecutor
-    if _POOL is None or _POOL._max_workers < workers:
-        _POOL = ThreadPoolExecutor(workers)
-    step = -(-batch // workers)
-    list(_POOL.map(fn, [slice(i, min(batch, i + step)) for i in range(0, batch, step)]))
+    if _POOL is None or _POOL._max_workers < n:
+        # torch's thread count (OpenMP's and MKL's) is per thread: a worker's BLAS would otherwise use every core
+        # and, for some shapes, split a sum across threads (then the result depends on the thread count)
+        _POOL = ThreadPoolExecutor(n, initializer=torch.set_num_threads, initargs=(1,))
+    list(_POOL.map(fn, parts))
+
+
+def _pooled_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` (float32 CPU matrices), inside :func:`cpu_workers`: the rows of ``a`` in fixed parts on the
+    workers, each with single-threaded BLAS; outside it, torch's product."""
+    if _WORKERS is None:
+        return a @ b
+    out = a.new_empty(a.shape[0], b.shape[1])
+
+    def part(r):
+        with torch.no_grad():                  # grad mode is per thread: a worker's is on
+            torch.mm(a[r], b, out=out[r])
+    _in_parts(a.shape[0], part)
+    return out
+
+
+def _pooled_product_t(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``g^T @ s`` (a weight gradient), inside :func:`cpu_workers`: the columns of ``s`` in fixed parts of at least
+    64 on the workers; outside it, torch's product."""
+    if _WORKERS is None:
+        return g.t() @ s
+    out = g.new_empty(g.shape[1], s.shape[1])
+
+    def part(c):
+        with torch.no_grad():
+            out[:, c] = g.t() @ s[:, c]
+    _in_parts(s.shape[1], part, 64)
+    return out
 
 
 class _LIFFunction(torch.autograd.Function):

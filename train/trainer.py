@@ -15,6 +15,7 @@ in the arithmetic it was trained with, ``ideal_accuracy`` the same weights with 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -31,6 +32,7 @@ from bsnn_hw.io import atomic_write, encode_predictions
 from .distributed import Distributed, local_device, world_size
 from .encoding import RateEncoder, _mix, latency, training_seeds
 from .graphs import TrainStep, device_learning_rates, host_learning_rates, make_adam
+from . import layers
 from .layers import SumPool
 from .model import BSNN, clamped_thresholds, integer_simulate, to_network
 
@@ -453,6 +455,25 @@ def retain_heap() -> bool:
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
+def cpu_parallelism(model, device: torch.device, precision: str):
+    """The context a training loop runs in; it yields an object whose ``timed()`` context wraps each step. On the
+    CPU, for a network without conv layers in float32 (its work in the compiled kernels and pooled products):
+    :func:`layers.cpu_workers` with torch's thread count, so that every step is the same bit for bit for any thread
+    count and the worker count follows the machine's load (:class:`layers.WorkerCount`); otherwise nothing changes."""
+    if (device.type != "cpu" or precision != "fp32" or not layers.CPU_KERNELS
+            or any(isinstance(m, layers.BinaryConv2d) for m in model.modules())):
+        return contextlib.nullcontext(_Untimed())
+    return layers.cpu_workers(torch.get_num_threads())
+
+
+class _Untimed:
+    """:func:`cpu_parallelism`'s object where nothing is tuned."""
+    steps = {}
+
+    def timed(self):
+        return contextlib.nullcontext()
+
+
 def setup_run(cfg):
     """What every method's fit starts with: torch threads, the device (deterministic algorithms), the precision, the
     data as arrays and as tensors on the device, the class count; then the torch seed is set. Returns
@@ -533,7 +554,7 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
     show_every = 1 if device.type == "cpu" else 50
 
     bar = _Progress(progress and dist.main)
-    with bar:
+    with bar, cpu_parallelism(model, device, precision) as workers:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             model.train()
@@ -555,8 +576,9 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
                 model.dropout_rows = (start, stop, len(idx))
                 noise = model.dropout_noise(drop_gen) if cfg.dropout > 0 else None
                 # DDP averages the processes' gradients: weight each by its share of the global batch
-                trainer.step(images, seeds[mine], ytr_t[mine], noise,
-                             (len(mine) * dist.world / len(idx)) if dist.active else 1.0)
+                with workers.timed():
+                    trainer.step(images, seeds[mine], ytr_t[mine], noise,
+                                 (len(mine) * dist.world / len(idx)) if dist.active else 1.0)
                 seen += len(mine)
                 if (b + 1) % show_every == 0 or b + 1 == steps_per_epoch:
                     step_loss, step_correct = trainer.take_totals()
