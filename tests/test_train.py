@@ -754,7 +754,8 @@ def test_cpu_steps_are_the_same_for_any_worker_count(first_bits):
     assert torch.get_num_threads() == before
     for run in runs[1:]:
         assert run.keys() == runs[0].keys()
-        assert all(torch.equal(run[k], runs[0][k]) for k in run), [k for k in run if not torch.equal(run[k], runs[0][k])]
+        assert all(torch.equal(run[k], runs[0][k]) for k in run), [k for k in run
+                                                                    if not torch.equal(run[k], runs[0][k])]
     assert not torch.equal(runs[0]["fcs.0.weight"], _steps([1] * 3, first_bits=first_bits)["fcs.0.weight"])
 
 
