@@ -759,6 +759,20 @@ def test_cpu_steps_are_the_same_for_any_worker_count(first_bits):
     assert not torch.equal(runs[0]["fcs.0.weight"], _steps([1] * 3, first_bits=first_bits)["fcs.0.weight"])
 
 
+def test_fit_gives_the_same_network_for_any_thread_count(tmp_path):
+    """The user-facing promise: ``bsnn-hw train --threads 1`` and ``--threads 2`` write the same network (dense, CPU),
+    and the metrics say how many steps ran on each worker count."""
+    nets = [fit(TrainConfig(**{**TINY, "threads": t}), out=tmp_path / f"t{t}.bsnn", progress=False)
+            for t in (1, 2)]
+    a, b = (r.model.state_dict() for r in nets)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert nets[0].metrics["integer_accuracy"] == nets[1].metrics["integer_accuracy"]
+    m1, m2 = nets[0].metrics, nets[1].metrics
+    steps = TINY["epochs"] * -(-m1["train_samples"] // TINY["batch_size"])
+    assert m1["worker_steps"] == {"1": steps}
+    assert sorted(m2["worker_steps"]) == ["1", "2"] and sum(m2["worker_steps"].values()) == steps
+
+
 def test_worker_count_follows_the_measured_step_times():
     """WorkerCount on a fake clock: on a quiet machine (2 workers faster) it stays on 2 apart from probes of 1; on a
     busy one (2 workers slower) it settles on 1, and probes of 2 grow rarer as they keep losing; when the load goes

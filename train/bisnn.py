@@ -327,6 +327,8 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
                "output_scale": output_scale(model), "rho": rho, "epochs": cfg.epochs, "device": str(device),
                "precision": precision, "epoch_seconds": [h["epoch_seconds"] for h in history],
                "mean_abs_latent": history[-1]["mean_abs_latent"] if history else None}
+    if workers.steps:
+        metrics["worker_steps"] = {str(k): v for k, v in workers.steps.items()}
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     metrics["float_predictions"] = encode_predictions(float_pred)
     save_outputs(net, cfg, metrics, history, out, checkpoint,

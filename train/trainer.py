@@ -624,6 +624,8 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
     if trainer.graphs:
         metrics["cuda_graphs"] = trainer.info()
     metrics["thresholds_clamped"] = clamped_thresholds(model)
+    if workers.steps:                       # dense CPU training: steps run on 1 and on --threads workers
+        metrics["worker_steps"] = {str(k): v for k, v in workers.steps.items()}
     if any(metrics["thresholds_clamped"]):
         log(f"note: theta / alpha of {metrics['thresholds_clamped']} neurons (per layer) lies outside the "
             f"representable thresholds 1..2^(M-1)-1; they train and export clamped to that range")
