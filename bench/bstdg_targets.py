@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--gamma", type=float, default=1.0)
     ap.add_argument("--deadline", type=int, help="latest target step of the correct class (default T-1)")
     ap.add_argument("--backward", choices=bstdg.BACKWARD, default=SETTINGS["bstdg_backward"])
+    ap.add_argument("--revive", type=float, default=bstdg.DEFAULTS["bstdg_revive"],
+                    help="error pushing quiet hidden neurons to fire (0: none, as before)")
+    ap.add_argument("--min-rate", type=float, default=0.05, help="firing rate below which a hidden neuron is quiet")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="out/bench_bstdg.bsnn", help="the model (.bsnn)")
@@ -54,6 +57,7 @@ def main(argv=None) -> int:
     cfg = bstdg.config(**dict(SETTINGS, hidden=[args.hidden], timesteps=args.timesteps, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, threshold_init=args.threshold_init,
                               bstdg_gamma=args.gamma, bstdg_deadline=args.deadline, bstdg_backward=args.backward,
+                              bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -50,6 +50,39 @@ def test_targets_follow_bs4nn():
     assert bstdg.targets(t, y, 16, gamma=1.0, deadline=1)[:, 0].tolist() == [1, 16, 1]
 
 
+def test_revive_pushes_quiet_silent_hidden_neurons():
+    """The revival term: the running firing fractions (first batch sets them, then r <- 0.99 r + 0.01 now); with
+    revive > 0 a hidden neuron below min_rate gets -revive on each sample where it is silent, through every input
+    that spiked - and nothing changes for a neuron that fired or one that is not quiet; the output layer never."""
+    torch.manual_seed(4)
+    model = bstdg.BSTDGNet([64, 30, 10], timesteps=10, threshold_init=0.8)
+    x, y = data.load_dataset("digits", "train")
+    rec = model.run_times(bstdg.input_times(torch.from_numpy(x[:50]), 10))
+    fired = (rec[0]["t"] < 10).float()
+    assert bool((model.firing_rate(0) == -1).all())
+    model.track_rates(rec)
+    assert torch.equal(model.firing_rate(0), fired.mean(0))
+    model.track_rates(rec)
+    torch.testing.assert_close(model.firing_rate(0), fired.mean(0))
+    quiet = torch.zeros(30, dtype=torch.bool)
+    quiet[::3] = True
+    model.firing_rate(0).copy_(torch.where(quiet, 0.01, 0.5))
+    labels = torch.from_numpy(y[:50])
+    _, base, gf_base = bstdg.gradients(model, rec, labels, 1.0, None, revive=0.0)
+    _, pushed, gf = bstdg.gradients(model, rec, labels, 1.0, None, revive=0.3, min_rate=0.05)
+    silent = (1 - fired) * quiet.float()
+    assert silent.sum() > 0 and (fired * quiet.float()).sum() > 0          # both cases occur
+    expect = -0.3 * silent.t() @ (rec[0]["t_in"] < 10).float() / 50
+    torch.testing.assert_close(pushed[0] - base[0], expect)
+    assert bool((pushed[0] - base[0])[~quiet].eq(0).all()) and bool((expect[quiet] < 0).any())
+    assert torch.equal(pushed[1], base[1]) and torch.equal(gf, gf_base)
+    # a checkpoint written before the buffers existed still loads (they start afresh)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("rate")}
+    fresh = bstdg.BSTDGNet([64, 30, 10], timesteps=10, threshold_init=0.8)
+    fresh.load_state_dict(state)
+    assert bool((fresh.firing_rate(0) == -1).all()) and torch.equal(fresh.weights[0], model.weights[0])
+
+
 def test_training_moves_and_exports_exactly(trained):
     result, out = trained
     h = result.history
@@ -103,6 +136,8 @@ def test_cli_method_bstdg(tmp_path):
     (["--readout", "membrane"], "--method bstdg: reads out the first output spike"),
     (["--dropout", "0.1"], "--method bstdg: has no dropout"),
     (["--bstdg-deadline", "99"], "deadline must be a step in 0..T-1"),
+    (["--bstdg-revive", "-0.1"], "revive must be >= 0, not -0.1"),
+    (["--bstdg-min-rate", "0"], "min rate must be in (0, 1], not 0.0"),
     (["-M", "6"], "needs membrane_bits"),
 ])
 def test_cli_bad_combinations(tmp_path, args, message):

@@ -45,8 +45,9 @@ METHOD = "bstdg"
 # What --method bstdg sets unless told otherwise (anything else given explicitly is refused by check_config).
 DEFAULTS = {"encoding": "latency", "leak_shift": None, "output_leak_shift": None, "fire_once": True,
             "readout": "first", "dropout": 0.0, "scale": "layer", "timesteps": 32, "lr": 1e-3, "batch_size": 64,
-            "threshold_init": 0.5}
+            "threshold_init": 0.5, "bstdg_revive": 0.02}
 BACKWARD = ("latent", "sign")
+RATE_DECAY = 0.99      # running mean of the hidden neurons' firing fractions, per training batch
 
 
 def config(**settings):
@@ -79,6 +80,9 @@ def check_config(cfg) -> None:
          f"deadline must be a step in 0..T-1 = {cfg.timesteps - 1}, not {cfg.bstdg_deadline}")
     need(cfg.bstdg_backward in BACKWARD, f"backward must be one of {', '.join(BACKWARD)}, not "
          f"{cfg.bstdg_backward!r}")
+    need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
+         f"revive must be >= 0, not {cfg.bstdg_revive}")
+    need(0 < cfg.bstdg_min_rate <= 1, f"min rate must be in (0, 1], not {cfg.bstdg_min_rate}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,6 +109,36 @@ class BSTDGNet(nn.Module):
         self.log_factor = nn.Parameter(torch.zeros(len(self.sizes) - 1))
         self.register_buffer("theta0", torch.tensor([threshold_init * math.sqrt(n) for n in self.sizes[:-1]],
                                                     dtype=torch.float64))
+        # per hidden layer: the running mean of each neuron's firing fraction over training batches (-1: none yet)
+        for li, n_out in enumerate(self.sizes[1:-1]):
+            self.register_buffer(f"rate{li}", torch.full((n_out,), -1.0))
+
+    @property
+    def optional_state(self) -> tuple:
+        """State entries a checkpoint may lack (written before they existed): the firing-rate buffers, which then
+        start afresh (-1: no batch seen yet)."""
+        return tuple(f"rate{li}" for li in range(len(self.sizes) - 2))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        for name in self.optional_state:
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+
+    def firing_rate(self, layer: int) -> torch.Tensor:
+        """Hidden layer ``layer``'s running firing fractions (n_out,)."""
+        return getattr(self, f"rate{layer}")
+
+    @torch.no_grad()
+    def track_rates(self, rec) -> None:
+        """Update the running firing fractions with one batch's record: r <- 0.99 r + 0.01 (fraction of the batch's
+        samples on which the neuron fired); the first batch sets them."""
+        for li in range(len(self.weights) - 1):
+            now = (rec[li]["t"] < self.timesteps).float().mean(0)
+            r = self.firing_rate(li)
+            r.copy_(now if bool(r[0] < 0) else RATE_DECAY * r + (1 - RATE_DECAY) * now)
 
     def theta(self) -> torch.Tensor:
         """Real thresholds theta0 / f per layer (float64)."""
@@ -199,9 +233,12 @@ def _normalise(d: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, d / n.clamp_min(1e-30), d)
 
 
-def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, backward: str = "latent"):
+def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, backward: str = "latent",
+              revive: float = 0.0, min_rate: float = 0.05):
     """Spike-time gradients of every latent weight matrix and of the log threshold factors: (loss, [dW per layer],
-    d log f)."""
+    d log f). With ``revive`` > 0, a hidden neuron whose running firing fraction (:meth:`BSTDGNet.track_rates`) is
+    below ``min_rate`` also gets the error -revive on each sample where it stays silent, through every input that
+    spiked: its incoming weights from them rise and it fires again."""
     steps = model.timesteps
     t_out = rec[-1]["t"]
     target = targets(t_out, labels, steps, gamma, deadline)
@@ -238,6 +275,12 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
             d_in = torch.zeros(batch, n_in, device=dev)
             d_in[bi, ii] = (causal[bi * steps + t_in[bi, ii]] * w.t()[ii]).sum(1)
             delta = _normalise(d_in)
+    if revive > 0:
+        for li in range(len(model.weights) - 1):
+            r = rec[li]
+            quiet = (model.firing_rate(li) < min_rate) & (model.firing_rate(li) >= 0)
+            push = -revive * ((r["t"] >= steps) & quiet).float()                    # (B, n_out): silent and quiet
+            grads[li] = grads[li] + push.t() @ (r["t_in"] < steps).float() / batch
     return loss, grads, g_factor
 
 
@@ -317,8 +360,9 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
                 labels = ytr_t[idx]
                 rec = model.run_times(input_times(xtr_t[idx], cfg.timesteps))
                 pred, _ = model.predict(rec)
+                model.track_rates(rec)
                 loss, grads, g_factor = gradients(model, rec, labels, cfg.bstdg_gamma, cfg.bstdg_deadline,
-                                                  cfg.bstdg_backward)
+                                                  cfg.bstdg_backward, cfg.bstdg_revive, cfg.bstdg_min_rate)
                 for w, g in zip(model.weights, grads):
                     w.grad = g
                 model.log_factor.grad = g_factor

@@ -24,7 +24,7 @@ _FLAG_FIELDS = {
     "label_smoothing": "label_smoothing", "init_from": "init_from",
     "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
-    "bstdg_backward": "bstdg_backward",
+    "bstdg_backward": "bstdg_backward", "bstdg_revive": "bstdg_revive", "bstdg_min_rate": "bstdg_min_rate",
     "members": "bisnn_members", "member_seed": "bisnn_member_seed", "tau": "bisnn_tau", "prior": "bisnn_prior",
     "rho": "bisnn_rho", "mc_samples": "bisnn_mc", "bisnn_lr": "bisnn_lr", "bisnn_update": "bisnn_update",
     "relaxed": "bisnn_relaxed", "bisnn_init": "bisnn_init", "val_samples": "val_samples",
@@ -164,6 +164,10 @@ def _read_config(path) -> dict:
 @click.option("--bstdg-deadline", type=int, help="bstdg: latest target step of the correct class.  [default: T-1]")
 @click.option("--bstdg-backward", type=click.Choice(["sign", "latent"]),
               help="bstdg: propagate errors through the latent W (BS4NN) or sign(W).  [default: latent]")
+@click.option("--bstdg-revive", type=float,
+              help="bstdg: error that pushes quiet hidden neurons to fire (0: none).  [default: 0.02]")
+@click.option("--bstdg-min-rate", type=float,
+              help="bstdg: firing rate below which a hidden neuron is quiet.  [default: 0.05]")
 @click.option("--epochs", "-e", type=int, help="[default: 30]")
 @click.option("--batch-size", "-b", type=int, help="[default: 64]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")

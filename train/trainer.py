@@ -86,6 +86,8 @@ class TrainConfig:
     bstdg_threshold_lr: float | None = None   # bstdg: Adam lr of the threshold factors (None: lr)
     bstdg_deadline: int | None = None   # bstdg: the correct class's target step is at most this (None: T - 1)
     bstdg_backward: str = "latent"      # bstdg: errors propagate through the latent W ("latent", BS4NN) or sign(W)
+    bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (0: none; --method bstdg: 0.02)
+    bstdg_min_rate: float = 0.05        # bstdg: a hidden neuron firing on fewer samples than this (running mean) is quiet
     bisnn_members: int = 8              # bisnn: S, weight sets sampled from the posterior into the artifact
     bisnn_member_seed: int = 0          # bisnn: seed of those samples
     bisnn_tau: float = 1.0              # bisnn: temperature of the concrete relaxation
@@ -398,12 +400,12 @@ def warm_start(path, cfg, model, log) -> None:
     if method != cfg.method:
         raise ValueError(f"--init {path}: a --method {method} checkpoint cannot start a --method {cfg.method} run")
     theirs, ours = state["model"], model.state_dict()
-    unmatched = sorted(set(ours) ^ set(theirs))
+    unmatched = sorted((set(ours) ^ set(theirs)) - set(getattr(model, "optional_state", ())))
     if unmatched:
         name = unmatched[0]
         where = "this run's model but not the checkpoint's" if name in ours else "the checkpoint but not this run"
         raise ValueError(f"--init {path}: parameter {name!r} is in {where}: the layers differ")
-    for name in sorted(ours):
+    for name in sorted(set(ours) & set(theirs)):
         if tuple(theirs[name].shape) != tuple(ours[name].shape):
             raise ValueError(f"--init {path}: parameter {name!r} has shape {tuple(theirs[name].shape)} in the "
                              f"checkpoint but {tuple(ours[name].shape)} in this run: the layers differ")
