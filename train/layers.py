@@ -73,7 +73,24 @@ def binary_matmul(spikes: torch.Tensor, sign_w: torch.Tensor, precision: str = "
     return out
 
 
-class _BinaryProduct(torch.autograd.Function):
+class _FloatProduct(torch.autograd.Function):
+    """``a @ w.t()`` and its gradients as pooled products (inside :func:`cpu_workers`): a multi-bit layer's."""
+
+    @staticmethod
+    def forward(ctx, a, w):
+        ctx.save_for_backward(a, w)
+        return _pooled_product(a, w.t())
+
+    @staticmethod
+    def backward(ctx, g):
+        a, w = ctx.saved_tensors
+        g_a = _pooled_product(g, w) if ctx.needs_input_grad[0] else None
+        # g^T a: 6x faster than (a^T g)^T for a narrow layer (2,048 x 128 -> 10), the same for a wide one
+        g_w = _pooled_product_t(g, a) if ctx.needs_input_grad[1] else None
+        return g_a, g_w
+
+
+class _BinaryProduct(_FloatProduct):
     """``spikes @ sign_w.t()`` on the CPU with the golden model's compiled AND-popcount (bsnn_hw.kernels) when the
     spikes are all 0 or 1 (else the float product): the same integers, exact either way. The spikes are checked and
     packed into 64-bit words in one pass (train/kernels.py ``pack_spikes``). The backward pass is the float product's
@@ -91,7 +108,7 @@ class _BinaryProduct(torch.autograd.Function):
         out = np.empty((s.shape[0], sign_w.shape[0]), dtype=np.int32)
         binary = {}
 
-        def part(r):                                # rows in parts on torch's threads, as the LIF kernels
+        def part(r):                                # rows in the fixed parts of _in_parts, as the LIF kernels
             binary[r.start] = ok = tk.pack_spikes(s[r], words[r])
             if ok:
                 kernels.popcount_input(words[r], planes, 2, -1, out[r])
@@ -99,30 +116,6 @@ class _BinaryProduct(torch.autograd.Function):
         if not all(binary.values()):                                # not a spike train: the float product
             return _pooled_product(spikes, sign_w.t())
         return torch.from_numpy(out).to(spikes.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        spikes, sign_w = ctx.saved_tensors
-        g_s = _pooled_product(g, sign_w) if ctx.needs_input_grad[0] else None
-        # g^T s: 6x faster than (s^T g)^T for a narrow layer (2,048 x 128 -> 10), the same for a wide one
-        g_w = _pooled_product_t(g, spikes) if ctx.needs_input_grad[1] else None
-        return g_s, g_w
-
-
-class _FloatProduct(torch.autograd.Function):
-    """``a @ w.t()`` and its gradients as pooled products (inside :func:`cpu_workers`): a multi-bit layer's."""
-
-    @staticmethod
-    def forward(ctx, a, w):
-        ctx.save_for_backward(a, w)
-        return _pooled_product(a, w.t())
-
-    @staticmethod
-    def backward(ctx, g):
-        a, w = ctx.saved_tensors
-        g_a = _pooled_product(g, w) if ctx.needs_input_grad[0] else None
-        g_w = _pooled_product_t(g, a) if ctx.needs_input_grad[1] else None
-        return g_a, g_w
 
 
 class _SignSTE(torch.autograd.Function):
