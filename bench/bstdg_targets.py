@@ -21,7 +21,7 @@ from pathlib import Path
 from bsnn_hw.train import bstdg
 
 ACCURACY_TARGET = 0.875
-SETTINGS = dict(dataset="fashion-mnist", hidden=[600], timesteps=32, epochs=20, batch_size=64, lr=1e-3,
+SETTINGS = dict(dataset="fashion-mnist", hidden=[600], timesteps=32, epochs=5, batch_size=16, lr=1e-3,
                 bstdg_backward="latent", threshold_init=0.5)
 
 
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
     ap.add_argument("--lr", type=float, default=SETTINGS["lr"])
     ap.add_argument("--threshold-init", type=float, default=SETTINGS["threshold_init"])
-    ap.add_argument("--gamma", type=float, default=1.0)
+    ap.add_argument("--gamma", type=float, default=bstdg.DEFAULTS["bstdg_gamma"])
     ap.add_argument("--deadline", type=int, help="latest target step of the correct class (default T-1)")
     ap.add_argument("--backward", choices=bstdg.BACKWARD, default=SETTINGS["bstdg_backward"])
     ap.add_argument("--revive", type=float, default=bstdg.DEFAULTS["bstdg_revive"],

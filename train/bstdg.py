@@ -44,8 +44,8 @@ from .encoding import _mix, latency
 METHOD = "bstdg"
 # What --method bstdg sets unless told otherwise (anything else given explicitly is refused by check_config).
 DEFAULTS = {"encoding": "latency", "leak_shift": None, "output_leak_shift": None, "fire_once": True,
-            "readout": "first", "dropout": 0.0, "scale": "layer", "timesteps": 32, "lr": 1e-3, "batch_size": 64,
-            "threshold_init": 0.5, "bstdg_revive": 0.02}
+            "readout": "first", "dropout": 0.0, "scale": "layer", "timesteps": 32, "lr": 1e-3, "batch_size": 16,
+            "threshold_init": 0.5, "bstdg_revive": 0.02, "bstdg_gamma": 3.0, "epochs": 5}
 BACKWARD = ("latent", "sign")
 RATE_DECAY = 0.99      # running mean of the hidden neurons' firing fractions, per training batch
 

@@ -159,7 +159,7 @@ def _read_config(path) -> dict:
 @click.option("--relaxed/--no-relaxed", default=None,
               help="bisnn: forward on the relaxed tanh sample instead of its sign.  [default: off]")
 @click.option("--bstdg-gamma", type=float,
-              help="bstdg: steps the other classes must fire after the first.  [default: 1]")
+              help="bstdg: steps the other classes must fire after the first.  [default: 3]")
 @click.option("--bstdg-threshold-lr", type=float, help="bstdg: Adam lr of the threshold factors.  [default: --lr]")
 @click.option("--bstdg-deadline", type=int, help="bstdg: latest target step of the correct class.  [default: T-1]")
 @click.option("--bstdg-backward", type=click.Choice(["sign", "latent"]),
@@ -168,8 +168,8 @@ def _read_config(path) -> dict:
               help="bstdg: error that pushes quiet hidden neurons to fire (0: none).  [default: 0.02]")
 @click.option("--bstdg-min-rate", type=float,
               help="bstdg: firing rate below which a hidden neuron is quiet.  [default: 0.05]")
-@click.option("--epochs", "-e", type=int, help="[default: 30]")
-@click.option("--batch-size", "-b", type=int, help="[default: 64]")
+@click.option("--epochs", "-e", type=int, help="[default: 30; 5 with --method bstdg]")
+@click.option("--batch-size", "-b", type=int, help="[default: 64; 16 with --method bstdg]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")
 @click.option("--weight-decay", type=float, help="[default: 0; 1e-3 with --method bntt]")
 @click.option("--dropout", type=float, help="Hidden spike dropout.  [default: 0.05]")
