@@ -51,7 +51,7 @@ TARGETS = {
 }
 
 DEFAULT = ("digits", "fmnist256", "fmnist512", "fmnist128")
-# a target that starts from another's checkpoint (--init): run that one first, e.g. --only fmnist1024 --only fmnist1024_t64
+# a target that starts from another's checkpoint (--init): run that one first (--only fmnist1024 --only fmnist1024_t64)
 INIT = {"fmnist1024_t64": "fmnist1024"}
 
 

@@ -86,8 +86,8 @@ class TrainConfig:
     bstdg_threshold_lr: float | None = None   # bstdg: Adam lr of the threshold factors (None: lr)
     bstdg_deadline: int | None = None   # bstdg: the correct class's target step is at most this (None: T - 1)
     bstdg_backward: str = "latent"      # bstdg: errors propagate through the latent W ("latent", BS4NN) or sign(W)
-    bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (0: none; --method bstdg: 0.02)
-    bstdg_min_rate: float = 0.05        # bstdg: a hidden neuron firing on fewer samples than this (running mean) is quiet
+    bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (--method bstdg: 0.02)
+    bstdg_min_rate: float = 0.05        # bstdg: hidden neurons firing on fewer samples (running mean) are quiet
     bisnn_members: int = 8              # bisnn: S, weight sets sampled from the posterior into the artifact
     bisnn_member_seed: int = 0          # bisnn: seed of those samples
     bisnn_tau: float = 1.0              # bisnn: temperature of the concrete relaxation
