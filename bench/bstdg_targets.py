@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backward", choices=bstdg.BACKWARD, default=SETTINGS["bstdg_backward"])
     ap.add_argument("--revive", type=float, default=bstdg.DEFAULTS["bstdg_revive"],
                     help="error pushing quiet hidden neurons to fire (0: none, as before)")
-    ap.add_argument("--min-rate", type=float, default=0.05, help="firing rate below which a hidden neuron is quiet")
+    ap.add_argument("--min-rate", type=float, default=bstdg.config().bstdg_min_rate,
+                    help="firing rate below which a hidden neuron is quiet")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="out/bench_bstdg.bsnn", help="the model (.bsnn)")

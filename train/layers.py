@@ -555,16 +555,15 @@ def _pooled_product_t(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     parts = _parts(g.shape[0], 1024)
     if len(parts) == 1:
         return g.t() @ s
-    sums = {}
+    sums = [None] * len(parts)
 
     def part(r):
         with torch.no_grad():
-            sums[r.start] = g[r].t() @ s[r]
+            sums[r.start // parts[0].stop] = g[r].t() @ s[r]        # every part but the last is parts[0].stop long
     _in_parts(g.shape[0], part, 1024)
-    order = sorted(sums)
-    total = sums[order[0]]
-    for start in order[1:]:
-        total += sums[start]
+    total = sums[0]
+    for x in sums[1:]:
+        total += x
     return total
 
 
