@@ -31,6 +31,15 @@ run conv_mid_pixel_lr conv_mid encoding=pixel lr=0.001 &
 run conv_full_pixel_lr conv_full encoding=pixel lr=0.001 &
 run conv_full_pixel_lr2 conv_full encoding=pixel lr=0.002 &
 run conv_full_pixel_t16 conv_full encoding=pixel lr=0.001 timesteps=16 &
+# wider and deeper all-binary conv stacks (FULL), pixel input, T = 8
+w512=arch=64c3-p2-128c3-p2-512-10
+run full_w256 conv_full encoding=pixel lr=0.001 arch=64c3-p2-128c3-p2-256-10 &
+run full_w512 conv_full encoding=pixel lr=0.001 $w512 &
+run full_w512_ls conv_full encoding=pixel lr=0.001 $w512 label_smoothing=0.1 &
+run full_w512_shift conv_full encoding=pixel lr=0.001 $w512 label_smoothing=0.1 augment_shift=1 &
+run full_deep3 conv_full encoding=pixel lr=0.001 arch=64c3-p2-128c3-p2-256c3-p2-256-10 &
+run full_vgg4 conv_full encoding=pixel lr=0.001 arch=64c3-64c3-p2-128c3-128c3-p2-512-10 &
+run full_ls conv_full encoding=pixel lr=0.001 label_smoothing=0.1 &
 wait
 for f in "$out"/*.log; do echo "=== $(basename "$f" .log)"; cat "$f"; done >"$out/runs.txt"
 rm -f "$out"/*.log
