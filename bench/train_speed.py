@@ -2,7 +2,7 @@
 slowdown from threads on a busy machine).
 
     .venv/bin/python bench/train_speed.py [--hidden 128] [--timesteps 32] [--batch-size 64] [--steps 60]
-        [--threads 1,2] [--repeats 3]
+        [--threads 1,2] [--repeats 3] [--busy 1]
 
 Both sides train the same network on the same spikes (Fashion-MNIST training images, the contract's rate code):
 784-H-10, binary weights with a straight-through sign, per-neuron scale, LIF with leak 1 - 2^-4 and subtract reset,
@@ -17,7 +17,8 @@ a non-firing membrane readout, Adam, fast-sigmoid surrogate (slope 5), backpropa
 
 For every thread count it times ``--steps`` training steps of ``--batch-size`` (after 3 warm-up steps), repeats
 ``--repeats`` times interleaved and reports the median milliseconds per step and the epoch time that implies (60,000
-images). snnTorch is an optional benchmark dependency (``pip install -e ".[bench]"``).
+images). ``--busy N`` starts N processes that spin on a core for the whole run, the same load for every row (a
+busy machine that others can reproduce). snnTorch is an optional benchmark dependency (``pip install -e ".[bench]"``).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -93,6 +95,28 @@ def snntorch_step(hidden, steps, batch):
     return run, contextlib.nullcontext(None)
 
 
+def _measure(args, rows, makers, x, y, seeds, times, shares) -> None:
+    """Time every row ``args.repeats`` times, interleaved, into ``times`` (ms per step) and, for the adaptive rows,
+    the share of steps run on one worker into ``shares``."""
+    import torch
+    b = args.batch_size
+    for _ in range(args.repeats):
+        for name, t, mode in rows:
+            torch.set_num_threads(t)
+            torch.manual_seed(0)
+            run, context = makers[name](args.hidden, args.timesteps, b)
+            with context as workers:
+                timed = workers.timed if mode == "adaptive" else contextlib.nullcontext
+                for i in range(3 + args.steps):
+                    if i == 3:
+                        t0 = time.perf_counter()
+                    with timed():
+                        run(x[i * b:(i + 1) * b], seeds[i * b:(i + 1) * b], y[i * b:(i + 1) * b])
+                times[(name, t, mode)].append((time.perf_counter() - t0) / args.steps * 1000)
+                if mode == "adaptive":
+                    shares[(name, t, mode)].append(workers.steps[1] / sum(workers.steps.values()))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", type=int, default=128)
@@ -101,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--busy", type=int, default=0, help="processes spinning on a core during the run (default 0)")
     args = ap.parse_args(argv)
     import importlib.util
     if importlib.util.find_spec("snntorch") is None:
@@ -123,24 +148,15 @@ def main(argv=None) -> int:
     times = {row: [] for row in rows}
     shares = {row: [] for row in rows}
     b = args.batch_size
-    for _ in range(args.repeats):
-        for name, t, mode in rows:
-            torch.set_num_threads(t)
-            torch.manual_seed(0)
-            run, context = makers[name](args.hidden, args.timesteps, b)
-            with context as workers:
-                timed = workers.timed if mode == "adaptive" else contextlib.nullcontext
-                for i in range(3 + args.steps):
-                    if i == 3:
-                        t0 = time.perf_counter()
-                    with timed():
-                        run(x[i * b:(i + 1) * b], seeds[i * b:(i + 1) * b], y[i * b:(i + 1) * b])
-                times[(name, t, mode)].append((time.perf_counter() - t0) / args.steps * 1000)
-                if mode == "adaptive":
-                    shares[(name, t, mode)].append(workers.steps[1] / sum(workers.steps.values()))
+    with contextlib.ExitStack() as stack:
+        for _ in range(args.busy):
+            spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            stack.callback(spin.kill)
+        _measure(args, rows, makers, x, y, seeds, times, shares)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    busy = f"; {args.busy} spinning process(es) beside it" if args.busy else ""
     print(f"784-{args.hidden}-10, T={args.timesteps}, batch {b}, {args.steps} steps x {args.repeats} repeats; "
-          f"torch {torch.__version__}; load average {load}")
+          f"torch {torch.__version__}; load average {load}{busy}")
     print("| threads | bsnn-hw workers | bsnn-hw ms/step | snnTorch ms/step | ratio | bsnn-hw s/epoch (60,000) | "
           "bsnn-hw vs its 1 thread |")
     print("|---|---|---|---|---|---|---|")
