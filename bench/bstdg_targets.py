@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=SETTINGS["lr"])
     ap.add_argument("--threshold-init", type=float, default=SETTINGS["threshold_init"])
     ap.add_argument("--gamma", type=float, default=bstdg.DEFAULTS["bstdg_gamma"])
+    ap.add_argument("--threshold-lr", type=float, help="Adam lr of the threshold factors (default: --lr)")
     ap.add_argument("--deadline", type=int, help="latest target step of the correct class (default T-1)")
     ap.add_argument("--backward", choices=bstdg.BACKWARD, default=SETTINGS["bstdg_backward"])
     ap.add_argument("--revive", type=float, default=bstdg.DEFAULTS["bstdg_revive"],
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = bstdg.config(**dict(SETTINGS, hidden=[args.hidden], timesteps=args.timesteps, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, threshold_init=args.threshold_init,
-                              bstdg_gamma=args.gamma, bstdg_deadline=args.deadline, bstdg_backward=args.backward,
+                              bstdg_gamma=args.gamma, bstdg_threshold_lr=args.threshold_lr,
+                              bstdg_deadline=args.deadline, bstdg_backward=args.backward,
                               bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
