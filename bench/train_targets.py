@@ -10,11 +10,11 @@ with one epoch <= 60 s (the issue asks for either size; each is checked against 
 (reported, epoch <= 60 s). Issue targets of the conv stacks and the longer MLP run, all on Fashion-MNIST with T <= 32:
 conv FULL (all binary) >= 91.5%, conv MID (8-bit first and last layers) >= 92.5%, 784-512-10 all binary >= 89.5%
 (fmnist512_long: 88.93%; fmnist1024_t64, 784-1024-10 fine-tuned at T=64 from fmnist1024's checkpoint: 89.72%, run
-``--only fmnist1024 --only fmnist1024_t64 --threads 1``, 1.5-2 hours on one core); conv_small is the small
-all-binary conv network of the hardware demo (reported). These run only when named with --only (the conv ones take
-hours on 2 CPU cores). Threads
-default to 2 (the reference machine). The reported accuracy is
-the exported integer network's (hardware-exact); models are written to out/bench_<name>.bsnn.
+``--only fmnist1024 --only fmnist1024_t64 --threads 1``, 1.5-2 hours on one core). conv_full_vgg is a deeper FULL
+stack with the pixel input (91.22% after 6 epochs on a GPU: ``--only conv_full_vgg --device cuda``); conv_small is
+the small all-binary conv network of the hardware demo (reported). These run only when named with --only (the conv
+ones take hours on 2 CPU cores). Threads default to 2 (the reference machine). The reported accuracy is the exported
+integer network's (hardware-exact); models are written to out/bench_<name>.bsnn.
 """
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ TARGETS = {
                        batch_size=128, lr=5e-4), 0.915, None, None),
     "conv_mid": (dict(dataset="fashion-mnist", arch="32c3-p2-64c3-p2-256-10", timesteps=8, epochs=20,
                       batch_size=128, lr=5e-4, first_bits=8, last_bits=8), 0.925, None, None),
+    # the deeper all-binary stack that did best per epoch on a GPU (91.22% after 6 epochs); a GPU run
+    "conv_full_vgg": (dict(dataset="fashion-mnist", arch="64c3-64c3-p2-128c3-128c3-p2-512-10", timesteps=8,
+                           epochs=20, batch_size=128, lr=1e-3, encoding="pixel"), 0.915, None, None),
     "conv_small": (dict(dataset="fashion-mnist", arch="16c3-p2-32c3-p2-10", timesteps=8, epochs=4, batch_size=64,
                         lr=1e-3), None, None, None),
 }
