@@ -406,10 +406,8 @@ def simulate(net: Network, spikes, record: bool = False, method: str = "auto") -
     chunk = max(1, min(_CHUNK_ELEMENTS // (steps * widest * workers), -(-batch // workers)))
     starts = range(0, max(batch, 1), chunk)
     if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            pool = _thread_pool(workers)
             parts = list(pool.map(lambda i: _simulate_chunk(net, spikes[i:i + chunk], record, method), starts))
     else:
         parts = [_simulate_chunk(net, spikes[i:i + chunk], record, method) for i in starts]
@@ -423,16 +421,38 @@ def simulate(net: Network, spikes, record: bool = False, method: str = "auto") -
                   recorded if record else None)
 
 
+_CONTROLLER = []                 # threadpoolctl's controller, made once: scanning the loaded libraries costs ~2 ms
+_POOLS = {}                      # worker count -> its thread pool, kept between calls (a new one costs ~1 ms)
+
+
+def _blas_controller():
+    """threadpoolctl's ``ThreadpoolController`` of this process (None without threadpoolctl). Made on first use, after
+    NumPy has loaded its BLAS; it reads and sets thread counts live."""
+    if not _CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _CONTROLLER.append(None)
+        else:
+            _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
+def _thread_pool(workers: int):
+    """A thread pool of ``workers`` threads, the same one for every call with that count: at most ``workers``
+    chunks are in flight, which :func:`simulate`'s chunk size counts on."""
+    if workers not in _POOLS:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOLS.setdefault(workers, ThreadPoolExecutor(workers, thread_name_prefix="bsnn-golden"))
+    return _POOLS[workers]
+
+
 def _workers(batch: int) -> int:
     """Threads for a batch: 1 below ``_PARALLEL_MIN_BATCH`` samples or without threadpoolctl (scikit-learn's
     dependency), else the BLAS thread count (the user's setting, by default one per core)."""
-    if batch < _PARALLEL_MIN_BATCH:
+    if batch < _PARALLEL_MIN_BATCH or _blas_controller() is None:
         return 1
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return 1
-    counts = [p.get("num_threads", 1) for p in threadpool_info() if p.get("user_api") == "blas"]
+    counts = [p.get("num_threads", 1) for p in _blas_controller().info() if p.get("user_api") == "blas"]
     return max(1, min(max(counts, default=1), os.cpu_count() or 1))
 
 

@@ -609,6 +609,21 @@ def test_workers_follow_blas_threads():
         assert golden._workers(1000) == 1
 
 
+def test_parallel_parts_restore_blas_threads_and_reuse_their_pool(monkeypatch):
+    # simulate() sets BLAS to one thread while its parts run, through one controller kept for the process, and
+    # puts the user's count back; the parts' thread pool is made once per worker count.
+    from threadpoolctl import threadpool_info, threadpool_limits
+    net = Network([Layer(np.random.default_rng(0).random((8, 40)) < 0.5, 3)], 4, encoding="direct")
+    spikes = np.random.default_rng(1).random((golden._PARALLEL_MIN_BATCH, 4, 40)) < 0.5
+    monkeypatch.setattr(golden, "_workers", lambda batch: 2)
+    with threadpool_limits(2, user_api="blas"):
+        first = golden.simulate(net, spikes).prediction
+        pool = golden._thread_pool(2)
+        np.testing.assert_array_equal(golden.simulate(net, spikes).prediction, first)
+        assert golden._thread_pool(2) is pool
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {2}
+
+
 @pytest.mark.parametrize("encoding", ["rate", "latency", "direct"])
 def test_run_encodes_with_the_network_encoding(encoding):
     net = Network([Layer(np.random.default_rng(0).random((4, 6)) < 0.5, 1)], 5, encoding=encoding, seed=321)
