@@ -423,6 +423,8 @@ def simulate(net: Network, spikes, record: bool = False, method: str = "auto") -
 
 _CONTROLLER = []                 # threadpoolctl's controller, made once: scanning the loaded libraries costs ~2 ms
 _POOLS = {}                      # worker count -> its thread pool, kept between calls (a new one costs ~1 ms)
+# A forked child has the pools but not their threads: it makes its own.
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _blas_controller():
