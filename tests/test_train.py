@@ -773,6 +773,28 @@ def test_fit_gives_the_same_network_for_any_thread_count(tmp_path):
     assert sorted(m2["worker_steps"]) == ["1", "2"] and sum(m2["worker_steps"].values()) == steps
 
 
+@pytest.mark.parametrize("extra", [{}, {"arch": "4c3-p2-8c3-16-10", "encoding": "pixel", "first_bits": 4}],
+                         ids=["dense", "conv-pixel"])
+def test_training_reads_no_uninitialized_memory(monkeypatch, extra):
+    """The trainer turns off torch's filling of new tensors (train/trainer.py ``deterministic``) because every
+    element it allocates is written before it is read: with the filling on (NaN in every new float tensor) training
+    gives the same weights bit for bit."""
+    from bsnn_hw.train import trainer
+    cfg = TrainConfig(**{**TINY, **extra})
+    plain = fit(cfg, progress=False).model.state_dict()
+
+    def filling(on=True):
+        torch.use_deterministic_algorithms(on, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+    monkeypatch.setattr(trainer, "deterministic", filling)
+    try:
+        filled = fit(cfg, progress=False).model.state_dict()
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    assert torch.utils.deterministic.fill_uninitialized_memory is False
+    assert all(torch.equal(plain[k], filled[k]) for k in plain)
+
+
 def test_worker_count_follows_the_measured_step_times():
     """WorkerCount on a fake clock: on a quiet machine (2 workers faster) it stays on 2 apart from probes of 1; on a
     busy one (2 workers slower) it settles on 1, and probes of 2 grow rarer as they keep losing; when the load goes

@@ -476,6 +476,15 @@ class _Untimed:
         return contextlib.nullcontext()
 
 
+def deterministic(on: bool = True) -> None:
+    """Torch's deterministic algorithms (the same seed gives the same weights), without their filling of every new
+    tensor (NaN for floats) that ``torch.empty`` makes: that debugging aid is a pass over memory per allocation, 27 %
+    of a conv network's CPU step (the training code writes every element it allocates before reading it; the tests'
+    same-weights checks run with it)."""
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
 def setup_run(cfg):
     """What every method's fit starts with: torch threads, the device (deterministic algorithms), the precision, the
     data as arrays and as tensors on the device, the class count; then the torch seed is set. Returns
@@ -487,7 +496,7 @@ def setup_run(cfg):
         retain_heap()
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic()
     precision = pick_precision(cfg.precision, device)
     xtr, ytr, xte, yte = load_data(cfg)
     n_classes = int(max(ytr.max(), yte.max())) + 1
