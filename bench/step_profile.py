@@ -5,9 +5,9 @@ the kernels of a few eager steps, with torch's deterministic algorithms on and o
         [--encoding pixel] [--steps 20] [--deterministic both] [--top 15] [--device cuda]
 
 The trainer runs with deterministic algorithms (train/trainer.py ``deterministic``: same seed, same weights; without
-filling new tensors); ``off`` shows what they cost (cuDNN's deterministic convolution algorithms, for conv networks). The network is
-built as ``bsnn-hw train`` builds it (``build_model``) and trained on random images and labels: the timing of the
-dense work does not depend on the data. Run from a source checkout on a GPU machine with
+filling new tensors); ``off`` shows what they cost (cuDNN's deterministic convolution algorithms, for conv
+networks). The network is built as ``bsnn-hw train`` builds it (``build_model``) and trained on random images and
+labels: the timing of the dense work does not depend on the data. Run from a source checkout on a GPU machine with
 ``PYTHONPATH`` set as in bench/gpu_train.sh, or installed. ``--device cpu`` smoke-tests the script (CPU kernels
 only, no graphs).
 """
