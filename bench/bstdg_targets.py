@@ -21,8 +21,8 @@ from pathlib import Path
 from bsnn_hw.train import bstdg
 
 ACCURACY_TARGET = 0.875
-SETTINGS = dict(dataset="fashion-mnist", hidden=[600], timesteps=32, epochs=5, batch_size=16, lr=1e-3,
-                bstdg_backward="latent", threshold_init=0.5)
+# the network with --method bstdg's defaults (train/bstdg.py DEFAULTS): every option's default comes from here
+BASE = bstdg.config(dataset="fashion-mnist", hidden=[600])
 
 
 def _log_epoch(epoch, h):
@@ -34,19 +34,19 @@ def _log_epoch(epoch, h):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hidden", type=int, default=SETTINGS["hidden"][0])
-    ap.add_argument("-T", "--timesteps", type=int, default=SETTINGS["timesteps"])
-    ap.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
-    ap.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
-    ap.add_argument("--lr", type=float, default=SETTINGS["lr"])
-    ap.add_argument("--threshold-init", type=float, default=SETTINGS["threshold_init"])
-    ap.add_argument("--gamma", type=float, default=bstdg.DEFAULTS["bstdg_gamma"])
+    ap.add_argument("--hidden", type=int, default=BASE.hidden[0])
+    ap.add_argument("-T", "--timesteps", type=int, default=BASE.timesteps)
+    ap.add_argument("--epochs", type=int, default=BASE.epochs)
+    ap.add_argument("--batch-size", type=int, default=BASE.batch_size)
+    ap.add_argument("--lr", type=float, default=BASE.lr)
+    ap.add_argument("--threshold-init", type=float, default=BASE.threshold_init)
+    ap.add_argument("--gamma", type=float, default=BASE.bstdg_gamma)
     ap.add_argument("--threshold-lr", type=float, help="Adam lr of the threshold factors (default: --lr)")
     ap.add_argument("--deadline", type=int, help="latest target step of the correct class (default T-1)")
-    ap.add_argument("--backward", choices=bstdg.BACKWARD, default=SETTINGS["bstdg_backward"])
-    ap.add_argument("--revive", type=float, default=bstdg.DEFAULTS["bstdg_revive"],
+    ap.add_argument("--backward", choices=bstdg.BACKWARD, default=BASE.bstdg_backward)
+    ap.add_argument("--revive", type=float, default=BASE.bstdg_revive,
                     help="error pushing quiet hidden neurons to fire (0: none, as before)")
-    ap.add_argument("--min-rate", type=float, default=bstdg.config().bstdg_min_rate,
+    ap.add_argument("--min-rate", type=float, default=BASE.bstdg_min_rate,
                     help="firing rate below which a hidden neuron is quiet")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -56,8 +56,9 @@ def main(argv=None) -> int:
                     help="no training: evaluate and export the model of this checkpoint (a run stopped early) to --out")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
-    cfg = bstdg.config(**dict(SETTINGS, hidden=[args.hidden], timesteps=args.timesteps, epochs=args.epochs,
-                              batch_size=args.batch_size, lr=args.lr, threshold_init=args.threshold_init,
+    cfg = bstdg.config(**dict(dataset=BASE.dataset, hidden=[args.hidden], timesteps=args.timesteps,
+                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              threshold_init=args.threshold_init,
                               bstdg_gamma=args.gamma, bstdg_threshold_lr=args.threshold_lr,
                               bstdg_deadline=args.deadline, bstdg_backward=args.backward,
                               bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The accuracy targets of issue 10 on one GPU machine, several runs sharing the card, each given a time budget
 # (bench/train_targets.py --budget: a timed probe epoch, then as many epochs as fit). Runs from a source checkout
-# without installing: the package is assembled under $PKG (bsnn_hw + train as bsnn_hw.train), so only torch, numpy,
-# scikit-learn, click, rich and matplotlib are needed (the CUDA image has them).
+# without installing (bench/gpu_pkg.sh).
 #
 #   bash bench/gpu_accuracy.sh DATA_DIR OUT_DIR BUDGET_SECONDS
 #
@@ -10,10 +9,7 @@
 # run's log, then every result row). RUNS (default: all) names the runs to start; DEVICE (default cuda).
 set -u
 data=$1; out=$2; budget=$3
-PKG=${PKG:-/tmp/bsnn_pkg}
-rm -rf "$PKG"; mkdir -p "$PKG"
-cp -r bsnn_hw "$PKG/bsnn_hw"; cp -r train "$PKG/bsnn_hw/train"
-export PYTHONPATH=$PKG PYTHONUNBUFFERED=1
+source bench/gpu_pkg.sh
 mkdir -p "$out"
 run() {   # name target overrides...
     local name=$1 target=$2; shift 2

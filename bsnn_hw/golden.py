@@ -41,6 +41,7 @@ intermediate value. |V_t| <= min(2^(M-1), (t+1) * n_in) because the leak and bot
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -421,32 +422,27 @@ def simulate(net: Network, spikes, record: bool = False, method: str = "auto") -
                   recorded if record else None)
 
 
-_CONTROLLER = []                 # threadpoolctl's controller, made once: scanning the loaded libraries costs ~2 ms
-_POOLS = {}                      # worker count -> its thread pool, kept between calls (a new one costs ~1 ms)
-# A forked child has the pools but not their threads: it makes its own.
-os.register_at_fork(after_in_child=_POOLS.clear)
-
-
+@functools.cache
 def _blas_controller():
-    """threadpoolctl's ``ThreadpoolController`` of this process (None without threadpoolctl). Made on first use, after
-    NumPy has loaded its BLAS; it reads and sets thread counts live."""
-    if not _CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _CONTROLLER.append(None)
-        else:
-            _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
+    """threadpoolctl's ``ThreadpoolController`` of this process (None without threadpoolctl), made once, on first use
+    (after NumPy has loaded its BLAS): scanning the loaded libraries costs ~2 ms; it reads and sets counts live."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
 
 
+@functools.cache
 def _thread_pool(workers: int):
-    """A thread pool of ``workers`` threads, the same one for every call with that count: at most ``workers``
-    chunks are in flight, which :func:`simulate`'s chunk size counts on."""
-    if workers not in _POOLS:
-        from concurrent.futures import ThreadPoolExecutor
-        _POOLS.setdefault(workers, ThreadPoolExecutor(workers, thread_name_prefix="bsnn-golden"))
-    return _POOLS[workers]
+    """A pool of ``workers`` threads, the same one for every call with that count (a new one costs ~1 ms): at most
+    ``workers`` chunks are in flight, which :func:`simulate`'s chunk size counts on."""
+    from concurrent.futures import ThreadPoolExecutor
+    return ThreadPoolExecutor(workers, thread_name_prefix="bsnn-golden")
+
+
+# A forked child has the pools but not their threads: it makes its own.
+os.register_at_fork(after_in_child=_thread_pool.cache_clear)
 
 
 def _workers(batch: int) -> int:
