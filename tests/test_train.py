@@ -795,6 +795,34 @@ def test_training_reads_no_uninitialized_memory(monkeypatch, extra):
     assert all(torch.equal(plain[k], filled[k]) for k in plain)
 
 
+def _parts_in_child(queue):
+    from bsnn_hw.train.layers import _in_parts, cpu_workers
+    done = []
+    with cpu_workers(2):
+        _in_parts(64, done.append)
+    queue.put(len(done))
+
+
+def test_worker_pool_runs_in_a_forked_child():
+    """The parent's worker pool has no threads in a forked child (a multiprocessing worker): the child makes its
+    own instead of waiting for ever on the parent's."""
+    import multiprocessing
+    from bsnn_hw.train.layers import PART_ROWS, _in_parts, _parts, cpu_workers
+    with cpu_workers(2):
+        _in_parts(64, lambda r: None)                 # the parent's pool now exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_parts_in_child, args=(queue,))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+    assert got == len(_parts(64, PART_ROWS))
+
+
 def test_worker_count_follows_the_measured_step_times():
     """WorkerCount on a fake clock: on a quiet machine (2 workers faster) it stays on 2 apart from probes of 1; on a
     busy one (2 workers slower) it settles on 1, and probes of 2 grow rarer as they keep losing; when the load goes

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 
 import numpy as np
 import torch
@@ -412,6 +413,15 @@ _POOL = None
 _WORKERS: int | None = None       # worker threads of the compiled path (None: torch's intra-op thread count)
 PART_ROWS = 16                    # the smallest batch part; a batch is cut into at most PARTS parts
 PARTS = 8
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool has no threads there (it would wait for ever); the child makes its own."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def workers() -> int:
