@@ -41,6 +41,8 @@ run full_ls conv_full encoding=pixel lr=0.001 label_smoothing=0.1 &
 run vgg4_e9 conv_full_vgg epochs=9 &
 run vgg4_e10 conv_full_vgg epochs=10 &
 run vgg4_e10_ls conv_full_vgg epochs=10 label_smoothing=0.1 &
+run vgg4_e8_s1 conv_full_vgg epochs=8 seed=1 &
+run vgg4_e8_s2 conv_full_vgg epochs=8 seed=2 &
 wait
 for f in "$out"/*.log; do echo "=== $(basename "$f" .log)"; cat "$f"; done >"$out/runs.txt"
 rm -f "$out"/*.log
