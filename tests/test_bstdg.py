@@ -68,8 +68,8 @@ def test_revive_pushes_quiet_silent_hidden_neurons():
     quiet[::3] = True
     model.firing_rate(0).copy_(torch.where(quiet, 0.01, 0.5))
     labels = torch.from_numpy(y[:50])
-    _, base, gf_base = bstdg.gradients(model, rec, labels, 1.0, None, revive=0.0)
-    _, pushed, gf = bstdg.gradients(model, rec, labels, 1.0, None, revive=0.3, min_rate=0.05)
+    _, base, gf_base, _ = bstdg.gradients(model, rec, labels, 1.0, None, revive=0.0)
+    _, pushed, gf, _ = bstdg.gradients(model, rec, labels, 1.0, None, revive=0.3, min_rate=0.05)
     silent = (1 - fired) * quiet.float()
     assert silent.sum() > 0 and (fired * quiet.float()).sum() > 0          # both cases occur
     expect = -0.3 * silent.t() @ (rec[0]["t_in"] < 10).float() / 50
@@ -106,6 +106,42 @@ def test_training_moves_and_exports_exactly(trained):
     assert m["median_decision_step"] == pytest.approx(float(np.median(first)))
 
 
+def test_per_neuron_thresholds_train_and_export_exactly(trained, tmp_path):
+    """--scale neuron: every neuron learns its own threshold factor. At the start the per-neuron gradients sum to the
+    per-layer one; trained (here from the per-layer checkpoint, --init: the neuron factors start at 1), the thresholds
+    differ between neurons, the artifact holds them, and golden on it predicts what the trainer's integer evaluation
+    does."""
+    torch.manual_seed(5)
+    layer = bstdg.BSTDGNet([64, 30, 10], timesteps=10, threshold_init=0.8)
+    neuron = bstdg.BSTDGNet([64, 30, 10], timesteps=10, threshold_init=0.8, per_neuron=True)
+    neuron.load_state_dict(layer.state_dict(), strict=False)
+    x, y = data.load_dataset("digits", "train")
+    t_in = bstdg.input_times(torch.from_numpy(x[:80]), 10)
+    labels = torch.from_numpy(y[:80])
+    _, gw, gf, gn = bstdg.gradients(layer, layer.run_times(t_in), labels, 1.0, None)
+    _, gw2, gf2, gn2 = bstdg.gradients(neuron, neuron.run_times(t_in), labels, 1.0, None)
+    assert gn == [] and [g.shape for g in gn2] == [(30,), (10,)]
+    torch.testing.assert_close(gf2, gf)
+    torch.testing.assert_close(torch.stack([g.sum() for g in gn2]), gf)
+    for a, b in zip(gw, gw2):
+        assert torch.equal(a, b)
+
+    _, out = trained
+    res = bstdg.fit(bstdg.config(**dict(TINY, epochs=2, scale="neuron", bstdg_threshold_lr=0.05,
+                                        init_from=str(out) + ".ckpt")),
+                    out=tmp_path / "n.bsnn", progress=False)
+    net = bsnn_hw.load(tmp_path / "n.bsnn")
+    assert all(lo < hi for lo, _, hi in res.metrics["threshold_real"])                  # every layer's factors moved
+    assert len(set(net.layers[0].neuron_threshold.tolist())) > 1                       # and the hidden integers differ
+    assert res.metrics["thresholds"][0] == [int(net.layers[0].neuron_threshold.min()),
+                                            int(np.median(net.layers[0].neuron_threshold)),
+                                            int(net.layers[0].neuron_threshold.max())]
+    x, _ = data.load_dataset("digits", "test")
+    ti, _, _ = integer_simulate(net, latency(torch.from_numpy(x), 16).bool())
+    np.testing.assert_array_equal(golden.run(net, x).prediction, ti.numpy())
+    assert res.metrics["gap_pp"] == 0
+
+
 def run_cli(*args):
     return CliRunner().invoke(main, ["train", *args])
 
@@ -135,6 +171,7 @@ def test_cli_method_bstdg(tmp_path):
     (["--no-fire-once"], "--method bstdg: needs fire-once neurons"),
     (["--readout", "membrane"], "--method bstdg: reads out the first output spike"),
     (["--dropout", "0.1"], "--method bstdg: has no dropout"),
+    (["--scale", "none"], "learns threshold factors per layer or per neuron"),
     (["--bstdg-deadline", "99"], "deadline must be a step in 0..T-1"),
     (["--bstdg-revive", "-0.1"], "revive must be >= 0, not -0.1"),
     (["--bstdg-min-rate", "0"], "min rate must be in (0, 1], not 0.0"),

@@ -69,7 +69,8 @@ def check_config(cfg) -> None:
     need(cfg.fire_once is True, "needs fire-once neurons (--fire-once)")
     need(cfg.readout == "first", f"reads out the first output spike, not --readout {cfg.readout}")
     need(cfg.dropout == 0, f"has no dropout, not --dropout {cfg.dropout}")
-    need(cfg.scale == "layer", f"learns one threshold factor per layer (scale 'layer'), not scale {cfg.scale!r}")
+    need(cfg.scale in ("layer", "neuron"), f"learns threshold factors per layer or per neuron (scale 'layer' or "
+         f"'neuron'), not scale {cfg.scale!r}")
     need(cfg.label_smoothing == 0, "has no cross-entropy loss to smooth (--label-smoothing)")
     need(cfg.augment_shift == 0 and not cfg.augment_flip, "does not augment (--augment-shift/--augment-flip)")
     need(cfg.exact, "always trains in the contract's integer arithmetic (exact = false)")
@@ -91,10 +92,14 @@ def check_config(cfg) -> None:
 
 class BSTDGNet(nn.Module):
     """Binary IF MLP: latent weights ``weights[l]`` (n_out, n_in), threshold factors ``log_factor`` (one per layer),
-    fixed base thresholds ``theta0[l] = threshold_init * sqrt(n_in)``; real threshold ``theta0 / f``."""
+    fixed base thresholds ``theta0[l] = threshold_init * sqrt(n_in)``; real threshold ``theta0 / f``. With
+    ``per_neuron``, every neuron j also learns its own factor (``neuron_log_factor[l][j]``, starting at 1): its
+    threshold is ``theta0 / (f_l f_lj)``."""
 
-    def __init__(self, sizes, timesteps: int, membrane_bits: int = 16, threshold_init: float = 0.5):
+    def __init__(self, sizes, timesteps: int, membrane_bits: int = 16, threshold_init: float = 0.5,
+                 per_neuron: bool = False):
         super().__init__()
+        self.per_neuron = bool(per_neuron)
         self.sizes, self.timesteps, self.membrane_bits = list(sizes), int(timesteps), int(membrane_bits)
         hi = contract.membrane_range(membrane_bits)[1]
         for n_in in self.sizes[:-1]:
@@ -107,6 +112,9 @@ class BSTDGNet(nn.Module):
             nn.Parameter(torch.empty(n_out, n_in).uniform_(-1, 1) / math.sqrt(n_in))
             for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
         self.log_factor = nn.Parameter(torch.zeros(len(self.sizes) - 1))
+        # (parameters of this module itself, not of a ParameterList: a checkpoint without them loads, see below)
+        for li, n_out in enumerate(self.sizes[1:] if self.per_neuron else []):
+            self.register_parameter(f"neuron_log_factor{li}", nn.Parameter(torch.zeros(n_out)))
         self.register_buffer("theta0", torch.tensor([threshold_init * math.sqrt(n) for n in self.sizes[:-1]],
                                                     dtype=torch.float64))
         # per hidden layer: the running mean of each neuron's firing fraction over training batches (-1: none yet)
@@ -116,8 +124,10 @@ class BSTDGNet(nn.Module):
     @property
     def optional_state(self) -> tuple:
         """State entries a checkpoint may lack (written before they existed): the firing-rate buffers, which then
-        start afresh (-1: no batch seen yet)."""
-        return tuple(f"rate{li}" for li in range(len(self.sizes) - 2))
+        start afresh (-1: no batch seen yet); and the per-neuron threshold factors, which then start at 1 (a per-neuron
+        run may start from a per-layer one's checkpoint, --init)."""
+        return (tuple(f"rate{li}" for li in range(len(self.sizes) - 2))
+                + tuple(f"neuron_log_factor{li}" for li in range(len(self.neuron_log_factor))))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -140,18 +150,43 @@ class BSTDGNet(nn.Module):
             r = self.firing_rate(li)
             r.copy_(now if bool(r[0] < 0) else RATE_DECAY * r + (1 - RATE_DECAY) * now)
 
-    def theta(self) -> torch.Tensor:
-        """Real thresholds theta0 / f per layer (float64)."""
-        return self.theta0 * torch.exp(-self.log_factor.detach().double())
+    @property
+    def neuron_log_factor(self) -> list:
+        """Per layer, the neurons' log threshold factors (n_out,); empty without ``per_neuron``."""
+        return [getattr(self, f"neuron_log_factor{li}") for li in range(len(self.sizes) - 1)] if self.per_neuron else []
 
-    def integer_thresholds(self) -> list[int]:
+    def factor_params(self) -> list:
+        """The threshold factors' parameters (log f per layer, and per neuron with ``per_neuron``)."""
+        return [self.log_factor, *self.neuron_log_factor]
+
+    def theta(self) -> list[torch.Tensor]:
+        """Real thresholds theta0 / f per layer: (n_out,) float64 each."""
+        out = []
+        for li, n_out in enumerate(self.sizes[1:]):
+            log_f = self.log_factor.detach().double()[li].expand(n_out)
+            if self.per_neuron:
+                log_f = log_f + self.neuron_log_factor[li].detach().double()
+            out.append(self.theta0[li] * torch.exp(-log_f))
+        return out
+
+    def integer_thresholds(self) -> list[torch.Tensor]:
+        """The thresholds the forward pass uses and the artifact holds: floor(theta0 / f) clamped to 1..2^(M-1)-1,
+        (n_out,) int64 per layer."""
         hi = contract.membrane_range(self.membrane_bits)[1]
-        return [int(min(max(math.floor(float(t)), 1), hi)) for t in self.theta()]
+        return [torch.floor(t).clamp(1, hi).to(torch.int64) for t in self.theta()]
+
+    def threshold_summary(self) -> list:
+        """Per layer, the integer threshold (one number when all neurons share it, else [min, median, max])."""
+        out = []
+        for t in self.integer_thresholds():
+            lo, hi = int(t.min()), int(t.max())
+            out.append(lo if lo == hi else [lo, int(t.median()), hi])
+        return out
 
     def clamped(self) -> list[int]:
-        """Per layer, 1 if theta0 / f lies outside 1..2^(M-1)-1 (it trains and exports clamped), else 0."""
+        """Per layer, how many neurons' theta0 / f lie outside 1..2^(M-1)-1 (they train and export clamped)."""
         hi = contract.membrane_range(self.membrane_bits)[1]
-        return [int(not 1 <= float(t) <= hi) for t in self.theta()]
+        return [int(((t < 1) | (t > hi)).sum()) for t in self.theta()]
 
     @torch.no_grad()
     def clip_(self) -> None:
@@ -174,6 +209,7 @@ class BSTDGNet(nn.Module):
         for w, th in zip(self.weights, thresholds):
             sign_w = torch.where(w > 0, 1.0, -1.0)
             v = spike_product(t_prev, sign_w, self.timesteps).cumsum(1)
+            th = torch.as_tensor(th).to(device=v.device, dtype=v.dtype)      # integers: exact in float32
             # first step with V > theta = the number of steps before the first firing (T: never)
             t = ((v > th).to(v.dtype).cumsum(1) == 0).sum(1)
             rec.append({"t_in": t_prev, "t": t, "v": v})
@@ -236,7 +272,7 @@ def _normalise(d: torch.Tensor) -> torch.Tensor:
 def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, backward: str = "latent",
               revive: float = 0.0, min_rate: float = 0.05):
     """Spike-time gradients of every latent weight matrix and of the log threshold factors: (loss, [dW per layer],
-    d log f). With ``revive`` > 0, a hidden neuron whose running firing fraction (:meth:`BSTDGNet.track_rates`) is
+    d log f per layer, [d log f per neuron, per layer]). With ``revive`` > 0, a hidden neuron whose running firing fraction (:meth:`BSTDGNet.track_rates`) is
     below ``min_rate`` also gets the error -revive on each sample where it stays silent, through every input that
     spiked: its incoming weights from them rise and it fires again."""
     steps = model.timesteps
@@ -248,9 +284,10 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
     batch = t_out.shape[0]
     dev = t_out.device
     ar = torch.arange(steps, device=dev)
-    theta = model.theta().float()
+    theta = [t.float().to(dev) for t in model.theta()]
     grads = [None] * len(model.weights)
     g_factor = torch.zeros(len(model.weights), device=dev)
+    g_neuron = []                                                          # per layer (n_out,), output layer first
     for li in range(len(model.weights) - 1, -1, -1):
         r = rec[li]
         tc = r["t"].clamp(max=steps - 1)                                   # a silent neuron: all inputs causal
@@ -266,7 +303,12 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
         offsets = torch.cumsum(counts, 0) - counts
         grads[li] = F.embedding_bag(rows, causal, offsets, mode="sum").t() / batch      # (n_out, n_in)
         v_at = r["v"].gather(1, tc[:, None, :])[:, 0]                        # V_j(t_j) before reset
-        g_factor[li] = (delta * v_at).sum(1).mean() / theta[li]
+        if model.per_neuron:
+            g_j = (delta * v_at / theta[li]).mean(0)                          # d log f_lj, per neuron
+            g_factor[li] = g_j.sum()
+            g_neuron.append(g_j)
+        else:
+            g_factor[li] = (delta * v_at).sum(1).mean() / theta[li][0]
         if li > 0:
             w = model.weights[li].detach()
             w = torch.where(w > 0, 1.0, -1.0) if backward == "sign" else w
@@ -281,7 +323,7 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
             quiet = (model.firing_rate(li) < min_rate) & (model.firing_rate(li) >= 0)
             push = -revive * ((r["t"] >= steps) & quiet).float()                    # (B, n_out): silent and quiet
             grads[li] = grads[li] + push.t() @ (r["t_in"] < steps).float() / batch
-    return loss, grads, g_factor
+    return loss, grads, g_factor, g_neuron[::-1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -291,7 +333,7 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
 def to_network(model: BSTDGNet, seed: int = 1, metadata: dict | None = None) -> Network:
     """The integer network: weight bits W > 0, the integer thresholds the forward pass uses, IF, fire-once,
     latency code, first-spike readout."""
-    layers = [Layer((w.detach().cpu().numpy() > 0), np.full(w.shape[0], th, dtype=np.int64), None, "subtract",
+    layers = [Layer((w.detach().cpu().numpy() > 0), th.cpu().numpy().astype(np.int64), None, "subtract",
                     model.membrane_bits, True)
               for w, th in zip(model.weights, model.integer_thresholds())]
     return Network(layers, model.timesteps, "first", "latency", seed=seed, metadata=metadata or {})
@@ -301,7 +343,8 @@ def to_network(model: BSTDGNet, seed: int = 1, metadata: dict | None = None) -> 
 def evaluate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, real: bool = False, batch_size: int = 1000) -> dict:
     """Predictions, decision steps and hidden spike counts on ``x`` (uint8), with the integer thresholds or, with
     ``real``, the real thresholds theta0 / f (the "float" model)."""
-    ths = [float(t) for t in model.theta()] if real else None
+    # V is an integer, so V > theta0 / f <=> V > floor(theta0 / f): the real thresholds, floored but not clamped
+    ths = [torch.floor(t) for t in model.theta()] if real else None
     preds, firsts, hidden = [], [], 0
     for i in range(0, len(y), batch_size):
         rec = model.run_times(input_times(x[i:i + batch_size], model.timesteps), ths)
@@ -338,11 +381,11 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
     started = time.perf_counter()
     device, _, (xtr, ytr, xte, yte), (xtr_t, ytr_t, xte_t, yte_t), n_classes = setup_run(cfg)
     sizes = [xtr.shape[1], *cfg.hidden, n_classes]
-    model = BSTDGNet(sizes, cfg.timesteps, cfg.membrane_bits, cfg.threshold_init).to(device)
+    model = BSTDGNet(sizes, cfg.timesteps, cfg.membrane_bits, cfg.threshold_init, cfg.scale == "neuron").to(device)
     steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
     th_lr = cfg.lr if cfg.bstdg_threshold_lr is None else cfg.bstdg_threshold_lr
     optimizer = torch.optim.Adam([{"params": list(model.weights), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                                  {"params": [model.log_factor], "lr": th_lr}])
+                                  {"params": model.factor_params(), "lr": th_lr}])
     scheduler = cosine_schedule(optimizer, cfg.epochs * steps_per_epoch)
     if checkpoint is None and out is not None:
         checkpoint = Path(str(out) + ".ckpt")
@@ -361,11 +404,13 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
                 rec = model.run_times(input_times(xtr_t[idx], cfg.timesteps))
                 pred, _ = model.predict(rec)
                 model.track_rates(rec)
-                loss, grads, g_factor = gradients(model, rec, labels, cfg.bstdg_gamma, cfg.bstdg_deadline,
+                loss, grads, g_factor, g_neuron = gradients(model, rec, labels, cfg.bstdg_gamma, cfg.bstdg_deadline,
                                                   cfg.bstdg_backward, cfg.bstdg_revive, cfg.bstdg_min_rate)
                 for w, g in zip(model.weights, grads):
                     w.grad = g
                 model.log_factor.grad = g_factor
+                for p, g in zip(model.neuron_log_factor, g_neuron):
+                    p.grad = g
                 optimizer.step()
                 scheduler.step()
                 model.clip_()
@@ -378,7 +423,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
             dm = decision_metrics(ev["first"], cfg.timesteps)
             history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                             "test_accuracy": ev["accuracy"], "epoch_seconds": train_time,
-                            "lr": scheduler.get_last_lr()[0], "thresholds": model.integer_thresholds(),
+                            "lr": scheduler.get_last_lr()[0], "thresholds": model.threshold_summary(),
                             "fallback_rate": dm["fallback_rate"], "median_decision_step": dm["median_decision_step"],
                             "hidden_spikes": ev["hidden_spikes"]})
             bar.finish(task, f"loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
@@ -387,7 +432,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
             if not progress:
                 log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
                     f"test {100 * ev['accuracy']:.2f}%  fallback {100 * dm['fallback_rate']:.1f}%  median step "
-                    f"{dm['median_decision_step']:g}  thresholds {model.integer_thresholds()}  {train_time:.1f}s")
+                    f"{dm['median_decision_step']:g}  thresholds {model.threshold_summary()}  {train_time:.1f}s")
             if checkpoint is not None:
                 save_checkpoint(checkpoint, cfg, model, optimizer, scheduler, epoch + 1, history)
             if on_epoch_end is not None:
@@ -420,12 +465,14 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
                "gap_pp": round((real["accuracy"] - int_acc) * 100, 4), "epochs": cfg.epochs, "device": str(device),
                "epochs_trained": len(history), "precision": "fp32",
                "epoch_seconds": [h["epoch_seconds"] for h in history],
-               "thresholds": model.integer_thresholds(), "threshold_real": [float(t) for t in model.theta()],
+               "thresholds": model.threshold_summary(),
+               "threshold_real": [float(t[0]) if not model.per_neuron else [float(t.min()), float(t.median()),
+                                                                              float(t.max())] for t in model.theta()],
                "thresholds_clamped": model.clamped(), "hidden_spikes_per_sample": fast["hidden_spikes"],
                **decision_metrics(firsts, cfg.timesteps)}
     if any(metrics["thresholds_clamped"]):
-        log(f"note: theta0 / f of layers {metrics['thresholds_clamped']} lies outside 1..2^(M-1)-1; trained and "
-            f"exported clamped")
+        log(f"note: theta0 / f of {metrics['thresholds_clamped']} neurons (per layer) lies outside 1..2^(M-1)-1; "
+            f"trained and exported clamped")
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     metrics["float_predictions"] = encode_predictions(real["pred"])
     save_outputs(net, cfg, metrics, history, out, checkpoint,
@@ -447,7 +494,7 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None):
     device = pick_device(cfg.device)
     xtr, ytr, xte, yte = load_data(cfg)
     sizes = [xtr.shape[1], *cfg.hidden, int(max(ytr.max(), yte.max())) + 1]
-    model = BSTDGNet(sizes, cfg.timesteps, cfg.membrane_bits, cfg.threshold_init).to(device)
+    model = BSTDGNet(sizes, cfg.timesteps, cfg.membrane_bits, cfg.threshold_init, cfg.scale == "neuron").to(device)
     model.load_state_dict(state["model"])
     return _finish(cfg, model, list(state["history"]), sizes, len(ytr), torch.from_numpy(xte).to(device), yte, device,
                    started, out, None, log or (lambda msg: None))

@@ -112,7 +112,8 @@ def _read_config(path) -> dict:
 @click.option("--fire-once/--no-fire-once", default=None, help="[default: off]")
 @click.option("--readout", type=click.Choice(["membrane", "count"]), help="[default: membrane]")
 @click.option("--scale", type=click.Choice(["neuron", "layer", "none"]),
-              help="Learned alpha per neuron / per layer, folded into thresholds.  [default: neuron]")
+              help="Learned alpha per neuron / per layer, folded into thresholds (bstdg: the threshold factor, per "
+                   "layer by default).  [default: neuron]")
 @click.option("--arch", help="Layer stack with conv/pool layers, e.g. 32c3-p2-64c3-p2-256-10: <C>c<k> a k x k "
               "convolution (stride 1, 'same' padding), p<n> an n x n OR pooling, s<n> an n x n sum pooling "
               "(folded at export into the layer it feeds), numbers dense layers (the last: classes). Replaces "
