@@ -153,7 +153,9 @@ class BSTDGNet(nn.Module):
     @property
     def neuron_log_factor(self) -> list:
         """Per layer, the neurons' log threshold factors (n_out,); empty without ``per_neuron``."""
-        return [getattr(self, f"neuron_log_factor{li}") for li in range(len(self.sizes) - 1)] if self.per_neuron else []
+        if not self.per_neuron:
+            return []
+        return [getattr(self, f"neuron_log_factor{li}") for li in range(len(self.sizes) - 1)]
 
     def factor_params(self) -> list:
         """The threshold factors' parameters (log f per layer, and per neuron with ``per_neuron``)."""
@@ -272,9 +274,10 @@ def _normalise(d: torch.Tensor) -> torch.Tensor:
 def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, backward: str = "latent",
               revive: float = 0.0, min_rate: float = 0.05):
     """Spike-time gradients of every latent weight matrix and of the log threshold factors: (loss, [dW per layer],
-    d log f per layer, [d log f per neuron, per layer]). With ``revive`` > 0, a hidden neuron whose running firing fraction (:meth:`BSTDGNet.track_rates`) is
-    below ``min_rate`` also gets the error -revive on each sample where it stays silent, through every input that
-    spiked: its incoming weights from them rise and it fires again."""
+    d log f per layer, [d log f per neuron, per layer] (empty without per-neuron factors)). With ``revive`` > 0, a
+    hidden neuron whose running firing fraction (:meth:`BSTDGNet.track_rates`) is below ``min_rate`` also gets the
+    error -revive on each sample where it stays silent, through every input that spiked: its incoming weights from
+    them rise and it fires again."""
     steps = model.timesteps
     t_out = rec[-1]["t"]
     target = targets(t_out, labels, steps, gamma, deadline)
@@ -405,7 +408,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
                 pred, _ = model.predict(rec)
                 model.track_rates(rec)
                 loss, grads, g_factor, g_neuron = gradients(model, rec, labels, cfg.bstdg_gamma, cfg.bstdg_deadline,
-                                                  cfg.bstdg_backward, cfg.bstdg_revive, cfg.bstdg_min_rate)
+                                                            cfg.bstdg_backward, cfg.bstdg_revive, cfg.bstdg_min_rate)
                 for w, g in zip(model.weights, grads):
                     w.grad = g
                 model.log_factor.grad = g_factor
