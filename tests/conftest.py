@@ -53,3 +53,23 @@ def sim_cache():
 @pytest.fixture
 def waves(request):
     return request.config.getoption("--waves")
+
+
+@pytest.fixture
+def in_forked_child():
+    """``run(target, *args)``: call ``target(*args, queue)`` in a forked child process (as a multiprocessing worker
+    is made) and return what it put on ``queue``; a child that hangs fails the test after 60 s and is killed."""
+    import multiprocessing
+
+    def run(target, *args, timeout=60):
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=target, args=(*args, queue))
+        child.start()
+        try:
+            return queue.get(timeout=timeout)
+        finally:
+            child.join(timeout=5)
+            if child.is_alive():
+                child.kill()
+    return run

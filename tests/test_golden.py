@@ -628,23 +628,13 @@ def _forked_prediction(net, spikes, queue):
     queue.put(golden.simulate(net, spikes).prediction)
 
 
-def test_parallel_parts_run_in_a_forked_child(monkeypatch):
+def test_parallel_parts_run_in_a_forked_child(monkeypatch, in_forked_child):
     # The parent's thread pool has no threads in a forked child (a multiprocessing worker): the child makes its own.
-    import multiprocessing
     net = Network([Layer(np.random.default_rng(0).random((8, 40)) < 0.5, 3)], 4, encoding="direct")
     spikes = np.random.default_rng(1).random((golden._PARALLEL_MIN_BATCH, 4, 40)) < 0.5
     monkeypatch.setattr(golden, "_workers", lambda batch: 2)
     expected = golden.simulate(net, spikes).prediction            # the parent's pool now exists
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_forked_prediction, args=(net, spikes, queue))
-    child.start()
-    try:
-        got = queue.get(timeout=60)
-    finally:
-        child.join(timeout=5)
-        if child.is_alive():
-            child.kill()
+    got = in_forked_child(_forked_prediction, net, spikes)
     np.testing.assert_array_equal(got, expected)
 
 

@@ -803,24 +803,13 @@ def _parts_in_child(queue):
     queue.put(len(done))
 
 
-def test_worker_pool_runs_in_a_forked_child():
+def test_worker_pool_runs_in_a_forked_child(in_forked_child):
     """The parent's worker pool has no threads in a forked child (a multiprocessing worker): the child makes its
     own instead of waiting for ever on the parent's."""
-    import multiprocessing
     from bsnn_hw.train.layers import PART_ROWS, _in_parts, _parts, cpu_workers
     with cpu_workers(2):
         _in_parts(64, lambda r: None)                 # the parent's pool now exists
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_parts_in_child, args=(queue,))
-    child.start()
-    try:
-        got = queue.get(timeout=60)
-    finally:
-        child.join(timeout=5)
-        if child.is_alive():
-            child.kill()
-    assert got == len(_parts(64, PART_ROWS))
+    assert in_forked_child(_parts_in_child) == len(_parts(64, PART_ROWS))
 
 
 def test_worker_count_follows_the_measured_step_times():
