@@ -7,8 +7,9 @@ a handful of elementwise kernels on a (batch, neurons) block. On a GPU, launchin
 (``torch.cuda.graphs``, the "whole network capture" recipe):
 
 - Inputs enter through static device buffers (pixels, encoder seeds, labels, dropout draws), filled by device copies
-  before each replay. The dropout draws come from the same CPU generator as in eager mode, in the same order, staged
-  through pinned memory, so both modes train on the same masks.
+  before each replay. The dropout draws come from the same generator as in eager mode, in the same order, so both
+  modes train on the same masks: the trainer's, on the device, are copied device to device; CPU draws are staged
+  through pinned memory.
 - Nothing in the step reads a value back to the host: the seed range check is skipped (the seeds are in range by
   construction), the LIF backward takes its masked saturation path, the loss and correct-prediction sums stay on the
   device until the epoch ends.
@@ -64,7 +65,8 @@ class TrainStep:
     """One B-SNN training step on a batch: encode, forward, cross-entropy, backward, optimizer step, clip.
 
     ``step(images, seeds, target, noise, weight=1.0)`` runs it on (B, n) uint8 pixels, (B,) encoder seeds (on the
-    device), (B,) labels and the CPU dropout draws of :meth:`BSNN.dropout_noise` (or None); ``weight`` scales the loss
+    device), (B,) labels and the dropout draws of :meth:`BSNN.dropout_noise` (or None; on the device or the CPU,
+    the same for every step); ``weight`` scales the loss
     before backward (DistributedDataParallel's share of the global batch). ``loss_sum`` (sum of per-sample losses)
     and ``correct`` accumulate on the device; :meth:`take_totals` reads and clears them.
 
@@ -130,7 +132,10 @@ class TrainStep:
         self.s_images.copy_(images)
         self.s_seeds.copy_(seeds)
         self.s_target.copy_(target)
-        if self.s_noise is not None:
+        if self.s_noise is not None and self.pinned is None:           # drawn on the device (the trainer's way)
+            for n, dev in zip(noise, self.s_noise):
+                dev.copy_(n)
+        elif self.s_noise is not None:
             # Two pinned staging sets: the host fills one while the device may still be copying from the other.
             slot = self.replays % 2
             self.events[slot].synchronize()
@@ -141,8 +146,9 @@ class TrainStep:
 
     def _capture(self, images, seeds, target, noise):
         self.s_images, self.s_seeds, self.s_target = images.clone(), seeds.clone(), target.clone()
-        self.s_noise = None if noise is None else [n.to(self.device) for n in noise]
-        if noise is not None:
+        self.s_noise = None if noise is None else [n.to(self.device, copy=True) for n in noise]
+        self.pinned = None
+        if noise and noise[0].device.type == "cpu":
             self.pinned = [[n.clone().pin_memory() for n in noise] for _ in range(2)]
             self.events = [torch.cuda.Event(), torch.cuda.Event()]
             for e in self.events:

@@ -220,13 +220,16 @@ class BSNN(nn.Module):
         return [fc.n_out for fc in self.fcs if not isinstance(fc, SpikePool)][:-1]
 
     def dropout_noise(self, generator: torch.Generator | None = None, batch: int | None = None) -> list[torch.Tensor]:
-        """The uniform draws behind one training step's dropout masks, on the CPU: one (rows, 1, width) tensor per
-        masked layer, in layer order (keep where ``draw >= dropout``), for a batch of ``batch`` rows. Under
-        DistributedDataParallel (``dropout_rows = (start, stop, total)``) the whole global batch is drawn and this
-        process's rows kept, so the masks are those one process draws. :meth:`forward` draws them itself unless
-        given ``noise``."""
+        """The uniform draws behind one training step's dropout masks, on the generator's device (the CPU without
+        one): one (rows, 1, width) tensor per masked layer, in layer order (keep where ``draw >= dropout``), for a
+        batch of ``batch`` rows. Under DistributedDataParallel (``dropout_rows = (start, stop, total)``) the whole
+        global batch is drawn and this process's rows kept, so the masks are those one process draws.
+        :meth:`forward` draws them itself unless given ``noise``. The trainer draws on the training device: a conv
+        network's draws are tens of MB per step, which the CPU took longer to draw than the GPU took for the step."""
         start, stop, total = self.dropout_rows or (0, batch, batch)
-        return [torch.rand(total, 1, w, generator=generator, device="cpu")[start:stop] for w in self.dropout_widths()]
+        device = generator.device if generator is not None else "cpu"
+        return [torch.rand(total, 1, w, generator=generator, device=device)[start:stop]
+                for w in self.dropout_widths()]
 
     def forward(self, spikes: torch.Tensor, generator: torch.Generator | None = None,
                 noise: list[torch.Tensor] | None = None) -> torch.Tensor:

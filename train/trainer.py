@@ -573,7 +573,8 @@ def _fit_bsnn(cfg, out, checkpoint, resume, progress, log, on_epoch_end, started
             order = torch.randperm(len(ytr), generator=g)
             order_d = order.to(device)
             seeds = training_seeds(len(ytr), cfg.seed, epoch).to(device)
-            drop_gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 2))
+            # dropout draws on the training device (a GPU run's masks are not a CPU run's of the same seed)
+            drop_gen = torch.Generator(device=device).manual_seed(_mix(cfg.seed, epoch, 2))
             aug_gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, 3))
             task = bar.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
             loss_sum, correct, seen, shown = 0.0, 0, 0, 0
