@@ -89,6 +89,29 @@ def test_sign_and_straight_through():
     # Straight-through, clipped: no gradient where |w| > 1.
     assert fc.weight.grad.tolist() == [[1.0, 1.0, 0.0]]
     assert fc.weight_bits().tolist() == [[True, False, False]]
+    # binarize's arithmetic form against the rule written out, at the edges: +-0, +-1, just past +-1, tiny values
+    from bsnn_hw.train.layers import binarize
+    w = torch.cat([torch.tensor([0.0, -0.0, 1.0, -1.0, 1.0000001, -1.0000001, 1e-38, -1e-38, 3.0, -3.0]),
+                   torch.randn(500, generator=torch.Generator().manual_seed(0))]).requires_grad_()
+    up = torch.randn(w.shape, generator=torch.Generator().manual_seed(1))
+    b = binarize(w)
+    assert torch.equal(b, torch.where(w > 0, 1.0, -1.0)) and b.dtype == w.dtype
+    (grad,) = torch.autograd.grad((b * up).sum(), [w])
+    assert torch.equal(grad, torch.where(w.abs() <= 1, up, 0.0))
+
+
+def test_pack_signs_is_pack_planes_of_the_weight_bits():
+    """The binary product's weight packing (train/kernels.py) against bsnn_hw.kernels.pack_planes of [w > 0]: fan-ins
+    below, at and above a 64-bit word, +-0 and +-1 weights."""
+    from bsnn_hw import kernels
+    from bsnn_hw.train import kernels as tk
+    rng = np.random.default_rng(3)
+    for n_out, n in [(1, 1), (3, 63), (5, 64), (7, 65), (128, 784), (2, 129)]:
+        w = rng.choice(np.array([-1.0, 1.0, 0.0, -0.0, 0.3, -0.3], np.float32), size=(n_out, n))
+        ref = kernels.pack_planes((w > 0).astype(np.int64), 1)
+        got = np.full_like(ref, 0xFFFF)
+        tk.pack_signs(w, got)
+        assert np.array_equal(got, ref), (n_out, n)
 
 
 def test_lif_strict_threshold_and_folding():

@@ -150,6 +150,21 @@ def lif_backward(pre, keep, g_out, g_last, th, lo, hi, c, slope, subtract, fire_
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def pack_signs(w, planes):
+    """The weight bits [w > 0] of float ``w`` (n_out, n) (the contract's bit rule, binarize's sign) into ``planes``
+    (1, ceil(n / 64), n_out) uint64: ``bsnn_hw.kernels.pack_planes((w > 0), 1)`` in one pass, without its bool and
+    int64 copies of the weights."""
+    n_out, n = w.shape
+    for j in range(n_out):
+        for k in range(planes.shape[1]):
+            base = 64 * k
+            acc = np.uint64(0)
+            for b in range(min(64, n - base)):
+                acc |= np.uint64(w[j, base + b] > 0) << np.uint64(b)
+            planes[0, k, j] = acc
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def pack_spikes(s, words):
     """Pack (N, n) float32 ``s`` into ``words`` (N, ceil(n / 64)) uint64, bit b of word w = [s[:, 64 w + b] == 1]
     (LSB first, as ``bsnn_hw.kernels.pack_words64``; zero padded). True iff every value of ``s`` is 0 or 1 (a spike

@@ -105,7 +105,9 @@ class _BinaryProduct(_FloatProduct):
         from bsnn_hw import kernels
         s = spikes.detach().contiguous().numpy()
         words = np.empty((s.shape[0], contract.ceil_div(s.shape[1], 64)), dtype=np.uint64)
-        planes = kernels.pack_planes((sign_w.detach() > 0).numpy().astype(np.int64), 1)
+        w = sign_w.detach().contiguous().numpy()
+        planes = np.empty((1, contract.ceil_div(w.shape[1], 64), w.shape[0]), dtype=np.uint64)
+        tk.pack_signs(w, planes)
         out = np.empty((s.shape[0], sign_w.shape[0]), dtype=np.int32)
         binary = {}
 
@@ -120,15 +122,17 @@ class _BinaryProduct(_FloatProduct):
 
 
 class _SignSTE(torch.autograd.Function):
+    # Arithmetic rather than torch.where on a bool mask: PyTorch's CPU bool kernels run one element at a time
+    # (128 x 784 weights: 0.54 ms with where, 0.06 ms here).
     @staticmethod
     def forward(ctx, w):
         ctx.save_for_backward(w)
-        return torch.where(w > 0, 1.0, -1.0).to(w.dtype)
+        return (torch.sign(w) - 0.5).sign_()                # sign {-1, 0, 1} - 1/2: +1 where w > 0, else -1
 
     @staticmethod
     def backward(ctx, grad):
         (w,) = ctx.saved_tensors
-        return grad * (w.abs() <= 1).to(grad.dtype)
+        return grad * (1 - w.abs()).sign_().add_(1).clamp_(max=1).to(grad.dtype)   # [|w| <= 1]
 
 
 def binarize(w: torch.Tensor) -> torch.Tensor:
