@@ -98,6 +98,9 @@ def test_sign_and_straight_through():
     assert torch.equal(b, torch.where(w > 0, 1.0, -1.0)) and b.dtype == w.dtype
     (grad,) = torch.autograd.grad((b * up).sum(), [w])
     assert torch.equal(grad, torch.where(w.abs() <= 1, up, 0.0))
+    from bsnn_hw.train.layers import quantize                  # the k-bit straight-through mask is the same
+    (grad,) = torch.autograd.grad((quantize(w, 4) * up).sum(), [w])
+    assert torch.equal(grad, torch.where(w.abs() <= 1, up, 0.0))
 
 
 def test_pack_signs_is_pack_planes_of_the_weight_bits():

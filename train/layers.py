@@ -121,9 +121,14 @@ class _BinaryProduct(_FloatProduct):
         return torch.from_numpy(out).to(spikes.dtype)
 
 
+# The straight-through functions compute by arithmetic rather than torch.where on a bool mask: PyTorch's CPU bool
+# kernels run one element at a time (128 x 784 weights: 0.54 ms with where, 0.06 ms for the sign below).
+def _within_one(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[|w| <= 1] as 0/1 of ``dtype``: sign(1 - |w|) in {-1, 0, 1}, plus 1, at most 1."""
+    return (1 - w.abs()).sign_().add_(1).clamp_(max=1).to(dtype)
+
+
 class _SignSTE(torch.autograd.Function):
-    # Arithmetic rather than torch.where on a bool mask: PyTorch's CPU bool kernels run one element at a time
-    # (128 x 784 weights: 0.54 ms with where, 0.06 ms here).
     @staticmethod
     def forward(ctx, w):
         ctx.save_for_backward(w)
@@ -132,7 +137,7 @@ class _SignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (w,) = ctx.saved_tensors
-        return grad * (1 - w.abs()).sign_().add_(1).clamp_(max=1).to(grad.dtype)   # [|w| <= 1]
+        return grad * _within_one(w, grad.dtype)
 
 
 def binarize(w: torch.Tensor) -> torch.Tensor:
@@ -216,12 +221,12 @@ class _QuantSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (w,) = ctx.saved_tensors
-        return grad * (w.abs() <= 1).to(grad.dtype) * 1.0, None
+        return grad * _within_one(w, grad.dtype), None
 
 
 def quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
     """The k-bit integer weights of latent ``w`` in [-1, 1]: ``clamp(round(w * 2^(k-1)), -2^(k-1), 2^(k-1) - 1)``
-    (round half to even, as torch.round); straight-through gradient clipped to |w| <= 1, scaled by 2^(k-1)."""
+    (round half to even, as torch.round); straight-through gradient clipped to |w| <= 1 (not scaled by 2^(k-1))."""
     return _QuantSTE.apply(w, bits)
 
 
