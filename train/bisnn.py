@@ -44,7 +44,7 @@ from bsnn_hw.io import encode_predictions
 from bsnn_hw.network import Network
 
 from .encoding import _mix, training_seeds
-from .layers import BinaryLinear
+from .layers import BinaryLinear, signs
 from .model import BSNN, integer_simulate
 
 METHOD = "bisnn"
@@ -137,7 +137,7 @@ def concrete_sample(w_r: torch.Tensor, tau: float, generator: torch.Generator):
     tanh((delta + w_r) / tau)."""
     eps = torch.rand(w_r.shape, generator=generator).clamp_(1e-12, 1 - 1e-12).to(w_r.device)
     z = 0.5 * torch.log(eps / (1 - eps)) + w_r
-    return torch.where(z > 0, 1.0, -1.0), torch.tanh(z / tau)
+    return signs(z), torch.tanh(z / tau)
 
 
 @contextlib.contextmanager
@@ -249,7 +249,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
     model = build_model(cfg, xtr.shape[1], n_classes, precision).to(device)
     with torch.no_grad():       # BayesBiNN's start: every weight confident (|w_r| = init) with a random sign
         for fc in latent_layers(model):
-            fc.weight.copy_(torch.where(fc.weight > 0, 1.0, -1.0) * cfg.bisnn_init)
+            fc.weight.copy_(signs(fc.weight) * cfg.bisnn_init)
     encoder = Encoder(cfg.encoding, xtr.shape[1], cfg.timesteps, device)
     steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
     latent = {id(fc.weight) for fc in latent_layers(model)}

@@ -40,6 +40,7 @@ from bsnn_hw.io import encode_predictions
 from bsnn_hw.network import Layer, Network
 
 from .encoding import _mix, latency
+from .layers import signs
 
 METHOD = "bstdg"
 # What --method bstdg sets unless told otherwise (anything else given explicitly is refused by check_config).
@@ -209,7 +210,7 @@ class BSTDGNet(nn.Module):
         thresholds = self.integer_thresholds() if thresholds is None else thresholds
         rec, t_prev = [], t_in
         for w, th in zip(self.weights, thresholds):
-            sign_w = torch.where(w > 0, 1.0, -1.0)
+            sign_w = signs(w)
             v = spike_product(t_prev, sign_w, self.timesteps).cumsum(1)
             th = torch.as_tensor(th).to(device=v.device, dtype=v.dtype)      # integers: exact in float32
             # first step with V > theta = the number of steps before the first firing (T: never)
@@ -314,7 +315,7 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
             g_factor[li] = (delta * v_at).sum(1).mean() / theta[li][0]
         if li > 0:
             w = model.weights[li].detach()
-            w = torch.where(w > 0, 1.0, -1.0) if backward == "sign" else w
+            w = signs(w) if backward == "sign" else w
             # delta_i = sum_j w_ji delta_j [t_i <= t_j], for the neurons i that fired (one spike each)
             bi, ii = (t_in < steps).nonzero(as_tuple=True)
             d_in = torch.zeros(batch, n_in, device=dev)
