@@ -287,8 +287,9 @@ def _run_layer(current: np.ndarray, layout: int, layer, fires: bool, timesteps: 
     first = np.full((batch, n_out), -1, dtype=np.int64)
     theta = np.asarray(layer.neuron_threshold, dtype=np.int64) if fires else np.zeros(n_out, dtype=np.int64)
     leak = -1 if layer.leak_shift is None else layer.leak_shift
+    scratch = np.empty((4, n_out), dtype=np.int32 if np.iinfo(current.dtype).bits <= 32 else np.int64)
     kernels.lif_steps(current, layout, leak, clamp, lo, hi, theta, fires, layer.reset == "subtract", layer.fire_once,
-                      out, v, counts, first)
+                      out, v, counts, first, scratch)
     return out, counts, v.astype(np.int64), first
 
 

