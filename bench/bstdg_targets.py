@@ -80,6 +80,8 @@ def main(argv=None) -> int:
            "median_decision_step": m["median_decision_step"], "mean_decision_step": round(m["mean_decision_step"], 2),
            "median_decision_step_decided": m["median_decision_step_decided"],
            "hidden_spikes_per_sample": round(m["hidden_spikes_per_sample"], 1), "thresholds": m["thresholds"],
+           "tie_rate_pct": round(100 * m["tie_rate"], 2), "tie_accuracy_pct": round(100 * m["tie_accuracy"], 2),
+           "tie_oracle_accuracy": round(100 * m["tie_oracle_accuracy"], 2),
            "total_s": round(total, 1), "epoch_s_median": round(epoch_s[len(epoch_s) // 2], 1) if epoch_s else None,
            "threads": args.threads, "model": args.out,
            "accuracy_met": m["integer_accuracy"] >= ACCURACY_TARGET,
@@ -94,6 +96,8 @@ def main(argv=None) -> int:
               f"{row['median_decision_step']:g} (target <= T/3 = {cfg.timesteps / 3:.1f}: "
               f"{'met' if row['decision_met'] else 'NOT met'}), mean {row['mean_decision_step']:.2f}; "
               f"{row['hidden_spikes_per_sample']:.0f} hidden spikes per sample; thresholds {row['thresholds']}")
+        print(f"  first output step tied on {row['tie_rate_pct']:.2f}% of test samples ({row['tie_accuracy_pct']:.2f}% "
+              f"right: the lowest index wins); an oracle tie-break would give {row['tie_oracle_accuracy']:.2f}%")
         print(f"  {row['total_s']:.1f} s in all{' (evaluation and export only)' if args.from_checkpoint else ''}, "
               f"{row['epoch_s_median']} s per epoch (median), "
               f"{args.threads} thread(s); model {args.out}")

@@ -99,7 +99,7 @@ def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract
 
     ``scratch`` (4, n) signed integers wide enough for every membrane value and for T (int32 where the state fits
     it, else int64): one sample's membranes, counts, first steps and the thresholds live there while its T steps
-    run, in L1 (narrower loads and stores than the callers' int64 counters: ~1.2x faster)."""
+    run, in L1 (narrower loads and stores than the callers' int64 counters)."""
     steps, batch, n = spikes.shape
     # Branch-free over the neurons of a step (LLVM vectorizes it): the fire mask f is 0 or 1, and the first step is
     # updated by arithmetic (-1 + f * [first < 0] * (t + 1)), not by a select, which kept the loop scalar.

@@ -104,6 +104,18 @@ def test_training_moves_and_exports_exactly(trained):
     first = np.where((g.first_step[-1] < 0).all(1), 16, np.where(g.first_step[-1] < 0, 16, g.first_step[-1]).min(1))
     assert m["fallback_rate"] == pytest.approx(float((first >= 16).mean()))
     assert m["median_decision_step"] == pytest.approx(float(np.median(first)))
+    # Ties of the first output step, recounted from golden's first-spike steps.
+    t_out = np.where(g.first_step[-1] < 0, 16, g.first_step[-1])
+    at_first = t_out == first[:, None]
+    tied = (first < 16) & (at_first.sum(1) > 1)
+    assert m["tie_count"] == int(tied.sum()) and m["tie_rate"] == pytest.approx(float(tied.mean()))
+    right = g.prediction == y
+    holds = tied & at_first[np.arange(len(y)), y]
+    assert m["tie_oracle_accuracy"] == pytest.approx(float((right | holds).mean()))
+    if tied.any():
+        assert m["tie_accuracy"] == pytest.approx(float(right[tied].mean()))
+        # the readout took the lowest index among the tied neurons
+        np.testing.assert_array_equal(g.prediction[tied], at_first[tied].argmax(1))
 
 
 def test_per_neuron_thresholds_train_and_export_exactly(trained, tmp_path):

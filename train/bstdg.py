@@ -349,17 +349,41 @@ def evaluate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, real: bool = Fal
     ``real``, the real thresholds theta0 / f (the "float" model)."""
     # V is an integer, so V > theta0 / f <=> V > floor(theta0 / f): the real thresholds, floored but not clamped
     ths = [torch.floor(t) for t in model.theta()] if real else None
-    preds, firsts, hidden = [], [], 0
+    preds, firsts, ties, hidden = [], [], [], 0
     for i in range(0, len(y), batch_size):
         rec = model.run_times(input_times(x[i:i + batch_size], model.timesteps), ths)
         p, f = model.predict(rec)
         preds.append(p.cpu())
         firsts.append(f.cpu())
+        ties.append(first_ties(rec[-1]["t"], y[i:i + batch_size], model.timesteps).cpu())
         hidden += sum(int((r["t"] < model.timesteps).sum()) for r in rec[:-1])
     pred = torch.cat(preds)
     first = torch.cat(firsts)
+    tie = torch.cat(ties) if ties else torch.zeros((0, 2), dtype=torch.bool)
     return {"accuracy": int((pred == y.cpu()).sum()) / max(1, len(y)), "pred": pred.numpy(), "first": first.numpy(),
-            "hidden_spikes": hidden / max(1, len(y))}
+            "tied": tie[:, 0].numpy(), "correct_tied": tie[:, 1].numpy(), "hidden_spikes": hidden / max(1, len(y))}
+
+
+def first_ties(t_out: torch.Tensor, labels: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, 2) bool per sample, from the output spike steps (B, n_out) (T: none): [tied, correct_tied]. ``tied``: an
+    output neuron fired and more than one fired in that first step (the "first" readout takes the lowest index among
+    them); ``correct_tied``: tied, and the correct class is among them."""
+    first = t_out.min(1, keepdim=True).values
+    at_first = t_out == first
+    tied = (first[:, 0] < steps) & (at_first.sum(1) > 1)
+    correct = at_first.gather(1, labels.to(t_out.device)[:, None])[:, 0]
+    return torch.stack([tied, tied & correct], 1)
+
+
+def tie_metrics(pred: np.ndarray, labels: np.ndarray, tied: np.ndarray, correct_tied: np.ndarray) -> dict:
+    """How often the first output step is a tie, the accuracy on those samples, and the accuracy that an oracle
+    tie-break would reach (every tie that holds the correct class counted as correct): the most a better tie-break
+    rule could add to the "first" readout."""
+    n = max(1, len(labels))
+    right = pred == labels
+    return {"tie_rate": float(tied.sum()) / n, "tie_count": int(tied.sum()),
+            "tie_accuracy": float(right[tied].mean()) if tied.any() else float("nan"),
+            "tie_oracle_accuracy": float((right | correct_tied).sum()) / n}
 
 
 def decision_metrics(first: np.ndarray, steps: int) -> dict:
@@ -473,7 +497,8 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
                "threshold_real": [float(t[0]) if not model.per_neuron else [float(t.min()), float(t.median()),
                                                                               float(t.max())] for t in model.theta()],
                "thresholds_clamped": model.clamped(), "hidden_spikes_per_sample": fast["hidden_spikes"],
-               **decision_metrics(firsts, cfg.timesteps)}
+               **decision_metrics(firsts, cfg.timesteps),
+               **tie_metrics(fast["pred"], yte, fast["tied"], fast["correct_tied"])}
     if any(metrics["thresholds_clamped"]):
         log(f"note: theta0 / f of {metrics['thresholds_clamped']} neurons (per layer) lies outside 1..2^(M-1)-1; "
             f"trained and exported clamped")

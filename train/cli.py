@@ -296,7 +296,9 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
         click.echo(f"integer test accuracy {100 * m['integer_accuracy']:.2f}% (float {100 * m['float_accuracy']:.2f}%, "
                    f"gap {m['gap_pp']:+.2f} pp); no output spike (fallback) on {100 * m['fallback_rate']:.2f}% of "
                    f"test samples; median decision step {m['median_decision_step']:g} of T={cfg.timesteps}; "
-                   f"thresholds {m['thresholds']}; {m['train_seconds']:.1f} s on {m['device']}")
+                   f"first step tied on {100 * m['tie_rate']:.2f}% (an oracle tie-break: "
+                   f"{100 * m['tie_oracle_accuracy']:.2f}%); thresholds {m['thresholds']}; "
+                   f"{m['train_seconds']:.1f} s on {m['device']}")
         click.echo(f"curves: {m['plot']}   checkpoint: {m['checkpoint']}")
         return
     if cfg.method == "bisnn":
