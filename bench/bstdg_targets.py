@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gamma", type=float, default=BASE.bstdg_gamma)
     ap.add_argument("--threshold-lr", type=float, help="Adam lr of the threshold factors (default: --lr)")
     ap.add_argument("--deadline", type=int, help="latest target step of the correct class (default T-1)")
+    ap.add_argument("--lead", type=float, default=BASE.bstdg_lead,
+                    help="steps the correct class's target leads every other class by (0: BS4NN's t_min)")
     ap.add_argument("--backward", choices=bstdg.BACKWARD, default=BASE.bstdg_backward)
     ap.add_argument("--revive", type=float, default=BASE.bstdg_revive,
                     help="error pushing quiet hidden neurons to fire (0: none, as before)")
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               threshold_init=args.threshold_init,
                               bstdg_gamma=args.gamma, bstdg_threshold_lr=args.threshold_lr,
-                              bstdg_deadline=args.deadline, bstdg_backward=args.backward,
+                              bstdg_deadline=args.deadline, bstdg_lead=args.lead, bstdg_backward=args.backward,
                               bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

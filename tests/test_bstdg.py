@@ -50,6 +50,20 @@ def test_targets_follow_bs4nn():
     assert bstdg.targets(t, y, 16, gamma=1.0, deadline=1)[:, 0].tolist() == [1, 16, 1]
 
 
+def test_lead_moves_the_correct_target_ahead_of_every_other_class():
+    t = torch.tensor([[3, 4, 9, 16], [16, 16, 16, 16], [5, 2, 2, 16], [2, 2, 7, 16], [1, 1, 16, 16], [6, 16, 16, 16]])
+    y = torch.tensor([0, 2, 0, 1, 0, 0])
+    plain = bstdg.targets(t, y, 16, gamma=1.0, deadline=None)
+    assert torch.equal(bstdg.targets(t, y, 16, gamma=1.0, deadline=None, lead=0.0), plain)
+    got = bstdg.targets(t, y, 16, gamma=1.0, deadline=None, lead=2.0)
+    # correct target = max(0, min(t_min, t_other - lead)); the other classes' targets are BS4NN's
+    assert got[torch.arange(6), y].tolist() == [2, 14, 0, 0, 0, 6]
+    others = torch.ones_like(t, dtype=torch.bool)
+    others[torch.arange(6), y] = False
+    assert torch.equal(got[others], plain[others])
+    assert bstdg.targets(t, y, 16, gamma=1.0, deadline=1, lead=2.0)[:, 0].tolist() == [1, 16, 0, 3, 0, 1]
+
+
 def test_revive_pushes_quiet_silent_hidden_neurons():
     """The revival term: the running firing fractions (first batch sets them, then r <- 0.99 r + 0.01 now); with
     revive > 0 a hidden neuron below min_rate gets -revive on each sample where it is silent, through every input
@@ -161,10 +175,11 @@ def run_cli(*args):
 def test_cli_method_bstdg(tmp_path):
     out = tmp_path / "c.bsnn"
     r = run_cli("--method", "bstdg", "--hidden", "16", "-T", "8", "--epochs", "1", "--threads", "1",
-                "--out", str(out), "--json", "-q")
+                "--bstdg-lead", "1", "--out", str(out), "--json", "-q")
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)
     assert m["method"] == "bstdg" and m["sizes"] == [64, 16, 10] and 0 <= m["fallback_rate"] <= 1
+    assert m["config"]["bstdg_lead"] == 1
     assert m["config"]["readout"] == "first" and m["config"]["leak_shift"] is None
     net = bsnn_hw.load(out)
     assert net.readout == "first" and net.encoding == "latency"
@@ -187,6 +202,8 @@ def test_cli_method_bstdg(tmp_path):
     (["--bstdg-deadline", "99"], "deadline must be a step in 0..T-1"),
     (["--bstdg-revive", "-0.1"], "revive must be >= 0, not -0.1"),
     (["--bstdg-min-rate", "0"], "min rate must be in (0, 1], not 0.0"),
+    (["--bstdg-lead", "-1"], "lead must be a number of steps in [0, T) = [0, 32), not -1.0"),
+    (["-T", "8", "--bstdg-lead", "8"], "lead must be a number of steps in [0, T) = [0, 8), not 8.0"),
     (["-M", "6"], "needs membrane_bits"),
 ])
 def test_cli_bad_combinations(tmp_path, args, message):

@@ -46,7 +46,7 @@ METHOD = "bstdg"
 # What --method bstdg sets unless told otherwise (anything else given explicitly is refused by check_config).
 DEFAULTS = {"encoding": "latency", "leak_shift": None, "output_leak_shift": None, "fire_once": True,
             "readout": "first", "dropout": 0.0, "scale": "layer", "timesteps": 32, "lr": 1e-3, "batch_size": 16,
-            "threshold_init": 0.5, "bstdg_revive": 0.02, "bstdg_gamma": 3.0, "epochs": 5}
+            "threshold_init": 0.5, "bstdg_revive": 0.02, "bstdg_gamma": 3.0, "bstdg_lead": 2.0, "epochs": 5}
 BACKWARD = ("latent", "sign")
 RATE_DECAY = 0.99      # running mean of the hidden neurons' firing fractions, per training batch
 
@@ -80,6 +80,8 @@ def check_config(cfg) -> None:
          f"threshold lr must be >= 0, not {cfg.bstdg_threshold_lr}")
     need(cfg.bstdg_deadline is None or 0 <= cfg.bstdg_deadline < cfg.timesteps,
          f"deadline must be a step in 0..T-1 = {cfg.timesteps - 1}, not {cfg.bstdg_deadline}")
+    need(0 <= cfg.bstdg_lead < cfg.timesteps and math.isfinite(cfg.bstdg_lead),
+         f"lead must be a number of steps in [0, T) = [0, {cfg.timesteps}), not {cfg.bstdg_lead}")
     need(cfg.bstdg_backward in BACKWARD, f"backward must be one of {', '.join(BACKWARD)}, not "
          f"{cfg.bstdg_backward!r}")
     need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
@@ -253,12 +255,18 @@ def spike_product(t_in: torch.Tensor, w: torch.Tensor, steps: int) -> torch.Tens
     return out.reshape(b, steps, -1)
 
 
-def targets(t_out: torch.Tensor, labels: torch.Tensor, steps: int, gamma: float, deadline: int | None):
-    """BS4NN's relative targets on output spike times (T = no spike)."""
+def targets(t_out: torch.Tensor, labels: torch.Tensor, steps: int, gamma: float, deadline: int | None,
+            lead: float = 0.0):
+    """BS4NN's relative targets on output spike times (T = no spike). With ``lead`` > 0 the correct class's target
+    is also at least ``lead`` steps before every other class's spike: ``min(t_min, t_other - lead)`` (not below 0),
+    so a tie or a narrow win moves it earlier too, not only the others later (``lead`` 0: BS4NN's ``t_min``)."""
     t = t_out.double()
     t_min = t.min(1).values
     correct = F.one_hot(labels, t.shape[1]).bool()
     goal = torch.clamp(t_min, max=steps - 1)
+    if lead:
+        t_other = torch.where(correct, float(steps), t).min(1).values
+        goal = torch.clamp(torch.minimum(goal, t_other - lead), min=0)
     if deadline is not None:
         goal = torch.clamp(goal, max=deadline)
     late = torch.clamp(t_min + gamma, max=steps)
@@ -273,7 +281,7 @@ def _normalise(d: torch.Tensor) -> torch.Tensor:
 
 
 def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, backward: str = "latent",
-              revive: float = 0.0, min_rate: float = 0.05):
+              revive: float = 0.0, min_rate: float = 0.05, lead: float = 0.0):
     """Spike-time gradients of every latent weight matrix and of the log threshold factors: (loss, [dW per layer],
     d log f per layer, [d log f per neuron, per layer] (empty without per-neuron factors)). With ``revive`` > 0, a
     hidden neuron whose running firing fraction (:meth:`BSTDGNet.track_rates`) is below ``min_rate`` also gets the
@@ -281,7 +289,7 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
     them rise and it fires again."""
     steps = model.timesteps
     t_out = rec[-1]["t"]
-    target = targets(t_out, labels, steps, gamma, deadline)
+    target = targets(t_out, labels, steps, gamma, deadline, lead)
     delta = ((target - t_out.double()) / steps).float()
     loss = 0.5 * float((delta ** 2).sum(1).mean())
     delta = _normalise(delta)
@@ -433,7 +441,8 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
                 pred, _ = model.predict(rec)
                 model.track_rates(rec)
                 loss, grads, g_factor, g_neuron = gradients(model, rec, labels, cfg.bstdg_gamma, cfg.bstdg_deadline,
-                                                            cfg.bstdg_backward, cfg.bstdg_revive, cfg.bstdg_min_rate)
+                                                            cfg.bstdg_backward, cfg.bstdg_revive, cfg.bstdg_min_rate,
+                                                            cfg.bstdg_lead)
                 for w, g in zip(model.weights, grads):
                     w.grad = g
                 model.log_factor.grad = g_factor

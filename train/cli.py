@@ -24,6 +24,7 @@ _FLAG_FIELDS = {
     "label_smoothing": "label_smoothing", "init_from": "init_from",
     "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
+    "bstdg_lead": "bstdg_lead",
     "bstdg_backward": "bstdg_backward", "bstdg_revive": "bstdg_revive", "bstdg_min_rate": "bstdg_min_rate",
     "members": "bisnn_members", "member_seed": "bisnn_member_seed", "tau": "bisnn_tau", "prior": "bisnn_prior",
     "rho": "bisnn_rho", "mc_samples": "bisnn_mc", "bisnn_lr": "bisnn_lr", "bisnn_update": "bisnn_update",
@@ -163,6 +164,8 @@ def _read_config(path) -> dict:
               help="bstdg: steps the other classes must fire after the first.  [default: 3]")
 @click.option("--bstdg-threshold-lr", type=float, help="bstdg: Adam lr of the threshold factors.  [default: --lr]")
 @click.option("--bstdg-deadline", type=int, help="bstdg: latest target step of the correct class.  [default: T-1]")
+@click.option("--bstdg-lead", type=float,
+              help="bstdg: steps the correct class's target leads every other class by (0: BS4NN's).  [default: 2]")
 @click.option("--bstdg-backward", type=click.Choice(["sign", "latent"]),
               help="bstdg: propagate errors through the latent W (BS4NN) or sign(W).  [default: latent]")
 @click.option("--bstdg-revive", type=float,

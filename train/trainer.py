@@ -85,6 +85,7 @@ class TrainConfig:
     bstdg_gamma: float = 1.0            # bstdg: margin (steps) by which the other classes must fire after the first
     bstdg_threshold_lr: float | None = None   # bstdg: Adam lr of the threshold factors (None: lr)
     bstdg_deadline: int | None = None   # bstdg: the correct class's target step is at most this (None: T - 1)
+    bstdg_lead: float = 0.0             # bstdg: steps by which the correct class's target leads every other class
     bstdg_backward: str = "latent"      # bstdg: errors propagate through the latent W ("latent", BS4NN) or sign(W)
     bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (--method bstdg: 0.02)
     bstdg_min_rate: float = 0.05        # bstdg: hidden neurons firing on fewer samples (running mean) are quiet
