@@ -107,10 +107,9 @@ def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract
     leak = 1 if leak_shift >= 0 else 0
     once = 1 if fire_once else 0
     zero = 0 if subtract else 1
-    sign = scratch.itemsize * 8 - 1
     vs, cs, fs, th = scratch[0], scratch[1], scratch[2], scratch[3]
     for j in range(n):
-        th[j] = theta[j] if fires else 0
+        th[j] = theta[j]
     for b in range(batch):
         for j in range(n):
             vs[j] = v[b, j]
@@ -131,7 +130,7 @@ def lif_steps(current, layout, leak_shift, clamp, lo, hi, theta, fires, subtract
                     x = min(max(x, lo), hi)
                 f = np.int64(x > th[j]) if fires else np.int64(0)
                 x = x - f * (th[j] + zero * (x - th[j]))
-                m = f & (np.int64(fs[j]) >> sign)     # 1 at the neuron's first firing (first < 0 until then)
+                m = f & (np.int64(fs[j]) >> 63)       # 1 at the neuron's first firing (first < 0 until then)
                 spike = f - once * (f - m)
                 out[j] = spike
                 cs[j] += spike
