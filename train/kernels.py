@@ -181,3 +181,85 @@ def pack_spikes(s, words):
                 bad |= (v != F32(0)) & (v != F32(1))
             words[r, w] = acc
     return bad == 0
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def spike_patterns(words, n, pats):
+    """The 8-row column patterns of packed spikes: ``pats[c, i]`` (uint8) has bit k = spike ``(8 c + k, i)`` of the
+    rows ``words`` (N, ceil(n / 64)) uint64 packed by :func:`pack_spikes` (rows past N count as silent). ``pats`` is
+    (ceil(N / 8), 8 * ceil(n / 8)); each (chunk, byte) is one 8 x 8 bit-matrix transpose (Hacker's Delight 7-3)."""
+    n_rows = words.shape[0]
+    out = pats.view(np.uint64)                                 # byte i of out[c, b] = pats[c, 8 b + i]
+    for c in range(pats.shape[0]):
+        for byte in range((n + 7) // 8):
+            word, shift = byte >> 3, np.uint64(8 * (byte & 7))
+            x = np.uint64(0)                                   # byte k of x: row 8c + k's 8 spikes
+            for k in range(min(8, n_rows - 8 * c)):
+                x |= ((words[8 * c + k, word] >> shift) & np.uint64(0xFF)) << np.uint64(8 * k)
+            t = (x ^ (x >> np.uint64(7))) & np.uint64(0x00AA00AA00AA00AA)
+            x = x ^ t ^ (t << np.uint64(7))
+            t = (x ^ (x >> np.uint64(14))) & np.uint64(0x0000CCCC0000CCCC)
+            x = x ^ t ^ (t << np.uint64(14))
+            t = (x ^ (x >> np.uint64(28))) & np.uint64(0x00000000F0F0F0F0)
+            x = x ^ t ^ (t << np.uint64(28))
+            out[c, byte] = x
+
+
+GT_BLOCK = 64          # gradient columns (output neurons) per block of spike_weight_grad: its tables fill ~L2/2
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def _subset_sums(tab, g, r0, n_rows, j0, jw):
+    """``tab`` (256, GT_BLOCK): row p = sum of g[r0 + k, j0 : j0 + jw] over the bits k of p (k < n_rows)."""
+    for j in range(jw):
+        tab[0, j] = F32(0.0)
+    for k in range(8):
+        half = 1 << k
+        if k < n_rows:
+            gr = g[r0 + k, j0:j0 + jw]
+            for p in range(half):
+                src, dst = tab[p], tab[half + p]
+                for j in range(jw):
+                    dst[j] = src[j] + gr[j]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def spike_weight_grad(g, pats, n, b0, b1, out):
+    """A binary layer's weight gradient ``g^T s`` for 0/1 spikes ``s`` (N, n), given as :func:`spike_patterns`:
+    fills ``out[j, :n]`` for the columns j of ``g`` (N, M) float32 in blocks ``b0 .. b1 - 1`` of :data:`GT_BLOCK`.
+
+    Method of four Russians: per 8 rows, a table of the 256 subset sums of g's rows; then every input adds the
+    table row its spike pattern selects, four tables (32 rows) at a time. 784 x 2,048 x 128: about 2x fewer
+    operations than the dense product, all of them adds from tables that stay in the L2 cache. Sums are added in
+    another order than BLAS's (equal up to float32 rounding), the same for any split of the blocks."""
+    n_rows, m = g.shape
+    chunks = pats.shape[0]
+    tabs = np.zeros((4, 256, GT_BLOCK), F32)
+    acc = np.empty((n, GT_BLOCK), F32)
+    for blk in range(b0, b1):
+        j0 = blk * GT_BLOCK
+        jw = min(GT_BLOCK, m - j0)
+        if jw < GT_BLOCK:
+            tabs[:] = F32(0.0)                                  # the lookups read whole rows
+        acc[:] = F32(0.0)
+        for c0 in range(0, chunks, 4):
+            for q in range(4):
+                c = c0 + q
+                if c < chunks:
+                    _subset_sums(tabs[q], g, 8 * c, n_rows - 8 * c, j0, jw)
+                else:
+                    tabs[q, 0] = F32(0.0)                       # past the last chunk: pattern 0, adds 0
+            p1 = c0 + 1 if c0 + 1 < chunks else -1
+            p2 = c0 + 2 if c0 + 2 < chunks else -1
+            p3 = c0 + 3 if c0 + 3 < chunks else -1
+            for i in range(n):
+                a = tabs[0, pats[c0, i]]
+                b = tabs[1, pats[p1, i] if p1 >= 0 else 0]
+                c = tabs[2, pats[p2, i] if p2 >= 0 else 0]
+                d = tabs[3, pats[p3, i] if p3 >= 0 else 0]
+                o = acc[i]
+                for j in range(GT_BLOCK):
+                    o[j] += (a[j] + b[j]) + (c[j] + d[j])
+        for j in range(jw):
+            for i in range(n):
+                out[j0 + j, i] = acc[i, j]

@@ -46,6 +46,9 @@ LATENT_INIT = 0.25      # QuantLinear's latent init range: a quarter of [-1, 1] 
 # float32 CPU tensors take the compiled kernels: the LIF recurrence (train/kernels.py) and the binary product's
 # forward pass (bsnn_hw.kernels' popcount). False: the torch path (what CUDA tensors always take).
 CPU_KERNELS = True
+# The narrowest binary layer whose weight gradient takes the subset-sum kernel (below it BLAS's product is as fast:
+# a table row is 64 neurons wide)
+SPIKE_GRAD_MIN_OUT = 32
 
 
 def _compiled(t: torch.Tensor) -> bool:
@@ -94,9 +97,10 @@ class _FloatProduct(torch.autograd.Function):
 class _BinaryProduct(_FloatProduct):
     """``spikes @ sign_w.t()`` on the CPU with the golden model's compiled AND-popcount (bsnn_hw.kernels) when the
     spikes are all 0 or 1 (else the float product): the same integers, exact either way. The spikes are checked and
-    packed into 64-bit words in one pass (train/kernels.py ``pack_spikes``). The backward pass is the float product's
-    own (``g @ sign_w`` and ``g^T spikes``: a sum over the spikes alone, and a four-Russians table of subset sums of
-    ``g``'s rows, measured no faster than BLAS's dense product at Fashion-MNIST's 28% input density)."""
+    packed into 64-bit words in one pass (train/kernels.py ``pack_spikes``). The backward pass: ``g @ sign_w`` as the
+    float product; the weight gradient ``g^T spikes`` of a layer of at least :data:`SPIKE_GRAD_MIN_OUT` neurons from
+    the packed words, by tables of subset sums of ``g``'s rows (train/kernels.py ``spike_weight_grad``: 784 x 2,048
+    x 128 in about half BLAS's time; equal up to float32 summation order), its column blocks on the workers."""
 
     @staticmethod
     def forward(ctx, spikes, sign_w):
@@ -117,8 +121,28 @@ class _BinaryProduct(_FloatProduct):
                 kernels.popcount_input(words[r], planes, 2, -1, out[r])
         _in_parts(s.shape[0], part)
         if not all(binary.values()):                                # not a spike train: the float product
+            ctx.words = None
             return _pooled_product(spikes, sign_w.t())
+        ctx.words = words
         return torch.from_numpy(out).to(spikes.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        from . import kernels as tk
+        spikes, w = ctx.saved_tensors
+        words, ctx.words = ctx.words, None
+        if words is None or not ctx.needs_input_grad[1] or w.shape[0] < SPIKE_GRAD_MIN_OUT:
+            return _FloatProduct.backward(ctx, g)
+        g_a = _pooled_product(g, w) if ctx.needs_input_grad[0] else None
+        n_rows, n_in = spikes.shape
+        pats = np.empty((contract.ceil_div(n_rows, 8), 8 * contract.ceil_div(n_in, 8)), dtype=np.uint8)
+        tk.spike_patterns(words, n_in, pats)
+        g_np = g.contiguous().numpy()
+        g_w = torch.empty(w.shape, dtype=g.dtype)
+        out = g_w.numpy()
+        _in_parts(contract.ceil_div(w.shape[0], tk.GT_BLOCK),
+                  lambda r: tk.spike_weight_grad(g_np, pats, n_in, r.start, r.stop, out), 1)
+        return g_a, g_w
 
 
 # The sign and the straight-through mask are arithmetic rather than torch.where on a bool mask: PyTorch's CPU bool
