@@ -883,7 +883,7 @@ def test_worker_pool_runs_in_a_forked_child(in_forked_child):
 def test_worker_count_follows_the_measured_step_times():
     """WorkerCount on a fake clock: on a quiet machine (2 workers faster) it stays on 2 apart from probes of 1; on a
     busy one (2 workers slower) it settles on 1, and probes of 2 grow rarer as they keep losing; when the load goes
-    away it returns to 2 at the next probe."""
+    away it returns to 2 at the next probe. Step times closer than the margin do not move it."""
     from bsnn_hw.train.layers import WorkerCount, cpu_workers
     now = [0.0]
     cost = {}
@@ -907,6 +907,16 @@ def test_worker_count_follows_the_measured_step_times():
         cost.update({1: 0.020, 2: 0.012})                          # quiet again
         run(w, 8 * 3 * 4 + 8)
         assert w.count == 2 and w.gap < 8 * 3                     # the winning probe reset the gap
+        # differences inside the margin (5 %) do not move it; one beyond it does, at the next probe
+        w = WorkerCount(2, window=4, explore=3, clock=lambda: now[0])
+        cost.update({1: 0.020, 2: 0.0195})
+        run(w, 40)
+        cost.update({1: 0.0195, 2: 0.020})
+        run(w, 400)
+        assert w.count == 2 and w.best == 2, w.steps
+        cost.update({1: 0.018, 2: 0.020})
+        run(w, 8 * 3 * 4 + 8)
+        assert w.count == 1 and w.best == 1, w.steps
         single = WorkerCount(1, clock=lambda: now[0])              # one thread: nothing to choose
         cost[1] = 0.01
         run(single, 50)

@@ -476,17 +476,21 @@ class WorkerCount:
     the count that ran it, and the next window runs the count with the lower time, except for probes: the count not
     in use gets a window of its own when it has none yet and again ``gap`` windows later (the load on a shared machine
     changes). ``gap`` starts at ``explore``, doubles after each probe that loses (up to 8 ``explore``) and returns to
-    ``explore`` when one wins, so a machine that stays busy pays for few slow probes. On a busy machine, where a second
-    worker costs more than it gives, the steps settle on one worker; on a quiet one, on ``most``. ``steps`` counts the
-    steps run with each count."""
+    ``explore`` when one wins, so a machine that stays busy pays for few slow probes. The count in use changes only
+    when the other's last window was faster by more than ``margin`` (a share of the time): on a busy machine window
+    medians of the same count scatter by 10-20 %, and a probe of two workers that wins by chance costs a run of slow
+    windows after it.
+    On a busy machine, where a second worker costs more than it gives, the steps settle on one worker; on a quiet
+    one, on ``most``. ``steps`` counts the steps run with each count."""
 
-    def __init__(self, most: int, window: int = 8, explore: int = 12, clock=None):
+    def __init__(self, most: int, window: int = 8, explore: int = 12, clock=None, margin: float = 0.05):
         import time
-        self.most, self.window, self.explore = most, window, explore
+        self.most, self.window, self.explore, self.margin = most, window, explore, margin
         self.clock = clock or time.perf_counter
         self.median = {}                          # count -> median step seconds of its last window
         self.steps = {1: 0, most: 0}
         self.windows, self.gap, self.next_probe, self.probing = 0, explore, 0, None
+        self.best = most                          # the count run between probes
         self._times = []
         self.set(most)
 
@@ -507,17 +511,18 @@ class WorkerCount:
         self.median[self.count] = float(np.median(self._times))
         self._times.clear()
         self.windows += 1
+        other = 1 if self.best == self.most else self.most
         if self.probing is not None:              # a probe ended: how long until the next one
-            won = self.median[self.count] < self.median[self.probing]
+            won = self.median[other] < (1.0 - self.margin) * self.median[self.best]
             self.gap = self.explore if won else min(2 * self.gap, 8 * self.explore)
             self.next_probe, self.probing = self.windows + self.gap, None
-        best = min(self.median, key=self.median.get)
-        other = 1 if best == self.most else self.most
+        if other in self.median and self.median[other] < (1.0 - self.margin) * self.median[self.best]:
+            self.best, other = other, self.best   # the other count's last window beat this one's by the margin
         if other not in self.median or self.windows >= self.next_probe:
-            self.probing = best
+            self.probing = self.best
             self.set(other)
         else:
-            self.set(best)
+            self.set(self.best)
 
 
 @contextlib.contextmanager
