@@ -137,7 +137,7 @@ class _BinaryProduct(_FloatProduct):
         n_rows, n_in = spikes.shape
         pats = np.empty((contract.ceil_div(n_rows, 8), 8 * contract.ceil_div(n_in, 8)), dtype=np.uint8)
         tk.spike_patterns(words, n_in, pats)
-        g_np = g.contiguous().numpy()
+        g_np = g.detach().contiguous().numpy()
         g_w = torch.empty(w.shape, dtype=g.dtype)
         out = g_w.numpy()
         _in_parts(contract.ceil_div(w.shape[0], tk.GT_BLOCK),
