@@ -70,14 +70,18 @@ def test_compiled_binary_product_equals_the_float_product(monkeypatch, threads):
             torch.testing.assert_close(gw1, gw2, rtol=1e-5, atol=1e-5, msg=str(case))   # BLAS calls in two orders
 
 
-def test_spike_weight_grad_equals_the_dense_product():
+def test_spike_weight_grad_equals_the_dense_product(monkeypatch):
     """The binary layer's weight gradient from packed spikes (subset-sum tables, train/kernels.py
     ``spike_weight_grad``) against a float64 ``g^T s``: rows not a multiple of 8 (a part-filled last pattern) or of 32
     (a part-filled group of four tables), one row, fan-ins of 1, 8, 65 and 784, widths at the kernel's threshold, a
     part-filled last column block and several blocks; every spike density from none to all. The same bits on one
     worker and on two (column blocks split between them)."""
-    from bsnn_hw.train import layers
-    assert layers.SPIKE_GRAD_MIN_OUT <= 64
+    from bsnn_hw.train import kernels, layers
+    monkeypatch.setattr(layers, "SPIKE_GRAD_MIN_OUT", 1)          # every shape through the kernel
+    monkeypatch.setattr(layers, "SPIKE_GRAD_MIN_IN", 1)
+    calls = []
+    kernel = kernels.spike_weight_grad
+    monkeypatch.setattr(kernels, "spike_weight_grad", lambda *a: calls.append(1) or kernel(*a))
     g = torch.Generator().manual_seed(11)
     for rows, n_in, n_out, density in [(1, 1, 32, 1.0), (7, 8, 33, 0.5), (33, 65, 64, 0.3), (2048, 784, 128, 0.28),
                                         (130, 784, 200, 0.0), (41, 129, 1000, 1.0), (8, 784, 65, 0.05)]:
@@ -93,6 +97,8 @@ def test_spike_weight_grad_equals_the_dense_product():
         case = (rows, n_in, n_out, density)
         torch.testing.assert_close(grads[0], ref, rtol=1e-5, atol=1e-4, msg=str(case))
         assert torch.equal(grads[0], grads[1]), case
+        assert calls, case
+        calls.clear()
 
 
 def test_bf16_matmul_is_exact():

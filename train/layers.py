@@ -46,9 +46,11 @@ LATENT_INIT = 0.25      # QuantLinear's latent init range: a quarter of [-1, 1] 
 # float32 CPU tensors take the compiled kernels: the LIF recurrence (train/kernels.py) and the binary product's
 # forward pass (bsnn_hw.kernels' popcount). False: the torch path (what CUDA tensors always take).
 CPU_KERNELS = True
-# The narrowest binary layer whose weight gradient takes the subset-sum kernel (below it BLAS's product is as fast:
-# a table row is 64 neurons wide)
+# The binary layers whose weight gradient takes the subset-sum kernel: at least this many neurons (a table row is 64
+# wide) and inputs (the tables' cost is per 8 rows, the lookups' per input: 2,048 rows x 128 neurons with 64 / 128 /
+# 256 inputs took 1.7 / 1.9 / 2.5 ms against BLAS's 0.65 / 1.2 / 2.6 ms; with 784 inputs 2.7 against 4.9 ms)
 SPIKE_GRAD_MIN_OUT = 32
+SPIKE_GRAD_MIN_IN = 256
 
 
 def _compiled(t: torch.Tensor) -> bool:
@@ -98,8 +100,8 @@ class _BinaryProduct(_FloatProduct):
     """``spikes @ sign_w.t()`` on the CPU with the golden model's compiled AND-popcount (bsnn_hw.kernels) when the
     spikes are all 0 or 1 (else the float product): the same integers, exact either way. The spikes are checked and
     packed into 64-bit words in one pass (train/kernels.py ``pack_spikes``). The backward pass: ``g @ sign_w`` as the
-    float product; the weight gradient ``g^T spikes`` of a layer of at least :data:`SPIKE_GRAD_MIN_OUT` neurons from
-    the packed words, by tables of subset sums of ``g``'s rows (train/kernels.py ``spike_weight_grad``: 784 x 2,048
+    float product; the weight gradient ``g^T spikes`` of a layer of at least :data:`SPIKE_GRAD_MIN_OUT` neurons and
+    :data:`SPIKE_GRAD_MIN_IN` inputs from the packed words, by tables of subset sums of ``g``'s rows (train/kernels.py ``spike_weight_grad``: 784 x 2,048
     x 128 in about half BLAS's time; equal up to float32 summation order), its column blocks on the workers."""
 
     @staticmethod
@@ -131,7 +133,8 @@ class _BinaryProduct(_FloatProduct):
         from . import kernels as tk
         spikes, w = ctx.saved_tensors
         words, ctx.words = ctx.words, None
-        if words is None or not ctx.needs_input_grad[1] or w.shape[0] < SPIKE_GRAD_MIN_OUT:
+        if (words is None or not ctx.needs_input_grad[1] or w.shape[0] < SPIKE_GRAD_MIN_OUT
+                or w.shape[1] < SPIKE_GRAD_MIN_IN):
             return _FloatProduct.backward(ctx, g)
         g_a = _pooled_product(g, w) if ctx.needs_input_grad[0] else None
         n_rows, n_in = spikes.shape
