@@ -229,9 +229,10 @@ def spike_weight_grad(g, pats, n, b0, b1, out):
     fills ``out[j, :n]`` for the columns j of ``g`` (N, M) float32 in blocks ``b0 .. b1 - 1`` of :data:`GT_BLOCK`.
 
     Method of four Russians: per 8 rows, a table of the 256 subset sums of g's rows; then every input adds the
-    table row its spike pattern selects, four tables (32 rows) at a time. 784 x 2,048 x 128: about 2x fewer
-    operations than the dense product, all of them adds from tables that stay in the L2 cache. Sums are added in
-    another order than BLAS's (equal up to float32 rounding), the same for any split of the blocks."""
+    table row its spike pattern selects, four tables (32 rows) at a time. 784 x 2,048 x 128: 34 M adds against the
+    dense product's 205 M multiply-adds, in about half its time (the lookups' loads from the L2-resident tables
+    bound it). Sums are added in another order than BLAS's (equal up to float32 rounding), the same for any split
+    of the blocks."""
     n_rows, m = g.shape
     chunks = pats.shape[0]
     tabs = np.zeros((4, 256, GT_BLOCK), F32)

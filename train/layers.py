@@ -101,8 +101,9 @@ class _BinaryProduct(_FloatProduct):
     spikes are all 0 or 1 (else the float product): the same integers, exact either way. The spikes are checked and
     packed into 64-bit words in one pass (train/kernels.py ``pack_spikes``). The backward pass: ``g @ sign_w`` as the
     float product; the weight gradient ``g^T spikes`` of a layer of at least :data:`SPIKE_GRAD_MIN_OUT` neurons and
-    :data:`SPIKE_GRAD_MIN_IN` inputs from the packed words, by tables of subset sums of ``g``'s rows (train/kernels.py ``spike_weight_grad``: 784 x 2,048
-    x 128 in about half BLAS's time; equal up to float32 summation order), its column blocks on the workers."""
+    :data:`SPIKE_GRAD_MIN_IN` inputs from the packed words, by tables of subset sums of ``g``'s rows
+    (train/kernels.py ``spike_weight_grad``: 784 x 2,048 x 128 in about half BLAS's time; equal up to float32
+    summation order), its column blocks on the workers; other layers' as the float product."""
 
     @staticmethod
     def forward(ctx, spikes, sign_w):
