@@ -186,8 +186,9 @@ def pack_spikes(s, words):
 @numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def spike_patterns(words, n, pats):
     """The 8-row column patterns of packed spikes: ``pats[c, i]`` (uint8) has bit k = spike ``(8 c + k, i)`` of the
-    rows ``words`` (N, ceil(n / 64)) uint64 packed by :func:`pack_spikes` (rows past N count as silent). ``pats`` is
-    (ceil(N / 8), 8 * ceil(n / 8)); each (chunk, byte) is one 8 x 8 bit-matrix transpose (Hacker's Delight 7-3)."""
+    rows ``words`` (N, ceil(n / 64)) uint64 packed by :func:`pack_spikes`. ``pats`` is (C, 8 * ceil(n / 8)) with
+    C >= ceil(N / 8): chunks past the rows are silent (pattern 0). Each (chunk, byte) is one 8 x 8 bit-matrix
+    transpose (Hacker's Delight 7-3)."""
     n_rows = words.shape[0]
     out = pats.view(np.uint64)                                 # byte i of out[c, b] = pats[c, 8 b + i]
     for c in range(pats.shape[0]):
@@ -225,8 +226,9 @@ def _subset_sums(tab, g, r0, n_rows, j0, jw):
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 def spike_weight_grad(g, pats, n, b0, b1, out):
-    """A binary layer's weight gradient ``g^T s`` for 0/1 spikes ``s`` (N, n), given as :func:`spike_patterns`:
-    fills ``out[j, :n]`` for the columns j of ``g`` (N, M) float32 in blocks ``b0 .. b1 - 1`` of :data:`GT_BLOCK`.
+    """A binary layer's weight gradient ``g^T s`` for 0/1 spikes ``s`` (N, n), given as :func:`spike_patterns` with
+    a multiple of 4 chunks (the rows padded with silent ones): fills ``out[j, :n]`` for the columns j of ``g`` (N, M)
+    float32 in blocks ``b0 .. b1 - 1`` of :data:`GT_BLOCK`.
 
     Method of four Russians: per 8 rows, a table of the 256 subset sums of g's rows; then every input adds the
     table row its spike pattern selects, four tables (32 rows) at a time. 784 x 2,048 x 128: 34 M adds against the
@@ -244,20 +246,13 @@ def spike_weight_grad(g, pats, n, b0, b1, out):
             tabs[:] = F32(0.0)                                  # the lookups read whole rows
         acc[:] = F32(0.0)
         for c0 in range(0, chunks, 4):
-            for q in range(4):
-                c = c0 + q
-                if c < chunks:
-                    _subset_sums(tabs[q], g, 8 * c, n_rows - 8 * c, j0, jw)
-                else:
-                    tabs[q, 0] = F32(0.0)                       # past the last chunk: pattern 0, adds 0
-            p1 = c0 + 1 if c0 + 1 < chunks else -1
-            p2 = c0 + 2 if c0 + 2 < chunks else -1
-            p3 = c0 + 3 if c0 + 3 < chunks else -1
+            for q in range(4):                                  # a chunk past the rows: row 0 only (= 0)
+                _subset_sums(tabs[q], g, 8 * (c0 + q), n_rows - 8 * (c0 + q), j0, jw)
             for i in range(n):
                 a = tabs[0, pats[c0, i]]
-                b = tabs[1, pats[p1, i] if p1 >= 0 else 0]
-                c = tabs[2, pats[p2, i] if p2 >= 0 else 0]
-                d = tabs[3, pats[p3, i] if p3 >= 0 else 0]
+                b = tabs[1, pats[c0 + 1, i]]
+                c = tabs[2, pats[c0 + 2, i]]
+                d = tabs[3, pats[c0 + 3, i]]
                 o = acc[i]
                 for j in range(GT_BLOCK):
                     o[j] += (a[j] + b[j]) + (c[j] + d[j])

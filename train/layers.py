@@ -139,7 +139,8 @@ class _BinaryProduct(_FloatProduct):
             return _FloatProduct.backward(ctx, g)
         g_a = _pooled_product(g, w) if ctx.needs_input_grad[0] else None
         n_rows, n_in = spikes.shape
-        pats = np.empty((contract.ceil_div(n_rows, 8), 8 * contract.ceil_div(n_in, 8)), dtype=np.uint8)
+        # whole groups of four 8-row chunks (the kernel's unit); the padding rows' patterns are 0
+        pats = np.empty((4 * contract.ceil_div(n_rows, 32), 8 * contract.ceil_div(n_in, 8)), dtype=np.uint8)
         tk.spike_patterns(words, n_in, pats)
         g_np = g.detach().contiguous().numpy()
         g_w = torch.empty(w.shape, dtype=g.dtype)
@@ -493,7 +494,7 @@ class WorkerCount:
         self.clock = clock or time.perf_counter
         self.median = {}                          # count -> median step seconds of its last window
         self.steps = {1: 0, most: 0}
-        self.windows, self.gap, self.next_probe, self.probing = 0, explore, 0, None
+        self.windows, self.gap, self.next_probe, self.probing = 0, explore, 0, False
         self.best = most                          # the count run between probes
         self._times = []
         self.set(most)
@@ -516,14 +517,14 @@ class WorkerCount:
         self._times.clear()
         self.windows += 1
         other = 1 if self.best == self.most else self.most
-        if self.probing is not None:              # a probe ended: how long until the next one
+        if self.probing:                          # a probe ended: how long until the next one
             won = self.median[other] < (1.0 - self.margin) * self.median[self.best]
             self.gap = self.explore if won else min(2 * self.gap, 8 * self.explore)
-            self.next_probe, self.probing = self.windows + self.gap, None
+            self.next_probe, self.probing = self.windows + self.gap, False
         if other in self.median and self.median[other] < (1.0 - self.margin) * self.median[self.best]:
             self.best, other = other, self.best   # the other count's last window beat this one's by the margin
         if other not in self.median or self.windows >= self.next_probe:
-            self.probing = self.best
+            self.probing = True
             self.set(other)
         else:
             self.set(self.best)
