@@ -2,7 +2,7 @@
 slowdown from threads on a busy machine).
 
     .venv/bin/python bench/train_speed.py [--hidden 128] [--timesteps 32] [--batch-size 64] [--steps 60]
-        [--threads 1,2] [--repeats 3] [--busy 1]
+        [--threads 1,2] [--repeats 3] [--busy 1] [--no-snntorch]
 
 Both sides train the same network on the same spikes (Fashion-MNIST training images, the contract's rate code):
 784-H-10, binary weights with a straight-through sign, per-neuron scale, LIF with leak 1 - 2^-4 and subtract reset,
@@ -17,8 +17,11 @@ a non-firing membrane readout, Adam, fast-sigmoid surrogate (slope 5), backpropa
 
 For every thread count it times ``--steps`` training steps of ``--batch-size`` (after 3 warm-up steps), repeats
 ``--repeats`` times interleaved and reports the median milliseconds per step and the epoch time that implies (60,000
-images). ``--busy N`` starts N processes that spin on a core for the whole run, the same load for every row (a
-busy machine that others can reproduce). snnTorch is an optional benchmark dependency (``pip install -e ".[bench]"``).
+images). "vs its 1 thread" is the median, over the repeats, of each repeat's ratio of the one-thread row to this row
+(the two measured back to back, so a change of load between repeats cancels), with the lowest and highest in
+brackets. ``--busy N`` starts N processes that spin on a core for the whole run, the same load for every row (a
+busy machine that others can reproduce). ``--no-snntorch`` times bsnn-hw's rows alone (the thread comparison, many
+repeats in little time). snnTorch is an optional benchmark dependency (``pip install -e ".[bench]"``).
 """
 from __future__ import annotations
 
@@ -126,9 +129,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--busy", type=int, default=0, help="processes spinning on a core during the run (default 0)")
+    ap.add_argument("--no-snntorch", action="store_true", help="time bsnn-hw alone (the thread comparison)")
     args = ap.parse_args(argv)
     import importlib.util
-    if importlib.util.find_spec("snntorch") is None:
+    if not args.no_snntorch and importlib.util.find_spec("snntorch") is None:
         print("bench/train_speed.py needs snnTorch: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     import torch
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
     n = (args.steps + 3) * args.batch_size
     x, y = torch.from_numpy(x_all[:n]), torch.from_numpy(y_all[:n])
     seeds = torch.randint(1, 65536, (n,), generator=torch.Generator().manual_seed(1))
-    makers = {"bsnn-hw": bsnn_step, "snnTorch": snntorch_step}
+    makers = {"bsnn-hw": bsnn_step} if args.no_snntorch else {"bsnn-hw": bsnn_step, "snnTorch": snntorch_step}
     threads = [int(t) for t in args.threads.split(",")]
     # bsnn-hw with more than one thread: as the trainer runs (workers chosen by step times) and held at all threads
     rows = [(name, t, mode) for t in threads for name in makers
@@ -160,17 +164,20 @@ def main(argv=None) -> int:
     print("| threads | bsnn-hw workers | bsnn-hw ms/step | snnTorch ms/step | ratio | bsnn-hw s/epoch (60,000) | "
           "bsnn-hw vs its 1 thread |")
     print("|---|---|---|---|---|---|---|")
-    base = statistics.median(times[("bsnn-hw", threads[0], "")])
+    base = times[("bsnn-hw", threads[0], "")]
     for t in threads:
-        theirs = statistics.median(times[("snnTorch", t, "")])
+        theirs = statistics.median(times[("snnTorch", t, "")]) if "snnTorch" in makers else None
         for name, tt, mode in rows:
             if name != "bsnn-hw" or tt != t:
                 continue
             ours = statistics.median(times[(name, t, mode)])
+            paired = [one / this for one, this in zip(base, times[(name, t, mode)])]
             how = {"": "1", "fixed": f"{t} (held)",
                    "adaptive": f"adaptive ({100 * statistics.mean(shares[(name, t, mode)] or [0]):.0f}% of steps on 1)"}
-            print(f"| {t} | {how[mode]} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}x | "
-                  f"{ours * 60000 / b / 1000:.1f} | {base / ours:.2f}x |")
+            vs = f"{theirs:.1f} | {theirs / ours:.2f}x" if "snnTorch" in makers else "- | -"
+            print(f"| {t} | {how[mode]} | {ours:.1f} | {vs} | "
+                  f"{ours * 60000 / b / 1000:.1f} | {statistics.median(paired):.2f}x "
+                  f"[{min(paired):.2f}-{max(paired):.2f}] |")
     return 0
 
 

@@ -923,6 +923,17 @@ def test_worker_count_follows_the_measured_step_times():
         cost.update({1: 0.018, 2: 0.020})
         run(w, 8 * 3 * 4 + 8)
         assert w.count == 1 and w.best == 1, w.steps
+        # a probe is compared with the window just before it, not with later ones: a lost probe of 2 workers
+        # (inside the margin) does not win when the load slows the next windows on 1
+        w = WorkerCount(2, window=4, explore=3, clock=lambda: now[0])
+        cost.update({1: 0.020, 2: 0.030})
+        run(w, 20)                                                 # 2 (start), probe of 1 (wins), 1, 1, 1
+        assert w.best == 1 and w.count == 2                        # the next window probes 2
+        cost[2] = 0.0195
+        run(w, 4)                                                  # the probe loses: 0.0195 is within 5 % of 0.020
+        cost.update({1: 0.021, 2: 0.030})
+        run(w, 8)
+        assert w.best == 1 and w.steps[2] == 8, w.steps            # two windows of 2: the start and the probe
         single = WorkerCount(1, clock=lambda: now[0])              # one thread: nothing to choose
         cost[1] = 0.01
         run(single, 50)

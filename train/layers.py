@@ -482,9 +482,13 @@ class WorkerCount:
     in use gets a window of its own when it has none yet and again ``gap`` windows later (the load on a shared machine
     changes). ``gap`` starts at ``explore``, doubles after each probe that loses (up to 8 ``explore``) and returns to
     ``explore`` when one wins, so a machine that stays busy pays for few slow probes. The count in use changes only
-    when the other's last window was faster by more than ``margin`` (a share of the time): on a busy machine window
+    when the other count's window was faster by more than ``margin`` (a share of the time): on a busy machine window
     medians of the same count scatter by 10-20 %, and a probe of two workers that wins by chance costs a run of slow
-    windows after it.
+    windows after it. A probe is compared with the window just before it. Between probes the count moves only from
+    ``most`` to 1, when a window on ``most`` is slower than one worker's last window (a job that takes a core costs
+    most while several workers wait for a preempted one, so that switch cannot wait for the next probe); the way back
+    waits for a probe, because an old, lucky window of ``most`` against a slow spell of the load on one worker would
+    buy a slow window for nothing (on a busy machine that was a quarter of the steps).
     On a busy machine, where a second worker costs more than it gives, the steps settle on one worker; on a quiet
     one, on ``most``. ``steps`` counts the steps run with each count."""
 
@@ -521,8 +525,11 @@ class WorkerCount:
             won = self.median[other] < (1.0 - self.margin) * self.median[self.best]
             self.gap = self.explore if won else min(2 * self.gap, 8 * self.explore)
             self.next_probe, self.probing = self.windows + self.gap, False
-        if other in self.median and self.median[other] < (1.0 - self.margin) * self.median[self.best]:
-            self.best, other = other, self.best   # the other count's last window beat this one's by the margin
+            if won:                               # it beat the window before it by the margin
+                self.best, other = other, self.best
+        elif (self.best == self.most and other in self.median
+              and self.median[other] < (1.0 - self.margin) * self.median[self.best]):
+            self.best, other = other, self.best   # a load came: one worker's last window beat this one's
         if other not in self.median or self.windows >= self.next_probe:
             self.probing = True
             self.set(other)
