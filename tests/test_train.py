@@ -906,6 +906,9 @@ def test_worker_count_follows_the_measured_step_times():
         assert w.count == 2 and w.steps[1] < 0.2 * w.steps[2], w.steps
         cost.update({1: 0.020, 2: 0.030})                          # another job takes a core
         before = dict(w.steps)
+        assert w.gap == 8 * 3                                      # probes of 1 kept losing
+        run(w, 4)                                                  # one slow window on 2: to 1 at once, and
+        assert w.count == 1 and w.best == 1 and w.next_probe == w.windows + 3   # 2 probed again soon
         run(w, 2000)
         on_two = w.steps[2] - before[2]
         assert w.count == 1 and on_two < 0.05 * 2000, w.steps

@@ -486,9 +486,10 @@ class WorkerCount:
     medians of the same count scatter by 10-20 %, and a probe of two workers that wins by chance costs a run of slow
     windows after it. A probe is compared with the window just before it. Between probes the count moves only from
     ``most`` to 1, when a window on ``most`` is slower than one worker's last window (a job that takes a core costs
-    most while several workers wait for a preempted one, so that switch cannot wait for the next probe); the way back
-    waits for a probe, because an old, lucky window of ``most`` against a slow spell of the load on one worker would
-    buy a slow window for nothing (on a busy machine that was a quarter of the steps).
+    most while several workers wait for a preempted one, so that switch cannot wait for the next probe, which then
+    comes ``explore`` windows later); the way back waits for a probe, because an old, lucky window of ``most`` against
+    a slow spell of the load on one worker would buy a slow window for nothing (on a busy machine that was a quarter
+    of the steps).
     On a busy machine, where a second worker costs more than it gives, the steps settle on one worker; on a quiet
     one, on ``most``. ``steps`` counts the steps run with each count."""
 
@@ -530,6 +531,8 @@ class WorkerCount:
         elif (self.best == self.most and other in self.median
               and self.median[other] < (1.0 - self.margin) * self.median[self.best]):
             self.best, other = other, self.best   # a load came: one worker's last window beat this one's
+            self.gap = self.explore               # a passing one: back at the next probe, soon
+            self.next_probe = self.windows + self.gap
         if other not in self.median or self.windows >= self.next_probe:
             self.probing = True
             self.set(other)
