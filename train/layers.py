@@ -478,7 +478,7 @@ class WorkerCount:
     step times. Results do not depend on it, so it may change between any two steps.
 
     Wrap each training step in :meth:`timed`. Every ``window`` steps the median step time of the window is kept for
-    the count that ran it, and the next window runs the count with the lower time, except for probes: the count not
+    the count that ran it, and the next window runs the count in use (``best``), except for probes: the count not
     in use gets a window of its own when it has none yet and again ``gap`` windows later (the load on a shared machine
     changes). ``gap`` starts at ``explore``, doubles after each probe that loses (up to 8 ``explore``) and returns to
     ``explore`` when one wins, so a machine that stays busy pays for few slow probes. The count in use changes only
@@ -522,14 +522,13 @@ class WorkerCount:
         self._times.clear()
         self.windows += 1
         other = 1 if self.best == self.most else self.most
+        faster = other in self.median and self.median[other] < (1.0 - self.margin) * self.median[self.best]
         if self.probing:                          # a probe ended: how long until the next one
-            won = self.median[other] < (1.0 - self.margin) * self.median[self.best]
-            self.gap = self.explore if won else min(2 * self.gap, 8 * self.explore)
+            self.gap = self.explore if faster else min(2 * self.gap, 8 * self.explore)
             self.next_probe, self.probing = self.windows + self.gap, False
-            if won:                               # it beat the window before it by the margin
+            if faster:                            # it beat the window before it by the margin
                 self.best, other = other, self.best
-        elif (self.best == self.most and other in self.median
-              and self.median[other] < (1.0 - self.margin) * self.median[self.best]):
+        elif faster and self.best == self.most:
             self.best, other = other, self.best   # a load came: one worker's last window beat this one's
             self.gap = self.explore               # a passing one: back at the next probe, soon
             self.next_probe = self.windows + self.gap
