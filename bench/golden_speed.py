@@ -71,7 +71,7 @@ def main(argv=None):
         os.environ[var] = str(args.threads)
     import numpy as np
 
-    from bsnn_hw import encode, golden, random_network
+    from bsnn_hw import encode, golden, kernels, random_network
 
     threads = _blas_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split("-")]
@@ -133,6 +133,7 @@ def main(argv=None):
         "leak_shift": args.leak_shift or None, "reset": args.reset,
         "encoding": "rate", "per_sample_seeds": args.per_sample_seeds, "images": args.images, "batch": args.batch,
         "repeats": args.repeats, "threads": args.threads, "blas_threads": threads, "cpu_count": os.cpu_count(),
+        "cpu_target": kernels.cpu_target(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "numpy": np.__version__, "torch": torch_info,
         "layer_methods": {m: [golden._layer_method(layer, m) if layer.has_neurons else "pool" for layer in net.layers]
@@ -153,8 +154,8 @@ def main(argv=None):
           f"{args.leak_shift or 'none'}, reset {args.reset}, rate-coded, {args.images} images in batches of "
           f"{args.batch}, best of {args.repeats} round-robin repeats"
           + (", one LFSR seed per image" if args.per_sample_seeds else ", one LFSR seed for all images"))
-    print(f"numpy {np.__version__}, BLAS threads: {threads}, {torch_info}, cores: {os.cpu_count()}, "
-          f"load average (1 min) at the end: {report['load_average_1min']:.2f}")
+    print(f"numpy {np.__version__}, BLAS threads: {threads}, {torch_info}, cores: {os.cpu_count()} "
+          f"({report['cpu_target']}), load average (1 min) at the end: {report['load_average_1min']:.2f}")
     print("golden methods per layer: " + "; ".join(f"{m}: {', '.join(v)}" for m, v in report["layer_methods"].items()))
     print(f"{'':<28}{'images/s':>10}{'golden ' + methods[0] + ' is':>16}{'images/CPU-s':>14}"
           f"{'golden ' + methods[0] + ' is':>16}{'same prediction':>17}")

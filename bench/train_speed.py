@@ -138,6 +138,7 @@ def main(argv=None) -> int:
     import torch
 
     from bsnn_hw import data
+    from bsnn_hw.kernels import cpu_target
     from bsnn_hw.train.trainer import retain_heap
     retain_heap()              # as the trainer's setup_run does on the CPU (process-wide: snnTorch gets it too)
     x_all, y_all = data.load_dataset("fashion-mnist", "train")
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     busy = f"; {args.busy} spinning process(es) beside it" if args.busy else ""
     print(f"784-{args.hidden}-10, T={args.timesteps}, batch {b}, {args.steps} steps x {args.repeats} repeats; "
-          f"torch {torch.__version__}; load average {load}{busy}")
+          f"torch {torch.__version__}; {cpu_target()}; load average {load}{busy}")
     print("| threads | bsnn-hw workers | bsnn-hw ms/step | snnTorch ms/step | ratio | bsnn-hw s/epoch (60,000) | "
           "bsnn-hw vs its 1 thread |")
     print("|---|---|---|---|---|---|---|")

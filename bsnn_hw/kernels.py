@@ -13,10 +13,11 @@ where U_b[j] is bit b of u over neuron j's inputs, packed LSB-first into 64-bit 
 
 Why compiled: NumPy has ``bitwise_count`` but runs it one whole array at a time, so every (neuron, word) pair is a
 pass over memory; here each spike word is loaded once and ANDed with every neuron's word from L1 (a 784-256 layer's
-weights are 26 KB), the population counts vectorized: measured 4-5x a float32 BLAS product of the same layer on this
-machine's AVX2 cores (docs/golden.md). :func:`lif_steps` runs the T steps of a sample with its membranes in L1,
-where NumPy would make a pass over the whole batch per operation and step. The functions release the GIL
-(``nogil``), so golden.simulate's threads run them side by side; compiled code is cached on disk (``cache=True``).
+weights are 26 KB), the population counts vectorized: measured 4-5x a float32 BLAS product of the same layer on AVX2
+cores, more with AVX-512's vector popcount (docs/golden.md; :func:`cpu_target` says which). :func:`lif_steps` runs the
+T steps of a sample with its membranes in L1, where NumPy would make a pass over the whole batch per operation and
+step. The functions release the GIL (``nogil``), so golden.simulate's threads run them side by side; compiled code is
+cached on disk (``cache=True``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,22 @@ from numba.extending import intrinsic
 
 from . import contract
 from .golden import SAMPLE_MAJOR, TIME_MAJOR   # lif_steps' layouts of the drive (and EVERY_STEP, the third)
+
+
+def cpu_target() -> str:
+    """The CPU the kernels are compiled for (LLVM's name, e.g. "znver3"; Numba's ``NUMBA_CPU_NAME`` and
+    ``NUMBA_CPU_FEATURES`` when set) and the vector population count LLVM can use there: "AVX-512 VPOPCNTDQ" (one
+    instruction for eight 64-bit words) or "AVX2" (a nibble-table ``vpshufb`` popcount). On one Zen 5 core the first
+    simulates 1.4-1.5x faster (docs/golden.md). For benchmark headers: a figure compares with one of the same target."""
+    import llvmlite.binding as ll
+    name = numba.config.CPU_NAME or ll.get_host_cpu_name()
+    if numba.config.CPU_FEATURES:           # NUMBA_CPU_FEATURES, LLVM's form: "+avx2,-avx512f,..."
+        features = {f[1:]: f[0] == "+" for f in numba.config.CPU_FEATURES.split(",") if f[:1] in "+-"}
+    else:
+        features = ll.get_host_cpu_features()
+    vector = ("AVX-512 VPOPCNTDQ" if features.get("avx512vpopcntdq") else "AVX2" if features.get("avx2")
+              else "no vector")
+    return f"{name}, {vector} popcount"
 
 
 @intrinsic
@@ -46,7 +63,8 @@ def popcount_input(rows, planes, g, lo, out):
     (N, n_out) signed integer (any width that holds every I: the caller's state dtype).
 
     The innermost loop runs over the neurons, so LLVM vectorizes the AND and the population count (AVX2: a
-    nibble-table ``vpshufb`` popcount on four words at once); a row's word is loaded once for every neuron."""
+    nibble-table ``vpshufb`` popcount on four words at once; AVX-512 VPOPCNTDQ: ``vpopcntq`` on eight); a row's word
+    is loaded once for every neuron."""
     n, nw = rows.shape
     n_planes, _, n_out = planes.shape
     acc = np.zeros(n_out, np.int64)

@@ -704,3 +704,20 @@ def test_popcount_kernel_every_width(monkeypatch, bits, n_in):
     got = golden._popcount_product(rows[:4], layer, np.int64)           # an even number of rows
     np.testing.assert_array_equal(got, expect[:4])
     assert kernels.pack_words64(rows).shape == (5, -(-n_in // 64))
+
+
+def test_cpu_target_names_the_vector_popcount(monkeypatch):
+    # The benchmarks' header: Numba's forced target (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) when set, else the host.
+    import numba
+
+    from bsnn_hw import kernels
+    monkeypatch.setattr(numba.config, "CPU_NAME", "znver3")
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx2,-avx512f,-avx512vpopcntdq,+popcnt")
+    assert kernels.cpu_target() == "znver3, AVX2 popcount"
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx2,+avx512f,+avx512vpopcntdq")
+    assert kernels.cpu_target() == "znver3, AVX-512 VPOPCNTDQ popcount"
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "-avx2,+sse4.2")
+    assert kernels.cpu_target() == "znver3, no vector popcount"
+    monkeypatch.setattr(numba.config, "CPU_NAME", None)
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", None)
+    assert kernels.cpu_target().endswith(" popcount")
