@@ -18,7 +18,8 @@ a non-firing membrane readout, Adam, fast-sigmoid surrogate (slope 5), backpropa
 For every thread count it times ``--steps`` training steps of ``--batch-size`` (after 3 warm-up steps), repeats
 ``--repeats`` times interleaved and reports the median milliseconds per step and the epoch time that implies (60,000
 images). "vs its 1 thread" is the median, over the repeats, of each repeat's ratio of the one-thread row to this row
-(the two measured back to back, so a change of load between repeats cancels), with the lowest and highest in
+(the two measured in the same repeat, so a change of load between repeats cancels; the rows run in reverse order on
+every other repeat, so that a bias from the position in a repeat cancels too), with the lowest and highest in
 brackets. ``--busy N`` starts N processes that spin on a core for the whole run, the same load for every row (a
 busy machine that others can reproduce). ``--no-snntorch`` times bsnn-hw's rows alone (the thread comparison, many
 repeats in little time). snnTorch is an optional benchmark dependency (``pip install -e ".[bench]"``).
@@ -103,8 +104,10 @@ def _measure(args, rows, makers, x, y, seeds, times, shares) -> None:
     the share of steps run on one worker into ``shares``."""
     import torch
     b = args.batch_size
-    for _ in range(args.repeats):
-        for name, t, mode in rows:
+    for rep in range(args.repeats):
+        # every other repeat in reverse order: under load the row measured later in a repeat ran 2-5 % slower (a
+        # run with the adaptive row forced to one thread gave 0.95x / 0.98x "one thread against itself")
+        for name, t, mode in (rows if rep % 2 == 0 else rows[::-1]):
             torch.set_num_threads(t)
             torch.manual_seed(0)
             run, context = makers[name](args.hidden, args.timesteps, b)
