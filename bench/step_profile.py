@@ -3,7 +3,7 @@ the kernels of a few eager steps, with torch's deterministic algorithms on and o
 
     python bench/step_profile.py [--arch 64c3-64c3-p2-128c3-128c3-p2-512-10] [-T 8] [--batch-size 128]
         [--encoding pixel] [--steps 20] [--deterministic both] [--top 15] [--noise both]
-        [--device cuda]
+        [--device cuda] [--precision auto|fp32|bf16]
 
 The trainer runs with deterministic algorithms (train/trainer.py ``deterministic``: same seed, same weights; without
 filling new tensors); ``off`` shows what they cost (cuDNN's deterministic convolution algorithms, for conv
@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--deterministic", default="both", choices=["on", "off", "both"])
     ap.add_argument("--top", type=int, default=15, help="rows of the profiler's table")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="the synaptic products' arithmetic, as bsnn-hw train --precision (default auto)")
     ap.add_argument("--dropout", type=float, default=0.05, help="the trainer's default (0: no draws)")
     ap.add_argument("--noise", default="both", choices=["device", "cpu", "both"],
                     help="where the dropout draws are made: on the device (the trainer) or the CPU (before)")
@@ -65,9 +67,9 @@ def main(argv=None) -> int:
         return 2
     cfg = TrainConfig(dataset="fashion-mnist", arch=args.arch, timesteps=args.timesteps, encoding=args.encoding,
                       batch_size=args.batch_size, first_bits=args.first_bits, last_bits=args.last_bits,
-                      dropout=args.dropout, device=args.device)
+                      dropout=args.dropout, device=args.device, precision=args.precision)
     cfg.validate()
-    precision = pick_precision(cfg.precision, device)
+    precision = pick_precision(cfg.precision, device, dense=cfg.arch is None)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     gen = torch.Generator().manual_seed(0)
     b, n_in = args.batch_size, 784

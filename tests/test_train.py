@@ -992,3 +992,20 @@ def test_compiled_lif_equals_the_torch_path(monkeypatch, exact, batch, shared):
             assert gs1 is None and gs2 is None, case
     monkeypatch.undo()
     torch.set_num_threads(threads)
+
+
+def test_auto_precision_keeps_dense_cpu_networks_on_the_compiled_kernels(monkeypatch):
+    # On a CPU with AVX512-BF16 "auto" used to pick bf16 for every network, which bypasses the compiled kernels
+    # (slower there, and the weights then depend on --threads); dense networks now stay in fp32.
+    from bsnn_hw.train import layers
+    from bsnn_hw.train.trainer import pick_precision
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert pick_precision("auto", cpu, dense=True) == "fp32"
+    assert pick_precision("auto", cpu, dense=False) == "bf16"               # conv: torch's bf16 products
+    monkeypatch.setattr(layers, "CPU_KERNELS", False)
+    assert pick_precision("auto", cpu, dense=True) == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert pick_precision("auto", cpu, dense=False) == "fp32"
+    assert pick_precision("bf16", cpu, dense=True) == "bf16"                # asked for: as asked
+    assert pick_precision("auto", torch.device("cuda"), dense=True) == "bf16"

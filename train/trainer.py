@@ -202,12 +202,21 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
-def pick_precision(name: str, device: torch.device) -> str:
+def pick_precision(name: str, device: torch.device, dense: bool = False) -> str:
+    """The synaptic products' arithmetic for ``--precision name`` (exact either way): "auto" is bf16 on a GPU; on the
+    CPU, fp32 for a ``dense`` network (no conv layers) while the compiled kernels are on, else bf16 where the CPU has
+    AVX512-BF16 / AMX, else fp32."""
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16"
-    # bf16 on CPUs with AVX512-BF16 / AMX is several times faster than fp32 and, sliced, exact (layers.binary_matmul).
+    # A dense network's fp32 step runs the compiled kernels (layers.CPU_KERNELS), which bf16 tensors bypass: on a Zen 5
+    # with AVX512-BF16 a 784-128-10 epoch took 4.5 s in fp32 against 5.6 s in bf16, and only the kernels' path gives
+    # the same weights for any --threads.
+    if dense and layers.CPU_KERNELS:
+        return "fp32"
+    # bf16 on CPUs with AVX512-BF16 / AMX, sliced, is exact (layers.binary_matmul); for a conv network on that Zen 5
+    # it ran as fast as fp32 (190 against 196 ms per step, 32c3-p2-64c3-p2-256-10, bench/step_profile.py).
     try:
         return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
     except (AttributeError, RuntimeError):
@@ -498,7 +507,7 @@ def setup_run(cfg):
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     deterministic()
-    precision = pick_precision(cfg.precision, device)
+    precision = pick_precision(cfg.precision, device, dense=cfg.arch is None)
     xtr, ytr, xte, yte = load_data(cfg)
     n_classes = int(max(ytr.max(), yte.max())) + 1
     tensors = tuple(torch.from_numpy(a).to(device) for a in (xtr, ytr, xte, yte))
