@@ -211,8 +211,8 @@ def pick_precision(name: str, device: torch.device, dense: bool = False) -> str:
     if device.type == "cuda":
         return "bf16"
     # A dense network's fp32 step runs the compiled kernels (layers.CPU_KERNELS), which bf16 tensors bypass: on a Zen 5
-    # with AVX512-BF16 a 784-128-10 epoch took 4.5 s in fp32 against 5.6 s in bf16, and only the kernels' path gives
-    # the same weights for any --threads.
+    # with AVX512-BF16 a 784-128-10 epoch took 4.3-4.5 s in fp32 against 5.6-5.9 s in bf16 on one thread (3.4-3.8
+    # against 6.9-7.8 s on two), and only the kernels' path gives the same weights for any --threads.
     if dense and layers.CPU_KERNELS:
         return "fp32"
     # bf16 on CPUs with AVX512-BF16 / AMX, sliced, is exact (layers.binary_matmul); for a conv network on that Zen 5
