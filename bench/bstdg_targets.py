@@ -5,6 +5,7 @@ output neuron fires (the fallback: argmax of the final membrane) and the median 
     .venv/bin/python bench/bstdg_targets.py                                  # 784-600-10, T=32 (the target)
     .venv/bin/python bench/bstdg_targets.py --hidden 256 --epochs 5          # smaller / shorter
     .venv/bin/python bench/bstdg_targets.py --epochs 1                       # time one epoch
+    .venv/bin/python bench/bstdg_targets.py --finetune 15                    # then 15 epochs, thresholds frozen
 
 Targets: integer test accuracy >= 87.5% (BS4NN, 784-600-10: 87.3%); median decision step <= T/3 (a sample with no
 output spike counts as deciding at step T: the hardware runs all T steps for it). The model is written to --out
@@ -26,7 +27,7 @@ BASE = bstdg.config(dataset="fashion-mnist", hidden=[600])
 
 
 def _log_epoch(epoch, h):
-    print(f"  epoch {epoch}: loss {h['loss']:.4f} train {100 * h['train_accuracy']:.2f}% "
+    print(f"  {'fine-tune' if h.get('finetune') else 'epoch'} {epoch}: loss {h['loss']:.4f} train {100 * h['train_accuracy']:.2f}% "
           f"test {100 * h['test_accuracy']:.2f}% fallback {100 * h['fallback_rate']:.2f}% "
           f"median step {h['median_decision_step']:g} thresholds {h['thresholds']} "
           f"hidden spikes {h['hidden_spikes']:.0f} ({h['epoch_seconds']:.1f} s)", file=sys.stderr, flush=True)
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
                     help="error pushing quiet hidden neurons to fire (0: none, as before)")
     ap.add_argument("--min-rate", type=float, default=BASE.bstdg_min_rate,
                     help="firing rate below which a hidden neuron is quiet")
+    ap.add_argument("--finetune", type=int, default=BASE.bstdg_finetune,
+                    help="epochs after --epochs with the thresholds frozen (--bstdg-finetune)")
+    ap.add_argument("--finetune-lr", type=float, help="Adam lr of those epochs (default: --lr / 10)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="out/bench_bstdg.bsnn", help="the model (.bsnn)")
@@ -64,6 +68,7 @@ def main(argv=None) -> int:
                               bstdg_gamma=args.gamma, bstdg_threshold_lr=args.threshold_lr,
                               bstdg_deadline=args.deadline, bstdg_lead=args.lead, bstdg_backward=args.backward,
                               bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
+                              bstdg_finetune=args.finetune, bstdg_finetune_lr=args.finetune_lr,
                               seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

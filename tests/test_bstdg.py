@@ -205,6 +205,8 @@ def test_cli_method_bstdg(tmp_path):
     (["--bstdg-lead", "-1"], "lead must be a number of steps in [0, T) = [0, 32), not -1.0"),
     (["-T", "8", "--bstdg-lead", "8"], "lead must be a number of steps in [0, T) = [0, 8), not 8.0"),
     (["-M", "6"], "needs membrane_bits"),
+    (["--bstdg-finetune", "-1"], "finetune must be a number of epochs >= 0, not -1"),
+    (["--bstdg-finetune-lr", "0"], "finetune lr must be positive, not 0.0"),
 ])
 def test_cli_bad_combinations(tmp_path, args, message):
     out = tmp_path / "m.bsnn"
@@ -235,8 +237,52 @@ def test_init_fine_tunes_from_a_bstdg_checkpoint(trained, tmp_path):
         bstdg.fit(bstdg.config(**dict(TINY, init_from=str(tmp_path / "b.bsnn.ckpt"))), progress=False)
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    settings = dict(TINY, hidden=[16], timesteps=8, epochs=2)
+def test_finetune_freezes_the_thresholds_and_trains_the_weights(monkeypatch):
+    """--bstdg-finetune N: N epochs after the main ones, on a fresh cosine from --bstdg-finetune-lr (default lr / 10)
+    for the weights, with the threshold factors frozen (they move in the main epochs)."""
+    models, seen = [], []
+    real_init = bstdg.BSTDGNet.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        models.append(self)
+
+    def record(epoch, h):
+        m = models[-1]
+        seen.append((h["finetune"], m.log_factor.detach().tolist(), [w.detach().clone() for w in m.weights], h["lr"]))
+    monkeypatch.setattr(bstdg.BSTDGNet, "__init__", init)
+    result = bstdg.fit(bstdg.config(**dict(TINY, epochs=2, bstdg_finetune=2)), progress=False, on_epoch_end=record)
+    assert [f for f, *_ in seen] == [False, False, True, True]
+    assert result.metrics["finetune_epochs"] == 2 and result.metrics["epochs_trained"] == 4
+    start = [0.0, 0.0]                                                       # f = 1
+    assert seen[0][1] != start and seen[1][1] != seen[0][1]                  # the main epochs move the factors
+    assert seen[2][1] == seen[1][1] == seen[3][1]                            # the fine-tune does not
+    assert any(not torch.equal(a, b) for a, b in zip(seen[1][2], seen[3][2]))   # ... but moves the weights
+    # the lr of the next step after each epoch: the main cosine at half of lr = 5e-3, then at 0, where the fine-tune's
+    # starts at lr / 10 = 5e-4; it halves by the middle of the fine-tune and ends at 0
+    np.testing.assert_allclose([h for *_, h in seen], [2.5e-3, 5e-4, 2.5e-4, 0], atol=1e-12)
+
+
+def test_finetune_schedule_per_group():
+    from bsnn_hw.train.trainer import finetune_schedule
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 2.0}])
+    sched = finetune_schedule(opt, 4, 4, 0.1, frozen_groups=(1,))
+    lrs = []
+    for _ in range(10):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose([x for x, _ in lrs], [1, 0.853553, 0.5, 0.146447, 0.1, 0.085355, 0.05, 0.014645,
+                                                      0, 0], atol=1e-6)
+    np.testing.assert_allclose([y for _, y in lrs], [2, 1.707107, 1, 0.292893, 0, 0, 0, 0, 0, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("epochs, finetune", [(2, 0), (1, 1)])
+def test_resume_equals_uninterrupted(tmp_path, epochs, finetune):
+    """A run stopped after its first epoch and resumed gives the network of the uninterrupted run (with a fine-tune:
+    stopped at the boundary, where Adam starts afresh)."""
+    settings = dict(TINY, hidden=[16], timesteps=8, epochs=epochs, bstdg_finetune=finetune)
     whole = bstdg.fit(bstdg.config(**settings), out=tmp_path / "a.bsnn", progress=False)
 
     class Stop(Exception):

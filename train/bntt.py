@@ -549,16 +549,6 @@ def build_model(cfg, n_in: int, n_classes: int, precision: str) -> BNTTNet:
                    scale_bits=cfg.bntt_scale_bits)
 
 
-def schedule(optimizer, main_steps: int, finetune_steps: int, finetune_factor: float):
-    """Cosine decay to 0 over the main epochs, then (fine-tune) a fresh cosine from ``finetune_factor`` x lr."""
-    def factor(step):
-        if step < main_steps or finetune_steps == 0:
-            return 0.5 * (1 + math.cos(math.pi * min(step, main_steps) / max(1, main_steps)))
-        k = min(step - main_steps, finetune_steps)
-        return finetune_factor * 0.5 * (1 + math.cos(math.pi * k / finetune_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def set_phase(model: BNTTNet, finetune: bool) -> None:
     """Main epochs: batch statistics, the float model. Fine-tune epochs: running statistics, the exported
     arithmetic."""
@@ -569,7 +559,8 @@ def set_phase(model: BNTTNet, finetune: bool) -> None:
 def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bntt"``."""
-    from .trainer import (Encoder, _Progress, evaluate, resume_state, save_checkpoint, setup_run)
+    from .trainer import (Encoder, _Progress, evaluate, finetune_schedule, resume_state, save_checkpoint,
+                          setup_run)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -579,8 +570,8 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
     steps_per_epoch = math.ceil(len(ytr) / cfg.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ft_lr = cfg.bntt_finetune_lr if cfg.bntt_finetune_lr is not None else cfg.lr / 10
-    scheduler = schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.bntt_finetune * steps_per_epoch,
-                         ft_lr / cfg.lr)
+    scheduler = finetune_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.bntt_finetune * steps_per_epoch,
+                                  ft_lr / cfg.lr)
     if checkpoint is None and out is not None:
         checkpoint = Path(str(out) + ".ckpt")
     history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)

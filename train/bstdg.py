@@ -87,6 +87,10 @@ def check_config(cfg) -> None:
     need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
          f"revive must be >= 0, not {cfg.bstdg_revive}")
     need(0 < cfg.bstdg_min_rate <= 1, f"min rate must be in (0, 1], not {cfg.bstdg_min_rate}")
+    need(isinstance(cfg.bstdg_finetune, int) and not isinstance(cfg.bstdg_finetune, bool) and cfg.bstdg_finetune >= 0,
+         f"finetune must be a number of epochs >= 0, not {cfg.bstdg_finetune!r}")
+    need(cfg.bstdg_finetune_lr is None or (cfg.bstdg_finetune_lr > 0 and math.isfinite(cfg.bstdg_finetune_lr)),
+         f"finetune lr must be positive, not {cfg.bstdg_finetune_lr!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -411,7 +415,7 @@ def decision_metrics(first: np.ndarray, steps: int) -> dict:
 def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bstdg"``."""
-    from .trainer import _Progress, cosine_schedule, resume_state, save_checkpoint, setup_run
+    from .trainer import _Progress, finetune_schedule, resume_state, save_checkpoint, setup_run
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -422,17 +426,25 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
     th_lr = cfg.lr if cfg.bstdg_threshold_lr is None else cfg.bstdg_threshold_lr
     optimizer = torch.optim.Adam([{"params": list(model.weights), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
                                   {"params": model.factor_params(), "lr": th_lr}])
-    scheduler = cosine_schedule(optimizer, cfg.epochs * steps_per_epoch)
+    ft_lr = cfg.bstdg_finetune_lr if cfg.bstdg_finetune_lr is not None else cfg.lr / 10
+    # the fine-tune: the weights on a fresh cosine from ft_lr, the threshold factors (group 1) frozen
+    scheduler = finetune_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.bstdg_finetune * steps_per_epoch,
+                                  ft_lr / cfg.lr, frozen_groups=(1,))
     if checkpoint is None and out is not None:
         checkpoint = Path(str(out) + ".ckpt")
     history, start_epoch = resume_state(checkpoint if resume else None, cfg, model, optimizer, scheduler, log)
 
     bar = _Progress(progress)
     with bar:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, cfg.epochs + cfg.bstdg_finetune):
             t0 = time.perf_counter()
+            finetune = epoch >= cfg.epochs
+            if epoch == cfg.epochs:
+                optimizer.state.clear()           # the fine-tune starts Adam afresh, as --init would
             order = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch, 1)))
-            task = bar.start(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            name = f"fine-tune {epoch + 1 - cfg.epochs}/{cfg.bstdg_finetune}" if finetune else \
+                f"epoch {epoch + 1}/{cfg.epochs}"
+            task = bar.start(name, steps_per_epoch)
             loss_sum, correct, seen = 0.0, 0, 0
             for b in range(steps_per_epoch):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(device)
@@ -461,13 +473,14 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
             history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                             "test_accuracy": ev["accuracy"], "epoch_seconds": train_time,
                             "lr": scheduler.get_last_lr()[0], "thresholds": model.threshold_summary(),
+                            "finetune": finetune,
                             "fallback_rate": dm["fallback_rate"], "median_decision_step": dm["median_decision_step"],
                             "hidden_spikes": ev["hidden_spikes"]})
             bar.finish(task, f"loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
                              f"test {100 * ev['accuracy']:.2f}%  fallback {100 * dm['fallback_rate']:.1f}%  "
                              f"median step {dm['median_decision_step']:g}  {train_time:.1f}s")
             if not progress:
-                log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
+                log(f"{name}: loss {loss_sum / seen:.4f}  train {100 * correct / seen:.2f}%  "
                     f"test {100 * ev['accuracy']:.2f}%  fallback {100 * dm['fallback_rate']:.1f}%  median step "
                     f"{dm['median_decision_step']:g}  thresholds {model.threshold_summary()}  {train_time:.1f}s")
             if checkpoint is not None:
@@ -499,7 +512,8 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
     firsts = fast["first"]
     metrics = {"dataset": cfg.dataset, "method": METHOD, "sizes": sizes, "train_samples": int(n_train),
                "test_samples": int(len(yte)), "float_accuracy": real["accuracy"], "integer_accuracy": int_acc,
-               "gap_pp": round((real["accuracy"] - int_acc) * 100, 4), "epochs": cfg.epochs, "device": str(device),
+               "gap_pp": round((real["accuracy"] - int_acc) * 100, 4), "epochs": cfg.epochs,
+               "finetune_epochs": cfg.bstdg_finetune, "device": str(device),
                "epochs_trained": len(history), "precision": "fp32",
                "epoch_seconds": [h["epoch_seconds"] for h in history],
                "thresholds": model.threshold_summary(),

@@ -26,6 +26,7 @@ _FLAG_FIELDS = {
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
     "bstdg_lead": "bstdg_lead",
     "bstdg_backward": "bstdg_backward", "bstdg_revive": "bstdg_revive", "bstdg_min_rate": "bstdg_min_rate",
+    "bstdg_finetune": "bstdg_finetune", "bstdg_finetune_lr": "bstdg_finetune_lr",
     "members": "bisnn_members", "member_seed": "bisnn_member_seed", "tau": "bisnn_tau", "prior": "bisnn_prior",
     "rho": "bisnn_rho", "mc_samples": "bisnn_mc", "bisnn_lr": "bisnn_lr", "bisnn_update": "bisnn_update",
     "relaxed": "bisnn_relaxed", "bisnn_init": "bisnn_init", "val_samples": "val_samples",
@@ -172,6 +173,10 @@ def _read_config(path) -> dict:
               help="bstdg: error that pushes quiet hidden neurons to fire (0: none).  [default: 0.02]")
 @click.option("--bstdg-min-rate", type=float,
               help="bstdg: firing rate below which a hidden neuron is quiet.  [default: 0.05]")
+@click.option("--bstdg-finetune", type=int,
+              help="bstdg: epochs after --epochs with the thresholds frozen, at --bstdg-finetune-lr.  [default: 0]")
+@click.option("--bstdg-finetune-lr", type=float,
+              help="bstdg: Adam lr of the fine-tune epochs (a fresh cosine decay).  [default: --lr / 10]")
 @click.option("--epochs", "-e", type=int, help="[default: 30; 5 with --method bstdg]")
 @click.option("--batch-size", "-b", type=int, help="[default: 64; 16 with --method bstdg]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")

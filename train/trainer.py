@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -89,6 +90,8 @@ class TrainConfig:
     bstdg_backward: str = "latent"      # bstdg: errors propagate through the latent W ("latent", BS4NN) or sign(W)
     bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (--method bstdg: 0.02)
     bstdg_min_rate: float = 0.05        # bstdg: hidden neurons firing on fewer samples (running mean) are quiet
+    bstdg_finetune: int = 0             # bstdg: epochs after the main ones with the thresholds frozen
+    bstdg_finetune_lr: float | None = None   # bstdg: Adam lr of those epochs (None: lr / 10), a fresh cosine decay
     bisnn_members: int = 8              # bisnn: S, weight sets sampled from the posterior into the artifact
     bisnn_member_seed: int = 0          # bisnn: seed of those samples
     bisnn_tau: float = 1.0              # bisnn: temperature of the concrete relaxation
@@ -399,6 +402,22 @@ def cosine_schedule(optimizer, total_steps: int):
     """Cosine decay of every parameter group's learning rate to 0 over ``total_steps`` (then held at 0)."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+
+
+def finetune_schedule(optimizer, main_steps: int, finetune_steps: int, finetune_factor: float,
+                      frozen_groups: tuple = ()):
+    """Cosine decay to 0 over ``main_steps``, then (a fine-tune of ``finetune_steps``) a fresh cosine from
+    ``finetune_factor`` x each group's lr; the parameter groups numbered in ``frozen_groups`` stay at lr 0 in the
+    fine-tune. With ``finetune_steps`` 0 it is :func:`cosine_schedule`."""
+    def factor(step, frozen=False):
+        if step < main_steps or finetune_steps == 0:
+            return 0.5 * (1 + math.cos(math.pi * min(step, main_steps) / max(1, main_steps)))
+        if frozen:
+            return 0.0
+        k = min(step - main_steps, finetune_steps)
+        return finetune_factor * 0.5 * (1 + math.cos(math.pi * k / finetune_steps))
+    lambdas = [functools.partial(factor, frozen=i in frozen_groups) for i in range(len(optimizer.param_groups))]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
 def warm_start(path, cfg, model, log) -> None:
