@@ -14,7 +14,7 @@ from bsnn_hw.cli import main
 from bsnn_hw.train import bstdg, integer_simulate, latency
 
 TINY = dict(dataset="digits", hidden=[48], timesteps=16, epochs=3, batch_size=64, lr=5e-3,
-            bstdg_backward="latent", threads=1, device="cpu")
+            bstdg_backward="latent", bstdg_finetune=0, threads=1, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,8 @@ METHOD = "bstdg"
 # What --method bstdg sets unless told otherwise (anything else given explicitly is refused by check_config).
 DEFAULTS = {"encoding": "latency", "leak_shift": None, "output_leak_shift": None, "fire_once": True,
             "readout": "first", "dropout": 0.0, "scale": "layer", "timesteps": 32, "lr": 1e-3, "batch_size": 16,
-            "threshold_init": 0.5, "bstdg_revive": 0.02, "bstdg_gamma": 3.0, "bstdg_lead": 2.0, "epochs": 5}
+            "threshold_init": 0.5, "bstdg_revive": 0.02, "bstdg_gamma": 3.0, "bstdg_lead": 2.0, "epochs": 5,
+            "bstdg_finetune": 15}
 BACKWARD = ("latent", "sign")
 RATE_DECAY = 0.99      # running mean of the hidden neurons' firing fractions, per training batch
 

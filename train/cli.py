@@ -174,7 +174,7 @@ def _read_config(path) -> dict:
 @click.option("--bstdg-min-rate", type=float,
               help="bstdg: firing rate below which a hidden neuron is quiet.  [default: 0.05]")
 @click.option("--bstdg-finetune", type=int,
-              help="bstdg: epochs after --epochs with the thresholds frozen, at --bstdg-finetune-lr.  [default: 0]")
+              help="bstdg: epochs after --epochs with the thresholds frozen, at --bstdg-finetune-lr.  [default: 15]")
 @click.option("--bstdg-finetune-lr", type=float,
               help="bstdg: Adam lr of the fine-tune epochs (a fresh cosine decay).  [default: --lr / 10]")
 @click.option("--epochs", "-e", type=int, help="[default: 30; 5 with --method bstdg]")
