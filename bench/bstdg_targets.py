@@ -27,8 +27,9 @@ BASE = bstdg.config(dataset="fashion-mnist", hidden=[600])
 
 
 def _log_epoch(epoch, h):
-    print(f"  epoch {epoch}{' (fine-tune)' if h.get('finetune') else ''}: loss {h['loss']:.4f} train {100 * h['train_accuracy']:.2f}% "
-          f"test {100 * h['test_accuracy']:.2f}% fallback {100 * h['fallback_rate']:.2f}% "
+    print(f"  epoch {epoch}{' (fine-tune)' if h.get('finetune') else ''}: loss {h['loss']:.4f} "
+          f"train {100 * h['train_accuracy']:.2f}% test {100 * h['test_accuracy']:.2f}% "
+          f"fallback {100 * h['fallback_rate']:.2f}% "
           f"median step {h['median_decision_step']:g} thresholds {h['thresholds']} "
           f"hidden spikes {h['hidden_spikes']:.0f} ({h['epoch_seconds']:.1f} s)", file=sys.stderr, flush=True)
 

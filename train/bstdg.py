@@ -18,6 +18,8 @@ alone, following BS4NN (Kheradpisheh et al., the documented rule closest to seed
   latent W, as BS4NN, or sign(W) with ``bstdg_backward = "sign"``), then L2-normalised, and
   ``d(log f) = sum_j delta_j V_j(t_j) / theta``. These are gradients (of 0.5 * sum_j (t_j - t_target_j)^2 / T^2,
   with dt_j / dV_j = -1) handed to Adam.
+- fine-tune (``bstdg_finetune`` epochs after the main ones): the threshold factors frozen, the latent weights on a
+  fresh Adam and cosine decay from ``bstdg_finetune_lr``; left free over long schedules the thresholds drift.
 
 Sparse arithmetic: a latency-coded sample has one spike per lit pixel and fire-once layers one per neuron, so the
 synaptic products and the weight gradient are sums over spikes (``embedding_bag``), not dense (B*T, n_in) products.
