@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                     help="firing rate below which a hidden neuron is quiet")
     ap.add_argument("--finetune", type=int, default=BASE.bstdg_finetune,
                     help="epochs after --epochs with the thresholds frozen (--bstdg-finetune)")
-    ap.add_argument("--finetune-lr", type=float, help="Adam lr of those epochs (default: --lr / 10)")
+    ap.add_argument("--finetune-lr", type=float, help="Adam lr of those epochs (default: --lr / 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="out/bench_bstdg.bsnn", help="the model (.bsnn)")

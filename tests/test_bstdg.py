@@ -238,7 +238,7 @@ def test_init_fine_tunes_from_a_bstdg_checkpoint(trained, tmp_path):
 
 
 def test_finetune_freezes_the_thresholds_and_trains_the_weights(monkeypatch):
-    """--bstdg-finetune N: N epochs after the main ones, on a fresh cosine from --bstdg-finetune-lr (default lr / 10)
+    """--bstdg-finetune N: N epochs after the main ones, on a fresh cosine from --bstdg-finetune-lr (default lr / 5)
     for the weights, with the threshold factors frozen (they move in the main epochs)."""
     models, seen = [], []
     real_init = bstdg.BSTDGNet.__init__
@@ -259,8 +259,8 @@ def test_finetune_freezes_the_thresholds_and_trains_the_weights(monkeypatch):
     assert seen[2][1] == seen[1][1] == seen[3][1]                            # the fine-tune does not
     assert any(not torch.equal(a, b) for a, b in zip(seen[1][2], seen[3][2]))   # ... but moves the weights
     # the lr of the next step after each epoch: the main cosine at half of lr = 5e-3, then at 0, where the fine-tune's
-    # starts at lr / 10 = 5e-4; it halves by the middle of the fine-tune and ends at 0
-    np.testing.assert_allclose([h for *_, h in seen], [2.5e-3, 5e-4, 2.5e-4, 0], atol=1e-12)
+    # starts at lr / 5 = 1e-3; it halves by the middle of the fine-tune and ends at 0
+    np.testing.assert_allclose([h for *_, h in seen], [2.5e-3, 1e-3, 5e-4, 0], atol=1e-12)
 
 
 def test_finetune_schedule_per_group():

@@ -429,7 +429,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
     th_lr = cfg.lr if cfg.bstdg_threshold_lr is None else cfg.bstdg_threshold_lr
     optimizer = torch.optim.Adam([{"params": list(model.weights), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
                                   {"params": model.factor_params(), "lr": th_lr}])
-    ft_lr = cfg.bstdg_finetune_lr if cfg.bstdg_finetune_lr is not None else cfg.lr / 10
+    ft_lr = cfg.bstdg_finetune_lr if cfg.bstdg_finetune_lr is not None else cfg.lr / 5
     # the fine-tune: the weights on a fresh cosine from ft_lr, the threshold factors (group 1) frozen
     scheduler = finetune_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.bstdg_finetune * steps_per_epoch,
                                   ft_lr / cfg.lr, frozen_groups=(1,))

@@ -176,7 +176,7 @@ def _read_config(path) -> dict:
 @click.option("--bstdg-finetune", type=int,
               help="bstdg: epochs after --epochs with the thresholds frozen, at --bstdg-finetune-lr.  [default: 15]")
 @click.option("--bstdg-finetune-lr", type=float,
-              help="bstdg: Adam lr of the fine-tune epochs (a fresh cosine decay).  [default: --lr / 10]")
+              help="bstdg: Adam lr of the fine-tune epochs (a fresh cosine decay).  [default: --lr / 5]")
 @click.option("--epochs", "-e", type=int, help="[default: 30; 5 with --method bstdg]")
 @click.option("--batch-size", "-b", type=int, help="[default: 64; 16 with --method bstdg]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")

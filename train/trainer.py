@@ -91,7 +91,7 @@ class TrainConfig:
     bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (--method bstdg: 0.02)
     bstdg_min_rate: float = 0.05        # bstdg: hidden neurons firing on fewer samples (running mean) are quiet
     bstdg_finetune: int = 0             # bstdg: epochs after the main ones, thresholds frozen (--method bstdg: 15)
-    bstdg_finetune_lr: float | None = None   # bstdg: Adam lr of those epochs (None: lr / 10), a fresh cosine decay
+    bstdg_finetune_lr: float | None = None   # bstdg: Adam lr of those epochs (None: lr / 5), a fresh cosine decay
     bisnn_members: int = 8              # bisnn: S, weight sets sampled from the posterior into the artifact
     bisnn_member_seed: int = 0          # bisnn: seed of those samples
     bisnn_tau: float = 1.0              # bisnn: temperature of the concrete relaxation
