@@ -73,7 +73,7 @@ WITHIN_PP = 0.3                 # the accuracy-vs-steps report: smallest T' with
 
 def check_config(cfg) -> None:
     """Refuse (ValueError, one line) settings that BNTT does not train."""
-    from .trainer import requirement
+    from .trainer import check_finetune, requirement
     need = requirement("bntt")
     need(cfg.first_bits == 1 and cfg.last_bits == 1, f"trains all-binary layers; first/last layer weight bits "
          f"{cfg.first_bits}/{cfg.last_bits} (a --variant or --first-bits/--last-bits) are not supported")
@@ -96,12 +96,9 @@ def check_config(cfg) -> None:
     need(isinstance(cfg.bntt_scale_bits, int) and not isinstance(cfg.bntt_scale_bits, bool)
          and 2 <= cfg.bntt_scale_bits <= contract.STEP_SCALE_BITS,
          f"scale bits must be in 2..{contract.STEP_SCALE_BITS}, not {cfg.bntt_scale_bits!r}")
-    need(isinstance(cfg.bntt_finetune, int) and not isinstance(cfg.bntt_finetune, bool) and cfg.bntt_finetune >= 0,
-         f"finetune must be a number of epochs >= 0, not {cfg.bntt_finetune!r}")
+    check_finetune(need, cfg.bntt_finetune, cfg.bntt_finetune_lr)
     need(cfg.bntt_variant == "per-step" or cfg.bntt_finetune == 0,
          "the shared variant trains in the exported arithmetic already: --bntt-finetune is for per-step")
-    need(cfg.bntt_finetune_lr is None or (cfg.bntt_finetune_lr > 0 and math.isfinite(cfg.bntt_finetune_lr)),
-         f"finetune lr must be positive, not {cfg.bntt_finetune_lr!r}")
     need(isinstance(cfg.bntt_leak_correction, bool), f"leak correction must be true or false, not "
          f"{cfg.bntt_leak_correction!r}")
     need(cfg.bntt_variant == "per-step" or not cfg.bntt_leak_correction,

@@ -62,7 +62,7 @@ def config(**settings):
 
 def check_config(cfg) -> None:
     """Refuse (ValueError, one line) settings that BSTDG does not train."""
-    from .trainer import requirement
+    from .trainer import check_finetune, requirement
     need = requirement("bstdg")
     need(cfg.arch is None, f"trains fully connected layers only, not --arch {cfg.arch}")
     need(cfg.first_bits == 1 and cfg.last_bits == 1, f"trains all-binary layers; first/last layer weight bits "
@@ -90,10 +90,7 @@ def check_config(cfg) -> None:
     need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
          f"revive must be >= 0, not {cfg.bstdg_revive}")
     need(0 < cfg.bstdg_min_rate <= 1, f"min rate must be in (0, 1], not {cfg.bstdg_min_rate}")
-    need(isinstance(cfg.bstdg_finetune, int) and not isinstance(cfg.bstdg_finetune, bool) and cfg.bstdg_finetune >= 0,
-         f"finetune must be a number of epochs >= 0, not {cfg.bstdg_finetune!r}")
-    need(cfg.bstdg_finetune_lr is None or (cfg.bstdg_finetune_lr > 0 and math.isfinite(cfg.bstdg_finetune_lr)),
-         f"finetune lr must be positive, not {cfg.bstdg_finetune_lr!r}")
+    check_finetune(need, cfg.bstdg_finetune, cfg.bstdg_finetune_lr)
 
 
 # ---------------------------------------------------------------------------------------------------------------

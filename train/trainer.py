@@ -470,6 +470,14 @@ def requirement(method: str):
     return need
 
 
+def check_finetune(need, epochs, lr) -> None:
+    """The fine-tune settings a method shares (``bntt_finetune*``, ``bstdg_finetune*``): a whole number of epochs >= 0
+    and a positive, finite lr (None: the method's default)."""
+    need(isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 0,
+         f"finetune must be a number of epochs >= 0, not {epochs!r}")
+    need(lr is None or (lr > 0 and math.isfinite(lr)), f"finetune lr must be positive, not {lr!r}")
+
+
 def retain_heap() -> bool:
     """Keep freed memory in the process (glibc: no mmap for large blocks, no trimming), so that a training step's
     large tensors reuse pages instead of faulting fresh ones in: every new 6 MB spike tensor otherwise costs ~1,600
