@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lead", type=float, default=BASE.bstdg_lead,
                     help="steps the correct class's target leads every other class by (0: BS4NN's t_min)")
     ap.add_argument("--backward", choices=bstdg.BACKWARD, default=BASE.bstdg_backward)
+    ap.add_argument("--timing", choices=bstdg.TIMING, default=BASE.bstdg_timing,
+                    help="output errors on the interpolated threshold crossing or on the step (BS4NN)")
     ap.add_argument("--revive", type=float, default=BASE.bstdg_revive,
                     help="error pushing quiet hidden neurons to fire (0: none, as before)")
     ap.add_argument("--min-rate", type=float, default=BASE.bstdg_min_rate,
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
                               threshold_init=args.threshold_init,
                               bstdg_gamma=args.gamma, bstdg_threshold_lr=args.threshold_lr,
                               bstdg_deadline=args.deadline, bstdg_lead=args.lead, bstdg_backward=args.backward,
-                              bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
+                              bstdg_timing=args.timing, bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               bstdg_finetune=args.finetune, bstdg_finetune_lr=args.finetune_lr,
                               seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,31 @@ def test_lead_moves_the_correct_target_ahead_of_every_other_class():
     assert bstdg.targets(t, y, 16, gamma=1.0, deadline=1, lead=2.0)[:, 0].tolist() == [1, 16, 0, 3, 0, 1]
 
 
+def test_crossing_times_interpolate_within_the_firing_step():
+    """t_j - 1 + (theta - V[t_j - 1]) / (V[t_j] - V[t_j - 1]), V[-1] = 0; a silent neuron: T."""
+    v = torch.tensor([[[0., 3., 0., 9.], [4., 5., 0., 9.], [10., 9., 0., 9.], [12., 13., 0., 9.]]])   # (1, T=4, 4)
+    r = {"t": torch.tensor([[2, 0, 4, 0]]), "v": v}
+    th = torch.tensor([8, 2, 8, 8])
+    got = bstdg.crossing_times(r, th, 4)
+    # 1 + (8 - 4) / (10 - 4); -1 + (2 - 0) / 3; silent; -1 + 8 / 9
+    torch.testing.assert_close(got, torch.tensor([[1 + 4 / 6, -1 + 2 / 3, 4.0, -1 + 8 / 9]], dtype=torch.float64))
+    # on a trained network: every firing neuron's crossing lies in [t - 1, t), so the order of steps is kept
+    torch.manual_seed(2)
+    model = bstdg.BSTDGNet([64, 30, 10], timesteps=10, threshold_init=0.3)
+    x, y = data.load_dataset("digits", "train")
+    rec = model.run_times(bstdg.input_times(torch.from_numpy(x[:200]), 10))
+    t = rec[-1]["t"]
+    tc = bstdg.crossing_times(rec[-1], model.integer_thresholds()[-1], 10)
+    fired = t < 10
+    assert bool(fired.any()) and bool((~fired).any())
+    assert bool(((tc >= t - 1) & (tc < t))[fired].all()) and bool((tc[~fired] == 10).all())
+    # the error uses them: with "interpolated" the output weights' gradient differs from the step timing's
+    labels = torch.from_numpy(y[:200])
+    _, g_step, _, _ = bstdg.gradients(model, rec, labels, 1.0, None)
+    _, g_int, _, _ = bstdg.gradients(model, rec, labels, 1.0, None, timing="interpolated")
+    assert not torch.allclose(g_step[1], g_int[1])
+
+
 def test_revive_pushes_quiet_silent_hidden_neurons():
     """The revival term: the running firing fractions (first batch sets them, then r <- 0.99 r + 0.01 now); with
     revive > 0 a hidden neuron below min_rate gets -revive on each sample where it is silent, through every input
@@ -205,6 +230,7 @@ def test_cli_method_bstdg(tmp_path):
     (["--bstdg-lead", "-1"], "lead must be a number of steps in [0, T) = [0, 32), not -1.0"),
     (["-T", "8", "--bstdg-lead", "8"], "lead must be a number of steps in [0, T) = [0, 8), not 8.0"),
     (["-M", "6"], "needs membrane_bits"),
+    (["--bstdg-timing", "late"], "Invalid value for '--bstdg-timing'"),
     (["--bstdg-finetune", "-1"], "finetune must be a number of epochs >= 0, not -1"),
     (["--bstdg-finetune-lr", "0"], "finetune lr must be positive, not 0.0"),
 ])

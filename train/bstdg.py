@@ -12,7 +12,9 @@ alone, following BS4NN (Kheradpisheh et al., the documented rule closest to seed
   threshold the artifact holds, f > 0 the layer's learned threshold factor (stored as log f).
 - output targets: the correct class at ``min(t_min, T - 1)`` (``t_min`` the earliest output spike time, optionally
   also no later than ``bstdg_deadline``); every other class that fired before ``t_min + gamma`` at ``min(t_min + gamma,
-  T)``; the rest keep their time. ``delta_j = (t_target_j - t_j) / T``, L2-normalised per sample and layer.
+  T)``; the rest keep their time. ``delta_j = (t_target_j - t_j) / T``, L2-normalised per sample and layer. With
+  ``bstdg_timing = "interpolated"`` (the ``--method bstdg`` default) t_j here is the threshold crossing interpolated
+  within the spike step (:func:`crossing_times`), so outputs that fire in the same step get different errors.
 - updates through causal pairs only (input i reached neuron j no later than j fired: ``t_i <= t_j``, the contract's
   same-step propagation): ``dW_ji = delta_j [t_i <= t_j]``, ``delta_i = sum_j w_ji delta_j [t_i <= t_j]`` (w = the
   latent W, as BS4NN, or sign(W) with ``bstdg_backward = "sign"``), then L2-normalised, and
@@ -49,8 +51,9 @@ METHOD = "bstdg"
 DEFAULTS = {"encoding": "latency", "leak_shift": None, "output_leak_shift": None, "fire_once": True,
             "readout": "first", "dropout": 0.0, "scale": "layer", "timesteps": 32, "lr": 1e-3, "batch_size": 16,
             "threshold_init": 0.5, "bstdg_revive": 0.02, "bstdg_gamma": 3.0, "bstdg_lead": 2.0, "epochs": 5,
-            "bstdg_finetune": 15}
+            "bstdg_finetune": 15, "bstdg_timing": "interpolated"}
 BACKWARD = ("latent", "sign")
+TIMING = ("step", "interpolated")
 RATE_DECAY = 0.99      # running mean of the hidden neurons' firing fractions, per training batch
 
 
@@ -87,6 +90,7 @@ def check_config(cfg) -> None:
          f"lead must be a number of steps in [0, T) = [0, {cfg.timesteps}), not {cfg.bstdg_lead}")
     need(cfg.bstdg_backward in BACKWARD, f"backward must be one of {', '.join(BACKWARD)}, not "
          f"{cfg.bstdg_backward!r}")
+    need(cfg.bstdg_timing in TIMING, f"timing must be one of {', '.join(TIMING)}, not {cfg.bstdg_timing!r}")
     need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
          f"revive must be >= 0, not {cfg.bstdg_revive}")
     need(0 < cfg.bstdg_min_rate <= 1, f"min rate must be in (0, 1], not {cfg.bstdg_min_rate}")
@@ -279,22 +283,39 @@ def targets(t_out: torch.Tensor, labels: torch.Tensor, steps: int, gamma: float,
     return torch.where(correct, goal[:, None], target)
 
 
+def crossing_times(r: dict, theta, steps: int) -> torch.Tensor:
+    """Output spike times for the error (``bstdg_timing = "interpolated"``): a neuron that first fires at step t
+    (V[t] > theta >= V[t-1], V[-1] = 0) crossed theta at ``t - 1 + (theta - V[t-1]) / (V[t] - V[t-1])``, in [t - 1, t),
+    the membrane taken as linear within the step; T for a silent neuron. ``r``: a layer's :meth:`BSTDGNet.run_times`
+    record; ``theta``: its integer threshold(s). The forward pass and the readout keep the step t."""
+    t, v = r["t"], r["v"]
+    tc = t.clamp(max=steps - 1)
+    v_t = v.gather(1, tc[:, None, :])[:, 0].double()
+    v_prev = torch.where(tc > 0, v.gather(1, (tc - 1).clamp(min=0)[:, None, :])[:, 0].double(), 0.0)
+    th = torch.as_tensor(theta, dtype=torch.float64, device=v.device)
+    share = ((th - v_prev) / (v_t - v_prev).clamp(min=1)).clamp(0, 1)    # V rises by >= 1 in the firing step
+    return torch.where(t < steps, t.double() - 1 + share, float(steps))
+
+
 def _normalise(d: torch.Tensor) -> torch.Tensor:
     n = d.norm(dim=1, keepdim=True)
     return torch.where(n > 0, d / n.clamp_min(1e-30), d)
 
 
 def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, backward: str = "latent",
-              revive: float = 0.0, min_rate: float = 0.05, lead: float = 0.0):
+              revive: float = 0.0, min_rate: float = 0.05, lead: float = 0.0, timing: str = "step"):
     """Spike-time gradients of every latent weight matrix and of the log threshold factors: (loss, [dW per layer],
     d log f per layer, [d log f per neuron, per layer] (empty without per-neuron factors)). With ``revive`` > 0, a
     hidden neuron whose running firing fraction (:meth:`BSTDGNet.track_rates`) is below ``min_rate`` also gets the
     error -revive on each sample where it stays silent, through every input that spiked: its incoming weights from
-    them rise and it fires again."""
+    them rise and it fires again. ``timing`` "interpolated": the output errors on :func:`crossing_times` instead of
+    the spike steps."""
     steps = model.timesteps
     t_out = rec[-1]["t"]
-    target = targets(t_out, labels, steps, gamma, deadline, lead)
-    delta = ((target - t_out.double()) / steps).float()
+    t_err = crossing_times(rec[-1], model.integer_thresholds()[-1], steps) if timing == "interpolated" \
+        else t_out.double()
+    target = targets(t_err, labels, steps, gamma, deadline, lead)
+    delta = ((target - t_err) / steps).float()
     loss = 0.5 * float((delta ** 2).sum(1).mean())
     delta = _normalise(delta)
     batch = t_out.shape[0]
@@ -454,7 +475,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
                 model.track_rates(rec)
                 loss, grads, g_factor, g_neuron = gradients(model, rec, labels, cfg.bstdg_gamma, cfg.bstdg_deadline,
                                                             cfg.bstdg_backward, cfg.bstdg_revive, cfg.bstdg_min_rate,
-                                                            cfg.bstdg_lead)
+                                                            cfg.bstdg_lead, cfg.bstdg_timing)
                 for w, g in zip(model.weights, grads):
                     w.grad = g
                 model.log_factor.grad = g_factor

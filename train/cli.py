@@ -24,7 +24,7 @@ _FLAG_FIELDS = {
     "label_smoothing": "label_smoothing", "init_from": "init_from",
     "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
-    "bstdg_lead": "bstdg_lead",
+    "bstdg_lead": "bstdg_lead", "bstdg_timing": "bstdg_timing",
     "bstdg_backward": "bstdg_backward", "bstdg_revive": "bstdg_revive", "bstdg_min_rate": "bstdg_min_rate",
     "bstdg_finetune": "bstdg_finetune", "bstdg_finetune_lr": "bstdg_finetune_lr",
     "members": "bisnn_members", "member_seed": "bisnn_member_seed", "tau": "bisnn_tau", "prior": "bisnn_prior",
@@ -169,6 +169,9 @@ def _read_config(path) -> dict:
               help="bstdg: steps the correct class's target leads every other class by (0: BS4NN's).  [default: 2]")
 @click.option("--bstdg-backward", type=click.Choice(["sign", "latent"]),
               help="bstdg: propagate errors through the latent W (BS4NN) or sign(W).  [default: latent]")
+@click.option("--bstdg-timing", type=click.Choice(["interpolated", "step"]),
+              help="bstdg: output errors on the threshold crossing interpolated within its step, or on the step "
+                   "(BS4NN).  [default: interpolated]")
 @click.option("--bstdg-revive", type=float,
               help="bstdg: error that pushes quiet hidden neurons to fire (0: none).  [default: 0.02]")
 @click.option("--bstdg-min-rate", type=float,
