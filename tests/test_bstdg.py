@@ -72,7 +72,7 @@ def test_crossing_times_interpolate_within_the_firing_step():
     got = bstdg.crossing_times(r, th, 4)
     # 1 + (8 - 4) / (10 - 4); -1 + (2 - 0) / 3; silent; -1 + 8 / 9
     torch.testing.assert_close(got, torch.tensor([[1 + 4 / 6, -1 + 2 / 3, 4.0, -1 + 8 / 9]], dtype=torch.float64))
-    # on a trained network: every firing neuron's crossing lies in [t - 1, t), so the order of steps is kept
+    # on a random network: every firing neuron's crossing lies in [t - 1, t), so the order of steps is kept
     torch.manual_seed(2)
     model = bstdg.BSTDGNet([64, 30, 10], timesteps=10, threshold_init=0.3)
     x, y = data.load_dataset("digits", "train")
