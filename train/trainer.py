@@ -401,15 +401,14 @@ def config_differences(a: dict, b: dict) -> list[str]:
 
 def cosine_schedule(optimizer, total_steps: int):
     """Cosine decay of every parameter group's learning rate to 0 over ``total_steps`` (then held at 0)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    return finetune_schedule(optimizer, total_steps, 0, 1.0)
 
 
 def finetune_schedule(optimizer, main_steps: int, finetune_steps: int, finetune_factor: float,
                       frozen_groups: tuple = ()):
     """Cosine decay to 0 over ``main_steps``, then (a fine-tune of ``finetune_steps``) a fresh cosine from
     ``finetune_factor`` x each group's lr; the parameter groups numbered in ``frozen_groups`` stay at lr 0 in the
-    fine-tune. With ``finetune_steps`` 0 it is :func:`cosine_schedule`."""
+    fine-tune. With ``finetune_steps`` 0: the plain cosine decay (:func:`cosine_schedule`)."""
     def factor(step, frozen=False):
         if step < main_steps or finetune_steps == 0:
             return 0.5 * (1 + math.cos(math.pi * min(step, main_steps) / max(1, main_steps)))
