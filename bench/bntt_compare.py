@@ -58,7 +58,7 @@ def run(args) -> dict:
     for name in args.exit:
         if name not in models:
             raise SystemExit(f"error: --exit {name!r} names no --model (have {', '.join(models)})")
-        step = (models[name].metadata.get("bntt") or {}).get("exit_step")
+        step = models[name].meta("bntt").get("exit_step")
         if not isinstance(step, int):
             raise SystemExit(f"error: {name} has no metadata.bntt.exit_step (train it with --method bntt)")
         models[f"{name} exit@{step}"] = truncate(models[name], step)
@@ -75,7 +75,7 @@ def run(args) -> dict:
         r = dict(timesteps=net.timesteps, contract_version=net.contract_version, identity=net.identity(),
                  parallel=[lc.parallel for lc in config.layers], width=[lc.width for lc in config.layers],
                  rom=_rom_bits(design), cycles_per_inference=design.manifest["cycles_per_inference"],
-                 variant=(net.metadata.get("bntt") or {}).get("variant"), sims={}, targets={})
+                 variant=net.meta("bntt").get("variant"), sims={}, targets={})
         x, spikes, labels, what = load_inputs(net, args.data, args.test_samples)
         pred = golden.simulate(net, spikes).prediction
         r["accuracy"] = float((pred == labels).mean())

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
             inputs = inputs.float()[:, None, :] if net.encoding == "pixel" else inputs
             trainer.append(integer_simulate(net, inputs)[0].numpy())
         trainer = np.concatenate(trainer)
-        m = net.metadata.get("metrics", {})
+        m = net.meta("metrics")
         floats = decode_predictions(m["float_predictions"])[:n] if "float_predictions" in m else None
         same = bool((gold == trainer).all())
         ok &= same

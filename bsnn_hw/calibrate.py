@@ -158,7 +158,7 @@ def plot(rows: list[dict], path, title: str = "") -> None:
               help="fashion (= fashion-mnist), digits, mnist, or a directory of IDX files.")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Directory of a named IDX data set.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--split-seed", type=int, default=0, show_default=True, help="digits: seed of the train/test split.")
+@click.option("--split-seed", type=click.IntRange(min=0), default=0, show_default=True, help="digits: seed of the train/test split.")
 @click.option("--limit", type=int, help="Only the first N samples of the split.")
 @click.option("--compare", "compare", multiple=True, type=click.Path(dir_okay=False),
               help="Another .bsnn model to evaluate on the same data (repeatable), e.g. a B-SNN network.")
@@ -175,8 +175,9 @@ def calibrate(model, dataset, data_root, split, split_seed, limit, compare, conf
         raise UserError(f"--limit must be at least 1, not {limit}")
     if scale is not None and not (np.isfinite(scale) and scale > 0):
         raise UserError(f"--scale must be a positive number, not {scale}")
-    if plot_path is not None and Path(plot_path).is_dir():
-        raise UserError(f"{plot_path}: is a directory, expected a .png file name")
+    if plot_path is not None:
+        from .io import check_output
+        check_output(plot_path, "--plot")
     nets = [(model, load_model(model))] + [(p, load_model(p)) for p in compare]
     x, y = data.load_dataset(DATASET_ALIASES.get(dataset, dataset), split, seed=split_seed, root=data_root)
     if limit is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 
@@ -134,6 +135,27 @@ def one_line(e: BaseException) -> str:
 
 def one_line_text(text: str) -> str:
     return " ".join(str(text).split())
+
+
+class PositiveNumber(click.ParamType):
+    """An option's value that must be a finite number > 0 (a clock, a baud rate, a timeout). click's FloatRange is
+    not enough: every comparison with NaN is false, so it lets ``nan`` through."""
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) and math.isfinite(value) and value > 0:
+            return value
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(v) and v > 0):
+            self.fail(f"expected a finite number > 0, not {value!r}", param, ctx)
+        return v
+
+
+POSITIVE = PositiveNumber()
+SEED = click.IntRange(min=0)      # NumPy's and torch's generators take seeds >= 0
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -305,7 +327,7 @@ def parse_sizes(text: str) -> list[int]:
 @click.option("--readout", type=click.Choice(contract.READOUTS), default="count", show_default=True)
 @click.option("--encoding", type=click.Choice(contract.ENCODINGS), default="rate", show_default=True)
 @click.option("--threshold", type=int, default=None, help="One threshold for every neuron (default: random).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the random weights.")
 def random(sizes, out, timesteps, leak_shift, reset, membrane_bits, fire_once, readout, encoding, threshold, seed):
     """Write a random, untrained model (to try the hardware flow without training)."""
     from .io import check_memory
@@ -331,8 +353,10 @@ def truncate(model, steps, out):
     from .network import truncate as cut
     net = load_model(model)
     if steps == "exit":
-        exit_step = (net.metadata.get("bntt") or {}).get("exit_step")
-        if not isinstance(exit_step, int):
+        exit_step = net.meta("bntt").get("exit_step")
+        if exit_step is not None and (isinstance(exit_step, bool) or not isinstance(exit_step, int)):
+            raise UserError(f"{model}: metadata.bntt.exit_step must be a step count, not {exit_step!r}")
+        if exit_step is None:
             raise UserError(f"{model}: no exit step in its metadata (metadata.bntt.exit_step, written by "
                             f"`bsnn-hw train --method bntt`); pass --steps N")
         n = exit_step
@@ -402,6 +426,10 @@ def load_inputs(path, net):
         raise UserError(f"{path}: labels 'y' must be integer class indices, not {labels.dtype}")
     if labels is not None and labels.shape != (spikes.shape[0],):
         raise UserError(f"{path}: labels 'y' must have shape ({spikes.shape[0]},), not {labels.shape}")
+    if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= net.n_out):
+        bad = labels[(labels < 0) | (labels >= net.n_out)][0]
+        raise UserError(f"{path}: labels 'y' must be classes 0..{net.n_out - 1} of the model's {net.n_out} outputs, "
+                        f"found {bad}")
     return spikes, labels
 
 

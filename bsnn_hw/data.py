@@ -158,6 +158,9 @@ def load_idx(images, labels) -> tuple[np.ndarray, np.ndarray]:
     """An IDX image file (N, rows, cols) and label file (N,) -> (x uint8 (N, rows*cols), y int64 (N,))."""
     x = read_idx(images, 3)
     y = read_idx(labels, 1)
+    if 0 in x.shape:
+        raise ValueError(f"{images}: holds {x.shape[0]} images of {x.shape[1]}x{x.shape[2]} pixels; expected at "
+                         f"least one image of at least one pixel")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{images} holds {x.shape[0]} images but {labels} holds {y.shape[0]} labels; "
                          f"expected the same count")

@@ -137,7 +137,7 @@ def confidence(totals, votes, members: int, scale: float, kind: str = DEFAULT_CO
 
 def output_scale(net: Network) -> float | None:
     """The logit per unit of readout score the trainer used (``metadata["metrics"]["output_scale"]``), or None."""
-    value = (net.metadata.get("metrics") or {}).get("output_scale") if isinstance(net.metadata, dict) else None
+    value = net.meta("metrics").get("output_scale")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
         return float(value)
     return None

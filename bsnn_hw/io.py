@@ -9,11 +9,31 @@ import tempfile
 from pathlib import Path
 
 
+def output_target(path) -> tuple[Path, bool]:
+    """Where an output named ``path`` really goes, and whether to write into it in place.
+
+    A symbolic link is followed, so the link stays and its target gets the new contents (as ``cp`` and editors do);
+    a device, FIFO or socket (``-o /dev/null``) is written in place, since renaming a file over it would replace the
+    node itself. Anything else is written beside the target and renamed over it."""
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    special = path.exists() and not path.is_file() and not path.is_dir()
+    return path, special
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w"):
-    """Open a temporary file beside ``path``; on success rename it over ``path``, on error remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open a temporary file beside ``path``; on success rename it over ``path``, on error remove it. A device or
+    FIFO is written in place, a symbolic link's target replaced (:func:`output_target`)."""
+    path, special = output_target(path)
+    if special:
+        with open(path, mode) as f:
+            yield f
+        return
+    ensure_parent(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, cannot write the file there")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
@@ -53,7 +73,9 @@ def write_json(path, obj) -> None:
 def atomic_dir(path):
     """Build a directory's contents in a temporary sibling; on success it replaces ``path`` whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():                    # keep the link; its target directory gets the new contents
+        path = Path(os.path.realpath(path))
+    ensure_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
@@ -103,14 +125,50 @@ def ensure_parent(path) -> Path:
     return path
 
 
+def check_not_input(out, inputs, option: str) -> None:
+    """Refuse an output path that names one of the command's input files (it would be replaced by the output)."""
+    for inp in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(out, inp):
+                raise ValueError(f"{option} {out} is the input {inp} itself; write the output to another file")
+
+
+def check_output(path, option: str) -> None:
+    """Refuse, before the work that produces it, an output that could not be written: ``path`` is a directory, a
+    parent is a file, or the nearest existing parent takes no new file (probed with a temporary file, since
+    permission bits say little to root). Creates nothing. ``option`` names the option in the message ("-o")."""
+    target, special = output_target(path)
+    if special:
+        return
+    if target.is_dir():
+        raise IsADirectoryError(f"{option} {path}: is a directory, expected a file path")
+    nearest = next(p for p in [target.parent, *target.parent.parents] if p.exists())
+    if not nearest.is_dir():
+        raise NotADirectoryError(f"{option} {path}: cannot write it: {nearest} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bsnn-hw-probe-", dir=nearest)
+    except OSError as e:
+        raise OSError(f"{option} {path}: cannot write it: {nearest} takes no new file ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def atomic_write_files(files: dict) -> None:
     """Write several files as one: every file is first written beside its target; only when all are complete are
     they renamed into place, and if a rename fails the targets already replaced get their old contents back (or are
     removed), so an error never leaves a mix of new and old files. An error while writing names the target, never
     the temporary file beside it. ``files``: {path: str or bytes}."""
     temps, done = [], []
+    special = {}
+    for path, content in files.items():
+        target, in_place = output_target(path)
+        if in_place:
+            special[target] = content
     try:
         for path, content in files.items():
+            path, in_place = output_target(path)
+            if in_place:
+                continue
             path = ensure_parent(path)
             if path.is_dir():
                 raise IsADirectoryError(f"{path}: is a directory, cannot write the file there")
@@ -144,6 +202,9 @@ def atomic_write_files(files: dict) -> None:
         if backup is not None:
             with contextlib.suppress(FileNotFoundError):
                 backup.unlink()
+    for path, content in special.items():     # devices and FIFOs last: they cannot be rolled back
+        with open(path, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
 
 
 def _rollback(done, temps) -> None:

@@ -547,6 +547,17 @@ class Network:
         from . import artifact
         artifact.save(self, path)
 
+    def meta(self, name: str) -> dict:
+        """The metadata's section ``name`` ("metrics", "config", "bntt", ...): {} when there is none; a ValueError
+        naming it when it is there but not a JSON object (a hand-edited artifact), rather than an AttributeError in
+        whatever reads it."""
+        value = self.metadata.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError(f"metadata.{name} must be a JSON object, not a {type(value).__name__} ({str(value)[:40]})")
+        return value
+
     def identity(self) -> str:
         """The model's identity: a SHA-256 of what the hardware computes (contract version, parameters, thresholds,
         weights), independent of the metadata (:func:`bsnn_hw.artifact.identity`)."""

@@ -51,6 +51,7 @@ import click
 import numpy as np
 
 from . import contract
+from .cli import POSITIVE
 from .network import Conv2d, Layer, Network, Pool, check_sum_pool, fold_sum_pool
 
 DT = 1e-4                    # seconds per contract time step (snnTorch's import_from_nir assumes dt = 1e-4)
@@ -225,6 +226,17 @@ def _read_meta(node) -> dict:
     if not isinstance(meta, dict):
         raise NirError(f"metadata {META_KEY!r} must be a JSON object, not {meta!r}")
     return meta
+
+
+def _graph_dt(meta: dict, given=None) -> float:
+    """Seconds per time step: ``given`` (the --dt option), else the graph's metadata, else :data:`DT`; the metadata's
+    must be a finite number > 0."""
+    if given is not None:
+        return float(given)
+    dt = meta.get("dt", DT)
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (math.isfinite(dt) and dt > 0):
+        raise NirError(f"metadata {META_KEY!r}: dt must be a number of seconds > 0, not {dt!r}")
+    return float(dt)
 
 
 @dataclass
@@ -512,7 +524,7 @@ def _convert(graph, approximate: bool = False, timesteps=None, readout=None, enc
     if ours and gmeta.get("version") != FORMAT_VERSION:
         raise NirError(f"bsnn metadata version {gmeta.get('version')!r} is not supported (this bsnn-hw reads "
                        f"{FORMAT_VERSION})")
-    dt = float(dt if dt is not None else gmeta.get("dt", DT))
+    dt = _graph_dt(gmeta, dt)
     imp.exported_identity = gmeta.get("identity") if ours else None
 
     def network_param(name, given, default):
@@ -770,7 +782,7 @@ def simulate_nir(graph, spikes: np.ndarray, dt: float | None = None, readout: st
     order = _chain(graph, imp)
     if order is None:
         raise NirError("; ".join(imp.problems))
-    dt = float(dt if dt is not None else _read_meta(graph).get("dt", DT))
+    dt = _graph_dt(_read_meta(graph), dt)
     nodes = [graph.nodes[n] for n in order[1:-1]]
     in_shape = tuple(int(v) for v in np.asarray(graph.nodes[order[0]].output_type["output"]).ravel())
     batch, steps, _ = spikes.shape
@@ -852,7 +864,8 @@ def _conv_nchw(x: np.ndarray, node) -> np.ndarray:
 def export_nir(model, out, unit_threshold):
     """Write MODEL (.bsnn) as a NIR graph OUT (.nir); bsnn-only parameters travel in node metadata (docs/nir.md)."""
     from .cli import load_model
-    from .io import atomic_write_files
+    from .io import atomic_write_files, check_not_input
+    check_not_input(out, [model], "OUT")
     net = load_model(model)
     graph = to_nir(net, unit_threshold=unit_threshold)
     atomic_write_files({out: to_bytes(graph)})
@@ -872,7 +885,7 @@ def export_nir(model, out, unit_threshold):
 @click.option("--encoding", type=click.Choice(contract.ENCODINGS), default=None,
               help="Input encoding (default: the metadata, else rate).")
 @click.option("--seed", type=int, default=None, help="Rate encoder seed 1..65535 (default: the metadata, else 1).")
-@click.option("--dt", type=float, default=None, help=f"Seconds per time step (default: the metadata, else {DT:g}).")
+@click.option("--dt", type=POSITIVE, default=None, help=f"Seconds per time step (default: the metadata, else {DT:g}).")
 @click.option("--data", default=None, help="Data set (digits, fashion-mnist, ...): print the accuracy of the float NIR "
               "graph and of the imported model on its test split.")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -881,8 +894,8 @@ def import_nir(graph_file, out, approximate, timesteps, readout, encoding, seed,
     """Read a NIR graph IN into a .bsnn model, exactly (identical identity for a bsnn export) or, with
     --approximate, with a list of the changes."""
     from .cli import UserError
-    if dt is not None and not dt > 0:
-        raise UserError(f"--dt must be positive seconds, not {dt}")
+    from .io import check_not_input
+    check_not_input(out, [graph_file], "-o")
     graph = read_graph(graph_file)
     net, imp = _convert(graph, approximate, timesteps=timesteps, readout=readout, encoding=encoding, seed=seed,
                         dt=dt)
@@ -907,9 +920,12 @@ def import_nir(graph_file, out, approximate, timesteps, readout, encoding, seed,
     click.echo(f"wrote {out}: {'-'.join(map(str, net.sizes))}, T={net.timesteps}, readout={net.readout}, "
                f"encoding={net.encoding}, identity {net.identity()}")
     if imp.exported_identity is not None:
+        given = [f"--{n}" for n, v in (("timesteps", timesteps), ("readout", readout), ("encoding", encoding),
+                                       ("seed", seed)) if v is not None]
+        why = "; ".join([f"{', '.join(given)} given"] * bool(given) + ["the changes below"] * bool(imp.changes)) \
+            or "the graph was changed after export"
         click.echo("the identity of the exported model" if imp.exported_identity == net.identity() else
-                   f"not the identity of the exported model ({imp.exported_identity}): the graph was changed after "
-                   f"export")
+                   f"not the identity of the exported model ({imp.exported_identity}): {why}")
     for line in imp.defaults:
         click.echo(f"default: {line}")
     for line in imp.changes:

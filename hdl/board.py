@@ -31,6 +31,8 @@ import click
 from amaranth import Elaboratable, Module
 from amaranth.lib import io
 
+from bsnn_hw.cli import POSITIVE
+
 from .cli import parse_list
 
 DEFAULT_BAUD = 115200
@@ -238,9 +240,9 @@ def print_summary(s: dict) -> None:
 @click.option("--width", "-W", default=None, help="Input bits per word W per layer (default min(16, n_in)).")
 @click.option("--encoder-lanes", type=click.IntRange(min=1), default=None, help="Pixels per word of the encoder's "
               "pixel RAM, a divisor of layer 0's W (default W; fewer lanes, fewer block RAMs).")
-@click.option("--baud", default=DEFAULT_BAUD, show_default=True, type=float, help="UART baud rate (within 2% of "
+@click.option("--baud", default=DEFAULT_BAUD, show_default=True, type=POSITIVE, help="UART baud rate (within 2% of "
               "clock / an integer divisor).")
-@click.option("--clock", "clock_mhz", default=None, type=float, help="The design clock in MHz: only the board's "
+@click.option("--clock", "clock_mhz", default=None, type=POSITIVE, help="The design clock in MHz: only the board's "
               "oscillator is supported (no PLL is built); given, it must match.")
 @click.option("--name", default="bsnn_board", show_default=True, help="Name of the design (file names).")
 @click.option("--map-only", is_flag=True, help="For a model with an ensemble: build its MAP network.")

@@ -650,6 +650,9 @@ def read_config(doc, net: Network | None = None) -> HwConfig:
             doc = json.loads(Path(doc).read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{where}: not JSON ({e.msg} at line {e.lineno})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where}: not JSON: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                             f"{e.start})") from None
     if not isinstance(doc, dict) or doc.get("format") != CONFIG_FORMAT:
         raise ValueError(f"{where}: not a bsnn-hw configuration (expected \"format\": \"{CONFIG_FORMAT}\")")
     if doc.get("version") != CONFIG_VERSION:
@@ -736,7 +739,7 @@ def print_front(result: dict, measured: dict, limit: int, console=None) -> None:
 @click.option("--events", is_flag=True, help="Also try each dense layer that reads spikes event-driven (input-major: "
               "silent inputs cost nothing), compared with the dense foldings on the spike statistics of --data.")
 @click.option("--data", default=None, help="With --events: the data set whose test images give the spike "
-              "statistics (digits, fashion-mnist, or a .npy/.npz of uint8 images).")
+              "statistics (digits, fashion-mnist, or a directory of IDX files or CIFAR-10 batches).")
 @click.option("--samples", type=click.IntRange(min=1), default=200, show_default=True,
               help="With --events: test images for the spike statistics.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
@@ -752,6 +755,9 @@ def dse(model, target, device, budget, objective, slack, max_parallel, max_width
     from .synth import ToolError
     if target not in DSE_TARGETS:
         raise UserError(f"--target must be one of {', '.join(DSE_TARGETS)}, not {target!r}")
+    if out:
+        from bsnn_hw.io import check_output
+        check_output(out, "-o")
     if objective not in OBJECTIVES:
         raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     try:
@@ -766,7 +772,7 @@ def dse(model, target, device, budget, objective, slack, max_parallel, max_width
     if events:
         if data is None:
             raise UserError("--events compares event-driven and dense layers on real spike statistics: give --data "
-                            "(digits, fashion-mnist or a .npy/.npz of uint8 images)")
+                            "(digits, fashion-mnist, or a directory of IDX files or CIFAR-10 batches)")
         from bsnn_hw.sim.verify import load_inputs
         try:
             _, spikes, _, _ = load_inputs(net, data, samples)

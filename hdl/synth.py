@@ -44,6 +44,8 @@ from pathlib import Path
 
 import click
 
+from bsnn_hw.cli import POSITIVE
+
 from .cli import config_option, decision_options, map_only_option
 from .config import spram_blocks
 
@@ -1037,7 +1039,7 @@ def print_report(res: dict, console=None) -> None:
               "as for generate.")
 @click.option("--name", default="bsnn_top", show_default=True, help="Name of the generated top module.")
 @click.option("--no-pnr", is_flag=True, help="Synthesis only: no place-and-route, no Fmax.")
-@click.option("--freq", default=12.0, show_default=True, type=float, help="nextpnr's target clock (MHz); the "
+@click.option("--freq", default=12.0, show_default=True, type=POSITIVE, help="nextpnr's target clock (MHz); the "
               "achieved Fmax is reported whatever it is.")
 @click.option("--seed", default=1, show_default=True, type=int, help="nextpnr's placement seed.")
 @click.option("--no-cache", is_flag=True, help="Run the tools even if a cached result exists (and keep none).")
@@ -1058,8 +1060,9 @@ def synth(model, target, device, parallel, width, name, no_pnr, freq, seed, no_c
     from bsnn_hw.io import write_json
     try:
         t, _ = get_target(target, device)
-        if freq <= 0:
-            raise ValueError(f"--freq must be positive, not {freq}")
+        if out:
+            from bsnn_hw.io import check_output
+            check_output(out, "-o")
         if no_pnr is False and t.pnr is None:
             no_pnr = True  # Xilinx: synthesis only (said in the report's table)
         from bsnn_hw.cli import progress_printer

@@ -19,6 +19,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from bsnn_hw.cli import POSITIVE
+
 SIM_PREFIX = "sim:"
 SIM_BAUD = 12.5e6          # a simulation's default: 8 cycles per bit at its 100 MHz clock
 SIM_CLOCK_HZ = 100e6       # sim/tb.py's CLOCK_NS = 10
@@ -125,9 +127,9 @@ def run_in_simulator(model: str, net, config, pixels, labels, sim: str, divisor:
 @click.option("--data", "data", default="fashion-mnist", show_default=True, help="Data set name or IDX directory "
               "(its test split).")
 @click.option("-n", "count", default=100, show_default=True, type=click.IntRange(min=1), help="Images to send.")
-@click.option("--baud", default=None, type=float, help="Baud rate (default 115200 on a port; 12.5e6 in a simulation, "
+@click.option("--baud", default=None, type=POSITIVE, help="Baud rate (default 115200 on a port; 12.5e6 in a simulation, "
               "8 cycles per bit at its 100 MHz clock). Must match the build's.")
-@click.option("--timeout", default=5.0, show_default=True, type=float, help="Seconds to wait for an answer.")
+@click.option("--timeout", default=5.0, show_default=True, type=POSITIVE, help="Seconds to wait for an answer.")
 @click.option("--parallel", "-P", default=None, help="(sim: only) Neuron lanes P per layer, as for build.")
 @click.option("--width", "-W", default=None, help="(sim: only) Input bits per word W per layer, as for build.")
 @click.option("--encoder-lanes", type=click.IntRange(min=1), default=None, help="(sim: only) as for build.")
@@ -142,6 +144,17 @@ def board_run(model, port, data, count, baud, timeout, parallel, width, encoder_
     from bsnn_hw.hdl.config import HwConfig
     from bsnn_hw.hdl.uart import Framing, link_bound, uart_divisor
     net = load(model)
+    sim = port[len(SIM_PREFIX):] if port.startswith(SIM_PREFIX) else None
+    if sim is not None:
+        from bsnn_hw.sim.runner import SIMULATORS, simulator_missing
+        if sim not in SIMULATORS:
+            raise UserError(f"--port {port}: unknown simulator {sim!r}, expected {SIM_PREFIX}icarus or "
+                            f"{SIM_PREFIX}verilator")
+        missing = simulator_missing(sim)
+        if missing:
+            raise UserError(f"--port {port}: {missing}")
+    if sim is None and baud is not None and baud != int(baud):
+        raise UserError(f"--baud {baud}: a serial port's baud rate is a whole number")
     x, y = load_dataset(data, "test")
     x = x.reshape(len(x), -1)
     if x.shape[1] != net.n_in:
@@ -150,7 +163,6 @@ def board_run(model, port, data, count, baud, timeout, parallel, width, encoder_
         raise UserError(f"-n {count}: {data}'s test split has {len(x)} images")
     x, y = x[:count], y[:count]
     say = None if as_json else progress_printer()
-    sim = port[len(SIM_PREFIX):] if port.startswith(SIM_PREFIX) else None
     if sim is None and (parallel or width or encoder_lanes):
         raise UserError("-P/-W/--encoder-lanes describe the simulated design (--port sim:...); a board runs what "
                         "it was built with")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from bsnn_hw.cli import UserError, emit_json, load_model, progress_printer
+from bsnn_hw.cli import SEED, UserError, emit_json, load_model, progress_printer
 from bsnn_hw.hdl.cli import config_option, decision_options, make_config, map_only_option, select_network
 
 
@@ -11,18 +11,18 @@ from bsnn_hw.hdl.cli import config_option, decision_options, make_config, map_on
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", default=None, metavar="digits|fashion-mnist|PATH",
               help="Test split to run: a data set name or a directory of IDX files. Default: random inputs.")
-@click.option("--samples", "-n", default=20, show_default=True, type=int, help="Samples to simulate.")
-@click.option("--offset", default=0, show_default=True, type=int, help="First test sample (with --data).")
+@click.option("--samples", "-n", default=20, show_default=True, type=click.IntRange(min=1), help="Samples to simulate.")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(min=0), help="First test sample (with --data).")
 @click.option("--sim", type=click.Choice(["icarus", "verilator"]), default="verilator", show_default=True)
 @click.option("--parallel", "-P", default=None, help="P per layer, e.g. 1,1 (default 1 everywhere).")
 @click.option("--width", "-W", default=None, help="W per layer, e.g. 16,16 (default min(16, n_in)).")
 @click.option("--stalls", is_flag=True, help="Random valid/ready stalls on every stream (seeded by --seed).")
 @click.option("--waves", is_flag=True, help="Write an FST wave file (path in the report).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of random inputs and stalls.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of random inputs and stalls.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
               help="Write a PNG of hardware against software spike counts per layer.")
-@click.option("--limit", default=20, show_default=True, type=int, help="Samples listed in the table.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0), help="Samples listed in the table.")
 @decision_options
 @map_only_option
 @config_option
@@ -37,6 +37,9 @@ def verify(ctx, model, data, samples, offset, sim, parallel, width, stalls, wave
     step)."""
     from bsnn_hw.sim import runner, verify as vmod
     net = select_network(load_model(model), map_only)
+    if plot_path:
+        from bsnn_hw.io import check_output
+        check_output(plot_path, "--plot")
     missing = runner.simulator_missing(sim)
     if missing:
         raise UserError(f"--sim {sim}: {missing}")

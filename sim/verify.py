@@ -25,8 +25,8 @@ def float_predictions(net: Network, data: str | None) -> np.ndarray | None:
     """The trainer's float (PyTorch) class for every test sample of ``data``, from the artifact's metadata, or None
     when the artifact has none for that data set."""
     from bsnn_hw.io import decode_predictions
-    metrics = (net.metadata or {}).get("metrics") or {}
-    enc = metrics.get("float_predictions") if isinstance(metrics, dict) else None
+    metrics = net.meta("metrics")
+    enc = metrics.get("float_predictions")
     if data is None or not isinstance(enc, str) or metrics.get("dataset") != data:
         return None
     try:
@@ -53,6 +53,9 @@ def load_inputs(net: Network, data: str | None, samples: int, seed: int = 0, off
     if samples < 1:
         raise ValueError(f"--samples must be at least 1, not {samples}")
     if data is None:
+        from bsnn_hw.io import check_memory
+        # The spike trains (one byte a bit) and the golden model's record of them, before anything is simulated.
+        check_memory(2 * samples * net.timesteps * net.n_in, f"--samples {samples} random inputs")
         rng = np.random.default_rng(seed)
         if net.encoding == "direct":
             spikes = rng.random((samples, net.timesteps, net.n_in)) < 0.5
@@ -63,14 +66,18 @@ def load_inputs(net: Network, data: str | None, samples: int, seed: int = 0, off
         raise ValueError("the model's encoding is 'direct' (spike trains supplied by the caller); a data set of "
                          "intensities cannot be encoded for it: run verify without --data")
     from bsnn_hw.data import load_dataset
-    cfg = (net.metadata or {}).get("config") or {}
-    split_seed = cfg.get("split_seed", 0) if isinstance(cfg, dict) else 0
-    x, y = load_dataset(data, "test", seed=int(split_seed or 0))
+    split_seed = net.meta("config").get("split_seed") or 0
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ValueError(f"metadata.config.split_seed must be an integer >= 0, not {split_seed!r}")
+    x, y = load_dataset(data, "test", seed=split_seed)
     if x.shape[1] != net.n_in:
         raise ValueError(f"data set {data!r} has {x.shape[1]} features per sample but the model has {net.n_in} "
                          f"inputs")
     if offset < 0 or offset >= len(x):
         raise ValueError(f"--offset must be in 0..{len(x) - 1}, not {offset}")
+    if offset + samples > len(x):
+        raise ValueError(f"--samples {samples} from --offset {offset}: {data}'s test split has {len(x)} samples, "
+                         f"so at most {len(x) - offset} from there")
     x, y = x[offset:offset + samples], y[offset:offset + samples]
     return x, net.encode(x), y, f"{len(x)} test samples of {data} (from index {offset})"
 

@@ -202,3 +202,140 @@ def test_verify_reports_progress_of_each_long_step(tmp_path, model):
     lines.clear()
     vmod.verify(net, net.encode(x), sim="icarus", progress=lines.append, cache_dir=tmp_path / "cache")
     assert any("found in the cache" in line for line in lines)
+
+
+# --- a second tour (every command, ~400 bad inputs): what it found ----------------------------------------------------
+
+@pytest.fixture
+def digits_model(tmp_path):
+    path = tmp_path / "d.bsnn"
+    random_network([64, 16, 10], timesteps=4, seed=5).save(path)
+    return path
+
+
+def test_output_through_a_symbolic_link_keeps_the_link(tmp_path):
+    target = tmp_path / "real.bsnn"
+    target.write_text("old")
+    link = tmp_path / "link.bsnn"
+    link.symlink_to(target.name)
+    cli("random", "--sizes", "4-2", "-o", link)
+    assert link.is_symlink() and os.readlink(link) == target.name
+    assert bsnn_hw.load(target).sizes == [4, 2]
+
+
+def test_output_to_a_fifo_writes_into_it(tmp_path):
+    """A device or FIFO (`-o /dev/null`) is written in place: renaming a file over it would replace the node."""
+    import stat
+    import threading
+    from bsnn_hw.io import atomic_write, atomic_write_files
+    fifo = tmp_path / "pipe"
+    for write in (lambda: atomic_write_files({fifo: b"abc"}), lambda: _write_with(atomic_write, fifo, b"abc")):
+        os.mkfifo(fifo)
+        got = []
+        reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+        reader.start()
+        write()
+        reader.join(timeout=10)
+        assert got == [b"abc"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+        fifo.unlink()
+
+
+def _write_with(atomic_write, path, data):
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def test_unwritable_outputs_are_refused_before_the_work(tmp_path, model):
+    (tmp_path / "afile").write_text("")
+    fails("train", "--dataset", "digits", "--epochs", "1", "-o", tmp_path / "afile" / "m.bsnn",
+          pattern=r"--out .*afile/m\.bsnn: cannot write it: .*afile is a file, not a directory")
+    if os.path.isdir("/proc/self"):       # Linux: no new file can be made in /proc, not even by root
+        fails("synth", model, "--no-pnr", "-o", "/proc/nope/r.json", pattern=r"-o /proc/nope/r\.json: cannot write "
+                                                                             r"it: /proc takes no new file")
+        fails("verify", model, "-n", "1", "--plot", "/proc/p.png", pattern=r"--plot /proc/p\.png: cannot write it")
+
+
+def test_verify_samples_beyond_the_split_are_refused(digits_model):
+    fails("verify", digits_model, "--data", "digits", "-n", "5", "--offset", "358",
+          pattern=r"--samples 5 from --offset 358: digits's test split has 360 samples, so at most 2 from there")
+    fails("verify", digits_model, "-n", "100000000000000", pattern=r"--samples 100000000000000 random inputs would "
+                                                                  r"need about .* of memory")
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["verify", "{m}", "--seed", "-5"], r"'--seed': -5 is not in the range x>=0"),
+    (["verify", "{m}", "--limit", "-1"], r"'--limit': -1 is not in the range x>=0"),
+    (["train", "--seed", "-1"], r"'--seed': -1 is not in the range x>=0"),
+    (["synth", "{m}", "--freq", "nan"], r"'--freq': expected a finite number > 0, not 'nan'"),
+    (["build", "{m}", "--board", "icebreaker", "--clock", "nan"], r"'--clock': expected a finite number > 0"),
+    (["board-run", "{m}", "--port", "loop://", "--timeout", "inf"], r"'--timeout': expected a finite number > 0"),
+])
+def test_numbers_out_of_range_are_usage_errors(model, args, pattern):
+    fails(*[a.format(m=model) for a in args], pattern=pattern)
+
+
+def test_nan_in_a_training_config_is_refused(tmp_path):
+    from bsnn_hw.train.trainer import TrainConfig
+    with pytest.raises(ValueError, match=r"slope must be a finite number, not inf"):
+        TrainConfig(slope=float("inf")).validate()
+    (tmp_path / "c.toml").write_text("weight_decay = nan\n")
+    fails("train", "--config", tmp_path / "c.toml", pattern=r"weight_decay must be a finite number, not nan")
+
+
+def test_board_run_port_names_and_baud(digits_model):
+    fails("board-run", digits_model, "--port", "sim:foo", "-n", "1", "--data", "digits",
+          pattern=r"--port sim:foo: unknown simulator 'foo', expected sim:icarus or sim:verilator")
+    fails("board-run", digits_model, "--port", "loop://", "--baud", "115200.7", "-n", "1", "--data", "digits",
+          pattern=r"--baud 115200\.7: a serial port's baud rate is a whole number")
+
+
+@pytest.mark.parametrize("section, command", [("bntt", ["truncate", "{m}", "--steps", "exit", "-o", "{t}"]),
+                                              ("metrics", ["calibrate", "{m}", "-d", "digits", "--limit", "5"])])
+def test_metadata_section_of_the_wrong_type(tmp_path, digits_model, section, command):
+    net = bsnn_hw.load(digits_model)
+    net.metadata[section] = [1]
+    net.save(tmp_path / "odd.bsnn")
+    fails(*[a.format(m=tmp_path / "odd.bsnn", t=tmp_path / "t.bsnn") for a in command],
+          pattern=rf"metadata\.{section} must be a JSON object, not a list")
+
+
+def test_an_idx_file_without_images(tmp_path, digits_model):
+    d = tmp_path / "idx"
+    d.mkdir()
+    (d / "t10k-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 8, 8))
+    (d / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 0))
+    fails("verify", digits_model, "--data", d, "-n", "1",
+          pattern=r"t10k-images-idx3-ubyte: holds 0 images of 8x8 pixels; expected at least one image")
+
+
+def test_config_files_that_are_not_text(tmp_path, model):
+    (tmp_path / "c.json").write_bytes(b"\xff\xfe")
+    fails("generate", model, "-o", tmp_path / "g", "--config", tmp_path / "c.json",
+          pattern=r"c\.json: not JSON: not UTF-8 text \(byte 0xff at offset 0\)")
+    (tmp_path / "c.toml").write_bytes(b"\xff\xfe")
+    fails("train", "--config", tmp_path / "c.toml", pattern=r"c\.toml: not valid TOML: not UTF-8 text")
+
+
+def test_an_output_that_is_the_input(tmp_path, model):
+    before = model.read_bytes()
+    fails("export-nir", model, model, pattern=r"OUT .*m\.bsnn is the input .*m\.bsnn itself")
+    assert model.read_bytes() == before
+    cli("export-nir", model, tmp_path / "m.nir")
+    fails("import-nir", tmp_path / "m.nir", "-o", tmp_path / "m.nir", pattern=r"-o .*m\.nir is the input")
+
+
+def test_nir_metadata_with_an_impossible_time_step(tmp_path, model):
+    from bsnn_hw import nirgraph
+    graph = nirgraph.to_nir(bsnn_hw.load(model))
+    meta = json.loads(graph.metadata[nirgraph.META_KEY])
+    meta["dt"] = 0
+    graph.metadata[nirgraph.META_KEY] = json.dumps(meta)
+    (tmp_path / "dt0.nir").write_bytes(nirgraph.to_bytes(graph))
+    fails("import-nir", tmp_path / "dt0.nir", "-o", tmp_path / "o.bsnn", "--approximate",
+          pattern=r"metadata 'bsnn': dt must be a number of seconds > 0, not 0")
+
+
+def test_run_labels_outside_the_classes(tmp_path, model):
+    np.savez(tmp_path / "xy.npz", x=np.zeros((2, 20), dtype=np.uint8), y=np.array([0, 3]))
+    fails("run", model, tmp_path / "xy.npz", pattern=r"labels 'y' must be classes 0\.\.2 of the model's 3 outputs, "
+                                                     r"found 3")

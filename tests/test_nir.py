@@ -365,8 +365,8 @@ def test_cli_bad_input(tmp_path, model):
     fails("import-nir", tmp_path / "float.nir", "-o", tmp_path / "x.bsnn",
           pattern=r"cannot import exactly \(1 problem; --approximate converts some\): fc: 12 of 12 weights are not "
                   r"integers", cwd=tmp_path)
-    fails("import-nir", tmp_path / "float.nir", "-o", tmp_path / "x.bsnn", "--dt", "0", pattern="--dt must be "
-          "positive", cwd=tmp_path)
+    fails("import-nir", tmp_path / "float.nir", "-o", tmp_path / "x.bsnn", "--dt", "0",
+          pattern="'--dt': expected a finite number > 0, not '0'", cwd=tmp_path)
     fails("import-nir", tmp_path / "float.nir", "-o", tmp_path / "x.bsnn", "--approximate", "--seed", "0",
           pattern="seed", cwd=tmp_path)
 

@@ -85,6 +85,9 @@ def _read_config(path) -> dict:
         raise UserError(f"{p}: no such config file") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{p}: not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not valid TOML: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                        f"{e.start})") from None
     raw = dict(raw.get("train", raw))
     for key in ("leak_shift", "output_leak_shift"):
         if key in raw:
@@ -149,7 +152,7 @@ def _read_config(path) -> dict:
 @click.option("--bntt-leak-correction/--no-bntt-leak-correction", default=None,
               help="bntt per-step: take the floor leak's mean excess out of the per-step bias.  [default: off]")
 @click.option("--members", type=int, help="bisnn: ensemble size S sampled into the artifact.  [default: 8]")
-@click.option("--member-seed", type=int, help="bisnn: seed of the sampled members.  [default: 0]")
+@click.option("--member-seed", type=click.IntRange(min=0), help="bisnn: seed of the sampled members.  [default: 0]")
 @click.option("--tau", type=float, help="bisnn: temperature of the concrete relaxation.  [default: 1]")
 @click.option("--prior", type=float, help="bisnn: prior probability of a +1 weight.  [default: 0.5]")
 @click.option("--rho", type=RHO, help="bisnn: weight of the prior (KL) term: a number >= 0 (0: none, a cold "
@@ -190,9 +193,9 @@ def _read_config(path) -> dict:
 @click.option("--augment-shift", type=int, help="Shift training images by up to +-k pixels.  [default: 0]")
 @click.option("--augment-flip/--no-augment-flip", default=None,
               help="Mirror training images left-right at random (clothes yes, digits no).  [default: off]")
-@click.option("--seed", type=int, help="Training seed.  [default: 0]")
+@click.option("--seed", type=click.IntRange(min=0), help="Training seed.  [default: 0]")
 @click.option("--eval-seed", type=int, help="The model's rate-encoder LFSR seed (1..65535).  [default: 1]")
-@click.option("--split-seed", type=int, help="digits: seed of the train/test split.  [default: 0]")
+@click.option("--split-seed", type=click.IntRange(min=0), help="digits: seed of the train/test split.  [default: 0]")
 @click.option("--val-samples", type=int, help="Hold out the last N training samples (never trained on).  [default: 0]")
 @click.option("--device", help="auto, cpu, cuda, cuda:N.  [default: auto]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
@@ -286,6 +289,9 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
     cfg.validate()
     if sizes is not None:
         _check_sizes(cfg, all_sizes)
+    from bsnn_hw.io import check_output
+    check_output(out, "--out")      # before hours of training, not after them
+    check_output(ckpt_path, "--checkpoint")
 
     def log(msg):
         if not quiet:

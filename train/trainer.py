@@ -120,6 +120,12 @@ class TrainConfig:
         need(isinstance(self.hidden, (list, tuple)) and all(isinstance(h, int) and h >= 1 for h in self.hidden),
              f"hidden must be a list of positive layer sizes, not {self.hidden!r}")
         self.hidden = list(self.hidden)
+        for f in dataclasses.fields(self):      # NaN passes every "> 0" test, and inf is no setting either
+            v = getattr(self, f.name)
+            need(not isinstance(v, float) or math.isfinite(v), f"{f.name} must be a finite number, not {v!r}")
+        for name in ("seed", "bisnn_member_seed"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, not {v!r}")
         need(isinstance(self.timesteps, int) and self.timesteps >= 1, f"timesteps must be at least 1, not "
                                                                        f"{self.timesteps!r}")
         need(self.encoding in TRAIN_ENCODINGS, f"encoding must be one of {', '.join(TRAIN_ENCODINGS)} for training "
