@@ -380,7 +380,32 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> Network:
     if net.contract_version > cv:
         raise ArtifactError(f"{name}: the network needs numeric contract version {net.contract_version} (encoding "
                             f"{net.encoding!r}), the file says {cv}")
+    _refuse_unknown_fields(header, net, name)
     return net
+
+
+HEADER_FIELDS = ("format", "format_version", "contract_version", "network", "layers", "payload_bytes", "metadata",
+                 "ensemble")
+
+
+def _refuse_unknown_fields(header: dict, net: Network, name: str) -> None:
+    """Refuse a field this reader does not know, anywhere but in the free-form metadata: it could carry a meaning
+    (a bias, another reset rule) that the network loaded without it would silently drop, so a file is read whole or
+    not at all. The known fields are those the writer gives the loaded network (every field a format version has
+    had is still written)."""
+    layers, _ = _layers_and_payload(net)
+    checks = [("", header, HEADER_FIELDS), (" network", header["network"], _network_header(net))]
+    for i, (got, want) in enumerate(zip(header["layers"], layers)):
+        checks.append((f" layer {i}", got, want))
+        checks += [(f" layer {i} {key}", got[key], want[key]) for key in ("weights", "step_affine")
+                   if isinstance(got.get(key), dict) and isinstance(want.get(key), dict)]
+    if "ensemble" in header:
+        checks.append((" ensemble", header["ensemble"], ("members", "offset", "nbytes")))
+    for where, got, want in checks:
+        extra = sorted(set(got) - set(want))
+        if extra:
+            raise ArtifactError(f"{name}:{where}: unknown field{'s' * (len(extra) > 1)} {', '.join(map(repr, extra))} "
+                                f"(this bsnn-hw reads {', '.join(sorted(want))}; a newer writer's file?)")
 
 
 def _read_ensemble(eh, layers, payload: bytes, position: int, name: str) -> tuple[list, int]:

@@ -339,3 +339,18 @@ def test_run_labels_outside_the_classes(tmp_path, model):
     np.savez(tmp_path / "xy.npz", x=np.zeros((2, 20), dtype=np.uint8), y=np.array([0, 3]))
     fails("run", model, tmp_path / "xy.npz", pattern=r"labels 'y' must be classes 0\.\.2 of the model's 3 outputs, "
                                                      r"found 3")
+
+
+@pytest.mark.parametrize("where", ["header", "network", "layer", "weights"])
+def test_unknown_fields_outside_the_metadata_are_refused(tmp_path, model, where):
+    """A field the reader does not know could mean something (a bias, another reset): refused, never dropped."""
+    def edit(h):
+        {"header": h, "network": h["network"], "layer": h["layers"][1], "weights": h["layers"][0]["weights"]}[where][
+            "bias"] = [1, 2, 3]
+    bad = tmp_path / "extra.bsnn"
+    bad.write_bytes(_rewrite_header(model.read_bytes(), edit))
+    with pytest.raises(ArtifactError, match=r"unknown field 'bias' \(this bsnn-hw reads .*; a newer writer's file\?\)"):
+        bsnn_hw.load(bad)
+    ok = tmp_path / "meta.bsnn"           # the metadata is free-form
+    ok.write_bytes(_rewrite_header(model.read_bytes(), lambda h: h["metadata"].update(bias=[1, 2, 3])))
+    assert bsnn_hw.load(ok).metadata["bias"] == [1, 2, 3]
