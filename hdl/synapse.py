@@ -110,15 +110,18 @@ class SynapseArray(wiring.Component):
         out = Signal(sum_shape(w), reset_less=True)
         # Wrap-around arithmetic is exact here: out is wide enough for -W..W.
         m.d.sync += out.eq((a_sum << 1) - s_sum)
-        # valid travels alongside the data
+        m.d.comb += [self.o_valid.eq(self._valid_after(m, depth + 1)), self.o_sum.eq(out)]
+        return m
+
+    def _valid_after(self, m, stages: int):
+        """i_valid delayed by ``stages`` registers (valid travels alongside the data); ``stages`` is the latency."""
+        assert stages == self.latency
         v = self.i_valid
-        for k in range(depth + 1):
+        for k in range(stages):
             r = Signal(name=f"valid_{k}")
             m.d.sync += r.eq(v)
             v = r
-        assert depth + 1 == self.latency
-        m.d.comb += [self.o_valid.eq(v), self.o_sum.eq(out)]
-        return m
+        return v
 
     def _elaborate_kbit(self, m):
         w, k = self.width, self.bits
@@ -130,11 +133,5 @@ class SynapseArray(wiring.Component):
             m.d.sync += r.eq(Mux(self.i_spikes[i], weights[i], 0))
             gated.append(r)
         total, depth = signed_tree(m, gated, "wsum", tree_stride(w))
-        v = self.i_valid
-        for n in range(depth + 1):
-            r = Signal(name=f"valid_{n}")
-            m.d.sync += r.eq(v)
-            v = r
-        assert depth + 1 == self.latency
-        m.d.comb += [self.o_valid.eq(v), self.o_sum.eq(total)]
+        m.d.comb += [self.o_valid.eq(self._valid_after(m, depth + 1)), self.o_sum.eq(total)]
         return m
