@@ -29,10 +29,10 @@ def _port(dut, prefix: str, member: str):
                              f"{prefix}__ready and {prefix}__payload)") from None
 
 
-class StreamDriver:
-    """Drives beats into a stream input of the design (``valid``/``payload`` out, ``ready`` in)."""
+class _StreamEnd:
+    """One end of a stream port: its three signals and the seeded stalls."""
 
-    def __init__(self, dut, prefix: str, clk, stall_prob: float = 0.0, stall_max: int = 4, seed: int = 0):
+    def __init__(self, dut, prefix: str, clk, stall_prob: float, stall_max: int, seed: int):
         self.clk = clk
         self.valid = _port(dut, prefix, "valid")
         self.ready = _port(dut, prefix, "ready")
@@ -40,6 +40,19 @@ class StreamDriver:
         self.stall_prob = stall_prob
         self.stall_max = stall_max
         self.rng = random.Random(seed)
+
+    async def _maybe_stall(self, handshake) -> None:
+        """Before a beat: with probability ``stall_prob``, hold ``handshake`` low for 1..``stall_max`` cycles."""
+        if self.stall_prob and self.rng.random() < self.stall_prob:
+            handshake.value = 0
+            await ClockCycles(self.clk, self.rng.randint(1, self.stall_max))
+
+
+class StreamDriver(_StreamEnd):
+    """Drives beats into a stream input of the design (``valid``/``payload`` out, ``ready`` in)."""
+
+    def __init__(self, dut, prefix: str, clk, stall_prob: float = 0.0, stall_max: int = 4, seed: int = 0):
+        super().__init__(dut, prefix, clk, stall_prob, stall_max, seed)
         self.beats_sent = 0
         self.first_accept_time = None     # sim time (steps) of the first accepted beat since the last mark()
         self.last_accept_time = None
@@ -54,9 +67,7 @@ class StreamDriver:
         ``on_accept(index)`` is called at the edge that accepts beat ``index``."""
         from cocotb.utils import get_sim_time
         for k, beat in enumerate(beats):
-            if self.stall_prob and self.rng.random() < self.stall_prob:
-                self.valid.value = 0
-                await ClockCycles(self.clk, self.rng.randint(1, self.stall_max))
+            await self._maybe_stall(self.valid)
             self.payload.value = int(beat)
             self.valid.value = 1
             while True:
@@ -81,7 +92,7 @@ class StreamDriver:
         self.last_accept_time = None
 
 
-class StreamMonitor:
+class StreamMonitor(_StreamEnd):
     """Receives beats from a stream output of the design into a queue; drives ``ready`` (with seeded stalls).
 
     :meth:`start` spawns the receiving task; :meth:`recv` takes the next beat from the queue, so no beat is lost
@@ -89,13 +100,7 @@ class StreamMonitor:
 
     def __init__(self, dut, prefix: str, clk, stall_prob: float = 0.0, stall_max: int = 4, seed: int = 0):
         from cocotb.queue import Queue
-        self.clk = clk
-        self.valid = _port(dut, prefix, "valid")
-        self.ready = _port(dut, prefix, "ready")
-        self.payload = _port(dut, prefix, "payload")
-        self.stall_prob = stall_prob
-        self.stall_max = stall_max
-        self.rng = random.Random(seed)
+        super().__init__(dut, prefix, clk, stall_prob, stall_max, seed)
         self.ready.value = 0
         self.beats = 0
         self.queue = Queue()
@@ -119,9 +124,7 @@ class StreamMonitor:
     async def _run(self) -> None:
         from cocotb.utils import get_sim_time
         while True:
-            if self.stall_prob and self.rng.random() < self.stall_prob:
-                self.ready.value = 0
-                await ClockCycles(self.clk, self.rng.randint(1, self.stall_max))
+            await self._maybe_stall(self.ready)
             self.ready.value = 1
             while True:
                 await ReadOnly()                 # settled: what the next edge will sample
