@@ -71,7 +71,7 @@ def test_verify_mismatch_exits_nonzero_and_names_the_first(icarus, tiny_model, m
 
 @pytest.mark.parametrize("args, message", [
     (["--data", "digits"], "has 64 features per sample but the model has 20 inputs"),
-    (["--samples", "0"], "--samples must be at least 1"),
+    (["--samples", "0"], "Invalid value for '--samples' / '-n': 0 is not in the range x>=1"),
     (["--parallel", "1,x"], "--parallel must be comma-separated ints"),
     (["--parallel", "9,1"], "parallel must be in 1..8"),
 ])
