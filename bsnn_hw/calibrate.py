@@ -23,7 +23,7 @@ import numpy as np
 
 from . import ensemble as ens
 from . import golden
-from .cli import UserError, emit_json, load_model
+from .cli import POSITIVE, UserError, emit_json, given, load_model
 from .io import atomic_write
 
 BINS = 15
@@ -164,7 +164,7 @@ def plot(rows: list[dict], path, title: str = "") -> None:
               help="Another .bsnn model to evaluate on the same data (repeatable), e.g. a B-SNN network.")
 @click.option("--confidence", type=click.Choice(list(ens.CONFIDENCES)), default=ens.DEFAULT_CONFIDENCE,
               show_default=True, help="How an ensemble's totals and votes become probabilities (docs/spec.md 10).")
-@click.option("--scale", type=float, help="Logit per unit of readout score for MODEL (default: its metadata).")
+@click.option("--scale", type=POSITIVE, help="Logit per unit of readout score for MODEL (default: its metadata).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a reliability diagram PNG here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def calibrate(model, dataset, data_root, split, split_seed, limit, compare, confidence, scale, plot_path, as_json):
@@ -173,12 +173,15 @@ def calibrate(model, dataset, data_root, split, split_seed, limit, compare, conf
     from . import data
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, not {limit}")
-    if scale is not None and not (np.isfinite(scale) and scale > 0):
-        raise UserError(f"--scale must be a positive number, not {scale}")
     if plot_path is not None:
         from .io import check_output
         check_output(plot_path, "--plot")
     nets = [(model, load_model(model))] + [(p, load_model(p)) for p in compare]
+    if given("confidence") and not any(net.ensemble for _, net in nets):
+        raise UserError(f"--confidence {confidence} says how an ensemble's scores become probabilities, and no model "
+                        f"here carries an ensemble")
+    if given("split_seed") and DATASET_ALIASES.get(dataset, dataset) != "digits":
+        raise UserError(f"--split-seed chooses digits' train/test split; {dataset} has a fixed one")
     x, y = data.load_dataset(DATASET_ALIASES.get(dataset, dataset), split, seed=split_seed, root=data_root)
     if limit is not None:
         x, y = x[:limit], y[:limit]

@@ -155,6 +155,13 @@ class PositiveNumber(click.ParamType):
 
 
 POSITIVE = PositiveNumber()
+
+
+def given(param: str) -> bool:
+    """Whether the running command's option ``param`` (its Python name) was given by the user, not defaulted: an
+    option that has no effect in the case at hand is refused rather than ignored."""
+    from click.core import ParameterSource
+    return click.get_current_context().get_parameter_source(param) not in (ParameterSource.DEFAULT, None)
 SEED = click.IntRange(min=0)      # NumPy's and torch's generators take seeds >= 0
 
 

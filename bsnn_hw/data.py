@@ -41,6 +41,7 @@ import numpy as np
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10")
 SPLITS = ("train", "test")
+ON_DISK = ("fashion-mnist", "mnist", "cifar10")      # the named data sets read from a directory (--data-root)
 DEFAULT_ROOTS = {
     "fashion-mnist": Path("/usr/share/datasets/fashion-mnist"),
     "mnist": Path("/usr/share/datasets/mnist"),
@@ -64,9 +65,12 @@ def load_dataset(name_or_path, split: str = "test", seed: int = 0, root=None) ->
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     name = str(name_or_path)
+    if root is not None and name not in ON_DISK:
+        raise ValueError(f"a data root (--data-root) is the directory of a named data set on disk "
+                         f"({', '.join(ON_DISK)}); {name!r} takes none")
     if name == "digits":
         return load_digits(split, seed)
-    if name in ("fashion-mnist", "mnist", "cifar10"):
+    if name in ON_DISK:
         directory = Path(root) if root is not None else DEFAULT_ROOTS.get(name)
         if directory is None or not directory.is_dir():
             where = f"{directory}" if directory is not None else "no directory given"

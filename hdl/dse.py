@@ -767,8 +767,10 @@ def dse(model, target, device, budget, objective, slack, max_parallel, max_width
         raise UserError(str(e)) from None
     net = select_network(load_model(model), map_only)
     stats = None
-    if data is not None and not events:
-        raise UserError("--data gives the spike statistics of --events: add --events (dense foldings need none)")
+    from bsnn_hw.cli import given
+    if (data is not None or given("samples")) and not events:
+        raise UserError(f"--{'data' if data is not None else 'samples'} gives the spike statistics of --events: add "
+                        f"--events (dense foldings need none)")
     if events:
         if data is None:
             raise UserError("--events compares event-driven and dense layers on real spike statistics: give --data "

@@ -354,3 +354,17 @@ def test_unknown_fields_outside_the_metadata_are_refused(tmp_path, model, where)
     ok = tmp_path / "meta.bsnn"           # the metadata is free-form
     ok.write_bytes(_rewrite_header(model.read_bytes(), lambda h: h["metadata"].update(bias=[1, 2, 3])))
     assert bsnn_hw.load(ok).metadata["bias"] == [1, 2, 3]
+
+
+def test_options_without_effect_are_refused(tmp_path, model, digits_model):
+    """An option that would change nothing in the case at hand is refused, not ignored."""
+    fails("calibrate", digits_model, "-d", "digits", "--confidence", "votes",
+          pattern=r"--confidence votes says how an ensemble's scores become probabilities, and no model here carries")
+    fails("calibrate", digits_model, "-d", "fashion", "--split-seed", "3",
+          pattern=r"--split-seed chooses digits' train/test split; fashion has a fixed one")
+    fails("calibrate", digits_model, "-d", "digits", "--data-root", tmp_path,
+          pattern=r"a data root \(--data-root\) is the directory of a named data set on disk .*'digits' takes none")
+    fails("calibrate", digits_model, "-d", "digits", "--scale", "nan", pattern=r"'--scale': expected a finite number")
+    fails("dse", model, "--samples", "5", pattern=r"--samples gives the spike statistics of --events: add --events")
+    fails("train", "--dataset", "fashion-mnist", "--split-seed", "2",
+          pattern=r"split_seed chooses digits' train/test split; 'fashion-mnist' has a fixed one")

@@ -355,7 +355,7 @@ def test_calibrate_bad_inputs(trained, tmp_path):
     cases = [
         ([str(tmp_path / "missing.bsnn"), "--dataset", "digits"], "no such model file"),
         ([str(out), "--dataset", "digits", "--limit", "0"], "--limit must be at least 1"),
-        ([str(out), "--dataset", "digits", "--scale", "-1"], "--scale must be a positive number"),
+        ([str(out), "--dataset", "digits", "--scale", "-1"], "'--scale': expected a finite number > 0, not '-1'"),
         ([str(plain), "--dataset", "digits"], "carries no output scale"),
         ([str(wrong), "--dataset", "digits", "--scale", "1"], "the data have 64 features but the network has 20"),
         ([str(out), "--dataset", "nonesuch"], "nonesuch"),

@@ -123,7 +123,10 @@ class TrainConfig:
         for f in dataclasses.fields(self):      # NaN passes every "> 0" test, and inf is no setting either
             v = getattr(self, f.name)
             need(not isinstance(v, float) or math.isfinite(v), f"{f.name} must be a finite number, not {v!r}")
-        for name in ("seed", "bisnn_member_seed"):
+        need(self.split_seed == 0 or self.dataset == "digits",
+             f"split_seed chooses digits' train/test split; {self.dataset!r} has a fixed one (split_seed "
+             f"{self.split_seed!r})")
+        for name in ("seed", "bisnn_member_seed", "split_seed"):
             v = getattr(self, name)
             need(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, not {v!r}")
         need(isinstance(self.timesteps, int) and self.timesteps >= 1, f"timesteps must be at least 1, not "
