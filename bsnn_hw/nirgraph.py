@@ -487,8 +487,11 @@ def _chain(graph, imp: _Import) -> list[str] | None:
     inputs = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
     outputs = [k for k, n in nodes.items() if isinstance(n, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
-        imp.problems.append(f"topology: the graph must have one Input and one Output node, not {len(inputs)} and "
-                            f"{len(outputs)}")
+        def few(names):
+            return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        imp.problems.append(f"topology: the graph must have one Input and one Output node, not {len(inputs)} "
+                            f"({few(inputs)}) and {len(outputs)} ({few(outputs)}); {len(edges)} edge"
+                            f"{'s' * (len(edges) != 1)} join its {len(nodes)} nodes")
         return None
     succ, pred = {}, {}
     for a, b in edges:
