@@ -32,6 +32,14 @@ def _check_timesteps(timesteps) -> int:
     return int(timesteps)
 
 
+def _check_width(n_in) -> int:
+    if not isinstance(n_in, (int, np.integer)) or isinstance(n_in, bool):
+        raise TypeError(f"n_in must be an int, not {n_in!r}")
+    if n_in < 1:
+        raise ValueError(f"n_in must be at least 1, not {n_in}")
+    return int(n_in)
+
+
 def rate(x, timesteps: int, seed=1) -> np.ndarray:
     """Rate (Bernoulli) code. ``seed`` is an int in 1..65535 shared by every sample, or an int array (batch,) of
     per-sample seeds. Returns bool (batch, T, n)."""
@@ -58,6 +66,7 @@ def latency(x, timesteps: int) -> np.ndarray:
 
 def direct(spikes, timesteps: int, n_in: int) -> np.ndarray:
     """Check caller-supplied spike trains: bool (batch, T, n_in)."""
+    timesteps, n_in = _check_timesteps(timesteps), _check_width(n_in)
     spikes = np.asarray(spikes)
     if spikes.dtype != bool:
         raise TypeError(f"direct spike trains must be a bool array, not {spikes.dtype}")
@@ -68,6 +77,7 @@ def direct(spikes, timesteps: int, n_in: int) -> np.ndarray:
 
 def pixel(x, n_in: int) -> np.ndarray:
     """The "pixel" input: uint8 intensities (batch, n_in), checked, the same every step (no spike trains)."""
+    n_in = _check_width(n_in)
     x = _check_intensities(x)
     if x.shape[1] != n_in:
         raise ValueError(f"inputs have {x.shape[1]} features but the network has {n_in} inputs")
@@ -78,12 +88,15 @@ def encode(x, timesteps: int, encoding: str, seed=1) -> np.ndarray:
     """Dispatch on the encoding's name. For "direct", ``x`` already is the spike trains; "pixel" gives the checked
     intensities (batch, n) themselves."""
     if encoding == "pixel":
-        return pixel(x, np.shape(x)[-1])
+        x = _check_intensities(x)
+        return pixel(x, x.shape[1])
     if encoding == "rate":
         return rate(x, timesteps, seed)
     if encoding == "latency":
         return latency(x, timesteps)
     if encoding == "direct":
         x = np.asarray(x)
-        return direct(x, timesteps, x.shape[-1] if x.ndim == 3 else -1)
+        if x.ndim != 3:
+            raise ValueError(f"direct spike trains must have shape (batch, T, n_in), not {x.shape}")
+        return direct(x, timesteps, x.shape[-1])
     raise ValueError(f"encoding must be one of {', '.join(contract.ENCODINGS)}, not {encoding!r}")

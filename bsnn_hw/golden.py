@@ -386,6 +386,10 @@ def simulate(net: Network, spikes, record: bool = False, method: str = "auto") -
     docstring); all are exact and agree bit for bit. A batch of at least ``_PARALLEL_MIN_BATCH`` samples runs in
     parts on as many threads as BLAS is set to use (threadpoolctl; NumPy releases the GIL), each part's BLAS calls on
     one thread, so the conversions and the membrane recurrence use every core too, not only the products."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+    if not isinstance(record, (bool, np.bool_)):
+        raise TypeError(f"record must be True or False, not {record!r}")
     spikes = np.asarray(spikes)
     if net.encoding == "pixel":
         if spikes.dtype != np.uint8:

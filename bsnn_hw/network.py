@@ -540,8 +540,20 @@ class Network:
 
     def as_inputs(self, x) -> np.ndarray:
         """A batch of inputs as :func:`bsnn_hw.golden.simulate` takes them: bool spike trains (B, T, n_in), or for a
-        "pixel" network uint8 intensities (B, n_in)."""
-        return np.asarray(x, dtype=np.uint8 if self.encoding == "pixel" else bool)
+        "pixel" network uint8 intensities (B, n_in). Integers are converted when every value fits (0/1 spikes,
+        0..255 intensities); anything else (floats, a 300, a -1) is refused, never cast."""
+        pixel = self.encoding == "pixel"
+        a = np.asarray(x)
+        target, hi = (np.dtype(np.uint8), 255) if pixel else (np.dtype(bool), 1)
+        if a.dtype == target or a.size == 0:
+            return a.astype(target, copy=False)
+        what = "uint8 intensities 0..255" if pixel else "bool spike trains (or integers 0/1)"
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"the network's inputs must be {what}, not {a.dtype}")
+        lo_v, hi_v = int(a.min()), int(a.max())
+        if lo_v < 0 or hi_v > hi:
+            raise ValueError(f"the network's inputs must be {what}, found {lo_v if lo_v < 0 else hi_v}")
+        return a.astype(target)
 
     def save(self, path) -> None:
         from . import artifact
@@ -632,6 +644,8 @@ def truncate(net: "Network", steps: int) -> "Network":
     not depend on T (the rate code draws step-major); the latency code's spike times scale with T, so a latency-coded
     network is refused. The metadata is kept, with ``truncated_from`` = the original T."""
     import copy
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
     if not _is_int(steps):
         raise TypeError(f"steps must be an int, not {steps!r}")
     if not 1 <= steps <= net.timesteps:
@@ -703,6 +717,8 @@ def random_network(sizes: Sequence[int], timesteps: int = 16, leak_shift: int | 
 
     Weights are fair coin flips; thresholds are ``threshold`` for every neuron, or by default random integers around
     sqrt(n_in) / 2 (clamped into the legal range) so that some neurons fire and some do not."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a sequence of at least two positive ints, not {sizes!r}")
     sizes = list(sizes)
     if len(sizes) < 2 or any(not _is_int(s) or s < 1 for s in sizes):
         raise ValueError(f"sizes must be at least two positive ints (inputs, then each layer's outputs), not {sizes}")

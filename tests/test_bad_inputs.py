@@ -368,3 +368,47 @@ def test_options_without_effect_are_refused(tmp_path, model, digits_model):
     fails("dse", model, "--samples", "5", pattern=r"--samples gives the spike statistics of --events: add --events")
     fails("train", "--dataset", "fashion-mnist", "--split-seed", "2",
           pattern=r"split_seed chooses digits' train/test split; 'fashion-mnist' has a fixed one")
+
+
+# --- the Python API (a third tour: ~210 bad calls) ---------------------------------------------------------------------
+
+def test_inputs_are_refused_not_cast():
+    """Network.as_inputs (the early decision, the benches) used to cast: 7 became a spike, 300 wrapped to 44."""
+    from bsnn_hw import golden
+    net = random_network([4, 3], timesteps=4, readout="first", encoding="direct")
+    with pytest.raises(ValueError, match=r"must be bool spike trains \(or integers 0/1\), found 7"):
+        golden.decide(net, np.full((2, 4, 4), 7, np.uint8))
+    with pytest.raises(TypeError, match=r"not float64"):
+        golden.decide(net, np.full((2, 4, 4), 0.5))
+    _, d = golden.decide(net, np.ones((2, 4, 4), np.int64))          # 0/1 integers are spikes
+    assert d.shape == (2,)
+    pix = Network(net.layers, 4, "first", "pixel", 1)
+    with pytest.raises(ValueError, match=r"uint8 intensities 0\.\.255, found 300"):
+        pix.as_inputs(np.full((2, 4), 300))
+
+
+@pytest.mark.parametrize("call, error, pattern", [
+    (lambda e: e.encode(3, 4, "pixel"), TypeError, r"inputs must be uint8 intensities"),
+    (lambda e: e.encode(np.zeros((3, 3), bool), 3, "direct"), ValueError, r"shape \(batch, T, n_in\), not \(3, 3\)"),
+    (lambda e: e.direct(np.zeros((1, 3, 3), bool), -1, 3), ValueError, r"timesteps must be at least 1, not -1"),
+    (lambda e: e.direct(np.zeros((1, 3, 3), bool), 3.0, 3), TypeError, r"timesteps must be an int, not 3\.0"),
+    (lambda e: e.pixel(np.zeros((2, 3), np.uint8), 3.0), TypeError, r"n_in must be an int, not 3\.0"),
+])
+def test_encoders_check_their_arguments(call, error, pattern):
+    from bsnn_hw import encode
+    with pytest.raises(error, match=pattern):
+        call(encode)
+
+
+def test_api_arguments_of_the_wrong_kind(model):
+    from bsnn_hw import golden, truncate
+    net = bsnn_hw.load(model)
+    spikes = np.zeros((1, net.timesteps, net.n_in), bool)
+    with pytest.raises(TypeError, match=r"net must be a bsnn_hw\.Network, not Layer"):
+        golden.simulate(net.layers[0], spikes)
+    with pytest.raises(TypeError, match=r"record must be True or False, not 'False'"):
+        golden.simulate(net, spikes, record="False")
+    with pytest.raises(TypeError, match=r"net must be a bsnn_hw\.Network, not str"):
+        truncate("net", 2)
+    with pytest.raises(TypeError, match=r"sizes must be a sequence of at least two positive ints, not 5"):
+        random_network(5)
