@@ -25,6 +25,8 @@ def _check_threshold(threshold, n_out: int, membrane_bits: int) -> np.ndarray:
             raise ValueError(f"threshold must be in 1..{hi} (2^(M-1)-1 for M = {membrane_bits}), not {threshold}")
         return np.full(n_out, int(threshold), dtype=np.int64)
     th = np.asarray(threshold)
+    if th.size == 0 and n_out > 0:               # [] is a float64 array to NumPy: say what is really wrong
+        raise ValueError(f"threshold must have shape ({n_out},) to match {n_out} neurons, not {th.shape}")
     if th.dtype == bool or not np.issubdtype(th.dtype, np.integer):
         what = repr(threshold) if th.ndim == 0 else f"an array of {th.dtype}"
         raise TypeError(f"threshold must be an int or an array of ints (thresholds are never rounded), not {what}")
@@ -95,7 +97,7 @@ class _Neurons:
                 raise ValueError(f"leak_shift must be in 1..{membrane_bits - 1} (membrane_bits - 1) or None, "
                                  f"not {leak_shift}")
             leak_shift = int(leak_shift)
-        if reset not in contract.RESET_MODES:
+        if not isinstance(reset, str) or reset not in contract.RESET_MODES:
             raise ValueError(f"reset must be one of {', '.join(map(repr, contract.RESET_MODES))}, not {reset!r}")
         if not isinstance(fire_once, (bool, np.bool_)):
             raise TypeError(f"fire_once must be a bool, not {fire_once!r}")
@@ -726,6 +728,8 @@ def random_network(sizes: Sequence[int], timesteps: int = 16, leak_shift: int | 
         raise ValueError(f"seed must be a non-negative int, not {seed!r}")
     rng = np.random.default_rng(seed)
     hi = (1 << (membrane_bits - 1)) - 1 if _is_int(membrane_bits) and 2 <= membrane_bits <= 32 else None
+    if threshold is not None and hi is not None:
+        _check_threshold(threshold, 1, membrane_bits)     # even where no layer would use it (a membrane readout)
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         weights = rng.random((n_out, n_in)) < 0.5

@@ -412,3 +412,13 @@ def test_api_arguments_of_the_wrong_kind(model):
         truncate("net", 2)
     with pytest.raises(TypeError, match=r"sizes must be a sequence of at least two positive ints, not 5"):
         random_network(5)
+
+
+def test_layer_and_random_network_parameters():
+    w = np.ones((3, 4), bool)
+    with pytest.raises(ValueError, match=r"reset must be one of .*, not array\('zero'"):
+        Layer(w, 2, reset=np.array("zero"))
+    with pytest.raises(ValueError, match=r"threshold must have shape \(3,\) to match 3 neurons, not \(0,\)"):
+        Layer(w, [])
+    with pytest.raises(ValueError, match=r"threshold must be in 1\.\.32767 .*, not 0"):
+        random_network([4, 3], readout="membrane", threshold=0)
