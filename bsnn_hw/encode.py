@@ -24,20 +24,17 @@ def _check_intensities(x) -> np.ndarray:
     return x
 
 
+def _check_count(value, name: str) -> int:
+    """A positive int (``timesteps``, ``n_in``); a float or bool is refused, not rounded."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return int(value)
+
+
 def _check_timesteps(timesteps) -> int:
-    if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool):
-        raise TypeError(f"timesteps must be an int, not {timesteps!r}")
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be at least 1, not {timesteps}")
-    return int(timesteps)
-
-
-def _check_width(n_in) -> int:
-    if not isinstance(n_in, (int, np.integer)) or isinstance(n_in, bool):
-        raise TypeError(f"n_in must be an int, not {n_in!r}")
-    if n_in < 1:
-        raise ValueError(f"n_in must be at least 1, not {n_in}")
-    return int(n_in)
+    return _check_count(timesteps, "timesteps")
 
 
 def rate(x, timesteps: int, seed=1) -> np.ndarray:
@@ -66,7 +63,7 @@ def latency(x, timesteps: int) -> np.ndarray:
 
 def direct(spikes, timesteps: int, n_in: int) -> np.ndarray:
     """Check caller-supplied spike trains: bool (batch, T, n_in)."""
-    timesteps, n_in = _check_timesteps(timesteps), _check_width(n_in)
+    timesteps, n_in = _check_timesteps(timesteps), _check_count(n_in, "n_in")
     spikes = np.asarray(spikes)
     if spikes.dtype != bool:
         raise TypeError(f"direct spike trains must be a bool array, not {spikes.dtype}")
@@ -77,7 +74,7 @@ def direct(spikes, timesteps: int, n_in: int) -> np.ndarray:
 
 def pixel(x, n_in: int) -> np.ndarray:
     """The "pixel" input: uint8 intensities (batch, n_in), checked, the same every step (no spike trains)."""
-    n_in = _check_width(n_in)
+    n_in = _check_count(n_in, "n_in")
     x = _check_intensities(x)
     if x.shape[1] != n_in:
         raise ValueError(f"inputs have {x.shape[1]} features but the network has {n_in} inputs")
