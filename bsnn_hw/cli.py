@@ -143,8 +143,6 @@ class PositiveNumber(click.ParamType):
     name = "number"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, float) and math.isfinite(value) and value > 0:
-            return value
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -155,6 +153,7 @@ class PositiveNumber(click.ParamType):
 
 
 POSITIVE = PositiveNumber()
+SEED = click.IntRange(min=0)      # NumPy's and torch's generators take seeds >= 0
 
 
 def given(param: str) -> bool:
@@ -162,7 +161,6 @@ def given(param: str) -> bool:
     option that has no effect in the case at hand is refused rather than ignored."""
     from click.core import ParameterSource
     return click.get_current_context().get_parameter_source(param) not in (ParameterSource.DEFAULT, None)
-SEED = click.IntRange(min=0)      # NumPy's and torch's generators take seeds >= 0
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -159,14 +159,11 @@ def atomic_write_files(files: dict) -> None:
     removed), so an error never leaves a mix of new and old files. An error while writing names the target, never
     the temporary file beside it. ``files``: {path: str or bytes}."""
     temps, done = [], []
-    special = {}
-    for path, content in files.items():
-        target, in_place = output_target(path)
-        if in_place:
-            special[target] = content
+    targets = {path: output_target(path) for path in files}
+    special = {target: files[path] for path, (target, in_place) in targets.items() if in_place}
     try:
         for path, content in files.items():
-            path, in_place = output_target(path)
+            path, in_place = targets[path]
             if in_place:
                 continue
             path = ensure_parent(path)
