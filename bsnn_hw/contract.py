@@ -138,10 +138,11 @@ def pack_weight_words(weights: np.ndarray, width: int, bits: int) -> list[int]:
     complement, LSB first, so lane i of a word is the signed value as the hardware's adder tree reads it."""
     if bits == 1:
         return pack_words(weights, width)
-    w = np.asarray(weights, dtype=np.int64).ravel()
+    w = np.asarray(weights).ravel()
     lo, hi = weight_range(bits)
-    if w.size and (w.min() < lo or w.max() > hi):
+    if w.size and (w.min() < lo or w.max() > hi):      # in w's own dtype: a uint64 beyond int64 is not wrapped
         raise ValueError(f"{bits}-bit weights must be in {lo}..{hi}, not {int(w.min() if w.min() < lo else w.max())}")
+    w = w.astype(np.int64)
     twos = w & ((1 << bits) - 1)
     vbits = ((twos[:, None] >> np.arange(bits)) & 1).astype(bool).ravel()   # weight-major, LSB first
     return pack_words(vbits, width * bits)

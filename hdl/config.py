@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from bsnn_hw import contract
 from bsnn_hw.contract import ceil_div
 from bsnn_hw.network import Network
@@ -19,8 +21,46 @@ SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16
 SPRAM_MIN_BITS = 16384
 
 
+# The widest word a SynapseArray builds (W inputs in one popcount or adder tree) and the widest synaptic sum a
+# NeuronCore takes: bounds on what a generator is asked for, far above any design that fits an FPGA, so that a wrong
+# number is refused in one line instead of exhausting memory inside Amaranth.
+MAX_WORD_BITS = 1 << 16
+MAX_SUM_BITS = 64           # the golden model's int64
+
+
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_int(name: str, value, lo: int = 1, hi: int | None = None, what: str = "") -> int:
+    """``value`` when it is an int (not a bool) in lo..hi (no upper bound for ``hi`` None), else a one-line
+    TypeError / ValueError naming ``name``, the value and the range (``what``: why the range, in parentheses)."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        span = f"in {lo}..{hi}" if hi is not None else f"at least {lo}"
+        raise ValueError(f"{name} must be {span}{f' ({what})' if what else ''}, not {value!r}")
+    return value
+
+
+def check_flag(name: str, value) -> bool:
+    """``value`` as a bool when it is True or False (NumPy's too), else a TypeError: a generator option is never
+    taken from a string, None or a number's truth."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return bool(value)
+
+
+def check_bits(name: str, value, optional: bool = True) -> int | None:
+    """A size in bits (``logic_rom_bits``, ``spram``): an int >= 0, or None when ``optional``."""
+    if value is None and optional:
+        return None
+    expected = "a number of bits (an int >= 0)" + (" or None" if optional else "")
+    if not _is_int(value):
+        raise TypeError(f"{name} must be {expected}, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be {expected}, not {value!r}")
+    return value
 
 
 def clog2(n: int) -> int:
@@ -88,12 +128,8 @@ class LayerConfig:
     events: bool = False
 
     def __post_init__(self):
-        for name in ("parallel", "width"):
-            v = getattr(self, name)
-            if not _is_int(v):
-                raise TypeError(f"{name} must be an int, not {v!r}")
-            if v < 1:
-                raise ValueError(f"{name} must be at least 1, not {v!r}")
+        check_int("parallel", self.parallel)
+        check_int("width", self.width, 1, MAX_WORD_BITS, "the widest word a synapse array builds")
         if not isinstance(self.events, bool):
             raise TypeError(f"events must be a bool, not {self.events!r}")
 
@@ -131,6 +167,8 @@ class HwConfig:
     spram_min_bits: int = SPRAM_MIN_BITS
 
     def __post_init__(self):
+        if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+            raise TypeError(f"layers must be a sequence of LayerConfig (one per layer), not {self.layers!r}")
         layers = tuple(self.layers)
         for i, lc in enumerate(layers):
             if not isinstance(lc, LayerConfig):
@@ -143,10 +181,8 @@ class HwConfig:
             raise TypeError(f"input_width must be an int or None, not {self.input_width!r}")
         if self.encoder_lanes is not None and not _is_int(self.encoder_lanes):
             raise TypeError(f"encoder_lanes must be an int or None, not {self.encoder_lanes!r}")
-        if self.logic_rom_bits is not None and (not _is_int(self.logic_rom_bits) or self.logic_rom_bits < 0):
-            raise ValueError(f"logic_rom_bits must be a non-negative int (bits) or None, not {self.logic_rom_bits!r}")
-        if not _is_int(self.spram_min_bits) or self.spram_min_bits < 0:
-            raise ValueError(f"spram_min_bits must be a non-negative int (bits), not {self.spram_min_bits!r}")
+        check_bits("logic_rom_bits", self.logic_rom_bits)
+        check_bits("spram_min_bits", self.spram_min_bits, optional=False)
 
     @classmethod
     def default(cls, net: Network) -> "HwConfig":
@@ -160,16 +196,25 @@ class HwConfig:
     def from_lists(cls, net: Network, parallel=None, width=None, early_exit: bool = False,
                    skip_zero: bool = False, encoder: bool = False, encoder_lanes: int | None = None,
                    logic_rom_bits: int | None = None, spram: bool = False) -> "HwConfig":
-        """Build from per-layer lists (``None`` entries or lists: defaults); lengths must match the layer count."""
+        """Build from per-layer lists (a list or an entry that is ``None``: that layer's default); lengths must match
+        the layer count."""
         base = cls.default(net)
         n = len(net.layers)
         for name, values in (("parallel", parallel), ("width", width)):
-            if values is not None and len(values) != n:
+            if values is None:
+                continue
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+                raise TypeError(f"{name} must be a list of ints, one per layer ({n} layers), not {values!r}")
+            if len(values) != n:
                 raise ValueError(f"{name} needs one value per layer ({n} layers), not {len(values)}: {list(values)}")
         layers = []
         for i, lc in enumerate(base.layers):
-            layers.append(LayerConfig(lc.parallel if parallel is None else parallel[i],
-                                      lc.width if width is None else width[i]))
+            p = lc.parallel if parallel is None or parallel[i] is None else parallel[i]
+            w = lc.width if width is None or width[i] is None else width[i]
+            try:
+                layers.append(LayerConfig(p, w))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"layer {i}: {e}") from None
         return cls(tuple(layers), early_exit=early_exit, skip_zero=skip_zero, encoder=encoder,
                    encoder_lanes=encoder_lanes, logic_rom_bits=logic_rom_bits, spram=spram)
 
@@ -405,6 +450,17 @@ ENCODER_LOAD_OVERHEAD = 1      # the encoder's done pulse after the last pixel
 ENCODER_STEP_OVERHEAD = 3      # ENCODE (start), the pixel RAM's read latency, the done pulse
 
 
+def check_design(net: Network, config: HwConfig, trace: bool = False) -> None:
+    """The arguments every formula of a design takes: a Network, a HwConfig that builds it
+    (:meth:`HwConfig.validate`) and the trace flag; a one-line TypeError / ValueError otherwise."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+    if not isinstance(config, HwConfig):
+        raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
+    config.validate(net)
+    check_flag("trace", trace)
+
+
 def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False, members: int = 1) -> int:
     """Cycles from the first accepted i_spikes beat to the last o_result beat (always-valid source, always-ready
     sinks); see docs/hardware.md. With early_exit, skip_zero or an event-driven layer this is the worst case (every
@@ -414,6 +470,8 @@ def cycles_per_inference(net: Network, config: HwConfig, trace: bool = False, me
     member T steps without input beats (it replays the buffer) and a scan (n_out + ENSEMBLE_MEMBER_OVERHEAD)::
 
         T * (NW_0 + compute) + (S - 1) * (T * compute + n_out + 3) + readout_cycles + 1"""
+    check_design(net, config, trace)
+    check_int("members", members, what="the ensemble's weight sets; 1: a single network")
     compute = 0
     for i, (layer, lc) in enumerate(zip(net.layers, config.layers)):
         compute += (step_cycles(layer, lc, skips_zero(net, config, i), planes=input_planes(net, i))
@@ -449,8 +507,8 @@ def sample_cycles(net: Network, config: HwConfig, spikes, trace: bool = False) -
     ``step`` (the last step run). Each run step costs NW_0 + sum_l (step_l + 1 [+ 1 trace]), where a skipping
     dense layer's step_l counts max(1, words of its input holding a spike) per group, an event-driven one max(1, its
     input's spikes); then the readout."""
-    import numpy as np
     from bsnn_hw import golden
+    check_design(net, config, trace)
     spikes = net.as_inputs(spikes)
     # the full run's spikes up to each decision step are the early-exit run's (a step never depends on later ones)
     ref = golden.simulate(net, spikes, record=True)

@@ -2,6 +2,7 @@
 encoder"), bit-exact with :mod:`bsnn_hw.encode`."""
 from __future__ import annotations
 
+import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -82,7 +83,11 @@ class InputEncoder(wiring.Component):
             raise ValueError(f"the on-chip encoder builds the {' and '.join(ENCODINGS)} codes, not {encoding!r} "
                              f"(a 'direct' model takes spike trains from the host)")
         self.n_in, self.width, self.timesteps, self.encoding = n_in, width, timesteps, encoding
-        self.seed = int(contract.check_seed(seed)) if encoding == "rate" else 1
+        # one LFSR seed (1..65535), checked for every code although only "rate" draws from it
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int (the encoder's one LFSR seed), not {seed!r}")
+        seed = int(contract.check_seed(seed))
+        self.seed = seed if encoding == "rate" else 1
         self.words = contract.ceil_div(n_in, width)             # spike words per step (NW)
         self.lanes = lanes
         self.pixel_words = contract.ceil_div(n_in, lanes)        # R

@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Conv2d, Layer, Pool
 
-from .config import (POOL_LATENCY, _is_int, conv_geometry, count_bits, engine_latency, index_bits, memory_info,
-                     spram_legal, synapse_latency, word_register)
+from .config import (POOL_LATENCY, _is_int, check_bits, check_flag, check_int, conv_geometry, count_bits,
+                     engine_latency, index_bits, memory_info, spram_legal, synapse_latency, word_register)
 from .neuron import NeuronCore
 from .rom import WeightROM
 from .synapse import SynapseArray
@@ -148,17 +148,17 @@ class LayerEngine(wiring.Component):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
         self.conv = isinstance(layer, Conv2d)
         units = layer.out_channels if self.conv else layer.n_out
-        for name, v, lim, what in (("parallel", parallel, units, "C_out" if self.conv else "n_out"),
-                                   ("width", width, layer.n_in, "n_in")):
-            if not _is_int(v):
-                raise TypeError(f"{name} must be an int, not {v!r}")
-            if not 1 <= v <= lim:
-                raise ValueError(f"{name} must be in 1..{lim} (the layer's {what}), not {v!r}")
+        check_int("parallel", parallel, 1, units, f"the layer's {'C_out' if self.conv else 'n_out'}")
+        check_int("width", width, 1, layer.n_in, "the layer's n_in")
+        check_int("timesteps", timesteps)
+        fires, keep_count = check_flag("fires", fires), check_flag("keep_count", keep_count)
+        skip, events = check_flag("skip", skip), check_flag("events", events)
+        logic_rom_bits, spram = check_bits("logic_rom_bits", logic_rom_bits), check_bits("spram", spram)
         if self.conv and width != layer.in_shape[2]:
             raise ValueError(f"width must equal the conv layer's C_in ({layer.in_shape[2]}), not {width}: a word is "
                              f"one input position's channels")
         self.layer, self.parallel, self.width, self.timesteps = layer, parallel, width, timesteps
-        self.fires, self.keep_count = bool(fires), bool(keep_count)
+        self.fires, self.keep_count = fires, keep_count
         self.units = units
         self.groups = contract.ceil_div(units, parallel)
         if self.conv:
@@ -172,7 +172,7 @@ class LayerEngine(wiring.Component):
         if skip and self.conv:
             raise ValueError("skip (zero-word skipping) is for dense layers: a conv layer's windows are not "
                              "skipped")
-        if planes not in (1, contract.PIXEL_BITS):
+        if not _is_int(planes) or planes not in (1, contract.PIXEL_BITS):
             raise ValueError(f"planes must be 1 (spikes) or {contract.PIXEL_BITS} (a 'pixel' input's bit planes), "
                              f"not {planes!r}")
         if skip and planes > 1:
@@ -181,8 +181,7 @@ class LayerEngine(wiring.Component):
         if events and (self.conv or skip or planes > 1):
             raise ValueError("events (the event-driven organization) is for dense layers reading spikes, without "
                              "skip (it skips every silent input itself) and without a 'pixel' input's bit planes")
-        self.skip = bool(skip)
-        self.events = bool(events)
+        self.skip, self.events = skip, events
         self.planes = planes
         self.plane_words = self.in_words              # input words of one plane (of the spike vector)
         self.in_words *= planes                       # plane b's words at b * plane_words
@@ -223,14 +222,21 @@ class LayerEngine(wiring.Component):
     def _check_banks(layer, banks):
         if banks is None:
             return None
+        if isinstance(banks, (str, bytes, np.ndarray)) or not hasattr(banks, "__iter__"):
+            raise TypeError(f"banks must be a list of weight arrays (one per ensemble member), not "
+                            f"{type(banks).__name__}")
         banks = list(banks)
         if not banks:
             raise ValueError("banks must hold at least one weight set (one per ensemble member), not none")
+        lo, hi = contract.weight_range(layer.weight_bits)
         for s, w in enumerate(banks):
             if not isinstance(w, np.ndarray) or w.shape != layer.weights.shape or w.dtype != layer.weights.dtype:
                 got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
                 raise ValueError(f"banks[{s}] must be a {layer.weights.dtype} array of the layer's weight shape "
                                  f"{layer.weights.shape}, not {got}")
+            if layer.weight_bits > 1 and (w.min() < lo or w.max() > hi):
+                raise ValueError(f"banks[{s}]: {layer.weight_bits}-bit weights must be in {lo}..{hi}, not "
+                                 f"{int(w.min() if w.min() < lo else w.max())}")
         return banks
 
     def rom_weights(self):

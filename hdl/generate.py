@@ -11,12 +11,13 @@ from amaranth.lib import data, wiring
 from bsnn_hw import contract
 from bsnn_hw.network import Network
 
-from .config import (NEURON_LATENCY, HwConfig, count_bits, cycles_per_inference, data_dependent, index_bits,
-                     input_planes, layer_latency, layer_shape, readout_cycles, skips_zero, step_cycles, synapse_latency)
+from .config import (NEURON_LATENCY, HwConfig, check_design, check_flag, count_bits, cycles_per_inference,
+                     data_dependent, index_bits, input_planes, layer_latency, layer_shape, readout_cycles, skips_zero,
+                     step_cycles, synapse_latency)
 from .top import NetworkTop, result_layout, trace_layout
 
 MANIFEST_VERSION = 1
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")     # fullmatch: "$" would let a final newline through
 
 
 @dataclasses.dataclass
@@ -125,7 +126,7 @@ def check_name(name) -> str:
     """A module name that needs no escaping in Verilog or SystemVerilog: an identifier, not a reserved word."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, not {name!r}")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(f"name must be a Verilog identifier (letters, digits, _; not starting with a digit), "
                          f"not {name!r}")
     if name in VERILOG_KEYWORDS:
@@ -152,6 +153,10 @@ def affine_summary(core) -> dict | None:
 
 def manifest(net: Network, config: HwConfig, trace: bool, name: str, top: NetworkTop | None = None) -> dict:
     """The manifest (docs/hardware.md): everything a bench needs to size itself."""
+    check_design(net, config, trace)
+    check_name(name)
+    if top is not None and not isinstance(top, NetworkTop):
+        raise TypeError(f"top must be the NetworkTop built for net or None, not {type(top).__name__}")
     if top is None:
         top = NetworkTop(net, config, trace)
         top._MustUse__silence = True   # built for its shape and memories only (the fit check), not elaborated
@@ -250,10 +255,10 @@ def generate(net: Network, config: HwConfig | None = None, trace: bool = False, 
     config = HwConfig.default(net) if config is None else config
     if not isinstance(config, HwConfig):
         raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
-    config.validate(net)
+    check_design(net, config, trace)
     check_name(name)
     members = None
-    if ensemble and getattr(net, "ensemble", ()):
+    if check_flag("ensemble", ensemble) and getattr(net, "ensemble", ()):
         from bsnn_hw import ensemble as ens
         members = ens.members(net)
     top = NetworkTop(net, config, trace, members=members)

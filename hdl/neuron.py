@@ -10,7 +10,8 @@ from amaranth.lib.wiring import In, Out
 from bsnn_hw import contract
 from bsnn_hw.network import Conv2d, Layer
 
-from .config import NEURON_LATENCY, _is_int, count_bits, index_bits, memory_attrs, memory_info
+from .config import (MAX_SUM_BITS, NEURON_LATENCY, _is_int, check_bits, check_flag, count_bits, index_bits,
+                     memory_attrs, memory_info)
 
 
 class NeuronCore(wiring.Component):
@@ -75,7 +76,7 @@ class NeuronCore(wiring.Component):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
         if not isinstance(layer, (Layer, Conv2d)):
             raise TypeError(f"layer must be a bsnn_hw.Layer or Conv2d, not {type(layer).__name__}")
-        if input_max not in (1, contract.PIXEL_MAX):
+        if not _is_int(input_max) or input_max not in (1, contract.PIXEL_MAX):
             raise ValueError(f"input_max must be 1 (spikes) or {contract.PIXEL_MAX} (pixels), not {input_max!r}")
         conv = isinstance(layer, Conv2d)
         self.units = layer.out_channels if conv else layer.n_out
@@ -89,6 +90,7 @@ class NeuronCore(wiring.Component):
             raise TypeError(f"timesteps must be an int, not {timesteps!r}")
         if timesteps < 1:
             raise ValueError(f"timesteps must be at least 1, not {timesteps!r}")
+        fires, keep_count = check_flag("fires", fires), check_flag("keep_count", keep_count)
         if fires and layer.threshold is None:
             raise ValueError("a layer without thresholds cannot fire: pass fires=False (membrane readout)")
         bound = layer.current_bound(input_max)
@@ -97,16 +99,16 @@ class NeuronCore(wiring.Component):
             sum_width = min_sum
         if not _is_int(sum_width):
             raise TypeError(f"sum_width must be an int or None, not {sum_width!r}")
-        if sum_width < min_sum:
-            raise ValueError(f"sum_width must be at least {min_sum} (signed +-{bound}, the layer's "
+        if not min_sum <= sum_width <= MAX_SUM_BITS:
+            raise ValueError(f"sum_width must be in {min_sum}..{MAX_SUM_BITS} (at least signed +-{bound}, the layer's "
                              f"largest synaptic input), not {sum_width!r}")
         self.layer = layer
         self.parallel = parallel
         self.timesteps = timesteps
-        self.fires = bool(fires)
-        self.keep_count = bool(keep_count)
-        self.logic_rom_bits = logic_rom_bits
-        self.spram_min_bits = spram     # None: no SPRAM; else the smallest state RAM (bits) that goes there
+        self.fires = fires
+        self.keep_count = keep_count
+        self.logic_rom_bits = check_bits("logic_rom_bits", logic_rom_bits)
+        self.spram_min_bits = check_bits("spram", spram)   # None: no SPRAM; else the smallest state RAM (bits) there
         self.sum_width = sum_width
         self.groups = contract.ceil_div(self.units, parallel)
         self.depth = self.positions * self.groups

@@ -9,26 +9,34 @@ from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
 
-from .config import _is_int, index_bits, memory_attrs
+from .config import check_bits, check_int, index_bits, memory_attrs
 
 
 def _check_weights(weights, bits: int = 1) -> np.ndarray:
-    w = np.asarray(weights)
+    try:
+        w = np.asarray(weights)
+    except ValueError:          # NumPy's own words for a ragged list
+        raise ValueError("weights must be a rectangular (n_out, n_in) array, not rows of different lengths") from None
     if bits == 1 and w.dtype != bool:
         raise TypeError(f"weights must be a bool array (True = +1), not {w.dtype}")
     if bits > 1 and (w.dtype == bool or not np.issubdtype(w.dtype, np.integer)):
         raise TypeError(f"{bits}-bit weights must be an integer array, not {w.dtype}")
     if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
         raise ValueError(f"weights must have shape (n_out, n_in) with both at least 1, not {w.shape}")
+    lo, hi = contract.weight_range(bits)
+    if bits > 1 and (w.min() < lo or w.max() > hi):     # compared in w's own dtype: a uint64 is not wrapped
+        raise ValueError(f"{bits}-bit weights must be in {lo}..{hi}, not {int(w.min() if w.min() < lo else w.max())}")
     return w
 
 
-def _check_fold(name: str, value, limit: int, what: str) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if not 1 <= value <= limit:
-        raise ValueError(f"{name} must be in 1..{limit} ({what}), not {value!r}")
-    return value
+def _check_fold(weights, parallel, width, bits) -> tuple[np.ndarray, int, int, int]:
+    """(weights, P, W, k) checked: k in 1..8, the weights' shape and range, P in 1..n_out, W in 1..n_in."""
+    bits = check_int("bits", bits, contract.WEIGHT_BITS_MIN, contract.WEIGHT_BITS_MAX, "the weight bits")
+    w = _check_weights(weights, bits)
+    n_out, n_in = w.shape
+    parallel = check_int("parallel", parallel, 1, n_out, "the layer's n_out")
+    width = check_int("width", width, 1, n_in, "the layer's n_in")
+    return w, parallel, width, bits
 
 
 class WeightROM(wiring.Component):
@@ -57,13 +65,9 @@ class WeightROM(wiring.Component):
 
     def __init__(self, weights, parallel: int, width: int, bits: int = 1, logic_rom_bits: int | None = None):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
-        self.bits = _check_fold("bits", bits, 8, "the weight bits")
-        w = _check_weights(weights, bits)
-        n_out, n_in = w.shape
-        self.parallel = _check_fold("parallel", parallel, n_out, "the layer's n_out")
-        self.width = _check_fold("width", width, n_in, "the layer's n_in")
+        w, self.parallel, self.width, self.bits = _check_fold(weights, parallel, width, bits)
         self.init = self.contents(w, parallel, width, bits)
-        self.logic_rom_bits = logic_rom_bits
+        self.logic_rom_bits = check_bits("logic_rom_bits", logic_rom_bits)
         self.depth = len(self.init)
         self._MustUse__silence = False
         super().__init__({
@@ -75,7 +79,7 @@ class WeightROM(wiring.Component):
     @staticmethod
     def contents(weights, parallel: int, width: int, bits: int = 1) -> list[int]:
         """The ROM words (the software model): see the class docstring."""
-        w = _check_weights(weights, bits)
+        w, parallel, width, bits = _check_fold(weights, parallel, width, bits)
         n_out, n_in = w.shape
         groups = contract.ceil_div(n_out, parallel)
         words = []

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
 
-from .config import _is_int, synapse_latency, tree_stride
+from .config import MAX_WORD_BITS, check_int, synapse_latency, tree_stride
 
 
 def sum_shape(width: int, bits: int = 1):
@@ -81,14 +81,8 @@ class SynapseArray(wiring.Component):
 
     def __init__(self, width: int, bits: int = 1):
         self._MustUse__silence = True  # no 'never used' warning if validation below fails
-        if not _is_int(width):
-            raise TypeError(f"width must be an int, not {width!r}")
-        if width < 1:
-            raise ValueError(f"width must be at least 1, not {width!r}")
-        if not _is_int(bits):
-            raise TypeError(f"bits must be an int, not {bits!r}")
-        if not contract.WEIGHT_BITS_MIN <= bits <= contract.WEIGHT_BITS_MAX:
-            raise ValueError(f"bits must be in {contract.WEIGHT_BITS_MIN}..{contract.WEIGHT_BITS_MAX}, not {bits!r}")
+        check_int("width", width, 1, MAX_WORD_BITS, "inputs per word: the widest word a synapse array builds")
+        check_int("bits", bits, contract.WEIGHT_BITS_MIN, contract.WEIGHT_BITS_MAX, "the weight bits")
         self.width, self.bits = width, bits
         self.latency = synapse_latency(width)
         self._MustUse__silence = False

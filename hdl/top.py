@@ -78,6 +78,9 @@ def check_members(net: Network, members) -> list:
     shares thresholds, leaks and widths and banks only the weights); [] for None."""
     if members is None:
         return []
+    if isinstance(members, (str, bytes, Network)) or not hasattr(members, "__iter__"):
+        raise TypeError(f"members must be a list of bsnn_hw.Network (the ensemble's weight sets) or None, not "
+                        f"{type(members).__name__}")
     members = list(members)
     for s, mem in enumerate(members):
         if not isinstance(mem, Network):

@@ -19,6 +19,7 @@ the network is reset after a bad one (no half-loaded sample stays behind).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 from amaranth import Cat, Const, Module, ResetInserter, Shape, Signal, signed, unsigned
@@ -48,8 +49,8 @@ def uart_divisor(clock_hz: float, baud: float) -> int:
     when it is below :data:`MIN_DIVISOR` or when the baud rate it gives is more than :data:`MAX_BAUD_ERROR` away
     from ``baud``."""
     for name, v in (("clock", clock_hz), ("baud", baud)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ValueError(f"{name} must be a positive number, not {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise ValueError(f"{name} must be a positive, finite number, not {v!r}")
     div = round(clock_hz / baud)
     if div < MIN_DIVISOR:
         raise ValueError(f"baud {baud:g} is too fast for a {clock_hz / 1e6:g} MHz clock: {clock_hz / baud:.2f} cycles "

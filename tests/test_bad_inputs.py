@@ -422,3 +422,71 @@ def test_layer_and_random_network_parameters():
         Layer(w, [])
     with pytest.raises(ValueError, match=r"threshold must be in 1\.\.32767 .*, not 0"):
         random_network([4, 3], readout="membrane", threshold=0)
+
+
+def _hdl_cases():
+    """(call, error, pattern) for the generators' own Python API: every one was accepted, cast, or failed deep inside
+    Amaranth, NumPy or Yosys before (an audit of ~400 calls)."""
+    from bsnn_hw.hdl import config as hc
+    from bsnn_hw.hdl.encoder import InputEncoder
+    from bsnn_hw.hdl.engine import LayerEngine
+    from bsnn_hw.hdl.generate import check_name, generate, manifest
+    from bsnn_hw.hdl.neuron import NeuronCore
+    from bsnn_hw.hdl.rom import WeightROM
+    from bsnn_hw.hdl.synapse import SynapseArray
+    from bsnn_hw.hdl.top import NetworkTop
+    from bsnn_hw.hdl.uart import uart_divisor
+    net = random_network([6, 4, 3], timesteps=4, seed=1)
+    layer, cfg = net.layers[0], hc.HwConfig.default(net)
+    w = np.ones((3, 5), bool)
+    k2 = Layer(np.zeros((4, 6), np.int8), [3] * 4, weight_bits=2)
+    return [
+        (lambda: SynapseArray(2 ** 40), ValueError, r"width must be in 1\.\.65536 .*not 1099511627776"),
+        (lambda: NeuronCore(layer, 1, 4, sum_width=2 ** 40), ValueError, r"sum_width must be in \d+\.\.64"),
+        (lambda: NeuronCore(layer, 1, 4, fires="False"), TypeError, r"fires must be True or False, not 'False'"),
+        (lambda: NeuronCore(layer, 1, 4, input_max=255.0), ValueError, r"input_max must be 1 .* or 255 .*not 255\.0"),
+        (lambda: NeuronCore(layer, 1, 4, spram=-1), ValueError, r"spram must be a number of bits .*not -1"),
+        (lambda: LayerEngine(layer, 1, 6, 4, planes=8.0), ValueError, r"planes must be 1 .* or 8 .*not 8\.0"),
+        (lambda: LayerEngine(layer, 1, 6, 4, skip="no"), TypeError, r"skip must be True or False, not 'no'"),
+        (lambda: LayerEngine(layer, 1, 6, 4, logic_rom_bits="x"), TypeError, r"logic_rom_bits must be a number"),
+        (lambda: LayerEngine(layer, 1, 6, 4, banks=5), TypeError, r"banks must be a list of weight arrays"),
+        (lambda: LayerEngine(k2, 1, 6, 4, banks=[np.full((4, 6), 5, np.int8)]), ValueError,
+         r"banks\[0\]: 2-bit weights must be in -2\.\.1, not 5"),
+        (lambda: WeightROM(np.array([[2 ** 64 - 1]], np.uint64), 1, 1, bits=8), ValueError,
+         r"8-bit weights must be in -128\.\.127, not 18446744073709551615"),
+        (lambda: WeightROM([[1, 2], [3]], 1, 1, bits=4), ValueError, r"weights must be a rectangular"),
+        (lambda: WeightROM.contents(w, 0, 5), ValueError, r"parallel must be in 1\.\.3 .*not 0"),
+        (lambda: WeightROM(w, 1, 5, logic_rom_bits=True), TypeError, r"logic_rom_bits must be a number of bits"),
+        (lambda: InputEncoder(10, 5, 4, "latency", seed="junk"), TypeError, r"seed must be an int"),
+        (lambda: InputEncoder(10, 5, 4, "rate", seed=[3, 4]), TypeError, r"seed must be an int .*not \[3, 4\]"),
+        (lambda: hc.HwConfig(layers=5), TypeError, r"layers must be a sequence of LayerConfig"),
+        (lambda: hc.HwConfig.from_lists(net, parallel=5), TypeError, r"parallel must be a list of ints"),
+        (lambda: hc.HwConfig.from_lists(net, parallel=[1.0, 1]), TypeError, r"layer 0: parallel must be an int"),
+        (lambda: NetworkTop(net, members=5), TypeError, r"members must be a list of bsnn_hw\.Network"),
+        (lambda: generate(net, name="top\n"), ValueError, r"name must be a Verilog identifier"),
+        (lambda: check_name("top\n"), ValueError, r"name must be a Verilog identifier"),
+        (lambda: generate(net, ensemble="no"), TypeError, r"ensemble must be True or False"),
+        (lambda: manifest(net, None, False, "t"), TypeError, r"config must be a HwConfig, not NoneType"),
+        (lambda: manifest(net, cfg, False, "module"), ValueError, r"reserved word"),
+        (lambda: hc.cycles_per_inference(net, hc.HwConfig(cfg.layers[:1])), ValueError,
+         r"the config has 1 layer\(s\) but the network has 2"),
+        (lambda: hc.cycles_per_inference(net, cfg, members=0), ValueError, r"members must be at least 1"),
+        (lambda: hc.cycles_per_inference(net, cfg, trace="no"), TypeError, r"trace must be True or False"),
+        (lambda: uart_divisor(float("inf"), 9600), ValueError, r"clock must be a positive, finite number, not inf"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(29))
+def test_hdl_blocks_refuse_bad_parameters(case):
+    cases = _hdl_cases()
+    assert len(cases) == 29
+    call, error, pattern = cases[case]
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_hdl_from_lists_takes_none_entries_as_defaults():
+    from bsnn_hw.hdl.config import HwConfig
+    net = random_network([6, 4, 3], timesteps=4, seed=1)
+    cfg = HwConfig.from_lists(net, parallel=[2, None], width=[None, 4])
+    assert [(lc.parallel, lc.width) for lc in cfg.layers] == [(2, 6), (1, 4)]

@@ -315,7 +315,7 @@ def test_logic_rom_bits_moves_roms_to_block_ram():
     v_base, v_roms = generate(net, base).verilog, generate(net, roms).verilog
     assert v_roms.count('ram_style = "logic"') < v_base.count('ram_style = "logic"')
     assert HwConfig.from_dict(roms.to_dict()) == roms
-    with pytest.raises(ValueError, match="logic_rom_bits must be a non-negative int"):
+    with pytest.raises(ValueError, match="logic_rom_bits must be a number of bits \\(an int >= 0\\) or None, not -1"):
         HwConfig(base.layers, logic_rom_bits=-1)
     assert dse.explore(net, "ice40", max_width=196, logic_rom_bits=1024)["chosen"].config.logic_rom_bits == 1024
 

@@ -152,14 +152,14 @@ def test_kbit_synapse_array_and_rom_match_contract(W, k):
         assert [c for c, _ in got] == [n + syn.latency for n in range(len(cases))]
         assert [v for _, v in got] == [expect(s, j) for s, j in cases]
     run(syn, bench)
-    with pytest.raises(ValueError, match="bits must be in 1..8, not 9"):
+    with pytest.raises(ValueError, match="bits must be in 1..8 \\(the weight bits\\), not 9"):
         SynapseArray(4, 9)
     with pytest.raises(ValueError, match=r"4-bit weights must be in -8..7, not 8"):
         contract.pack_weight_words(np.array([8]), 1, 4)
 
 
 def test_synapse_array_arguments():
-    with pytest.raises(ValueError, match="width must be at least 1, not 0"):
+    with pytest.raises(ValueError, match=r"width must be in 1..65536 \(inputs per word.*\), not 0"):
         SynapseArray(0)
     with pytest.raises(TypeError, match="width must be an int, not '8'"):
         SynapseArray("8")
@@ -301,7 +301,7 @@ def test_neuron_core_arguments():
         NeuronCore(layer, 0, 4)
     with pytest.raises(ValueError, match="timesteps must be at least 1, not 0"):
         NeuronCore(layer, 1, 0)
-    with pytest.raises(ValueError, match=r"sum_width must be at least 4 \(signed \+-6, the layer's largest synaptic input\), not 3"):
+    with pytest.raises(ValueError, match=r"sum_width must be in 4..64 \(at least signed \+-6, the layer's largest synaptic input\), not 3"):
         NeuronCore(layer, 1, 4, sum_width=3)
     with pytest.raises(TypeError, match="layer must be a bsnn_hw.Layer or Conv2d, not str"):
         NeuronCore("layer", 1, 4)

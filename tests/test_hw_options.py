@@ -89,7 +89,7 @@ def test_memory_options_on_the_command_line(tmp_path, rate_model):
     fails("generate", rate_model, "-o", tmp_path / "o", "--logic-rom-bits", -1, pattern=r"--logic-rom-bits")
     low = HwConfig((LayerConfig(1, 4), LayerConfig(1, 8)), spram=True, spram_min_bits=0)
     assert HwConfig.from_dict(low.to_dict()) == low and low.spram_bits() == 0
-    with pytest.raises(ValueError, match="spram_min_bits must be a non-negative int"):
+    with pytest.raises(ValueError, match="spram_min_bits must be a number of bits \\(an int >= 0\\), not -1"):
         HwConfig((LayerConfig(1, 4),), spram_min_bits=-1)
     assert not (tmp_path / "o").exists()
 
