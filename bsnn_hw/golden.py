@@ -527,6 +527,10 @@ def readout(kind: str, counts: np.ndarray, membrane: np.ndarray, first_step: np.
 def decision_step(net: Network, result: Result) -> np.ndarray:
     """The step at which a "first" readout is decided (docs/spec.md section 9): the earliest step in which an output
     neuron spikes, or T - 1 when none does (the fallback needs the final membranes). (batch,) int64."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+    if not isinstance(result, Result):
+        raise TypeError(f"result must be the golden.Result of simulate(net, ...), not {type(result).__name__}")
     first = result.first_step[-1]
     spiked = first >= 0
     earliest = np.where(spiked, first, net.timesteps).min(axis=1)

@@ -125,6 +125,11 @@ def ensure_parent(path) -> Path:
     return path
 
 
+def not_utf8(e: UnicodeDecodeError) -> str:
+    """The words for a text file that is not UTF-8: the first bad byte and its offset."""
+    return f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+
+
 def check_not_input(out, inputs, option: str) -> None:
     """Refuse an output path that names one of the command's input files (it would be replaced by the output)."""
     for inp in inputs:

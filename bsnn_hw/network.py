@@ -116,6 +116,8 @@ class _Neurons:
         if step_bias is None:
             if step_scale is not None:
                 raise ValueError("step_scale needs step_bias (pass zeros for no bias)")
+            if step_frac is not None and not _is_int(step_frac):
+                raise TypeError(f"step_frac must be an int, not {step_frac!r}")
             if step_frac not in (0, None):
                 raise ValueError(f"step_frac = {step_frac!r} needs step_bias: without a per-step affine it must be 0")
             self.step_scale = self.step_bias = None

@@ -50,6 +50,7 @@ from pathlib import Path
 import click
 
 from bsnn_hw.contract import ceil_div
+from bsnn_hw.io import not_utf8
 from bsnn_hw.network import Network
 
 from .cli import logic_rom_bits_option
@@ -651,8 +652,7 @@ def read_config(doc, net: Network | None = None) -> HwConfig:
         except json.JSONDecodeError as e:
             raise ValueError(f"{where}: not JSON ({e.msg} at line {e.lineno})") from None
         except UnicodeDecodeError as e:
-            raise ValueError(f"{where}: not JSON: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
-                             f"{e.start})") from None
+            raise ValueError(f"{where}: not JSON: {not_utf8(e)}") from None
     if not isinstance(doc, dict) or doc.get("format") != CONFIG_FORMAT:
         raise ValueError(f"{where}: not a bsnn-hw configuration (expected \"format\": \"{CONFIG_FORMAT}\")")
     if doc.get("version") != CONFIG_VERSION:

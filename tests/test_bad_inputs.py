@@ -412,6 +412,8 @@ def test_api_arguments_of_the_wrong_kind(model):
         truncate("net", 2)
     with pytest.raises(TypeError, match=r"sizes must be a sequence of at least two positive ints, not 5"):
         random_network(5)
+    with pytest.raises(TypeError, match=r"result must be the golden\.Result of simulate\(net, \.\.\.\), not NoneType"):
+        golden.decision_step(net, None)
 
 
 def test_layer_and_random_network_parameters():
@@ -420,6 +422,8 @@ def test_layer_and_random_network_parameters():
         Layer(w, 2, reset=np.array("zero"))
     with pytest.raises(ValueError, match=r"threshold must have shape \(3,\) to match 3 neurons, not \(0,\)"):
         Layer(w, [])
+    with pytest.raises(TypeError, match=r"step_frac must be an int, not 0\.0"):
+        Layer(w, 2, step_frac=0.0)
     with pytest.raises(ValueError, match=r"threshold must be in 1\.\.32767 .*, not 0"):
         random_network([4, 3], readout="membrane", threshold=0)
 

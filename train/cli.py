@@ -13,6 +13,7 @@ import click
 
 from bsnn_hw import contract
 from bsnn_hw.cli import UserError, emit_json
+from bsnn_hw.io import not_utf8
 
 # flag name -> TrainConfig field, for the flags that map one to one
 _FLAG_FIELDS = {
@@ -86,8 +87,7 @@ def _read_config(path) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{p}: not valid TOML ({e})") from None
     except UnicodeDecodeError as e:
-        raise UserError(f"{p}: not valid TOML: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
-                        f"{e.start})") from None
+        raise UserError(f"{p}: not valid TOML: {not_utf8(e)}") from None
     raw = dict(raw.get("train", raw))
     for key in ("leak_shift", "output_leak_shift"):
         if key in raw:
