@@ -494,3 +494,68 @@ def test_hdl_from_lists_takes_none_entries_as_defaults():
     net = random_network([6, 4, 3], timesteps=4, seed=1)
     cfg = HwConfig.from_lists(net, parallel=[2, None], width=[None, 4])
     assert [(lc.parallel, lc.width) for lc in cfg.layers] == [(2, 6), (1, 4)]
+
+
+@pytest.mark.parametrize("settings, pattern", [
+    (dict(fire_once=1), r"fire_once must be true or false, not 1"),
+    (dict(exact="no"), r"exact must be true or false, not 'no'"),
+    (dict(leak_shift=2.5), r"leak_shift must be an integer or None, not 2\.5"),
+    (dict(eval_seed=1.5), r"eval_seed must be an integer, not 1\.5"),
+    (dict(timesteps=True), r"timesteps must be an integer, not True"),
+    (dict(lr="0.01"), r"lr must be a number, not '0\.01'"),
+    (dict(membrane_bits=40), r"membrane_bits must be in 2\.\.32, not 40"),
+    (dict(leak_shift=16), r"leak_shift must be in 1\.\.15 \(membrane_bits - 1\) or None, not 16"),
+    (dict(reset="bogus"), r"reset must be one of 'subtract', 'zero', not 'bogus'"),
+    (dict(seed=2 ** 70), r"seed must be an integer in 0\.\.2\^63-1"),
+    (dict(val_samples=-1), r"val_samples must be a sample count >= 0, not -1"),
+    (dict(bstdg_gamma=2.0), r"bstdg_gamma applies to method 'bstdg', not 'bsnn'"),
+    (dict(method="bstdg", encoding="latency", leak_shift=None, fire_once=True, readout="first", dropout=0.0,
+          scale="layer", slope=3.0), r"--method bstdg: has no surrogate gradient"),
+])
+def test_training_settings_are_checked_before_any_work(settings, pattern):
+    """Each of these trained a whole run and failed at export, or trained something other than what was asked."""
+    from bsnn_hw.train.trainer import TrainConfig
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**settings).validate()
+
+
+def test_fit_refuses_what_it_could_not_finish_before_loading_data(tmp_path):
+    from bsnn_hw.train import bstdg
+    from bsnn_hw.train.trainer import TrainConfig, fit, pick_device
+    cfg = TrainConfig(dataset="digits", hidden=[8], timesteps=4, epochs=1, threads=1, device="cpu")
+    (tmp_path / "d.bsnn").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"out .*d\.bsnn: is a directory"):
+        fit(cfg, out=tmp_path / "d.bsnn")
+    with pytest.raises(ValueError, match=r"the curve plot .*m\.png is also out"):
+        fit(cfg, out=tmp_path / "m.png")
+    with pytest.raises(ValueError, match=r"checkpoint .*m\.bsnn is also out"):
+        fit(cfg, out=tmp_path / "m.bsnn", checkpoint=tmp_path / "m.bsnn")
+    with pytest.raises(ValueError, match=r"resume needs a checkpoint"):
+        fit(cfg, resume=True)
+    with pytest.raises(TypeError, match=r"cfg must be a TrainConfig, not dict"):
+        fit({})
+    with pytest.raises(ValueError, match=r"this fit trains --method bstdg; the config is for --method bsnn"):
+        bstdg.fit(cfg)
+    with pytest.raises(ValueError, match=r"device must be auto, cpu or cuda\[:N\], not 'meta'"):
+        pick_device("meta")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.bsnn"]      # nothing written
+
+
+def test_training_encoders_refuse_what_they_would_wrap():
+    import torch
+    from bsnn_hw.train import bstdg
+    from bsnn_hw.train.encoding import RateEncoder, latency
+    with pytest.raises(TypeError, match=r"uint8 tensor of intensities"):
+        latency(torch.tensor([[300]]), 4)
+    with pytest.raises(TypeError, match=r"rate-encoding seeds must be integers, not 1\.5"):
+        RateEncoder(3, 4)(torch.zeros((1, 3), dtype=torch.uint8), 1.5)
+    net = bstdg.BSTDGNet([6, 4, 3], 4)
+    with pytest.raises(ValueError, match=r"shape \(batch, 6\) for this network, not \(2, 3\)"):
+        net.run_times(torch.zeros((2, 3), dtype=torch.int64))
+
+
+def test_torchrun_environment_is_checked(monkeypatch):
+    from bsnn_hw.train.distributed import world_size
+    monkeypatch.setenv("WORLD_SIZE", "0")
+    with pytest.raises(ValueError, match=r"WORLD_SIZE must be an integer >= 1 \(torchrun sets it\), not '0'"):
+        world_size()

@@ -240,8 +240,10 @@ def integer_ensemble(net: Network, encoder, x: torch.Tensor, batch_size: int = 1
 def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bisnn"``."""
-    from .trainer import (Encoder, TrainResult, _Progress, build_model, cosine_schedule, dataset_title, evaluate,
-                          cpu_parallelism, integer_accuracy, resume_state, save_checkpoint, save_outputs, setup_run)
+    from .trainer import (Encoder, TrainResult, _Progress, build_model, check_run, cosine_schedule, cpu_parallelism,
+                          dataset_title, evaluate, integer_accuracy, resume_state, save_checkpoint, save_outputs,
+                          setup_run)
+    check_run(cfg, METHOD, out, checkpoint, resume, log, on_epoch_end)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()

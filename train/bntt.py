@@ -556,8 +556,9 @@ def set_phase(model: BNTTNet, finetune: bool) -> None:
 def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bntt"``."""
-    from .trainer import (Encoder, _Progress, evaluate, finetune_schedule, resume_state, save_checkpoint,
+    from .trainer import (Encoder, _Progress, check_run, evaluate, finetune_schedule, resume_state, save_checkpoint,
                           setup_run)
+    check_run(cfg, METHOD, out, checkpoint, resume, log, on_epoch_end)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -629,7 +630,7 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
 def finish(cfg, model: BNTTNet, history, encoder, arrays, test_tensors, device, precision, started, out, checkpoint,
            log):
     """Export, the hardware-exact evaluation, the early-exit report, metrics, and (with ``out``) the files."""
-    from .trainer import TrainResult, dataset_title, evaluate, integer_accuracy, save_outputs
+    from .trainer import TrainResult, dataset_title, evaluate, integer_accuracy, plot_paths, save_outputs
     xtr, ytr, xte, yte = arrays
     xte_t, yte_t = test_tensors
     sizes = list(model.sizes)
@@ -685,7 +686,7 @@ def finish(cfg, model: BNTTNet, history, encoder, arrays, test_tensors, device, 
     save_outputs(net, cfg, metrics, history, out, checkpoint, title, extra={"bntt": info})
     metrics["bntt"] = info              # for the caller (the artifact holds it once, as metadata["bntt"])
     if out is not None:
-        steps_png = Path(out).with_name(Path(out).stem + "_steps.png")
+        steps_png = plot_paths(out)[1]
         plot_steps(info, steps_png, title)
         metrics["steps_plot"] = str(steps_png)
     return TrainResult(net, model, metrics, history)

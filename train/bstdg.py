@@ -43,7 +43,7 @@ from bsnn_hw import contract
 from bsnn_hw.io import encode_predictions
 from bsnn_hw.network import Layer, Network
 
-from .encoding import _mix, latency
+from .encoding import _mix, check_intensities, latency
 from .layers import signs
 
 METHOD = "bstdg"
@@ -65,7 +65,7 @@ def config(**settings):
 
 def check_config(cfg) -> None:
     """Refuse (ValueError, one line) settings that BSTDG does not train."""
-    from .trainer import check_finetune, requirement
+    from .trainer import TrainConfig, check_finetune, requirement
     need = requirement("bstdg")
     need(cfg.arch is None, f"trains fully connected layers only, not --arch {cfg.arch}")
     need(cfg.first_bits == 1 and cfg.last_bits == 1, f"trains all-binary layers; first/last layer weight bits "
@@ -81,6 +81,11 @@ def check_config(cfg) -> None:
     need(cfg.label_smoothing == 0, "has no cross-entropy loss to smooth (--label-smoothing)")
     need(cfg.augment_shift == 0 and not cfg.augment_flip, "does not augment (--augment-shift/--augment-flip)")
     need(cfg.exact, "always trains in the contract's integer arithmetic (exact = false)")
+    need(cfg.reset == "subtract", f"fires each neuron once, so a reset never acts: leave reset at its default, not "
+         f"{cfg.reset!r}")
+    need(cfg.slope == TrainConfig.slope, f"has no surrogate gradient, so slope changes nothing: leave it at "
+         f"{TrainConfig.slope:g}, not {cfg.slope!r}")
+    need(cfg.precision in ("auto", "fp32"), f"computes spike times in fp32; precision {cfg.precision!r} is not used")
     need(cfg.bstdg_gamma > 0 and math.isfinite(cfg.bstdg_gamma), f"gamma must be positive, not {cfg.bstdg_gamma}")
     need(cfg.bstdg_threshold_lr is None or cfg.bstdg_threshold_lr >= 0,
          f"threshold lr must be >= 0, not {cfg.bstdg_threshold_lr}")
@@ -217,6 +222,9 @@ class BSTDGNet(nn.Module):
         integer ones). Returns a list per layer of dicts: ``t_in`` the layer's input spike steps, ``t`` its neurons'
         first spike steps (B, n_out) (T: none), ``v`` membrane (B, T, n_out) before any reset (the contract's V up to
         and including the neuron's first spike)."""
+        if t_in.ndim != 2 or t_in.shape[1] != self.sizes[0]:
+            raise ValueError(f"inputs must have shape (batch, {self.sizes[0]}) for this network, not "
+                             f"{tuple(t_in.shape)}")
         thresholds = self.integer_thresholds() if thresholds is None else thresholds
         rec, t_prev = [], t_in
         for w, th in zip(self.weights, thresholds):
@@ -240,6 +248,7 @@ class BSTDGNet(nn.Module):
 
 def input_times(x: torch.Tensor, steps: int) -> torch.Tensor:
     """The contract's latency code as spike steps: ((255 - x) * T) // 256, T (no spike) for x = 0."""
+    check_intensities(x)
     x = x.to(torch.int64)
     return torch.where(x > 0, ((255 - x) * steps) // 256, steps)
 
@@ -436,7 +445,8 @@ def decision_metrics(first: np.ndarray, steps: int) -> dict:
 def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch_end=None):
     """As :func:`bsnn_hw.train.trainer.fit`, for ``cfg.method == "bstdg"``."""
-    from .trainer import _Progress, finetune_schedule, resume_state, save_checkpoint, setup_run
+    from .trainer import _Progress, check_run, finetune_schedule, resume_state, save_checkpoint, setup_run
+    check_run(cfg, METHOD, out, checkpoint, resume, log, on_epoch_end)
     cfg.validate()
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -556,12 +566,13 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
 def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None):
     """Evaluate and export the model of a BSTDG checkpoint (e.g. of a run stopped before its last epoch): the same
     metrics as :func:`fit`, with ``epochs_trained`` saying how many epochs it holds."""
-    from .trainer import TrainConfig, load_checkpoint, load_data, pick_device
+    from .trainer import TrainConfig, check_run, load_checkpoint, load_data, pick_device
     started = time.perf_counter()
     state = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(state["config"]).validate()
+    cfg = TrainConfig.from_dict(TrainConfig.own_settings(state["config"])).validate()
     if cfg.method != METHOD:
         raise ValueError(f"{path}: a checkpoint of method {cfg.method!r}, not {METHOD!r}")
+    check_run(cfg, METHOD, out, None, False, log, None)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)

@@ -18,18 +18,27 @@ import os
 import torch
 
 
+def _env_int(name: str, default: str, lo: int) -> int:
+    """The environment variable ``name`` (torchrun's) as an int >= ``lo``; a one-line ValueError otherwise."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo} (torchrun sets it), not {text!r}")
+    return value
+
+
 def world_size() -> int:
     """torchrun's WORLD_SIZE (1 outside torchrun)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        raise ValueError(f"WORLD_SIZE must be an int, not {os.environ['WORLD_SIZE']!r}") from None
+    return _env_int("WORLD_SIZE", "1", 1)
 
 
 def local_device(device: torch.device) -> torch.device:
     """Under torchrun on CUDA, this process's GPU (cuda:LOCAL_RANK); otherwise ``device``."""
     if world_size() > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", _env_int("LOCAL_RANK", "0", 0))
         torch.cuda.set_device(device)
     return device
 
@@ -39,7 +48,9 @@ class Distributed:
 
     def __init__(self, device: torch.device):
         self.world = world_size()
-        self.rank = int(os.environ.get("RANK", "0")) if self.world > 1 else 0
+        self.rank = _env_int("RANK", "0", 0) if self.world > 1 else 0
+        if self.rank >= self.world:
+            raise ValueError(f"RANK must be in 0..{self.world - 1} (WORLD_SIZE {self.world}), not {self.rank}")
         self.active = self.world > 1
         self.device = device
         if self.active:

@@ -34,6 +34,11 @@ class RateEncoder:
     def __call__(self, x: torch.Tensor, seeds, check: bool = True) -> torch.Tensor:
         """``check=False`` skips the seed range check, which reads the seeds back to the host (a CUDA graph cannot;
         the trainer's seeds come from :func:`training_seeds`, in range by construction)."""
+        check_intensities(x, self.n_in)
+        if isinstance(seeds, (bool, float)) or (isinstance(seeds, (torch.Tensor, np.ndarray))
+                                                 and (seeds.dtype.is_floating_point if isinstance(seeds, torch.Tensor)
+                                                      else not np.issubdtype(seeds.dtype, np.integer))):
+            raise TypeError(f"rate-encoding seeds must be integers, not {seeds!r:.60}")
         seeds = torch.as_tensor(seeds, dtype=torch.int64, device=self.flat.device)
         if seeds.ndim == 0:
             seeds = seeds.expand(x.shape[0])
@@ -45,8 +50,20 @@ class RateEncoder:
         return as_float(draws < x.to(torch.uint8)[:, None, :])
 
 
+def check_intensities(x: torch.Tensor, n_in: int | None = None) -> None:
+    """Encoder input: a (batch, n_in) uint8 tensor of intensities 0..255 (a wider type would be wrapped, a float
+    truncated: refused)."""
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
+        raise TypeError(f"inputs must be a uint8 tensor of intensities 0..255, not "
+                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if x.ndim != 2 or (n_in is not None and x.shape[1] != n_in):
+        raise ValueError(f"inputs must have shape (batch, {n_in if n_in is not None else 'n_in'}), not "
+                         f"{tuple(x.shape)}")
+
+
 def latency(x: torch.Tensor, timesteps: int) -> torch.Tensor:
     """Latency code, as :func:`bsnn_hw.encode.latency`: one spike at step ((255 - x) * T) // 256, none for x == 0."""
+    check_intensities(x)
     x = x.to(torch.int64)
     t_spike = torch.where(x > 0, ((255 - x) * timesteps) // 256, torch.full_like(x, -1))
     steps = torch.arange(timesteps, device=x.device)

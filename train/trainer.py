@@ -28,7 +28,7 @@ import torch
 
 from bsnn_hw import contract
 from bsnn_hw import data as datasets
-from bsnn_hw.io import atomic_write, encode_predictions
+from bsnn_hw.io import atomic_write, check_output, encode_predictions
 
 from .distributed import Distributed, local_device, world_size
 from .encoding import RateEncoder, _mix, latency, training_seeds
@@ -117,7 +117,11 @@ class TrainConfig:
         def need(ok, msg):
             if not ok:
                 raise ValueError(msg)
-        need(isinstance(self.hidden, (list, tuple)) and all(isinstance(h, int) and h >= 1 for h in self.hidden),
+        if isinstance(self.init_from, os.PathLike):
+            self.init_from = os.fspath(self.init_from)
+        for f in dataclasses.fields(self):      # each setting's type as annotated: no bool for an int, no str
+            _check_setting(f.name, getattr(self, f.name), f.type)
+        need(isinstance(self.hidden, (list, tuple)) and all(_is_int(h) and h >= 1 for h in self.hidden),
              f"hidden must be a list of positive layer sizes, not {self.hidden!r}")
         self.hidden = list(self.hidden)
         for f in dataclasses.fields(self):      # NaN passes every "> 0" test, and inf is no setting either
@@ -128,12 +132,27 @@ class TrainConfig:
              f"{self.split_seed!r})")
         for name in ("seed", "bisnn_member_seed", "split_seed"):
             v = getattr(self, name)
-            need(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, not {v!r}")
+            need(0 <= v < 2 ** 63, f"{name} must be an integer in 0..2^63-1, not {v!r}")
+        need(self.val_samples >= 0, f"val_samples must be a sample count >= 0, not {self.val_samples!r}")
+        need(self.reset in contract.RESET_MODES,
+             f"reset must be one of {', '.join(map(repr, contract.RESET_MODES))}, not {self.reset!r}")
+        need(contract.MEMBRANE_BITS_MIN <= self.membrane_bits <= contract.MEMBRANE_BITS_MAX,
+             f"membrane_bits must be in {contract.MEMBRANE_BITS_MIN}..{contract.MEMBRANE_BITS_MAX}, not "
+             f"{self.membrane_bits!r}")
+        for name in ("leak_shift", "output_leak_shift"):
+            v = getattr(self, name)
+            need(v is None or 1 <= v <= self.membrane_bits - 1,
+                 f"{name} must be in 1..{self.membrane_bits - 1} (membrane_bits - 1) or None, not {v!r}")
         need(isinstance(self.timesteps, int) and self.timesteps >= 1, f"timesteps must be at least 1, not "
                                                                        f"{self.timesteps!r}")
         need(self.encoding in TRAIN_ENCODINGS, f"encoding must be one of {', '.join(TRAIN_ENCODINGS)} for training "
                                                f"(direct spike trains: use the BSNN module), not {self.encoding!r}")
         need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        for f in dataclasses.fields(self):      # another method's settings would be ignored: refuse them
+            owner = f.name.split("_")[0]
+            if owner in METHODS and owner != self.method and getattr(self, f.name) != f.default:
+                raise ValueError(f"{f.name} applies to method {owner!r}, not {self.method!r} (it is "
+                                 f"{getattr(self, f.name)!r}; its default is {f.default!r})")
         need(self.method == "bstdg" or self.readout in ("membrane", "count"),
              f"readout must be 'membrane' or 'count' for training, not {self.readout!r}")
         need(self.scale in (None, "layer", "neuron"), f"scale must be 'layer', 'neuron' or none, not {self.scale!r}")
@@ -186,13 +205,39 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @staticmethod
+    def own_settings(d: dict) -> dict:
+        """A stored configuration (a checkpoint's) without the settings of methods other than its own: those were
+        ignored when it ran, and their defaults have changed since (``bisnn_rho``, ``bisnn_mc``)."""
+        method = d.get("method", TrainConfig.method)
+        return {k: v for k, v in d.items() if k.split("_")[0] not in METHODS or k.split("_")[0] == method}
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict) or not all(isinstance(k, str) for k in d):
+            raise TypeError(f"a training configuration must be a dict of settings by name, not {d!r:.80}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         return cls(**d)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_setting(name: str, value, annotation: str) -> None:
+    """A one-line ValueError unless ``value`` has one of the types of the field's annotation ("int | None", ...):
+    a bool is not an int or a float, an int is a float, nothing is converted."""
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    ok = {"None": value is None, "bool": isinstance(value, bool), "int": _is_int(value),
+          "float": _is_int(value) or isinstance(value, float), "str": isinstance(value, str),
+          "list": isinstance(value, (list, tuple))}
+    if not any(ok.get(k, True) for k in kinds):
+        words = {"None": "None", "bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+                 "list": "a list"}
+        raise ValueError(f"{name} must be {' or '.join(words.get(k, k) for k in kinds)}, not {value!r}")
 
 
 @dataclasses.dataclass
@@ -208,8 +253,10 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device must be auto, cpu or cuda[:N], not {name!r}") from None
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):     # "meta", "mps"...: not devices this trainer runs on
+        raise ValueError(f"device must be auto, cpu or cuda[:N], not {name!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but torch sees no CUDA GPU; use --device cpu")
     return dev
@@ -551,6 +598,48 @@ def setup_run(cfg):
     return device, precision, (xtr, ytr, xte, yte), tensors, n_classes
 
 
+def plot_paths(out) -> list[Path]:
+    """The training-curve plots written beside the model ``out``: <out>.png, and BNTT's <out>_steps.png."""
+    out = Path(out)
+    return [out.with_suffix(".png"), out.with_name(out.stem + "_steps.png")]
+
+
+def check_run(cfg, method: str | None, out, checkpoint, resume, log, on_epoch_end) -> None:
+    """Refuse, before any data is loaded, what a fit could not finish: a config that is not a TrainConfig or is of
+    another ``method``, an output that cannot be written or that another output of the run would overwrite, a
+    resume with nothing to resume from, and callbacks that cannot be called."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, not {type(cfg).__name__}")
+    if method is not None and cfg.method != method:
+        raise ValueError(f"this fit trains --method {method}; the config is for --method {cfg.method}")
+    for name, fn in (("log", log), ("on_epoch_end", on_epoch_end)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a function or None, not {fn!r}")
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, not {resume!r}")
+    paths = {}
+    for name, path in (("out", out), ("checkpoint", checkpoint)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a file path or None, not {path!r}")
+    if out is not None:
+        paths["out"] = Path(out)
+        for what, plot in zip(("the curve plot", "the steps plot"), plot_paths(out)):
+            paths[what] = plot
+        if checkpoint is None:
+            checkpoint = Path(str(out) + ".ckpt")
+    if checkpoint is not None:
+        paths["checkpoint"] = Path(checkpoint)
+    elif resume:
+        raise ValueError("resume needs a checkpoint to continue (checkpoint, or out: <out>.ckpt)")
+    seen = {}
+    for name, path in paths.items():
+        key = os.path.abspath(path)
+        if key in seen:
+            raise ValueError(f"{name} {path} is also {seen[key]}: one would overwrite the other")
+        seen[key] = name
+        check_output(path, name)
+
+
 def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
         progress: bool = True, log: Callable[[str], None] | None = None,
         on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
@@ -559,6 +648,7 @@ def fit(cfg: TrainConfig, out=None, checkpoint=None, resume: bool = False,
     ``checkpoint`` defaults to ``<out>.ckpt``; with ``resume`` an existing checkpoint (same config) is continued.
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (it may raise to stop).
     Returns a :class:`TrainResult`."""
+    check_run(cfg, None, out, checkpoint, resume, log, on_epoch_end)
     if cfg.method != "bsnn" and world_size() > 1:
         raise ValueError(f"distributed training (torchrun, WORLD_SIZE = {world_size()}) is built for --method bsnn "
                          f"only, not --method {cfg.method}")
