@@ -70,7 +70,7 @@ def sweep(model_path: Path, sizes: list, x, y, confidence: str):
     from bsnn_hw.train import bisnn
     from bsnn_hw.train.trainer import TrainConfig, build_model, load_checkpoint
     state = load_checkpoint(Path(str(model_path) + ".ckpt"))
-    cfg = TrainConfig.from_dict(state["config"]).validate()
+    cfg = TrainConfig.from_dict(TrainConfig.own_settings(state["config"])).validate()
     net = bsnn_hw.load(model_path)
     model = build_model(cfg, net.n_in, net.n_out, "fp32")
     model.load_state_dict(state["model"])

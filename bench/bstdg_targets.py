@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bsnn_hw.train import bstdg
+from bsnn_hw.train.trainer import TrainConfig
 
 ACCURACY_TARGET = 0.875
 # the network with --method bstdg's defaults (train/bstdg.py DEFAULTS): every option's default comes from here
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if args.from_checkpoint:
         res = bstdg.from_checkpoint(args.from_checkpoint, out=args.out)
-        cfg = bstdg.config(**{k: v for k, v in res.network.metadata["config"].items()})
+        cfg = bstdg.config(**TrainConfig.own_settings(res.network.metadata["config"]))
     else:
         res = bstdg.fit(cfg, out=args.out, resume=args.resume, progress=False, on_epoch_end=_log_epoch)
     total = time.perf_counter() - t0

@@ -559,3 +559,13 @@ def test_torchrun_environment_is_checked(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "0")
     with pytest.raises(ValueError, match=r"WORLD_SIZE must be an integer >= 1 \(torchrun sets it\), not '0'"):
         world_size()
+
+
+def test_a_damaged_training_checkpoint_is_named(tmp_path):
+    import torch
+    from bsnn_hw.train.trainer import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
+    path = tmp_path / "c.ckpt"
+    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": [], "model": {}}, path)
+    with pytest.raises(ValueError, match=r"c\.ckpt: a damaged training checkpoint: 'config' must be a dict of "
+                                         r"settings, not a list"):
+        load_checkpoint(path)

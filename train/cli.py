@@ -222,7 +222,7 @@ def train(out, config_path, hidden, sizes, leak_shift, output_leak_shift, scale,
     settings: dict = {}
     ckpt_path = Path(checkpoint) if checkpoint else Path(str(out) + ".ckpt")
     if resume and ckpt_path.exists():
-        settings.update(load_checkpoint(ckpt_path)["config"])   # a checkpoint carries its config
+        settings.update(TrainConfig.own_settings(load_checkpoint(ckpt_path)["config"]))   # it carries its config
     if config_path:
         settings.update(_read_config(config_path))
     for flag, field in _FLAG_FIELDS.items():

@@ -444,15 +444,27 @@ def load_checkpoint(path) -> dict:
         raise ValueError(f"{path}: not a bsnn-hw training checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION}")
+    for key, kind, what in (("config", dict, "a dict of settings"), ("model", dict, "a dict of tensors"),
+                            ("epoch", int, "an epoch count"), ("history", list, "a list of epoch records"),
+                            ("optimizer", dict, "an optimizer state"), ("scheduler", dict, "a scheduler state")):
+        ok = isinstance(state.get(key), kind) and not isinstance(state.get(key), bool)
+        if key == "model" and ok:
+            ok = all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state[key].items())
+        if not ok:
+            got = ("missing" if key not in state else f"a {type(state[key]).__name__}"
+                   if not isinstance(state[key], kind) else "one whose entries are not all tensors")
+            raise ValueError(f"{path}: a damaged training checkpoint: {key!r} must be {what}, not {got}")
     return state
 
 
 def config_differences(a: dict, b: dict) -> list[str]:
+    """The settings in which the configurations ``a`` (a checkpoint's) and ``b`` differ, other methods' settings
+    (:meth:`TrainConfig.own_settings`) and :data:`RESUME_FREE` aside."""
     defaults = TrainConfig().to_dict()          # a checkpoint from before a setting existed had its default
-    a, b = {**defaults, **a}, {**defaults, **b}
+    a = {**defaults, **TrainConfig.own_settings(a)}
+    b = {**defaults, **TrainConfig.own_settings(b)}
     return [f"{k}={a.get(k)!r} (checkpoint) vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RESUME_FREE and a.get(k) != b.get(k)]
-
 
 
 def cosine_schedule(optimizer, total_steps: int):
