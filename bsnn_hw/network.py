@@ -278,6 +278,32 @@ def _check_shape(name: str, shape) -> tuple[int, int, int]:
     return tuple(int(v) for v in shape)
 
 
+def check_conv_geometry(in_shape, kernel, stride, padding) -> tuple[int, int, int]:
+    """A conv layer's geometry (the network's and the trainer's): ``in_shape`` (H, W, C), a k x k ``kernel``
+    (k >= 1), ``stride`` >= 1 and 0 <= ``padding`` < k, the kernel inside the padded map. Returns in_shape."""
+    h, wd, _ = in_shape = _check_shape("in_shape", in_shape)
+    for name, v, lo in (("kernel", kernel, 1), ("stride", stride, 1), ("padding", padding, 0)):
+        if not _is_int(v):
+            raise TypeError(f"{name} must be an int, not {v!r}")
+        if v < lo:
+            raise ValueError(f"{name} must be at least {lo}, not {v}")
+    if padding >= kernel:
+        raise ValueError(f"padding must be in 0..{kernel - 1} (below the kernel size {kernel}), not {padding}")
+    if kernel > min(h, wd) + 2 * padding:
+        raise ValueError(f"kernel {kernel}x{kernel} does not fit the {h}x{wd} map with padding {padding}")
+    return in_shape
+
+
+def check_pool_window(in_shape, window) -> tuple[int, int, int]:
+    """A pooling window over the map ``in_shape`` (H, W, C): an int in 1..min(H, W). Returns in_shape."""
+    in_shape = _check_shape("in_shape", in_shape)
+    if not _is_int(window):
+        raise TypeError(f"window must be an int, not {window!r}")
+    if not 1 <= window <= min(in_shape[:2]):
+        raise ValueError(f"window must be in 1..{min(in_shape[:2])} (the map's smaller side), not {window}")
+    return in_shape
+
+
 class Conv2d(_Neurons):
     """A 2-D convolution of spike maps into a map of spiking neurons (kind "conv2d", contract v2).
 
@@ -307,17 +333,9 @@ class Conv2d(_Neurons):
             raise ValueError(f"conv weights must have shape (C_out, k, k, C_in) with a square kernel, not {w.shape}")
         if w.shape[3] != c:
             raise ValueError(f"conv weights have C_in = {w.shape[3]} but in_shape {self.in_shape} has {c} channels")
-        k = w.shape[1]
-        for name, v, lo in (("stride", stride, 1), ("padding", padding, 0)):
-            if not _is_int(v):
-                raise TypeError(f"{name} must be an int, not {v!r}")
-            if v < lo:
-                raise ValueError(f"{name} must be at least {lo}, not {v}")
-        if padding >= k:
-            raise ValueError(f"padding must be in 0..{k - 1} (below the kernel size {k}), not {padding}")
-        if k > min(h, wd) + 2 * padding:
-            raise ValueError(f"kernel {k}x{k} does not fit the {h}x{wd} map with padding {padding}")
-        self.kernel, self.stride, self.padding = int(k), int(stride), int(padding)
+        k = int(w.shape[1])
+        check_conv_geometry(self.in_shape, k, stride, padding)
+        self.kernel, self.stride, self.padding = k, int(stride), int(padding)
         self.out_channels = int(w.shape[0])
         self.out_shape = (contract.conv_output_size(h, k, stride, padding),
                           contract.conv_output_size(wd, k, stride, padding), self.out_channels)
@@ -364,11 +382,7 @@ class Pool:
     has_affine = False
 
     def __init__(self, in_shape, window=2, mode="or"):
-        self.in_shape = _check_shape("in_shape", in_shape)
-        if not _is_int(window):
-            raise TypeError(f"window must be an int, not {window!r}")
-        if not 1 <= window <= min(self.in_shape[:2]):
-            raise ValueError(f"window must be in 1..{min(self.in_shape[:2])} (the map's smaller side), not {window}")
+        self.in_shape = check_pool_window(in_shape, window)
         if mode not in contract.POOL_MODES:
             raise ValueError(f"pool mode must be one of {', '.join(map(repr, contract.POOL_MODES))}, not {mode!r}")
         self.window, self.mode = int(window), mode

@@ -569,3 +569,24 @@ def test_a_damaged_training_checkpoint_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"c\.ckpt: a damaged training checkpoint: 'config' must be a dict of "
                                          r"settings, not a list"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("make, error, pattern", [
+    (lambda L, M: L.BinaryLinear(0, 4), ValueError, r"n_in must be at least 1, not 0"),
+    (lambda L, M: L.BinaryLinear(4, 4, init_scale=0), ValueError, r"init_scale must be a positive, finite number"),
+    (lambda L, M: L.BinaryLinear(4, 4, precision="fp16"), ValueError, r"precision must be one of fp32, bf16"),
+    (lambda L, M: L.LIF(threshold=float("nan")), ValueError, r"threshold must be a positive, finite number"),
+    (lambda L, M: L.LIF(leak_shift=2.5), TypeError, r"leak_shift must be an int, not 2\.5"),
+    (lambda L, M: L.LIF(fire_once="no"), TypeError, r"fire_once must be True or False, not 'no'"),
+    (lambda L, M: L.BinaryConv2d((8, 8, 1), 4, kernel=0), ValueError, r"kernel must be at least 1, not 0"),
+    (lambda L, M: L.BinaryConv2d((8, 8, 1), 4, kernel=9), ValueError, r"kernel 9x9 does not fit the 8x8 map"),
+    (lambda L, M: L.BinaryConv2d((8, 8), 4, kernel=3), ValueError, r"in_shape must be three positive ints"),
+    (lambda L, M: L.SpikePool((8, 8, 1), 0), ValueError, r"window must be in 1\.\.8"),
+    (lambda L, M: M.BSNN([4, 0, 3], 4), ValueError, r"sizes must hold .* all positive ints"),
+    (lambda L, M: M.BSNN([4, 3], 2.5), ValueError, r"timesteps must be an int >= 1, not 2\.5"),
+])
+def test_training_layers_check_their_parameters(make, error, pattern):
+    """Each was accepted with a meaningless shape, or failed later inside torch or math."""
+    from bsnn_hw.train import layers, model
+    with pytest.raises(error, match=pattern):
+        make(layers, model)

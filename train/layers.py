@@ -40,6 +40,35 @@ from torch import nn
 from bsnn_hw import contract
 
 SCALES = (None, "layer", "neuron")
+PRECISIONS = ("fp32", "bf16")
+
+
+def _count(name: str, value, lo: int = 1) -> int:
+    """An int (not a bool) >= ``lo``, else a one-line TypeError / ValueError."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < lo:
+        raise ValueError(f"{name} must be at least {lo}, not {value}")
+    return value
+
+
+def _positive(name: str, value) -> float:
+    """A finite number > 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number, not {value!r}")
+    return float(value)
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _check_scale(scale, init_scale) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be None, 'layer' or 'neuron', not {scale!r}")
+    _positive("init_scale", init_scale)
 # bf16 holds integers up to 2^8 exactly; a +-1 x {0,1} product summed over at most 256 terms stays exact.
 EXACT_BF16_CHUNK = 256
 LATENT_INIT = 0.25      # QuantLinear's latent init range: a quarter of [-1, 1] learns fastest on digits
@@ -204,8 +233,9 @@ class BinaryLinear(nn.Module):
     def __init__(self, n_in: int, n_out: int, scale: str | None = "layer", init_scale: float = 1.0,
                  precision: str = "fp32"):
         super().__init__()
-        if scale not in SCALES:
-            raise ValueError(f"scale must be None, 'layer' or 'neuron', not {scale!r}")
+        _count("n_in", n_in), _count("n_out", n_out), _check_scale(scale, init_scale)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.n_in, self.n_out, self.scale_mode, self.precision = n_in, n_out, scale, precision
         # Latent real weights, small and centred so that signs flip freely early on.
         self.weight = nn.Parameter(torch.empty(n_out, n_in).uniform_(-1, 1) * (1.0 / math.sqrt(n_in)))
@@ -274,7 +304,7 @@ class QuantLinear(BinaryLinear):
     def __init__(self, n_in: int, n_out: int, bits: int, scale: str | None = "layer", init_scale: float = 1.0,
                  precision: str = "fp32"):
         super().__init__(n_in, n_out, scale, init_scale, precision)
-        if not isinstance(bits, int) or not 2 <= bits <= contract.WEIGHT_BITS_MAX:
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= contract.WEIGHT_BITS_MAX:
             raise ValueError(f"bits must be in 2..{contract.WEIGHT_BITS_MAX}, not {bits!r}")
         self.bits = bits
         with torch.no_grad():
@@ -813,8 +843,14 @@ class LIF(nn.Module):
                  membrane_bits: int = 16, fire_once: bool = False, exact: bool = True, slope: float = 5.0,
                  fires: bool = True, detach_reset: bool = True):
         super().__init__()
-        if reset not in contract.RESET_MODES:
+        if not isinstance(reset, str) or reset not in contract.RESET_MODES:
             raise ValueError(f"reset must be one of {', '.join(map(repr, contract.RESET_MODES))}, not {reset!r}")
+        _count("membrane_bits", membrane_bits)
+        if leak_shift is not None:
+            _count("leak_shift", leak_shift)
+        threshold, slope = _positive("threshold", threshold), _positive("slope", slope)
+        for name, v in (("fire_once", fire_once), ("exact", exact), ("fires", fires), ("detach_reset", detach_reset)):
+            _flag(name, v)
         if not contract.MEMBRANE_BITS_MIN <= membrane_bits <= 24:
             raise ValueError(f"membrane_bits must be in {contract.MEMBRANE_BITS_MIN}..24 for training (float32 holds "
                              f"integers exactly only up to 2^24), not {membrane_bits}")
@@ -920,9 +956,12 @@ class BinaryConv2d(nn.Module):
     def __init__(self, in_shape, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
                  scale: str | None = "neuron", init_scale: float = 1.0, bits: int = 1):
         super().__init__()
-        if scale not in SCALES:
-            raise ValueError(f"scale must be None, 'layer' or 'neuron', not {scale!r}")
-        self.in_shape = tuple(in_shape)
+        from bsnn_hw.network import check_conv_geometry
+        _check_scale(scale, init_scale)
+        _count("out_channels", out_channels)
+        self.in_shape = check_conv_geometry(in_shape, kernel, stride, padding)
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= contract.WEIGHT_BITS_MAX:
+            raise ValueError(f"bits must be in 1..{contract.WEIGHT_BITS_MAX}, not {bits!r}")
         h, w, c = self.in_shape
         self.out_channels, self.kernel, self.stride, self.padding, self.bits = out_channels, kernel, stride, padding, bits
         self.out_shape = (contract.conv_output_size(h, kernel, stride, padding),
@@ -979,7 +1018,8 @@ class SpikePool(nn.Module):
 
     def __init__(self, in_shape, window: int):
         super().__init__()
-        self.in_shape, self.window = tuple(in_shape), window
+        from bsnn_hw.network import check_pool_window
+        self.in_shape, self.window = check_pool_window(in_shape, window), window
         h, w, c = self.in_shape
         self.out_shape = (contract.pool_output_size(h, window), contract.pool_output_size(w, window), c)
         self.n_in, self.n_out = h * w * c, int(math.prod(self.out_shape))

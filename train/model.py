@@ -136,8 +136,15 @@ class BSNN(nn.Module):
         super().__init__()
         sizes = list(sizes)
         conv = list(conv or [])
-        if len(sizes) < 2:
-            raise ValueError(f"sizes must hold the inputs and at least one layer, not {sizes}")
+        if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            raise ValueError(f"sizes must hold the inputs and at least one layer, all positive ints, not {sizes}")
+        if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
+            raise ValueError(f"timesteps must be an int >= 1, not {timesteps!r}")
+        for name, v in (("first_bits", first_bits), ("last_bits", last_bits)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= contract.WEIGHT_BITS_MAX:
+                raise ValueError(f"{name} must be 1 (binary) or 2..{contract.WEIGHT_BITS_MAX}, not {v!r}")
+        if isinstance(input_max, bool) or input_max not in (1, contract.PIXEL_MAX):
+            raise ValueError(f"input_max must be 1 (spikes) or {contract.PIXEL_MAX} (pixels), not {input_max!r}")
         if readout not in ("membrane", "count"):
             raise ValueError(f"readout must be 'membrane' or 'count' for training, not {readout!r}")
         if not 0.0 <= dropout < 1.0:
