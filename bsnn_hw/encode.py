@@ -24,6 +24,22 @@ def _check_intensities(x) -> np.ndarray:
     return x
 
 
+def intensities(x, n_in: int | None = None, what: str = "pixels") -> np.ndarray:
+    """Images as uint8 intensities (batch, n_in): uint8 as given, integers converted when every value is in 0..255;
+    floats, bools, values out of range and a wrong shape are refused (a one-line TypeError / ValueError), never cast
+    or reshaped. ``what`` names the argument in the message."""
+    a = np.asarray(x)
+    if a.dtype != np.uint8:
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"{what} must be uint8 intensities 0..255 (or integers in that range), not {a.dtype}")
+        if a.size and (int(a.min()) < 0 or int(a.max()) > 255):
+            raise ValueError(f"{what} must be intensities 0..255, found {int(a.min()) if a.min() < 0 else int(a.max())}")
+        a = a.astype(np.uint8)
+    if a.ndim != 2 or (n_in is not None and a.shape[1] != n_in):
+        raise ValueError(f"{what} must have shape (images, {n_in if n_in is not None else 'n_in'}), not {a.shape}")
+    return a
+
+
 def _check_count(value, name: str) -> int:
     """A positive int (``timesteps``, ``n_in``); a float or bool is refused, not rounded."""
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):

@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import numbers
 from pathlib import Path
 
 import click
@@ -54,7 +55,7 @@ from bsnn_hw.io import not_utf8
 from bsnn_hw.network import Network
 
 from .cli import logic_rom_bits_option
-from .config import (HwConfig, LayerConfig, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
+from .config import (HwConfig, LayerConfig, check_int, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
                      input_buffer_info, input_planes, input_ring, layer_latency, layer_shape, map_channels, map_input,
                      map_memory_info, reads_spike_vector, step_cycles, step_input_words, tree_stride, word_register)
 
@@ -497,6 +498,8 @@ def pareto(items: list, keys) -> list:
 
 def parse_budget(text: str | None) -> dict:
     """``"lut=3000,bram=20"`` -> ``{"lut": 3000, "bram": 20}`` (keys lut, ff, bram; positive ints)."""
+    if text is not None and not isinstance(text, str):
+        raise TypeError(f"--budget must be text such as 'lut=3000,bram=20', not {text!r}")
     if text is None or not text.strip():
         return {}
     out = {}
@@ -539,12 +542,18 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
     t, dev = _check_target(target, device)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
-    if not (isinstance(slack, (int, float)) and 0 <= slack < 100):
+    if isinstance(slack, bool) or not (isinstance(slack, numbers.Real) and 0 <= slack < 100):
         raise ValueError(f"slack must be a percentage in [0, 100), not {slack!r}")
+    for name, v in (("max_parallel", max_parallel), ("max_width", max_width)):
+        if v is not None:
+            check_int(name, v)
+    if budget is not None and not isinstance(budget, dict):
+        raise TypeError(f"budget must be a dict such as {{'lut': 3000, 'bram': 20}} (parse_budget), not {budget!r}")
     budget = dict(budget or {})
-    for k in budget:
+    for k, v in budget.items():
         if k not in BUDGET_KEYS:
             raise ValueError(f"budget keys must be in {', '.join(BUDGET_KEYS)}, not {k!r}")
+        check_int(f"budget {k}", v, what="a resource count")
     limits = {}
     for key, attr in BUDGET_KEYS.items():
         cap = getattr(dev, attr)

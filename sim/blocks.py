@@ -34,6 +34,16 @@ class BlockUnit:
     seed: int = 0
     name: str = ""
 
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"block kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if self.kind != "synapse" and not isinstance(self.layer, Layer):
+            raise TypeError(f"a {self.kind} block needs a bsnn_hw.Layer, not {type(self.layer).__name__}")
+        for name in ("cycles", "samples", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "seed" else 1):
+                raise ValueError(f"{name} must be an int >= {0 if name == 'seed' else 1}, not {v!r}")
+
 
 def _component(u: BlockUnit):
     from bsnn_hw.hdl import LayerEngine, NeuronCore, SynapseArray, WeightROM
@@ -50,6 +60,8 @@ def _component(u: BlockUnit):
 
 def build_blocks(units: list[BlockUnit], workdir: Path) -> tuple[str, list[dict]]:
     from bsnn_hw.hdl import WeightROM, to_verilog
+    if not isinstance(units, (list, tuple)) or not units or not all(isinstance(u, BlockUnit) for u in units):
+        raise TypeError(f"units must be a non-empty list of BlockUnit, not {units!r:.80}")
     sources, mods, params = [], [], []
     for k, u in enumerate(units):
         comp = _component(u)

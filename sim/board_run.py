@@ -13,6 +13,7 @@ baud rate over the bits of one request and one answer (docs/board.md).
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -26,13 +27,30 @@ SIM_BAUD = 12.5e6          # a simulation's default: 8 cycles per bit at its 100
 SIM_CLOCK_HZ = 100e6       # sim/tb.py's CLOCK_NS = 10
 
 
+def _check_labels(labels, n: int, classes: int):
+    """None, or one integer class 0..classes-1 per image."""
+    if labels is None:
+        return None
+    lab = np.asarray(labels)
+    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
+        raise TypeError(f"labels must be integer classes, not {lab.dtype}")
+    if lab.shape != (n,):
+        raise ValueError(f"labels must be one class per image ({n}), not shape {lab.shape}")
+    if lab.size and (lab.min() < 0 or lab.max() >= classes):
+        bad = int(lab.min() if lab.min() < 0 else lab.max())
+        raise ValueError(f"labels must be classes 0..{classes - 1}, found {bad}")
+    return lab
+
+
 def run_link(port, framing, pixels, labels=None, *, clock=time.perf_counter, progress=None, keep=5) -> dict:
     """Send each row of ``pixels`` (uint8 (N, n_in)) as a request on ``port``, read its answer and compare it with
     :meth:`Framing.expected`. Returns ``n``, ``agree`` (bit-exact answers), ``class_agree``, ``errors`` (error
     answers or malformed frames, by kind), ``accuracy`` (against ``labels``, if given), ``seconds`` (by ``clock``,
     from the first request to the last answer), ``images_per_s`` and the first ``keep`` ``mismatches``."""
     from bsnn_hw.hdl.uart import STATUS_NAMES, FrameError
-    pixels = np.asarray(pixels, dtype=np.uint8).reshape(-1, framing.n_in)
+    from bsnn_hw.encode import intensities
+    pixels = intensities(pixels, framing.n_in)
+    labels = _check_labels(labels, len(pixels), framing.n_out)
     want = framing.expected(pixels)
     agree = class_agree = correct = 0
     errors: dict[str, int] = {}
@@ -77,6 +95,12 @@ def run_link(port, framing, pixels, labels=None, *, clock=time.perf_counter, pro
 def open_port(port: str, baud: float, timeout: float):
     """A pyserial port: a device path or any pyserial URL (``loop://``, ``socket://host:port``, ...)."""
     import serial
+    if not isinstance(port, str) or not port:
+        raise TypeError(f"port must be a device path or pyserial URL, not {port!r}")
+    if isinstance(baud, bool) or not isinstance(baud, (int, float)) or not 0 < baud < math.inf or baud != int(baud):
+        raise ValueError(f"baud must be a positive whole number of bits per second, not {baud!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     try:
         return serial.serial_for_url(port, baudrate=int(baud), timeout=timeout)
     except (serial.SerialException, ValueError) as e:
@@ -101,7 +125,12 @@ def run_in_simulator(model: str, net, config, pixels, labels, sim: str, divisor:
 
     from bsnn_hw.hdl.generate import to_verilog
     from bsnn_hw.hdl.uart import UartHost
-    from bsnn_hw.sim.runner import run_cocotb
+    from bsnn_hw.encode import intensities
+    from bsnn_hw.sim.runner import SIMULATORS, run_cocotb
+    if sim not in SIMULATORS:
+        raise ValueError(f"sim must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    pixels = intensities(pixels, net.n_in)
+    labels = _check_labels(labels, len(pixels), net.n_out)
     host = UartHost(net, config, divisor=divisor)
     verilog = to_verilog(host, "bsnn_uart")
     with tempfile.TemporaryDirectory(prefix="bsnn-uart-") as d:

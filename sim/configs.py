@@ -28,9 +28,24 @@ def _hw_config(net: Network, rng: np.random.Generator):
     return HwConfig(tuple(layers))
 
 
+def _check_draw(seed=0, count=0, samples=1, cover=0, **limits) -> None:
+    """The arguments of a random unit generator: seed, count and cover ints >= 0, samples and every limit
+    (max_in, max_side, max_t, max_cycles, ...) ints >= 1; a one-line error otherwise (a 0 limit has no legal draw,
+    and some draws would never end)."""
+    for name, v, lo in (("seed", seed, 0), ("count", count, 0), ("cover", cover, 0), ("samples", samples, 1),
+                        *((k, v, 1) for k, v in limits.items())):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"{name} must be an int, not {v!r}")
+        if v < lo:
+            raise ValueError(f"{name} must be at least {lo}, not {v}")
+
+
 def random_network_config(rng: np.random.Generator, max_in: int = 40, max_hidden: int = 12,
                           max_layers: int = 3, max_t: int = 6) -> Network:
     """A small random network (the quick profile): every parameter random, sizes and T kept small."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng), not {type(rng).__name__}")
+    _check_draw(max_in=max_in, max_hidden=max_hidden, max_layers=max_layers, max_t=max_t)
     n_layers = int(rng.integers(1, max_layers + 1))
     sizes = [int(rng.integers(1, max_in + 1))] + [int(rng.integers(1, max_hidden + 1)) for _ in range(n_layers)]
     timesteps = int(rng.integers(1, max_t + 1))
@@ -66,6 +81,7 @@ def _thresholds(rng, n_in: int, n_out: int, hi: int, kind: float) -> np.ndarray:
 
 def random_units(seed: int, count: int, samples: int = 2, **limits) -> list[Unit]:
     """``count`` random units of the quick profile from one seed (reproducible: the same seed gives the same units)."""
+    _check_draw(seed, count, samples, **limits)
     rng = np.random.default_rng(seed)
     units = []
     for k in range(count):
@@ -505,6 +521,8 @@ def random_full_units(seed: int, count: int, samples: int = 2, max_in: int = FUL
     ``max_cycles``, or whose synapse arrays hold more than ``max_lane_bits`` popcount inputs in all (sum of P x W
     over the layers: the size of the logic to generate, compile and simulate every cycle), is redrawn, so the
     suite's time stays bounded while the corners are still reached."""
+    _check_draw(seed, count, samples, max_in=max_in, max_hidden=max_hidden, max_layers=max_layers, max_t=max_t,
+                max_cycles=max_cycles, max_lane_bits=max_lane_bits)
     rng = np.random.default_rng(seed)
     names = list(CORNERS)
     units = []
@@ -817,6 +835,8 @@ def random_v2_units(seed: int, count: int, samples: int = 2, max_side: int = V2_
     ``cover`` = n > 0: skip a corner that the units drawn so far already hit n times, so the set is smaller and still
     reaches every corner at least n times (the default suite's profile; each unit hits many corners by its draw)."""
     from bsnn_hw.hdl import cycles_per_inference
+    _check_draw(seed, count, samples, cover, max_side=max_side, max_channels=max_channels, max_hidden=max_hidden,
+                max_t=max_t, max_cycles=max_cycles, max_lane_bits=max_lane_bits)
     rng = np.random.default_rng(seed)
     names = list(V2_CORNERS)
     units = []
@@ -977,6 +997,9 @@ def main(argv=None) -> int:
     ap.add_argument("--count", type=int, default=len(CORNERS), help="units to draw")
     ap.add_argument("--samples", type=int, default=2)
     args = ap.parse_args(argv)
+    if args.count < 1 or args.samples < 1 or args.seed < 0:
+        ap.error(f"--count and --samples must be at least 1 and --seed at least 0, not {args.count}, {args.samples}, "
+                 f"{args.seed}")
     units = random_full_units(args.seed, args.count, args.samples)
     print(f"{args.count} full-range units (seed {args.seed}), corners hit:")
     print(format_coverage(coverage(units)))

@@ -146,6 +146,31 @@ class Unit:
     pixels: np.ndarray | None = None   # uint8 (B, n_in): what an on-chip-encoder top (config.encoder) is fed;
                                        # ``spikes`` must then be net.encode(pixels)
 
+    def check(self, label: str) -> tuple:
+        """(spikes, config, pixels) checked (``label`` names the unit in a message): a one-line error for anything
+        the bench would cast, stall on, or find out only inside the simulator."""
+        from bsnn_hw.encode import intensities
+        from bsnn_hw.hdl import HwConfig
+        from bsnn_hw.hdl.config import check_design, check_flag
+        if not isinstance(self.net, Network):
+            raise TypeError(f"{label}: net must be a bsnn_hw.Network, not {type(self.net).__name__}")
+        cfg = self.config if self.config is not None else HwConfig.default(self.net)
+        check_design(self.net, cfg, self.trace)
+        check_flag("reset_mid", self.reset_mid)
+        for name in ("stall_in", "stall_out"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ValueError(f"{label}: {name} must be a probability in [0, 1), not {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"{label}: seed must be an int >= 0, not {self.seed!r}")
+        spikes = self.net.as_inputs(self.spikes)
+        want = (self.net.n_in,) if self.net.encoding == "pixel" else (self.net.timesteps, self.net.n_in)
+        if spikes.ndim != len(want) + 1 or spikes.shape[1:] != want or len(spikes) < 1:
+            raise ValueError(f"{label}: spikes must have shape (samples >= 1, {', '.join(map(str, want))}), not "
+                             f"{spikes.shape}")
+        pixels = None if self.pixels is None else intensities(self.pixels, self.net.n_in, f"{label}: pixels")
+        return spikes, cfg, pixels
+
 
 @functools.lru_cache(maxsize=1)
 def _hdl_fingerprint() -> str:
@@ -198,23 +223,22 @@ def expected_cycles(u: Unit) -> list[int]:
 
 def build_units(units: list[Unit], workdir: Path, cache_dir=None) -> tuple[str, list[dict]]:
     """Generate every unit's Verilog, the wrapper, and the per-unit parameter dicts (files written to workdir)."""
-    from bsnn_hw.hdl import HwConfig
+    checked = [u.check(f"unit {u.name or k}") for k, u in enumerate(units)]      # all before any file
     sources, mods, params = [], [], []
-    for k, u in enumerate(units):
-        cfg = u.config if u.config is not None else HwConfig.default(u.net)
+    for k, (u, (spikes, cfg, pixels)) in enumerate(zip(units, checked)):
         text, manifest = generate_cached(u.net, cfg, u.trace, f"u{k}_top", cache_dir)
         sources.append(text)
         mods.append((f"u{k}_top", f"u{k}_"))
         art = workdir / f"u{k}.bsnn"
         (u.check_net if u.check_net is not None else u.net).save(art)
         spk = workdir / f"u{k}_spikes.npy"
-        np.save(spk, u.net.as_inputs(u.spikes))
+        np.save(spk, spikes)
         pix = None
         if cfg.encoder:
-            if u.pixels is None:
+            if pixels is None:
                 raise ValueError(f"unit {u.name or k}: an on-chip-encoder design needs pixels (uint8 images)")
             pix = workdir / f"u{k}_pixels.npy"
-            np.save(pix, np.asarray(u.pixels, dtype=np.uint8))
+            np.save(pix, pixels)
         from bsnn_hw.hdl.config import cycles_per_inference
         params.append(dict(
             prefix=f"u{k}_", name=u.name or f"u{k}", artifact=str(art), spikes=str(spk), trace=u.trace,
@@ -235,6 +259,10 @@ def run_network(units: list[Unit], sim: str, *, waves: bool = False, cache_dir=N
     Each unit's results: ``samples``: list of {counts, membrane, cls, trace (per layer, per step, int bitmask),
     cycles}; ``mismatches``: list of mismatch dicts (see :func:`compare`); ``checked``: samples compared."""
     from . import runner
+    if sim not in runner.SIMULATORS:             # before any file is written
+        raise ValueError(f"sim must be one of {', '.join(runner.SIMULATORS)}, not {sim!r}")
+    if not isinstance(units, (list, tuple)) or not units or not all(isinstance(u, Unit) for u in units):
+        raise TypeError(f"units must be a non-empty list of Unit, not {units!r:.80}")
     cache = Path(cache_dir) if cache_dir is not None else runner.default_cache_dir()
     if run_dir is None:
         run_dir = runner.new_run_dir(cache, f"net-{sim}-")

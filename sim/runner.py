@@ -275,7 +275,7 @@ def failures_from_xml(path: Path) -> tuple[int, list[str]]:
 
 
 def run_cocotb(verilog: str, toplevel: str, module: str, sim: str, params: dict | None = None, *,
-               waves: bool = False, cache_dir=None, run_dir=None, testcase=None, timeout_s: float | None = None,
+               waves: bool = False, cache_dir=None, run_dir=None, testcase=None,
                seed: int | None = None, quick_build: bool = False, progress=None) -> SimRun:
     """Build ``verilog`` (cached by content) and run the cocotb tests of ``module`` (a dotted module name) on it.
 
@@ -284,6 +284,15 @@ def run_cocotb(verilog: str, toplevel: str, module: str, sim: str, params: dict 
     the simulator is not installed and :class:`SimFailure` (with the failing tests' text) if any test fails.
     ``quick_build``: Verilator compiles without optimization (faster builds, slower simulation: for many tiny
     designs). ``progress``: a callable that gets one line before the build (when not cached) and before the run."""
+    from bsnn_hw.hdl.config import check_flag
+    for name, v in (("verilog", verilog), ("toplevel", toplevel), ("module", module)):
+        if not isinstance(v, str) or not v:
+            raise TypeError(f"{name} must be a non-empty str, not {v!r:.60}")
+    waves, quick_build = check_flag("waves", waves), check_flag("quick_build", quick_build)
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 31):
+        raise ValueError(f"seed must be None or an int in 0..2^31-1 (cocotb's random seed), not {seed!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function of one line or None, not {progress!r}")
     say = progress or (lambda line: None)
     reason = simulator_missing(sim)
     if reason:

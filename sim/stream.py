@@ -33,6 +33,12 @@ class _StreamEnd:
     """One end of a stream port: its three signals and the seeded stalls."""
 
     def __init__(self, dut, prefix: str, clk, stall_prob: float, stall_max: int, seed: int):
+        if isinstance(stall_prob, bool) or not isinstance(stall_prob, (int, float)) or not 0 <= stall_prob < 1:
+            raise ValueError(f"stall_prob must be a probability in [0, 1), not {stall_prob!r}")
+        if isinstance(stall_max, bool) or not isinstance(stall_max, int) or stall_max < 1:
+            raise ValueError(f"stall_max must be an int >= 1 (cycles), not {stall_max!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, not {seed!r}")
         self.clk = clk
         self.valid = _port(dut, prefix, "valid")
         self.ready = _port(dut, prefix, "ready")

@@ -50,8 +50,17 @@ def float_accuracy(net: Network, data: str | None = None, offset: int = 0, label
 
 def load_inputs(net: Network, data: str | None, samples: int, seed: int = 0, offset: int = 0):
     """(x uint8 (N, n_in) or None, spikes bool (N, T, n_in), labels or None, description)."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a bsnn_hw.Network, not {type(net).__name__}")
+    for name, v in (("--samples", samples), ("--seed", seed), ("--offset", offset)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"{name} must be an int, not {v!r}")
     if samples < 1:
         raise ValueError(f"--samples must be at least 1, not {samples}")
+    if seed < 0:
+        raise ValueError(f"--seed must be at least 0, not {seed}")
+    if data is None and offset:
+        raise ValueError(f"--offset {offset} chooses test samples of a data set; random inputs have none")
     if data is None:
         from bsnn_hw.io import check_memory
         # The spike trains (one byte a bit) and the golden model's record of them, before anything is simulated.
@@ -93,10 +102,30 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     ``data``/``offset``: the test samples' origin, for the float model's accuracy on the same samples.
     ``progress``: a callable taking one line per phase (build, simulate, compare). ``pixels``: the uint8 images
     ``spikes`` were encoded from; an on-chip-encoder design (``config.encoder``) is fed them."""
+    from bsnn_hw.encode import intensities
     from bsnn_hw.hdl import HwConfig
+    from bsnn_hw.hdl.config import check_design, check_flag
+    from bsnn_hw.sim.runner import SIMULATORS
+    if sim not in SIMULATORS:                 # before any file is written
+        raise ValueError(f"sim must be one of {', '.join(SIMULATORS)}, not {sim!r}")
     cfg = config if config is not None else HwConfig.default(net)
-    cfg.validate(net)
+    check_design(net, cfg)
+    waves, stalls = check_flag("waves", waves), check_flag("stalls", stalls)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function of one line or None, not {progress!r}")
     spikes = net.as_inputs(spikes)
+    if spikes.shape[0] < 1:
+        raise ValueError("spikes must hold at least one sample")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(spikes),):
+            raise ValueError(f"labels must be one integer class per sample ({len(spikes)}), not {labels.dtype} "
+                             f"{labels.shape}")
+    if pixels is not None:
+        pixels = intensities(pixels, net.n_in)
+        if len(pixels) != len(spikes) or not np.array_equal(net.as_inputs(net.encode(pixels)), spikes):
+            raise ValueError("pixels must be the images the spikes were encoded from (the model's encoding of "
+                             "pixels gives other spikes)")
     if cfg.encoder and pixels is None:
         raise ValueError("the on-chip encoder takes images (uint8 intensities): give pixels (random inputs of a "
                          "'direct' model have none)")
@@ -116,7 +145,7 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
         layer_counts = [ref.counts[li] for li in range(n_layers)]
     unit = netbench.Unit(model if S >= 2 else net, spikes, cfg, trace=True, stall_in=0.3 if stalls else 0.0,
                          stall_out=0.3 if stalls else 0.0, seed=seed, name="model",
-                         pixels=None if pixels is None else np.asarray(pixels, dtype=np.uint8))
+                         pixels=pixels)
     t0 = time.perf_counter()
     run = None
     try:

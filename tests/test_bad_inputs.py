@@ -590,3 +590,61 @@ def test_training_layers_check_their_parameters(make, error, pattern):
     from bsnn_hw.train import layers, model
     with pytest.raises(error, match=pattern):
         make(layers, model)
+
+
+def _sim_cases(tmp_path):
+    """(call, error, pattern) for the simulation, synthesis and DSE Python API: each was cast, hung, wrote files
+    before failing, or failed inside NumPy, cocotb or nextpnr before (an audit of ~440 calls)."""
+    from bsnn_hw.hdl import HwConfig, dse, lint, synth
+    from bsnn_hw.hdl.uart import Framing
+    from bsnn_hw.sim import board_run, configs, runner, verify
+    from bsnn_hw.sim.network import Unit, run_network
+    net = random_network([6, 4, 3], timesteps=4, seed=1)
+    rate = Network(net.layers, 4, "count", "rate", 1)
+    spikes = np.zeros((2, 4, 6), bool)
+    return [
+        (lambda: configs.random_v2_units(0, 1, max_side=0), ValueError, r"max_side must be at least 1, not 0"),
+        (lambda: configs.random_full_units(0, -1), ValueError, r"count must be at least 0, not -1"),
+        (lambda: board_run.run_link(None, Framing(rate), np.full((2, 6), 3.7)), TypeError,
+         r"pixels must be uint8 intensities 0\.\.255 \(or integers in that range\), not float64"),
+        (lambda: board_run.run_link(None, Framing(rate), np.full((2, 6), 300)), ValueError,
+         r"pixels must be intensities 0\.\.255, found 300"),
+        (lambda: board_run.run_link(None, Framing(rate), np.zeros((3, 4), np.uint8)), ValueError,
+         r"pixels must have shape \(images, 6\), not \(3, 4\)"),
+        (lambda: board_run.run_link(None, Framing(rate), np.zeros((2, 6), np.uint8), [9, 9]), ValueError,
+         r"labels must be classes 0\.\.2, found 9"),
+        (lambda: board_run.open_port("loop://", 115200.7, 1.0), ValueError, r"baud must be a positive whole number"),
+        (lambda: verify.verify(net, spikes, sim="vcs", run_dir=tmp_path / "v"), ValueError,
+         r"sim must be one of icarus, verilator, not 'vcs'"),
+        (lambda: verify.verify(net, spikes, stalls="False", run_dir=tmp_path / "v"), TypeError,
+         r"stalls must be True or False, not 'False'"),
+        (lambda: verify.verify(rate, rate.encode(np.zeros((2, 6), np.uint8)), pixels=np.full((2, 6), 200),
+                               run_dir=tmp_path / "v"), ValueError, r"pixels must be the images the spikes were"),
+        (lambda: verify.load_inputs(net, None, 2, seed=1.5), TypeError, r"--seed must be an int, not 1\.5"),
+        (lambda: verify.load_inputs(net, None, 2, offset=3), ValueError, r"--offset 3 chooses test samples"),
+        (lambda: run_network([Unit(net, spikes, stall_in=1.5)], "icarus", run_dir=tmp_path / "v"), ValueError,
+         r"unit 0: stall_in must be a probability in \[0, 1\), not 1\.5"),
+        (lambda: run_network([Unit(net, np.zeros((2, 3, 6), bool))], "icarus", run_dir=tmp_path / "v"), ValueError,
+         r"unit 0: spikes must have shape \(samples >= 1, 4, 6\), not \(2, 3, 6\)"),
+        (lambda: runner.run_cocotb("module t; endmodule", "t", "m", "icarus", waves="False"), TypeError,
+         r"waves must be True or False, not 'False'"),
+        (lambda: synth.synthesize("module t; endmodule", "t", cache="False"), TypeError,
+         r"cache must be True or False, not 'False'"),
+        (lambda: synth.place_and_route("module t; endmodule", "t", [], freq=float("nan")), ValueError,
+         r"freq must be a positive clock frequency in MHz, not nan"),
+        (lambda: synth.implement(net, HwConfig.default(net), pnr="no"), TypeError, r"pnr must be True or False"),
+        (lambda: dse.explore(net, "ice40", budget={"lut": 2.5}), TypeError, r"budget lut must be an int, not 2\.5"),
+        (lambda: dse.explore(net, "ice40", max_width=0), ValueError, r"max_width must be at least 1, not 0"),
+        (lambda: dse.parse_budget(3000), TypeError, r"--budget must be text"),
+        (lambda: lint.lint("module t; endmodule", "u"), ValueError, r"the Verilog has no module named 'u'"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(22))
+def test_sim_synth_and_dse_refuse_bad_arguments_before_any_work(tmp_path, case):
+    cases = _sim_cases(tmp_path)
+    assert len(cases) == 22
+    call, error, pattern = cases[case]
+    with pytest.raises(error, match=pattern):
+        call()
+    assert not (tmp_path / "v").exists() or not any((tmp_path / "v").iterdir())     # nothing written
