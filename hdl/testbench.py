@@ -44,8 +44,15 @@ def input_beats(spikes_t: np.ndarray, width: int, timesteps: int | None = None) 
     plane b's words b-th (contract.bit_planes, each plane packed and zero padded on its own)."""
     spikes_t = np.asarray(spikes_t)
     if spikes_t.ndim == 1:
+        if spikes_t.dtype != np.uint8:
+            raise TypeError(f"a 'pixel' sample must be uint8 intensities (n_in,), not {spikes_t.dtype}")
+        if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
+            raise ValueError(f"a 'pixel' sample's beats repeat every step: give timesteps >= 1, not {timesteps!r}")
         planes = [w for plane in contract.bit_planes(spikes_t) for w in contract.pack_words(plane, width)]
         return planes * timesteps
+    if spikes_t.ndim != 2 or spikes_t.dtype != bool:
+        raise ValueError(f"a sample must be bool spikes (T, n_in) (or a 'pixel' sample's uint8 (n_in,)), not "
+                         f"{spikes_t.dtype} {spikes_t.shape}")
     beats = []
     for step in spikes_t:
         beats += contract.pack_words(step, width)
@@ -66,7 +73,8 @@ def simulate_top(net, config: HwConfig | None = None, spikes=None, trace: bool =
     ``config.encoder`` the top takes ``pixels`` (uint8 (batch, n_in)), one per beat, and ``spikes`` is unused."""
     config = HwConfig.default(net) if config is None else config
     if config.encoder:
-        pixels = np.asarray(pixels, dtype=np.uint8)
+        from bsnn_hw.encode import intensities
+        pixels = intensities(pixels, net.n_in)
         batch = pixels.shape[0]
     else:
         spikes = net.as_inputs(spikes)

@@ -648,3 +648,17 @@ def test_sim_synth_and_dse_refuse_bad_arguments_before_any_work(tmp_path, case):
     with pytest.raises(error, match=pattern):
         call()
     assert not (tmp_path / "v").exists() or not any((tmp_path / "v").iterdir())     # nothing written
+
+
+def test_encoders_precision_and_input_beats_refuse_unknown_values():
+    from bsnn_hw.hdl.testbench import input_beats
+    from bsnn_hw.train.bntt import BNTTNet
+    from bsnn_hw.train.trainer import Encoder, pick_precision
+    with pytest.raises(ValueError, match=r"encoding must be one of rate, latency, pixel, not 'bogus'"):
+        Encoder("bogus", 4, 4, "cpu")               # was taken as latency
+    with pytest.raises(ValueError, match=r"precision must be auto, fp32 or bf16, not 'fp16'"):
+        pick_precision("fp16", None)
+    with pytest.raises(ValueError, match=r"a sample must be bool spikes \(T, n_in\)"):
+        input_beats(np.full((2, 3), 2), 4)            # a 2 was sent as a spike
+    with pytest.raises(ValueError, match=r"theta_int must be an int >= 1 .*not 64\.7"):
+        BNTTNet([4, 5, 3], 4, theta_int=64.7)

@@ -162,7 +162,11 @@ class BNTTNet(nn.Module):
         self.timesteps, self.variant = int(timesteps), variant
         self.leak_shift, self.reset, self.membrane_bits = leak_shift, reset, membrane_bits
         self.dropout, self.exact, self.slope = dropout, exact, slope
-        self.theta_int, self.leak_correction = int(theta_int), bool(leak_correction)
+        if not isinstance(theta_int, int) or isinstance(theta_int, bool) or theta_int < 1:
+            raise ValueError(f"theta_int must be an int >= 1 (the integer threshold Theta), not {theta_int!r}")
+        if not isinstance(leak_correction, bool):
+            raise TypeError(f"leak_correction must be True or False, not {leak_correction!r}")
+        self.theta_int, self.leak_correction = theta_int, leak_correction
         self.scale_max = (1 << (int(scale_bits) - 1)) - 1          # |a| bound: the exported scale's signed width
         self.freeze_stats = False
         self.hardware = False

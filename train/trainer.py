@@ -266,6 +266,8 @@ def pick_precision(name: str, device: torch.device, dense: bool = False) -> str:
     """The synaptic products' arithmetic for ``--precision name`` (exact either way): "auto" is bf16 on a GPU; on the
     CPU, fp32 for a ``dense`` network (no conv layers) while the compiled kernels are on, else bf16 where the CPU has
     AVX512-BF16 / AMX, else fp32."""
+    if name not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {name!r}")
     if name != "auto":
         return name
     if device.type == "cuda":
@@ -359,6 +361,8 @@ class Encoder:
     :func:`integer_simulate` broadcast the first layer's current over the T steps)."""
 
     def __init__(self, encoding: str, n_in: int, timesteps: int, device):
+        if encoding not in TRAIN_ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(TRAIN_ENCODINGS)}, not {encoding!r}")
         self.encoding, self.timesteps = encoding, timesteps
         self.rate = RateEncoder(n_in, timesteps, device) if encoding == "rate" else None
 
