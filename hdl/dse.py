@@ -641,6 +641,13 @@ def measure(net: Network, cost: Cost, target: str, device: str | None = None, pr
 
 def config_document(net: Network, cost: Cost, target: str, device: str, measured: dict | None = None) -> dict:
     """The chosen configuration as written by ``dse -o`` (docs/dse.md)."""
+    _check_net(net)
+    if not isinstance(cost, Cost):
+        raise TypeError(f"cost must be a dse.Cost (a point of explore), not {type(cost).__name__}")
+    _, dev = _check_target(target, device)
+    if measured is not None and not isinstance(measured, dict):
+        raise TypeError(f"measured must be a dict of measured figures or None, not {measured!r}")
+    device = dev.name
     c = cost.config
     return {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "model_identity": net.identity(), "target": target,
             "device": device,
@@ -664,7 +671,7 @@ def read_config(doc, net: Network | None = None) -> HwConfig:
             raise ValueError(f"{where}: not JSON: {not_utf8(e)}") from None
     if not isinstance(doc, dict) or doc.get("format") != CONFIG_FORMAT:
         raise ValueError(f"{where}: not a bsnn-hw configuration (expected \"format\": \"{CONFIG_FORMAT}\")")
-    if doc.get("version") != CONFIG_VERSION:
+    if isinstance(doc.get("version"), bool) or type(doc.get("version")) is not int or doc["version"] != CONFIG_VERSION:
         raise ValueError(f"{where}: configuration version {doc.get('version')!r} is not supported (expected "
                          f"{CONFIG_VERSION})")
     hw = doc.get("hw_config")
@@ -680,6 +687,7 @@ def read_config(doc, net: Network | None = None) -> HwConfig:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: {e}") from None
     if net is not None:
+        _check_net(net)
         ident = doc.get("model_identity")
         if ident is not None and ident != net.identity():
             raise ValueError(f"{where} was made for model {ident}, not this model ({net.identity()})")

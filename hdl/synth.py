@@ -171,7 +171,7 @@ _DSP_UNIT = {"ice40": "SB_MAC16", "ecp5": "MULT18X18D", "xilinx": "DSP48"}
 def get_target(target: str, device: str | None = None) -> tuple[Target, Device]:
     """The :class:`Target` and :class:`Device` for names such as ``("ice40", "up5k")``; ValueError naming the
     allowed values otherwise."""
-    if target not in TARGETS:
+    if not isinstance(target, str) or target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     t = TARGETS[target]
     device = t.default_device if device is None else device
@@ -687,6 +687,7 @@ def expected_brams(memories: list[dict], target: str, small_bits: int | None = N
     default the generator's ``SMALL_MEMORY_BITS``) are left out, and so are those Yosys' memory_libmap puts in logic
     or (ECP5 RAMs) LUT RAM because that costs it less (BRAM_COST: a wide, shallow threshold ROM goes to logic). An
     estimate for checks and reports; None for a target without a block RAM model (xilinx)."""
+    get_target(target)                    # a known target (None below: no model for it)
     if target not in BRAM_SHAPES:
         return None
     small_bits = _small_bits() if small_bits is None else small_bits
@@ -704,6 +705,7 @@ def memory_plan(memories: list[dict], target: str) -> list[dict]:
     generator marks it; on ECP5 "lutram" for a RAM Yosys puts in LUT RAM) and, for block RAM, the blocks it needs
     alone at its best aspect ratio (the estimate of :func:`expected_brams`, one memory at a time; None for a target
     without a block RAM model)."""
+    get_target(target)                    # a known target (None below: no model for it)
     rows = []
     small = _small_bits()
     for mem in memories:
@@ -763,6 +765,7 @@ SOFT_MULTIPLIER_LUTS_PER_BIT = 2   # a multiplier in LUTs: a floor of 2 LUT4 per
 def multiplier_dsps(a_bits: int, b_bits: int, target: str) -> int | None:
     """Hard multiplier cells Yosys maps one signed a_bits x b_bits multiplier (a_bits + b_bits product bits) to on
     ``target`` (:data:`_DSP_SPLIT`, mul2dsp's recursion); None for a target without the rule (xilinx)."""
+    get_target(target)                    # a known target (None below: no model for it)
     if target not in _DSP_SPLIT:
         return None
     r = _DSP_SPLIT[target]
@@ -829,6 +832,9 @@ def estimate_luts(manifest: dict, target: str, device: str | None = None) -> dic
 
     Control (FSMs, counters, address arithmetic, the spike shift registers' word select) is not counted: this is a
     floor, so a design it puts above a part's LUTs cannot fit. Returns ``{"luts": total, "parts": {name: LUT4}}``."""
+    if not isinstance(manifest, dict):
+        raise TypeError(f"manifest must be the generator's manifest (a dict), not {type(manifest).__name__}")
+    get_target(target)
     soft = device is not None and get_target(target, device)[1].dsps == 0
     parts = {}
     for layer in manifest.get("layers", []):

@@ -662,3 +662,16 @@ def test_encoders_precision_and_input_beats_refuse_unknown_values():
         input_beats(np.full((2, 3), 2), 4)            # a 2 was sent as a spike
     with pytest.raises(ValueError, match=r"theta_int must be an int >= 1 .*not 64\.7"):
         BNTTNet([4, 5, 3], 4, theta_int=64.7)
+
+
+def test_dse_documents_and_estimates_refuse_unknown_targets():
+    from bsnn_hw.hdl import HwConfig, dse, synth
+    net = random_network([6, 4, 3], timesteps=4, seed=1)
+    cost = dse.estimate(net, HwConfig.default(net), "ice40")
+    with pytest.raises(ValueError, match=r"target must be one of .*not 'bogus'"):
+        dse.config_document(net, cost, "bogus", "up5k")             # was written into the file
+    with pytest.raises(ValueError, match=r"target must be one of .*not 'bogus'"):
+        synth.expected_brams([], "bogus")                            # was None, as for a target without a model
+    doc = dse.config_document(net, cost, "ice40", "up5k")
+    with pytest.raises(ValueError, match=r"configuration version True is not supported"):
+        dse.read_config({**doc, "version": True})
