@@ -169,6 +169,8 @@ class Unit:
             raise ValueError(f"{label}: spikes must have shape (samples >= 1, {', '.join(map(str, want))}), not "
                              f"{spikes.shape}")
         pixels = None if self.pixels is None else intensities(self.pixels, self.net.n_in, f"{label}: pixels")
+        if cfg.encoder and pixels is None:
+            raise ValueError(f"{label}: an on-chip-encoder design needs pixels (uint8 images)")
         return spikes, cfg, pixels
 
 
@@ -235,8 +237,6 @@ def build_units(units: list[Unit], workdir: Path, cache_dir=None) -> tuple[str, 
         np.save(spk, spikes)
         pix = None
         if cfg.encoder:
-            if pixels is None:
-                raise ValueError(f"unit {u.name or k}: an on-chip-encoder design needs pixels (uint8 images)")
             pix = workdir / f"u{k}_pixels.npy"
             np.save(pix, pixels)
         from bsnn_hw.hdl.config import cycles_per_inference

@@ -121,6 +121,9 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
         if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(spikes),):
             raise ValueError(f"labels must be one integer class per sample ({len(spikes)}), not {labels.dtype} "
                              f"{labels.shape}")
+        if labels.size and (labels.min() < 0 or labels.max() >= net.n_out):
+            raise ValueError(f"labels must be classes 0..{net.n_out - 1}, found "
+                             f"{int(labels.min() if labels.min() < 0 else labels.max())}")
     if pixels is not None:
         pixels = intensities(pixels, net.n_in)
         if len(pixels) != len(spikes) or not np.array_equal(net.as_inputs(net.encode(pixels)), spikes):

@@ -424,7 +424,7 @@ def test_cli_config_file(tmp_path):
     (["--sizes", "60-16-10"], "--sizes starts with 60 inputs but digits has 64 features"),
     (["--sizes", "64-16-3"], "--sizes ends with 3 outputs but digits has 10 classes"),
     (["-T", "0"], "timesteps must be at least 1"),
-    (["-M", "30"], "membrane_bits must be in 2..24"),
+    (["-M", "30"], "membrane_bits must be at most 24 for --method bsnn"),
     (["--eval-seed", "0"], "eval_seed must be in 1..65535"),
     (["--config", "/nonexistent.toml"], "no such config file"),
     (["--augment-shift", "-1"], "augment_shift must be a pixel count >= 0, not -1"),

@@ -80,6 +80,8 @@ def check_config(cfg) -> None:
 def config(**settings):
     """A TrainConfig for BiSNN: ``settings`` over the trainer's defaults."""
     from .trainer import TrainConfig
+    if settings.get("method", METHOD) != METHOD:
+        raise ValueError(f"bisnn.config makes --method {METHOD} configurations, not method {settings['method']!r}")
     return TrainConfig.from_dict({"method": METHOD, **settings}).validate()
 
 

@@ -108,6 +108,8 @@ def check_config(cfg) -> None:
 def config(**settings):
     """A TrainConfig for BNTT: the BNTT defaults, then ``settings``."""
     from .trainer import TrainConfig
+    if settings.get("method", METHOD) != METHOD:
+        raise ValueError(f"bntt.config makes --method {METHOD} configurations, not method {settings['method']!r}")
     return TrainConfig.from_dict({**DEFAULTS, "method": METHOD, **settings}).validate()
 
 

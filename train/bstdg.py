@@ -60,6 +60,8 @@ RATE_DECAY = 0.99      # running mean of the hidden neurons' firing fractions, p
 def config(**settings):
     """A TrainConfig for BSTDG: the BSTDG defaults, then ``settings``."""
     from .trainer import TrainConfig
+    if settings.get("method", METHOD) != METHOD:
+        raise ValueError(f"bstdg.config makes --method {METHOD} configurations, not method {settings['method']!r}")
     return TrainConfig.from_dict({**DEFAULTS, "method": METHOD, **settings}).validate()
 
 

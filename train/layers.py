@@ -299,7 +299,8 @@ class QuantLinear(BinaryLinear):
     """A fully connected layer of signed k-bit integer weights (2 <= k <= 8, contract v2) and no bias:
     ``I = alpha * (s @ q^T)`` with ``q = quantize(W, k)``; B-SNN's multi-bit first/last layers. The latent weights
     start uniform in [-LATENT_INIT, LATENT_INIT]. The synaptic product is float32 (exact: every
-    partial sum is an integer below 2^24 for fan-in < 2^24 / 2^(k-1)); ``precision`` is accepted and ignored."""
+    partial sum is an integer below 2^24 for fan-in < 2^24 / 2^(k-1)); ``precision`` ("fp32" or "bf16") is checked
+    and ignored."""
 
     def __init__(self, n_in: int, n_out: int, bits: int, scale: str | None = "layer", init_scale: float = 1.0,
                  precision: str = "fp32"):

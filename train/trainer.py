@@ -35,7 +35,7 @@ from .encoding import RateEncoder, _mix, latency, training_seeds
 from .graphs import TrainStep, device_learning_rates, host_learning_rates, make_adam
 from . import layers
 from .layers import SumPool
-from .model import BSNN, clamped_thresholds, integer_simulate, to_network
+from .model import LIF_MAX_BITS, BSNN, clamped_thresholds, integer_simulate, to_network
 
 CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -139,6 +139,9 @@ class TrainConfig:
         need(contract.MEMBRANE_BITS_MIN <= self.membrane_bits <= contract.MEMBRANE_BITS_MAX,
              f"membrane_bits must be in {contract.MEMBRANE_BITS_MIN}..{contract.MEMBRANE_BITS_MAX}, not "
              f"{self.membrane_bits!r}")
+        need(self.method == "bstdg" or self.membrane_bits <= LIF_MAX_BITS,
+             f"membrane_bits must be at most {LIF_MAX_BITS} for --method {self.method} (its LIF holds the membrane "
+             f"in float32, exact up to 2^24), not {self.membrane_bits}")
         for name in ("leak_shift", "output_leak_shift"):
             v = getattr(self, name)
             need(v is None or 1 <= v <= self.membrane_bits - 1,
