@@ -348,7 +348,18 @@ def io_wrapper(ports: list[dict], top: str, name: str = WRAPPER_NAME) -> str:
 
     if not ports:
         raise ValueError("the wrapper needs the top's port list (the manifest's 'ports'), got none")
+    from .generate import check_name
+    for i, port in enumerate(ports):
+        ok = (isinstance(port, dict) and isinstance(port.get("name"), str) and port.get("direction") in ("in", "out")
+              and isinstance(port.get("width"), int) and not isinstance(port.get("width"), bool)
+              and port["width"] >= 1)
+        if not ok:
+            raise ValueError(f"ports[{i}] must be {{name, direction 'in' or 'out', width >= 1}} (the manifest's form), "
+                             f"not {port!r:.80}")
+        check_name(port["name"])
     names = [p["name"] for p in ports]
+    if len(set(names)) != len(names):
+        raise ValueError(f"port names must be distinct, not {', '.join(names)}")
     if "clk" not in names or "rst" not in names:
         raise ValueError(f"the top must have 'clk' and 'rst' ports, it has: {', '.join(names)}")
 

@@ -675,3 +675,23 @@ def test_dse_documents_and_estimates_refuse_unknown_targets():
     doc = dse.config_document(net, cost, "ice40", "up5k")
     with pytest.raises(ValueError, match=r"configuration version True is not supported"):
         dse.read_config({**doc, "version": True})
+
+
+def test_bstdg_net_encoders_and_wrapper_ports_refuse_what_they_truncated():
+    import torch
+    from bsnn_hw.hdl.synth import io_wrapper
+    from bsnn_hw.train import bstdg
+    from bsnn_hw.train.encoding import RateEncoder, latency
+    with pytest.raises(TypeError, match=r"timesteps must be an int, not 2\.7"):
+        bstdg.BSTDGNet([6, 4, 3], 2.7)                       # was T = 2
+    with pytest.raises(ValueError, match=r"sizes must hold .* all positive ints, not \[6, 0, 3\]"):
+        bstdg.BSTDGNet([6, 0, 3], 4)
+    with pytest.raises(ValueError, match=r"timesteps must be at least 1, not 0"):
+        latency(torch.zeros((1, 3), dtype=torch.uint8), 0)
+    with pytest.raises(ValueError, match=r"n_in must be at least 1, not 0"):
+        RateEncoder(0, 4)
+    ports = [dict(name="clk", direction="in", width=1), dict(name="rst", direction="in", width=1)]
+    with pytest.raises(ValueError, match=r"ports\[2\] must be \{name, direction 'in' or 'out', width >= 1\}"):
+        io_wrapper(ports + [dict(name="a", direction="in", width=2.5)], "t")
+    with pytest.raises(ValueError, match=r"port names must be distinct"):
+        io_wrapper(ports + [dict(name="clk", direction="in", width=1)], "t")
