@@ -384,6 +384,27 @@ def spike_statistics(net: Network, spikes) -> dict:
     return out
 
 
+def check_stats(net: Network, stats) -> None:
+    """:func:`spike_statistics`' form: None, or per layer index that reads a spike vector, an int array (N >= 1, T) of
+    spike counts in 0..the layer's n_in. A one-line error otherwise (a wrong T or a negative count would give cycles
+    of another network)."""
+    import numpy as np
+    if stats is None:
+        return
+    if not isinstance(stats, dict):
+        raise TypeError(f"stats must be spike_statistics' dict (layer index -> (N, T) counts), not "
+                        f"{type(stats).__name__}")
+    for i, counts in stats.items():
+        if not isinstance(i, int) or not 0 <= i < len(net.layers) or not reads_spike_vector(net, i):
+            raise ValueError(f"stats has an entry for layer {i!r}, which is not a layer reading a spike vector")
+        a = np.asarray(counts)
+        n_in = net.layers[i].n_in
+        if (a.dtype == bool or not np.issubdtype(a.dtype, np.integer) or a.ndim != 2 or a.shape[0] < 1
+                or a.shape[1] != net.timesteps or a.min() < 0 or a.max() > n_in):
+            raise ValueError(f"stats[{i}] must be int spike counts 0..{n_in} of shape (samples >= 1, T = "
+                             f"{net.timesteps}), not {a.dtype} {a.shape}")
+
+
 def _event_cycles(net: Network, i: int, lc: LayerConfig, counts) -> float:
     """Layer ``i``'s cycles per inference event-driven, the mean over the samples of ``counts`` ((N, T) spikes at its
     input): per step G * max(1, spikes) + latency + TOP_LAYER_OVERHEAD."""
@@ -401,6 +422,7 @@ def expected_cycles(net: Network, config: HwConfig, stats: dict | None = None) -
     replaced by their data-dependent cycles."""
     from .config import TOP_LAYER_OVERHEAD
     cycles = cycles_per_inference(net, config)
+    check_stats(net, stats)
     ev = [i for i, lc in enumerate(config.layers) if lc.events]
     if not ev:
         return cycles
@@ -422,6 +444,7 @@ def estimate(net: Network, config: HwConfig, target: str = "ice40", device: str 
     Event-driven layers need ``stats`` (:func:`spike_statistics`): cycles are then :func:`expected_cycles`'."""
     _check_net(net)
     _check_target(target, device)
+    check_stats(net, stats)
     if not isinstance(config, HwConfig):
         raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
     config.validate(net)
@@ -554,6 +577,7 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
         if k not in BUDGET_KEYS:
             raise ValueError(f"budget keys must be in {', '.join(BUDGET_KEYS)}, not {k!r}")
         check_int(f"budget {k}", v, what="a resource count")
+    check_stats(net, stats)
     limits = {}
     for key, attr in BUDGET_KEYS.items():
         cap = getattr(dev, attr)
@@ -674,6 +698,11 @@ def read_config(doc, net: Network | None = None) -> HwConfig:
     if isinstance(doc.get("version"), bool) or type(doc.get("version")) is not int or doc["version"] != CONFIG_VERSION:
         raise ValueError(f"{where}: configuration version {doc.get('version')!r} is not supported (expected "
                          f"{CONFIG_VERSION})")
+    if doc.get("target") is not None:
+        try:
+            _check_target(doc["target"], doc.get("device"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
     hw = doc.get("hw_config")
     layers = hw.get("layers") if isinstance(hw, dict) else None
     if not isinstance(layers, list) or not all(

@@ -695,3 +695,19 @@ def test_bstdg_net_encoders_and_wrapper_ports_refuse_what_they_truncated():
         io_wrapper(ports + [dict(name="a", direction="in", width=2.5)], "t")
     with pytest.raises(ValueError, match=r"port names must be distinct"):
         io_wrapper(ports + [dict(name="clk", direction="in", width=1)], "t")
+
+
+def test_spike_statistics_labels_and_prior_are_checked():
+    import torch
+    from bsnn_hw.hdl import HwConfig, dse
+    from bsnn_hw.train import bisnn, bstdg
+    from bsnn_hw.train.model import integer_simulate
+    net = random_network([6, 4, 3], timesteps=4, seed=1)
+    with pytest.raises(ValueError, match=r"stats\[0\] must be int spike counts 0\.\.6 of shape \(samples >= 1, T = 4\)"):
+        dse.estimate(net, HwConfig.default(net), stats={0: np.full((2, 2), 1)})     # T = 2: another network's
+    with pytest.raises(ValueError, match=r"spikes must have shape \(2, 4, 6\) for this network, not \(2, 4, 5\)"):
+        integer_simulate(net, torch.zeros((2, 4, 5)))
+    with pytest.raises(ValueError, match=r"labels must be int64 classes 0\.\.2"):
+        bstdg.targets(torch.zeros((2, 3), dtype=torch.int64), torch.tensor([0, 5]), 4, 1.0, None)
+    with pytest.raises(ValueError, match=r"prior probability of a \+1 weight must be in \(0, 1\), not 1\.0"):
+        bisnn.prior_parameter(1.0)

@@ -130,7 +130,9 @@ def prior_weight(cfg, n_train: int) -> float:
 
 
 def prior_parameter(p: float) -> float:
-    """w_prior = 1/2 log(p / (1 - p)): the natural parameter of the Bernoulli prior q(w = +1) = p."""
+    """w_prior = 1/2 log(p / (1 - p)): the natural parameter of the Bernoulli prior q(w = +1) = p, 0 < p < 1."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1:
+        raise ValueError(f"the prior probability of a +1 weight must be in (0, 1), not {p!r}")
     return 0.5 * math.log(p / (1 - p))
 
 

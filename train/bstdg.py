@@ -293,6 +293,10 @@ def targets(t_out: torch.Tensor, labels: torch.Tensor, steps: int, gamma: float,
     """BS4NN's relative targets on output spike times (T = no spike). With ``lead`` > 0 the correct class's target
     is also at least ``lead`` steps before every other class's spike: ``min(t_min, t_other - lead)`` (not below 0),
     so a tie or a narrow win moves it earlier too, not only the others later (``lead`` 0: BS4NN's ``t_min``)."""
+    if labels.dtype != torch.int64 or labels.shape != t_out.shape[:1] or (
+            labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= t_out.shape[1])):
+        raise ValueError(f"labels must be int64 classes 0..{t_out.shape[1] - 1}, one per sample ({t_out.shape[0]}), "
+                         f"not {labels.dtype} {tuple(labels.shape)}")
     t = t_out.double()
     t_min = t.min(1).values
     correct = F.one_hot(labels, t.shape[1]).bool()

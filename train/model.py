@@ -337,10 +337,16 @@ def integer_simulate(net: Network, spikes: torch.Tensor, output_steps: list | No
     is an integer below 2^24 in magnitude). Dense layers of any weight width (contract v2 k-bit included), and the
     per-step affine drive of contract v3 (int64 product, sum and arithmetic shift). With ``output_steps`` (a list)
     the output layer's membrane after every step, (B, T, n_out), is appended to it."""
+    if not isinstance(spikes, torch.Tensor):
+        raise TypeError(f"spikes must be a torch tensor, not {type(spikes).__name__}")
     device = spikes.device
     batch = spikes.shape[0]
     steps = net.timesteps
     pixel = net.encoding == "pixel"        # spikes: the intensities (B, 1, n_in) or (B, n_in), every step's input
+    want = [(batch, 1, net.n_in), (batch, net.n_in)] if pixel else [(batch, steps, net.n_in)]
+    if tuple(spikes.shape) not in want:
+        raise ValueError(f"spikes must have shape {' or '.join(map(str, want))} for this network, not "
+                         f"{tuple(spikes.shape)}")
     x = spikes.float().reshape(batch, 1, -1) if pixel else spikes.float()
     counts, membranes = [], []
     first = None
