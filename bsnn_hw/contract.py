@@ -131,6 +131,15 @@ def pack_words(bits: np.ndarray, width: int) -> list[int]:
     return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
+def check_weight_range(w: np.ndarray, bits: int, where: str = "") -> None:
+    """Refuse k-bit weights (k >= 2) outside the signed k-bit range, compared in ``w``'s own dtype (a uint64 beyond
+    int64 is not wrapped first); ``where`` prefixes the message ("banks[1]: ")."""
+    lo, hi = weight_range(bits)
+    if bits > 1 and w.size and (w.min() < lo or w.max() > hi):
+        bad = int(w.min() if w.min() < lo else w.max())
+        raise ValueError(f"{where}{bits}-bit weights must be in {lo}..{hi}, not {bad}")
+
+
 def pack_weight_words(weights: np.ndarray, width: int, bits: int) -> list[int]:
     """Pack one row of weights into words of ``width`` weights each (``width * bits`` bits), weight i of the row at
     bits [(i % width) * bits, (i % width + 1) * bits) of word i // width, zero padded. 1-bit weights: the bit
@@ -139,9 +148,7 @@ def pack_weight_words(weights: np.ndarray, width: int, bits: int) -> list[int]:
     if bits == 1:
         return pack_words(weights, width)
     w = np.asarray(weights).ravel()
-    lo, hi = weight_range(bits)
-    if w.size and (w.min() < lo or w.max() > hi):      # in w's own dtype: a uint64 beyond int64 is not wrapped
-        raise ValueError(f"{bits}-bit weights must be in {lo}..{hi}, not {int(w.min() if w.min() < lo else w.max())}")
+    check_weight_range(w, bits)
     w = w.astype(np.int64)
     twos = w & ((1 << bits) - 1)
     vbits = ((twos[:, None] >> np.arange(bits)) & 1).astype(bool).ravel()   # weight-major, LSB first

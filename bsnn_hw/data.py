@@ -89,6 +89,22 @@ def load_dataset(name_or_path, split: str = "test", seed: int = 0, root=None) ->
     raise ValueError(f"unknown data set {name!r}: expected one of {', '.join(DATASETS)} or an existing directory")
 
 
+def check_labels(labels, n: int, classes: int):
+    """``labels`` as an array: None, or one integer class 0..classes-1 for each of ``n`` samples; a one-line
+    TypeError / ValueError otherwise (an out-of-range label would be scored, never matched)."""
+    if labels is None:
+        return None
+    lab = np.asarray(labels)
+    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
+        raise TypeError(f"labels must be integer classes, not {lab.dtype}")
+    if lab.shape != (n,):
+        raise ValueError(f"labels must be one class per sample ({n}), not shape {lab.shape}")
+    if lab.size and (lab.min() < 0 or lab.max() >= classes):
+        bad = int(lab.min() if lab.min() < 0 else lab.max())
+        raise ValueError(f"labels must be classes 0..{classes - 1}, found {bad}")
+    return lab
+
+
 def n_classes(y: np.ndarray) -> int:
     return int(y.max()) + 1 if y.size else 0
 

@@ -33,7 +33,8 @@ def intensities(x, n_in: int | None = None, what: str = "pixels") -> np.ndarray:
         if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
             raise TypeError(f"{what} must be uint8 intensities 0..255 (or integers in that range), not {a.dtype}")
         if a.size and (int(a.min()) < 0 or int(a.max()) > 255):
-            raise ValueError(f"{what} must be intensities 0..255, found {int(a.min()) if a.min() < 0 else int(a.max())}")
+            bad = int(a.min()) if a.min() < 0 else int(a.max())
+            raise ValueError(f"{what} must be intensities 0..255, found {bad}")
         a = a.astype(np.uint8)
     if a.ndim != 2 or (n_in is not None and a.shape[1] != n_in):
         raise ValueError(f"{what} must have shape (images, {n_in if n_in is not None else 'n_in'}), not {a.shape}")

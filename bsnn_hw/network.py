@@ -56,10 +56,7 @@ def _check_weights(weights, weight_bits) -> tuple[np.ndarray, int]:
         return w.copy(), 1
     if w.dtype == bool or not np.issubdtype(w.dtype, np.integer):
         raise TypeError(f"{weight_bits}-bit weights must be an integer array (never rounded), not {w.dtype}")
-    lo, hi = contract.weight_range(weight_bits)
-    if w.size and (w.min() < lo or w.max() > hi):
-        bad = int(w.min() if w.min() < lo else w.max())
-        raise ValueError(f"{weight_bits}-bit weights must be in {lo}..{hi}, not {bad}")
+    contract.check_weight_range(w, weight_bits)
     return w.astype(np.int8), int(weight_bits)
 
 

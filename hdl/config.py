@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_bits, check_flag, check_int, is_int as _is_int
 from bsnn_hw.contract import ceil_div
 from bsnn_hw.network import Network
 
@@ -26,41 +27,6 @@ SPRAM_MIN_BITS = 16384
 # number is refused in one line instead of exhausting memory inside Amaranth.
 MAX_WORD_BITS = 1 << 16
 MAX_SUM_BITS = 64           # the golden model's int64
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def check_int(name: str, value, lo: int = 1, hi: int | None = None, what: str = "") -> int:
-    """``value`` when it is an int (not a bool) in lo..hi (no upper bound for ``hi`` None), else a one-line
-    TypeError / ValueError naming ``name``, the value and the range (``what``: why the range, in parentheses)."""
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        span = f"in {lo}..{hi}" if hi is not None else f"at least {lo}"
-        raise ValueError(f"{name} must be {span}{f' ({what})' if what else ''}, not {value!r}")
-    return value
-
-
-def check_flag(name: str, value) -> bool:
-    """``value`` as a bool when it is True or False (NumPy's too), else a TypeError: a generator option is never
-    taken from a string, None or a number's truth."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, not {value!r}")
-    return bool(value)
-
-
-def check_bits(name: str, value, optional: bool = True) -> int | None:
-    """A size in bits (``logic_rom_bits``, ``spram``): an int >= 0, or None when ``optional``."""
-    if value is None and optional:
-        return None
-    expected = "a number of bits (an int >= 0)" + (" or None" if optional else "")
-    if not _is_int(value):
-        raise TypeError(f"{name} must be {expected}, not {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be {expected}, not {value!r}")
-    return value
 
 
 def clog2(n: int) -> int:

@@ -50,12 +50,13 @@ from pathlib import Path
 
 import click
 
+from bsnn_hw.checks import check_int
 from bsnn_hw.contract import ceil_div
 from bsnn_hw.io import not_utf8
 from bsnn_hw.network import Network
 
 from .cli import logic_rom_bits_option
-from .config import (HwConfig, LayerConfig, check_int, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
+from .config import (HwConfig, LayerConfig, check_layer_kinds, count_bits, cycles_per_inference, index_bits,
                      input_buffer_info, input_planes, input_ring, layer_latency, layer_shape, map_channels, map_input,
                      map_memory_info, reads_spike_vector, step_cycles, step_input_words, tree_stride, word_register)
 
@@ -420,9 +421,14 @@ def expected_cycles(net: Network, config: HwConfig, stats: dict | None = None) -
     """Cycles per inference: the formula, or with event-driven layers the mean over the samples of ``stats``
     (:func:`spike_statistics`) of each sample's exact figure (rounded): the formula's worst case for those layers
     replaced by their data-dependent cycles."""
+    check_stats(net, stats)
+    return _expected_cycles(net, config, stats)
+
+
+def _expected_cycles(net: Network, config: HwConfig, stats: dict | None) -> int:
+    """:func:`expected_cycles` on ``stats`` already checked (:func:`check_stats`)."""
     from .config import TOP_LAYER_OVERHEAD
     cycles = cycles_per_inference(net, config)
-    check_stats(net, stats)
     ev = [i for i, lc in enumerate(config.layers) if lc.events]
     if not ev:
         return cycles
@@ -438,7 +444,7 @@ def expected_cycles(net: Network, config: HwConfig, stats: dict | None = None) -
 
 
 def estimate(net: Network, config: HwConfig, target: str = "ice40", device: str | None = None,
-             _costs: _LayerCosts | None = None, stats: dict | None = None) -> Cost:
+             stats: dict | None = None) -> Cost:
     """The predicted :class:`Cost` of ``net`` under ``config`` on ``target`` (module docstring). ``config`` must
     be legal (:meth:`HwConfig.validate`); early exit, zero skipping and the on-chip encoder are not modelled.
     Event-driven layers need ``stats`` (:func:`spike_statistics`): cycles are then :func:`expected_cycles`'."""
@@ -448,10 +454,16 @@ def estimate(net: Network, config: HwConfig, target: str = "ice40", device: str 
     if not isinstance(config, HwConfig):
         raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
     config.validate(net)
+    return _estimate(net, config, target, None, stats)
+
+
+def _estimate(net: Network, config: HwConfig, target: str, costs: _LayerCosts | None, stats: dict | None) -> Cost:
+    """:func:`estimate` on arguments already checked (explore checks them once, not per point; ``costs``: the
+    network's layer costs, computed once per search)."""
     if config.early_exit or config.skip_zero or config.encoder or config.spram:
         raise ValueError("the DSE cost model covers early_exit=False, skip_zero=False, encoder=False, spram=False "
                          "only")
-    costs = _costs or _layer_costs(net, target, config.logic_rom_bits)
+    costs = costs or _layer_costs(net, target, config.logic_rom_bits)
     bram, lut_f, ff_f = costs.input(config.input_width_for(net))
     for i, lc in enumerate(config.layers):
         b, lf, f = costs.layer(i, lc.parallel, lc.width, lc.events)
@@ -459,7 +471,7 @@ def estimate(net: Network, config: HwConfig, target: str = "ice40", device: str 
         lut_f, ff_f = _add(lut_f, lf), _add(ff_f, f)
     tl, tf = top_features(net, config)
     lut_f, ff_f = _add(lut_f, tl), _add(ff_f, tf)
-    cycles = expected_cycles(net, config, stats)
+    cycles = _expected_cycles(net, config, stats)
     fmax = FMAX_MHZ[target]
     return Cost(config, cycles, round(_apply(LUT_COEFFS[target], lut_f)), round(_apply(FF_COEFFS[target], ff_f)),
                 int(bram), fmax, round(cycles / fmax, 2), lut_f, ff_f)
@@ -607,7 +619,7 @@ def explore(net: Network, target: str = "ice40", device: str | None = None, budg
     points = []
     for combo in itertools.product(*per_layer):
         cfg = HwConfig(tuple(o[0] for o in combo), logic_rom_bits=logic_rom_bits)
-        points.append(estimate(net, cfg, target, device, _costs=costs, stats=stats))
+        points.append(_estimate(net, cfg, target, costs, stats))     # every combination is legal by construction
     considered = len(points)
     key = _objective_key(objective)
 

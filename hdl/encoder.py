@@ -9,8 +9,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
+from bsnn_hw.checks import is_int as _is_int
 
-from .config import _is_int, count_bits, index_bits
+from .config import count_bits, index_bits
 
 ENCODINGS = ("rate", "latency")
 

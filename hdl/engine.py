@@ -8,10 +8,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_bits, check_flag, check_int, is_int as _is_int
 from bsnn_hw.network import Conv2d, Layer, Pool
 
-from .config import (POOL_LATENCY, _is_int, check_bits, check_flag, check_int, conv_geometry, count_bits,
-                     engine_latency, index_bits, memory_info, spram_legal, synapse_latency, word_register)
+from .config import (POOL_LATENCY, conv_geometry, count_bits, engine_latency, index_bits, memory_info, spram_legal,
+                     synapse_latency, word_register)
 from .neuron import NeuronCore
 from .rom import WeightROM
 from .synapse import SynapseArray
@@ -228,15 +229,12 @@ class LayerEngine(wiring.Component):
         banks = list(banks)
         if not banks:
             raise ValueError("banks must hold at least one weight set (one per ensemble member), not none")
-        lo, hi = contract.weight_range(layer.weight_bits)
         for s, w in enumerate(banks):
             if not isinstance(w, np.ndarray) or w.shape != layer.weights.shape or w.dtype != layer.weights.dtype:
                 got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
                 raise ValueError(f"banks[{s}] must be a {layer.weights.dtype} array of the layer's weight shape "
                                  f"{layer.weights.shape}, not {got}")
-            if layer.weight_bits > 1 and (w.min() < lo or w.max() > hi):
-                raise ValueError(f"banks[{s}]: {layer.weight_bits}-bit weights must be in {lo}..{hi}, not "
-                                 f"{int(w.min() if w.min() < lo else w.max())}")
+            contract.check_weight_range(w, layer.weight_bits, f"banks[{s}]: ")
         return banks
 
     def rom_weights(self):

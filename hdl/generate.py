@@ -9,11 +9,12 @@ from amaranth.back import verilog
 from amaranth.lib import data, wiring
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_flag
 from bsnn_hw.network import Network
 
-from .config import (NEURON_LATENCY, HwConfig, check_design, check_flag, count_bits, cycles_per_inference,
-                     data_dependent, index_bits, input_planes, layer_latency, layer_shape, readout_cycles, skips_zero,
-                     step_cycles, synapse_latency)
+from .config import (NEURON_LATENCY, HwConfig, check_design, count_bits, cycles_per_inference, data_dependent,
+                     index_bits, input_planes, layer_latency, layer_shape, readout_cycles, skips_zero, step_cycles,
+                     synapse_latency)
 from .top import NetworkTop, result_layout, trace_layout
 
 MANIFEST_VERSION = 1

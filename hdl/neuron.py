@@ -8,10 +8,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_bits, check_flag, is_int as _is_int
 from bsnn_hw.network import Conv2d, Layer
 
-from .config import (MAX_SUM_BITS, NEURON_LATENCY, _is_int, check_bits, check_flag, count_bits, index_bits,
-                     memory_attrs, memory_info)
+from .config import MAX_SUM_BITS, NEURON_LATENCY, count_bits, index_bits, memory_attrs, memory_info
 
 
 class NeuronCore(wiring.Component):

@@ -8,8 +8,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_bits, check_int
 
-from .config import check_bits, check_int, index_bits, memory_attrs
+from .config import index_bits, memory_attrs
 
 
 def _check_weights(weights, bits: int = 1) -> np.ndarray:
@@ -23,9 +24,7 @@ def _check_weights(weights, bits: int = 1) -> np.ndarray:
         raise TypeError(f"{bits}-bit weights must be an integer array, not {w.dtype}")
     if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
         raise ValueError(f"weights must have shape (n_out, n_in) with both at least 1, not {w.shape}")
-    lo, hi = contract.weight_range(bits)
-    if bits > 1 and (w.min() < lo or w.max() > hi):     # compared in w's own dtype: a uint64 is not wrapped
-        raise ValueError(f"{bits}-bit weights must be in {lo}..{hi}, not {int(w.min() if w.min() < lo else w.max())}")
+    contract.check_weight_range(w, bits)
     return w
 
 

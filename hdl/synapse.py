@@ -6,8 +6,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_int
 
-from .config import MAX_WORD_BITS, check_int, synapse_latency, tree_stride
+from .config import MAX_WORD_BITS, synapse_latency, tree_stride
 
 
 def sum_shape(width: int, bits: int = 1):

@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import click
 
+from bsnn_hw.checks import check_callable, check_flag, check_positive
 from bsnn_hw.cli import POSITIVE
 
 from .cli import config_option, decision_options, map_only_option
@@ -453,18 +453,14 @@ def _store(d: Path, result: dict) -> None:
 
 def _check_run(cache, timeout, progress) -> None:
     """The options every tool run takes: ``cache`` True/False, ``timeout`` seconds > 0, ``progress`` callable."""
-    from .config import check_flag
     check_flag("cache", cache)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a function of one line or None, not {progress!r}")
+    check_positive("timeout", timeout, "a positive number of seconds")
+    check_callable("progress", progress, "a function of one line")
 
 
 def _check_pnr(freq, seed) -> None:
     """nextpnr's options: ``freq`` (MHz) a positive, finite number; ``seed`` an int >= 0."""
-    if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not 0 < freq < math.inf:
-        raise ValueError(f"freq must be a positive clock frequency in MHz, not {freq!r}")
+    check_positive("freq", freq, "a positive clock frequency in MHz")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0 (nextpnr's placement seed), not {seed!r}")
 
@@ -599,7 +595,6 @@ def implement(net=None, config=None, *, target: str = "ice40", device: str | Non
     ``"images_per_s"`` = Fmax / cycles per inference."""
     t, _ = get_target(target, device)
     if pnr is not None:
-        from .config import check_flag
         check_flag("pnr", pnr)
     _check_run(cache, timeout, progress)
     _check_pnr(freq, seed)

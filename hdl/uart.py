@@ -19,7 +19,6 @@ the network is reset after a bad one (no half-loaded sample stays behind).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 from amaranth import Cat, Const, Module, ResetInserter, Shape, Signal, signed, unsigned
@@ -27,9 +26,10 @@ from amaranth.lib import crc, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from bsnn_hw.checks import check_positive, is_int as _is_int
 from bsnn_hw.network import Network
 
-from .config import HwConfig, _is_int
+from .config import HwConfig
 from .top import NetworkTop, result_layout
 
 SYNC_REQUEST = 0xA5
@@ -48,9 +48,8 @@ def uart_divisor(clock_hz: float, baud: float) -> int:
     """Clock cycles per bit for ``baud`` at ``clock_hz``: the nearest integer, refused (ValueError with the numbers)
     when it is below :data:`MIN_DIVISOR` or when the baud rate it gives is more than :data:`MAX_BAUD_ERROR` away
     from ``baud``."""
-    for name, v in (("clock", clock_hz), ("baud", baud)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
-            raise ValueError(f"{name} must be a positive, finite number, not {v!r}")
+    check_positive("clock", clock_hz)
+    check_positive("baud", baud)
     div = round(clock_hz / baud)
     if div < MIN_DIVISOR:
         raise ValueError(f"baud {baud:g} is too fast for a {clock_hz / 1e6:g} MHz clock: {clock_hz / baud:.2f} cycles "

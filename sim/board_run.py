@@ -20,26 +20,12 @@ from pathlib import Path
 import click
 import numpy as np
 
+from bsnn_hw.checks import check_positive
 from bsnn_hw.cli import POSITIVE
 
 SIM_PREFIX = "sim:"
 SIM_BAUD = 12.5e6          # a simulation's default: 8 cycles per bit at its 100 MHz clock
 SIM_CLOCK_HZ = 100e6       # sim/tb.py's CLOCK_NS = 10
-
-
-def _check_labels(labels, n: int, classes: int):
-    """None, or one integer class 0..classes-1 per image."""
-    if labels is None:
-        return None
-    lab = np.asarray(labels)
-    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
-        raise TypeError(f"labels must be integer classes, not {lab.dtype}")
-    if lab.shape != (n,):
-        raise ValueError(f"labels must be one class per image ({n}), not shape {lab.shape}")
-    if lab.size and (lab.min() < 0 or lab.max() >= classes):
-        bad = int(lab.min() if lab.min() < 0 else lab.max())
-        raise ValueError(f"labels must be classes 0..{classes - 1}, found {bad}")
-    return lab
 
 
 def run_link(port, framing, pixels, labels=None, *, clock=time.perf_counter, progress=None, keep=5) -> dict:
@@ -48,9 +34,10 @@ def run_link(port, framing, pixels, labels=None, *, clock=time.perf_counter, pro
     answers or malformed frames, by kind), ``accuracy`` (against ``labels``, if given), ``seconds`` (by ``clock``,
     from the first request to the last answer), ``images_per_s`` and the first ``keep`` ``mismatches``."""
     from bsnn_hw.hdl.uart import STATUS_NAMES, FrameError
+    from bsnn_hw.data import check_labels
     from bsnn_hw.encode import intensities
     pixels = intensities(pixels, framing.n_in)
-    labels = _check_labels(labels, len(pixels), framing.n_out)
+    labels = check_labels(labels, len(pixels), framing.n_out)
     want = framing.expected(pixels)
     agree = class_agree = correct = 0
     errors: dict[str, int] = {}
@@ -99,8 +86,7 @@ def open_port(port: str, baud: float, timeout: float):
         raise TypeError(f"port must be a device path or pyserial URL, not {port!r}")
     if isinstance(baud, bool) or not isinstance(baud, (int, float)) or not 0 < baud < math.inf or baud != int(baud):
         raise ValueError(f"baud must be a positive whole number of bits per second, not {baud!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    check_positive("timeout", timeout, "a positive number of seconds")
     try:
         return serial.serial_for_url(port, baudrate=int(baud), timeout=timeout)
     except (serial.SerialException, ValueError) as e:
@@ -125,12 +111,12 @@ def run_in_simulator(model: str, net, config, pixels, labels, sim: str, divisor:
 
     from bsnn_hw.hdl.generate import to_verilog
     from bsnn_hw.hdl.uart import UartHost
+    from bsnn_hw.data import check_labels
     from bsnn_hw.encode import intensities
-    from bsnn_hw.sim.runner import SIMULATORS, run_cocotb
-    if sim not in SIMULATORS:
-        raise ValueError(f"sim must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    from bsnn_hw.sim.runner import check_simulator, run_cocotb
+    check_simulator(sim)
     pixels = intensities(pixels, net.n_in)
-    labels = _check_labels(labels, len(pixels), net.n_out)
+    labels = check_labels(labels, len(pixels), net.n_out)
     host = UartHost(net, config, divisor=divisor)
     verilog = to_verilog(host, "bsnn_uart")
     with tempfile.TemporaryDirectory(prefix="bsnn-uart-") as d:

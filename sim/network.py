@@ -151,7 +151,8 @@ class Unit:
         the bench would cast, stall on, or find out only inside the simulator."""
         from bsnn_hw.encode import intensities
         from bsnn_hw.hdl import HwConfig
-        from bsnn_hw.hdl.config import check_design, check_flag
+        from bsnn_hw.checks import check_flag
+        from bsnn_hw.hdl.config import check_design
         if not isinstance(self.net, Network):
             raise TypeError(f"{label}: net must be a bsnn_hw.Network, not {type(self.net).__name__}")
         cfg = self.config if self.config is not None else HwConfig.default(self.net)
@@ -259,8 +260,7 @@ def run_network(units: list[Unit], sim: str, *, waves: bool = False, cache_dir=N
     Each unit's results: ``samples``: list of {counts, membrane, cls, trace (per layer, per step, int bitmask),
     cycles}; ``mismatches``: list of mismatch dicts (see :func:`compare`); ``checked``: samples compared."""
     from . import runner
-    if sim not in runner.SIMULATORS:             # before any file is written
-        raise ValueError(f"sim must be one of {', '.join(runner.SIMULATORS)}, not {sim!r}")
+    runner.check_simulator(sim)                  # before any file is written
     if not isinstance(units, (list, tuple)) or not units or not all(isinstance(u, Unit) for u in units):
         raise TypeError(f"units must be a non-empty list of Unit, not {units!r:.80}")
     cache = Path(cache_dir) if cache_dir is not None else runner.default_cache_dir()

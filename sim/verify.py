@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from bsnn_hw.checks import check_callable, check_flag
 from bsnn_hw.network import Network
 
 from . import network as netbench
@@ -102,28 +103,20 @@ def verify(net: Network, spikes: np.ndarray, labels=None, sim: str = "verilator"
     ``data``/``offset``: the test samples' origin, for the float model's accuracy on the same samples.
     ``progress``: a callable taking one line per phase (build, simulate, compare). ``pixels``: the uint8 images
     ``spikes`` were encoded from; an on-chip-encoder design (``config.encoder``) is fed them."""
+    from bsnn_hw.data import check_labels
     from bsnn_hw.encode import intensities
     from bsnn_hw.hdl import HwConfig
-    from bsnn_hw.hdl.config import check_design, check_flag
-    from bsnn_hw.sim.runner import SIMULATORS
-    if sim not in SIMULATORS:                 # before any file is written
-        raise ValueError(f"sim must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    from bsnn_hw.hdl.config import check_design
+    from bsnn_hw.sim.runner import check_simulator
+    check_simulator(sim)                      # before any file is written
     cfg = config if config is not None else HwConfig.default(net)
     check_design(net, cfg)
     waves, stalls = check_flag("waves", waves), check_flag("stalls", stalls)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a function of one line or None, not {progress!r}")
+    check_callable("progress", progress, "a function of one line")
     spikes = net.as_inputs(spikes)
     if spikes.shape[0] < 1:
         raise ValueError("spikes must hold at least one sample")
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(spikes),):
-            raise ValueError(f"labels must be one integer class per sample ({len(spikes)}), not {labels.dtype} "
-                             f"{labels.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() >= net.n_out):
-            raise ValueError(f"labels must be classes 0..{net.n_out - 1}, found "
-                             f"{int(labels.min() if labels.min() < 0 else labels.max())}")
+    labels = check_labels(labels, len(spikes), net.n_out)
     if pixels is not None:
         pixels = intensities(pixels, net.n_in)
         if len(pixels) != len(spikes) or not np.array_equal(net.as_inputs(net.encode(pixels)), spikes):

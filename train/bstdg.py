@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_flag, check_int, check_positive, check_sizes
 from bsnn_hw.io import encode_predictions
 from bsnn_hw.network import Layer, Network
 
-from .encoding import _mix, check_count, check_intensities, latency
+from .encoding import _mix, check_intensities, latency
 from .layers import signs
 
 METHOD = "bstdg"
@@ -117,20 +118,11 @@ class BSTDGNet(nn.Module):
     def __init__(self, sizes, timesteps: int, membrane_bits: int = 16, threshold_init: float = 0.5,
                  per_neuron: bool = False):
         super().__init__()
-        sizes = list(sizes)
-        if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
-            raise ValueError(f"sizes must hold the inputs and at least one layer, all positive ints, not {sizes}")
-        check_count("timesteps", timesteps)
-        if not isinstance(membrane_bits, int) or isinstance(membrane_bits, bool) or \
-                not contract.MEMBRANE_BITS_MIN <= membrane_bits <= contract.MEMBRANE_BITS_MAX:
-            raise ValueError(f"membrane_bits must be in {contract.MEMBRANE_BITS_MIN}..{contract.MEMBRANE_BITS_MAX}, "
-                             f"not {membrane_bits!r}")
-        if isinstance(threshold_init, bool) or not isinstance(threshold_init, (int, float)) or \
-                not 0 < threshold_init < math.inf:
-            raise ValueError(f"threshold_init must be a positive number, not {threshold_init!r}")
-        if not isinstance(per_neuron, bool):
-            raise TypeError(f"per_neuron must be True or False, not {per_neuron!r}")
-        self.per_neuron = per_neuron
+        sizes = check_sizes(sizes)
+        check_int("timesteps", timesteps)
+        check_int("membrane_bits", membrane_bits, contract.MEMBRANE_BITS_MIN, contract.MEMBRANE_BITS_MAX)
+        check_positive("threshold_init", threshold_init, "a positive number")
+        self.per_neuron = check_flag("per_neuron", per_neuron)
         self.sizes, self.timesteps, self.membrane_bits = sizes, timesteps, membrane_bits
         hi = contract.membrane_range(membrane_bits)[1]
         for n_in in self.sizes[:-1]:
@@ -264,7 +256,7 @@ class BSTDGNet(nn.Module):
 def input_times(x: torch.Tensor, steps: int) -> torch.Tensor:
     """The contract's latency code as spike steps: ((255 - x) * T) // 256, T (no spike) for x = 0."""
     check_intensities(x)
-    check_count("steps", steps)
+    check_int("steps", steps)
     x = x.to(torch.int64)
     return torch.where(x > 0, ((255 - x) * steps) // 256, steps)
 
@@ -409,7 +401,7 @@ def to_network(model: BSTDGNet, seed: int = 1, metadata: dict | None = None) -> 
 def evaluate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, real: bool = False, batch_size: int = 1000) -> dict:
     """Predictions, decision steps and hidden spike counts on ``x`` (uint8), with the integer thresholds or, with
     ``real``, the real thresholds theta0 / f (the "float" model)."""
-    check_count("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     if len(y) != len(x):
         raise ValueError(f"x and y must hold the same number of samples, not {len(x)} and {len(y)}")
     # V is an integer, so V > theta0 / f <=> V > floor(theta0 / f): the real thresholds, floored but not clamped

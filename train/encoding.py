@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_int
 
 
 class RateEncoder:
     """``RateEncoder(n_in, timesteps, device)(x uint8 (B, n), seeds int (B,)) -> float 0/1 (B, T, n)``."""
 
     def __init__(self, n_in: int, timesteps: int, device="cpu"):
-        self.n_in, self.timesteps = check_count("n_in", n_in), check_count("timesteps", timesteps)
+        self.n_in, self.timesteps = check_int("n_in", n_in), check_int("timesteps", timesteps)
         n_draws = n_in * timesteps
         seq, pos = contract.lfsr_tables()
         period = contract.LFSR_PERIOD
@@ -50,15 +51,6 @@ class RateEncoder:
         return as_float(draws < x.to(torch.uint8)[:, None, :])
 
 
-def check_count(name: str, value) -> int:
-    """A positive int (T, n_in); a float, bool or string is refused, not truncated."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
-
-
 def check_intensities(x: torch.Tensor, n_in: int | None = None) -> None:
     """Encoder input: a (batch, n_in) uint8 tensor of intensities 0..255 (a wider type would be wrapped, a float
     truncated: refused)."""
@@ -73,7 +65,7 @@ def check_intensities(x: torch.Tensor, n_in: int | None = None) -> None:
 def latency(x: torch.Tensor, timesteps: int) -> torch.Tensor:
     """Latency code, as :func:`bsnn_hw.encode.latency`: one spike at step ((255 - x) * T) // 256, none for x == 0."""
     check_intensities(x)
-    check_count("timesteps", timesteps)
+    check_int("timesteps", timesteps)
     x = x.to(torch.int64)
     t_spike = torch.where(x > 0, ((255 - x) * timesteps) // 256, torch.full_like(x, -1))
     steps = torch.arange(timesteps, device=x.device)

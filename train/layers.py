@@ -38,37 +38,18 @@ import torch
 from torch import nn
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_flag, check_int, check_positive
 
 SCALES = (None, "layer", "neuron")
 PRECISIONS = ("fp32", "bf16")
 
 
-def _count(name: str, value, lo: int = 1) -> int:
-    """An int (not a bool) >= ``lo``, else a one-line TypeError / ValueError."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be at least {lo}, not {value}")
-    return value
-
-
-def _positive(name: str, value) -> float:
-    """A finite number > 0 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive, finite number, not {value!r}")
-    return float(value)
-
-
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, not {value!r}")
-    return value
-
-
 def _check_scale(scale, init_scale) -> None:
     if scale not in SCALES:
         raise ValueError(f"scale must be None, 'layer' or 'neuron', not {scale!r}")
-    _positive("init_scale", init_scale)
+    check_positive("init_scale", init_scale)
+
+
 # bf16 holds integers up to 2^8 exactly; a +-1 x {0,1} product summed over at most 256 terms stays exact.
 EXACT_BF16_CHUNK = 256
 LATENT_INIT = 0.25      # QuantLinear's latent init range: a quarter of [-1, 1] learns fastest on digits
@@ -233,7 +214,7 @@ class BinaryLinear(nn.Module):
     def __init__(self, n_in: int, n_out: int, scale: str | None = "layer", init_scale: float = 1.0,
                  precision: str = "fp32"):
         super().__init__()
-        _count("n_in", n_in), _count("n_out", n_out), _check_scale(scale, init_scale)
+        check_int("n_in", n_in), check_int("n_out", n_out), _check_scale(scale, init_scale)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.n_in, self.n_out, self.scale_mode, self.precision = n_in, n_out, scale, precision
@@ -846,12 +827,12 @@ class LIF(nn.Module):
         super().__init__()
         if not isinstance(reset, str) or reset not in contract.RESET_MODES:
             raise ValueError(f"reset must be one of {', '.join(map(repr, contract.RESET_MODES))}, not {reset!r}")
-        _count("membrane_bits", membrane_bits)
+        check_int("membrane_bits", membrane_bits)
         if leak_shift is not None:
-            _count("leak_shift", leak_shift)
-        threshold, slope = _positive("threshold", threshold), _positive("slope", slope)
+            check_int("leak_shift", leak_shift)
+        threshold, slope = check_positive("threshold", threshold), check_positive("slope", slope)
         for name, v in (("fire_once", fire_once), ("exact", exact), ("fires", fires), ("detach_reset", detach_reset)):
-            _flag(name, v)
+            check_flag(name, v)
         if not contract.MEMBRANE_BITS_MIN <= membrane_bits <= 24:
             raise ValueError(f"membrane_bits must be in {contract.MEMBRANE_BITS_MIN}..24 for training (float32 holds "
                              f"integers exactly only up to 2^24), not {membrane_bits}")
@@ -959,7 +940,7 @@ class BinaryConv2d(nn.Module):
         super().__init__()
         from bsnn_hw.network import check_conv_geometry
         _check_scale(scale, init_scale)
-        _count("out_channels", out_channels)
+        check_int("out_channels", out_channels)
         self.in_shape = check_conv_geometry(in_shape, kernel, stride, padding)
         if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= contract.WEIGHT_BITS_MAX:
             raise ValueError(f"bits must be in 1..{contract.WEIGHT_BITS_MAX}, not {bits!r}")

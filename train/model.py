@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from bsnn_hw import contract
+from bsnn_hw.checks import check_sizes
 from bsnn_hw.network import Conv2d, Layer, Network, Pool, fold_sum_pool
 
 from .layers import LIF, BinaryConv2d, BinaryLinear, QuantLinear, SpikePool, SumPool, from_maps, to_maps
@@ -134,10 +135,8 @@ class BSNN(nn.Module):
                  precision: str = "fp32", slope: float = 5.0, threshold_init: float = 0.5, first_bits: int = 1,
                  last_bits: int = 1, conv=None, input_shape=None, input_max: int = 1):
         super().__init__()
-        sizes = list(sizes)
+        sizes = check_sizes(sizes)
         conv = list(conv or [])
-        if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
-            raise ValueError(f"sizes must hold the inputs and at least one layer, all positive ints, not {sizes}")
         if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
             raise ValueError(f"timesteps must be an int >= 1, not {timesteps!r}")
         for name, v in (("first_bits", first_bits), ("last_bits", last_bits)):

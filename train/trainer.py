@@ -28,6 +28,7 @@ import torch
 
 from bsnn_hw import contract
 from bsnn_hw import data as datasets
+from bsnn_hw.checks import check_callable, is_int as _is_int
 from bsnn_hw.io import atomic_write, check_output, encode_predictions
 
 from .distributed import Distributed, local_device, world_size
@@ -224,10 +225,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         return cls(**d)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_setting(name: str, value, annotation: str) -> None:
@@ -631,9 +628,8 @@ def check_run(cfg, method: str | None, out, checkpoint, resume, log, on_epoch_en
         raise TypeError(f"cfg must be a TrainConfig, not {type(cfg).__name__}")
     if method is not None and cfg.method != method:
         raise ValueError(f"this fit trains --method {method}; the config is for --method {cfg.method}")
-    for name, fn in (("log", log), ("on_epoch_end", on_epoch_end)):
-        if fn is not None and not callable(fn):
-            raise TypeError(f"{name} must be a function or None, not {fn!r}")
+    check_callable("log", log)
+    check_callable("on_epoch_end", on_epoch_end)
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be True or False, not {resume!r}")
     paths = {}
