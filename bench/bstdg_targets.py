@@ -6,6 +6,7 @@ output neuron fires (the fallback: argmax of the final membrane) and the median 
     .venv/bin/python bench/bstdg_targets.py --hidden 256 --epochs 5          # smaller / shorter
     .venv/bin/python bench/bstdg_targets.py --epochs 1                       # time one epoch
     .venv/bin/python bench/bstdg_targets.py --finetune 15                    # then 15 epochs, thresholds frozen
+    .venv/bin/python bench/bstdg_targets.py --no-calibrate                   # the thresholds as trained
 
 Targets: integer test accuracy >= 87.5% (BS4NN, 784-600-10: 87.3%); median decision step <= T/3 (a sample with no
 output spike counts as deciding at step T: the hardware runs all T steps for it). The model is written to --out
@@ -58,6 +59,9 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune", type=int, default=BASE.bstdg_finetune,
                     help="epochs after --epochs with the thresholds frozen (--bstdg-finetune)")
     ap.add_argument("--finetune-lr", type=float, help="Adam lr of those epochs (default: --lr / 5)")
+    ap.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=BASE.bstdg_calibrate,
+                    help="after the last epoch, calibrate the integer thresholds on the training split "
+                         "(--bstdg-calibrate)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="out/bench_bstdg.bsnn", help="the model (.bsnn)")
@@ -73,11 +77,11 @@ def main(argv=None) -> int:
                               bstdg_deadline=args.deadline, bstdg_lead=args.lead, bstdg_backward=args.backward,
                               bstdg_timing=args.timing, bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               bstdg_finetune=args.finetune, bstdg_finetune_lr=args.finetune_lr,
-                              seed=args.seed, threads=args.threads, device="cpu"))
+                              bstdg_calibrate=args.calibrate, seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.from_checkpoint:
-        res = bstdg.from_checkpoint(args.from_checkpoint, out=args.out)
+        res = bstdg.from_checkpoint(args.from_checkpoint, out=args.out, calibrate_thresholds=args.calibrate)
         cfg = bstdg.config(**TrainConfig.own_settings(res.network.metadata["config"]))
     else:
         res = bstdg.fit(cfg, out=args.out, resume=args.resume, progress=False, on_epoch_end=_log_epoch)
@@ -95,6 +99,10 @@ def main(argv=None) -> int:
            "tie_oracle_accuracy": round(100 * m["tie_oracle_accuracy"], 2),
            "total_s": round(total, 1), "epoch_s_median": round(epoch_s[len(epoch_s) // 2], 1) if epoch_s else None,
            "threads": args.threads, "model": args.out,
+           "calibration": m.get("calibration"),
+           # the last epoch's test evaluation ran on the thresholds as trained, before the calibration
+           "before_calibration": {k: res.history[-1][k] for k in ("test_accuracy", "median_decision_step",
+                                                                   "thresholds")} if res.history else None,
            "accuracy_met": m["integer_accuracy"] >= ACCURACY_TARGET,
            "decision_met": m["median_decision_step"] <= cfg.timesteps / 3}
     if args.json:
@@ -109,6 +117,12 @@ def main(argv=None) -> int:
               f"{row['hidden_spikes_per_sample']:.0f} hidden spikes per sample; thresholds {row['thresholds']}")
         print(f"  first output step tied on {row['tie_rate_pct']:.2f}% of test samples ({row['tie_accuracy_pct']:.2f}% "
               f"right: the lowest index wins); an oracle tie-break would give {row['tie_oracle_accuracy']:.2f}%")
+        cal, pre = row["calibration"], row["before_calibration"]
+        if cal and pre:
+            print(f"  threshold calibration on the {cal['samples']} training samples: "
+                  f"{100 * cal['correct_before'] / cal['samples']:.2f}% -> {100 * cal['correct_after'] / cal['samples']:.2f}% "
+                  f"right (offsets {cal['offsets']}); before it: test {100 * pre['test_accuracy']:.2f}%, median "
+                  f"decision step {pre['median_decision_step']:g}, thresholds {pre['thresholds']}")
         print(f"  {row['total_s']:.1f} s in all{' (evaluation and export only)' if args.from_checkpoint else ''}, "
               f"{row['epoch_s_median']} s per epoch (median), "
               f"{args.threads} thread(s); model {args.out}")

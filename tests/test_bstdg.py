@@ -193,6 +193,100 @@ def test_per_neuron_thresholds_train_and_export_exactly(trained, tmp_path):
     assert res.metrics["gap_pp"] == 0
 
 
+def _golden_correct(model, x, y):
+    return int((golden.run(bstdg.to_network(model), x).prediction == y).sum())
+
+
+def test_calibration_is_counted_by_golden_and_is_a_local_optimum(trained):
+    """calibrate's counts are the exact integer network's: from thresholds set off on purpose (hidden +3, output +2),
+    golden on the training split gives correct_before and correct_after, and after >= before; the hidden offset is
+    the best of its candidates as golden counts them (the smallest |d| among equals); no output threshold moved by
+    one step scores more; and calibrating the fit's own model again from offsets 0 gives the fit's network."""
+    import copy
+    result, _ = trained
+    x, y = data.load_dataset("digits", "train")
+    again = copy.deepcopy(result.model)
+    for off in again.threshold_offsets:
+        off.zero_()
+    assert bstdg.calibrate(again, torch.from_numpy(x), torch.from_numpy(y)) == result.metrics["calibration"]
+    assert bstdg.to_network(again) == result.network
+
+    model = copy.deepcopy(again)
+    model.threshold_offsets[0].fill_(3)
+    model.threshold_offsets[1].fill_(2)
+    stage = copy.deepcopy(model)                 # the output thresholds as the hidden stage scores its candidates
+    before = _golden_correct(model, x, y)
+    cal = bstdg.calibrate(model, torch.from_numpy(x), torch.from_numpy(y))
+    assert cal["samples"] == len(y) and cal["correct_before"] == before
+    assert cal["correct_after"] == _golden_correct(model, x, y) > before
+    hidden, output = cal["offsets"]
+    assert isinstance(hidden, int) and len(output) == 10
+    assert model.threshold_offsets[0].tolist() == [hidden] * 48
+    counts = {}
+    for d in {*bstdg.HIDDEN_OFFSETS, hidden - 3}:
+        stage.threshold_offsets[0].fill_(3 + d)
+        if int(stage.floored_thresholds()[0].min()) >= 1:
+            counts[d] = _golden_correct(stage, x, y)
+    chosen = hidden - 3
+    assert counts[chosen] == max(counts.values()) and len(counts) > 5 and chosen != 0
+    assert all(abs(d) >= abs(chosen) for d, c in counts.items() if c == counts[chosen])
+    for j in range(10):                          # the output stage ends where no single step of one threshold helps
+        for d in (-1, 1):
+            trial = copy.deepcopy(model)
+            trial.threshold_offsets[1][j] += d
+            if int(trial.floored_thresholds()[1][j]) >= 1:
+                assert _golden_correct(trial, x, y) <= cal["correct_after"]
+
+
+def test_calibration_goes_into_the_export_not_the_checkpoint(tmp_path):
+    """The epochs (the fine-tune's too) train on the thresholds as trained, and the checkpoint keeps those; the
+    calibration after the last epoch goes into the export only, so from_checkpoint, calibrating the same way from the
+    same state, exports the fit's network."""
+    from bsnn_hw.train.trainer import load_checkpoint
+    settings = dict(TINY, hidden=[16], timesteps=8, epochs=1, bstdg_finetune=1)
+    res = bstdg.fit(bstdg.config(**settings), out=tmp_path / "f.bsnn", progress=False)
+    state = load_checkpoint(str(tmp_path / "f.bsnn") + ".ckpt")
+    trained = bstdg.BSTDGNet([64, 16, 10], 8, threshold_init=0.5)
+    trained.load_state_dict(state["model"])
+    assert not any(int(o.abs().sum()) for o in trained.threshold_offsets)
+    assert trained.threshold_summary() == res.history[-1]["thresholds"]
+    assert any(int(o.abs().sum()) for o in res.model.threshold_offsets)      # the export's calibration moved some
+    assert bstdg.to_network(trained) != res.network
+    again = bstdg.from_checkpoint(str(tmp_path / "f.bsnn") + ".ckpt", out=tmp_path / "g.bsnn")
+    assert again.network == res.network and again.metrics["calibration"] == res.metrics["calibration"]
+    plain = bstdg.from_checkpoint(str(tmp_path / "f.bsnn") + ".ckpt", calibrate_thresholds=False)
+    assert plain.network == bstdg.to_network(trained) and plain.metrics["calibration"] is None
+    assert plain.network.metadata["config"]["bstdg_calibrate"] is False
+    with pytest.raises(TypeError, match="calibrate_thresholds"):
+        bstdg.from_checkpoint(str(tmp_path / "f.bsnn") + ".ckpt", calibrate_thresholds="no")
+
+
+def test_calibration_flag_checkpoints_and_bad_inputs(trained, tmp_path):
+    """--no-bstdg-calibrate leaves the trained thresholds (no offsets, no calibration record); a checkpoint written
+    before the offsets existed loads with offsets 0; calibrate refuses what it cannot score."""
+    res = bstdg.fit(bstdg.config(**dict(TINY, hidden=[16], timesteps=8, epochs=1, bstdg_calibrate=False)),
+                    out=tmp_path / "n.bsnn", progress=False)
+    assert res.metrics["calibration"] is None
+    assert all(int(o.abs().sum()) == 0 for o in res.model.threshold_offsets)
+    result, _ = trained
+    state = {k: v for k, v in result.model.state_dict().items() if not k.startswith("threshold_offset")}
+    old = bstdg.BSTDGNet([64, 48, 10], 16, threshold_init=0.5)
+    old.load_state_dict(state)
+    assert all(int(o.abs().sum()) == 0 for o in old.threshold_offsets)
+    x, y = data.load_dataset("digits", "train")
+    xt, yt = torch.from_numpy(x[:50]), torch.from_numpy(y[:50])
+    with pytest.raises(TypeError, match="uint8"):
+        bstdg.calibrate(old, xt.float(), yt)
+    with pytest.raises(ValueError, match=r"shape \(batch, 64\)"):
+        bstdg.calibrate(old, xt[:, :32], yt)
+    with pytest.raises(ValueError, match="classes 0..9, found 10"):
+        bstdg.calibrate(old, xt, torch.full((50,), 10))
+    with pytest.raises(ValueError, match="one class per sample"):
+        bstdg.calibrate(old, xt, yt[:49])
+    with pytest.raises(ValueError, match="at least one sample"):
+        bstdg.calibrate(old, xt[:0], yt[:0])
+
+
 def run_cli(*args):
     return CliRunner().invoke(main, ["train", *args])
 
@@ -204,7 +298,8 @@ def test_cli_method_bstdg(tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)
     assert m["method"] == "bstdg" and m["sizes"] == [64, 16, 10] and 0 <= m["fallback_rate"] <= 1
-    assert m["config"]["bstdg_lead"] == 1
+    assert m["config"]["bstdg_lead"] == 1 and m["config"]["bstdg_calibrate"] is True
+    assert m["calibration"]["samples"] == 1437 and m["calibration"]["correct_after"] >= m["calibration"]["correct_before"]
     assert m["config"]["readout"] == "first" and m["config"]["leak_shift"] is None
     net = bsnn_hw.load(out)
     assert net.readout == "first" and net.encoding == "latency"
@@ -213,6 +308,12 @@ def test_cli_method_bstdg(tmp_path):
     r = run_cli("--method", "bstdg", "--hidden", "16", "-T", "8", "--epochs", "1", "--threads", "1",
                 "--out", str(tmp_path / "d.bsnn"))
     assert r.exit_code == 0 and "fallback" in r.stdout and "median decision step" in r.stdout, r.output
+    assert "threshold calibration on 1437 training samples" in r.output
+    r = run_cli("--method", "bstdg", "--hidden", "16", "-T", "8", "--epochs", "1", "--threads", "1",
+                "--no-bstdg-calibrate", "--out", str(tmp_path / "e.bsnn"), "--json", "-q")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["calibration"] is None and m["config"]["bstdg_calibrate"] is False
 
 
 @pytest.mark.parametrize("args, message", [
