@@ -287,6 +287,27 @@ def test_calibration_flag_checkpoints_and_bad_inputs(trained, tmp_path):
         bstdg.calibrate(old, xt[:0], yt[:0])
 
 
+def test_checkpoints_that_do_not_fit_are_refused_in_one_line(tmp_path):
+    """A checkpoint whose weights do not fit its own config (from_checkpoint) or whose optimizer state is broken
+    (resume) is refused with one line naming the file, not torch's multi-line RuntimeError / a bare KeyError."""
+    from bsnn_hw.train.trainer import load_checkpoint
+    settings = dict(TINY, hidden=[8], timesteps=8, epochs=1)
+    bstdg.fit(bstdg.config(**settings), out=tmp_path / "a.bsnn", progress=False)
+    state = load_checkpoint(str(tmp_path / "a.bsnn.ckpt"))
+    state["config"]["hidden"] = [16]
+    torch.save(state, tmp_path / "b.ckpt")
+    with pytest.raises(ValueError, match=r"b.ckpt: cannot export: its BSTDGNet state does not fit this run's "
+                                         r"\(Error\(s\) in loading state_dict for BSTDGNet: size mismatch") as err:
+        bstdg.from_checkpoint(tmp_path / "b.ckpt")
+    assert "\n" not in str(err.value)
+    state = load_checkpoint(str(tmp_path / "a.bsnn.ckpt"))
+    state["optimizer"] = {}
+    torch.save(state, tmp_path / "a.bsnn.ckpt")
+    with pytest.raises(ValueError, match=r"a.bsnn.ckpt: cannot resume: its Adam state does not fit this run's "
+                                         r"\(missing 'param_groups'\)"):
+        bstdg.fit(bstdg.config(**settings), out=tmp_path / "a.bsnn", resume=True, progress=False)
+
+
 def run_cli(*args):
     return CliRunner().invoke(main, ["train", *args])
 

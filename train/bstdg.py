@@ -739,7 +739,7 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
     metrics as :func:`fit`, with ``epochs_trained`` saying how many epochs it holds; calibrated first as the run's
     end would be when ``calibrate_thresholds`` is true (None: the checkpoint's ``bstdg_calibrate``; a checkpoint
     from before the setting existed has it off)."""
-    from .trainer import TrainConfig, check_run, load_checkpoint, load_data, pick_device
+    from .trainer import TrainConfig, check_run, load_checkpoint, load_data, load_states, pick_device
     started = time.perf_counter()
     if calibrate_thresholds is not None:
         check_flag("calibrate_thresholds", calibrate_thresholds)
@@ -756,7 +756,7 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
     xtr, ytr, xte, yte = load_data(cfg)
     sizes = [xtr.shape[1], *cfg.hidden, int(max(ytr.max(), yte.max())) + 1]
     model = BSTDGNet(sizes, cfg.timesteps, cfg.membrane_bits, cfg.threshold_init, cfg.scale == "neuron").to(device)
-    model.load_state_dict(state["model"])
+    load_states(path, "cannot export", (model, state["model"]))
     for off in model.threshold_offsets:      # the thresholds as trained, as at the end of fit's last epoch
         off.zero_()
     log = log or (lambda msg: None)

@@ -516,6 +516,20 @@ def warm_start(path, cfg, model, log) -> None:
     log(f"starting from the weights of {path} (after its epoch {int(state['epoch'])})")
 
 
+def load_states(path, what: str, *pairs) -> None:
+    """``target.load_state_dict(state)`` for each (target, state) pair (model, optimizer, scheduler), a one-line
+    ValueError "<path>: <what>: ..." when a state does not fit its target (torch's own errors span lines)."""
+    for target, state in pairs:
+        try:
+            target.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            first = str(err).strip().splitlines()
+            detail = f"missing {err}" if isinstance(err, KeyError) else \
+                " ".join(line.strip() for line in first[:2]) if first else type(err).__name__
+            raise ValueError(f"{path}: {what}: its {type(target).__name__} state does not fit this run's ({detail})") \
+                from None
+
+
 def resume_state(checkpoint, cfg, model, optimizer, scheduler, log) -> tuple[list, int]:
     """Load ``checkpoint`` (when given and present) into model, optimizer and scheduler after checking that its
     settings equal ``cfg``'s; returns (history, epochs done), ([], 0) when there is nothing to resume (the model then
@@ -528,9 +542,8 @@ def resume_state(checkpoint, cfg, model, optimizer, scheduler, log) -> tuple[lis
     diffs = config_differences(state["config"], cfg.to_dict())
     if diffs:
         raise ValueError(f"{checkpoint}: cannot resume, settings differ: {'; '.join(diffs)}")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    load_states(checkpoint, "cannot resume", (model, state["model"]), (optimizer, state["optimizer"]),
+                (scheduler, state["scheduler"]))
     start_epoch = int(state["epoch"])
     log(f"resuming from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
     return list(state["history"]), start_epoch
