@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         cal, pre = row["calibration"], row["before_calibration"]
         if cal and pre:
             print(f"  threshold calibration on the {cal['samples']} training samples: "
-                  f"{100 * cal['correct_before'] / cal['samples']:.2f}% -> {100 * cal['correct_after'] / cal['samples']:.2f}% "
+                  f"{100 * cal['correct_before'] / cal['samples']:.2f}% -> "
+                  f"{100 * cal['correct_after'] / cal['samples']:.2f}% "
                   f"right (offsets {cal['offsets']}); before it: test {100 * pre['test_accuracy']:.2f}%, median "
                   f"decision step {pre['median_decision_step']:g}, thresholds {pre['thresholds']}")
         print(f"  {row['total_s']:.1f} s in all{' (evaluation and export only)' if args.from_checkpoint else ''}, "

@@ -485,9 +485,10 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
        nothing (at most 4 rounds).
 
     Why: the spike-time loss rewards early spikes (the lead, the margin), not the readout's accuracy, and the threshold
-    factors it trains settle lower than the accuracy wants (docs/training.md "BSTDG"). The offsets live in the model
-    (``threshold_offsets``) and so in its integer thresholds, the artifact's. Returns ``{"samples", "correct_before",
-    "correct_after", "offsets"}`` (offsets: per layer, one int for a hidden layer, a list for the output layer)."""
+    factors it trains settle lower than the accuracy wants (docs/training.md "Threshold calibration"). The offsets
+    live in the model (``threshold_offsets``) and so in its integer thresholds, the artifact's. Returns
+    ``{"samples", "correct_before", "correct_after", "offsets"}`` (offsets: per layer, one int for a hidden layer, a
+    list for the output layer)."""
     check_int("batch_size", batch_size)
     check_intensities(x, model.sizes[0])
     if len(x) == 0:
