@@ -497,17 +497,11 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
     y = torch.as_tensor(y, device=x.device).to(torch.int64)
     log = log or (lambda msg: None)
     steps, hi = model.timesteps, contract.membrane_range(model.membrane_bits)[1]
-    sign_w = [signs(w.detach()) for w in model.weights]
+    sign_w = [signs(w.detach()) for w in model.weights]                  # for the layers after a candidate
     chunks = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
     last = len(model.weights) - 1
     before = None
-
-    def hidden_spikes(xb, ths, upto):
-        t = input_times(xb, steps)
-        for li in range(upto):
-            t = _layer(t, sign_w[li], ths[li], steps)[1]
-        return t
-
+    membrane = lambda xb, ths, layer: model.run_times(input_times(xb, steps), ths)[layer]["v"]
     for li in range(last):
         ths = model.integer_thresholds()
         lo_d, hi_d = 1 - int(ths[li].min()), hi - int(ths[li].max())       # thresholds stay in 1..2^(M-1)-1
@@ -516,7 +510,7 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         while window:
             correct = torch.zeros(len(window), dtype=torch.int64)
             for xb, yb in chunks:
-                v = spike_product(hidden_spikes(xb, ths, li), sign_w[li], steps).cumsum(1)
+                v = membrane(xb, ths, li)
                 for k, d in enumerate(window):
                     t = first_spikes(v, ths[li] + d)
                     for lj in range(li + 1, last + 1):
@@ -536,8 +530,7 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         _set_thresholds(model, li, ths[li] + best)
 
     ths = model.integer_thresholds()
-    v = torch.cat([_layer(hidden_spikes(xb, ths, last), sign_w[last], ths[last], steps)[0].to(torch.int32)
-                   for xb, _ in chunks])                                   # (N, T, n_out): |V| <= n_in
+    v = torch.cat([membrane(xb, ths, last).to(torch.int32) for xb, _ in chunks])     # (N, T, n_out): |V| <= n_in
     labels, v_last = torch.cat([yb for _, yb in chunks]), v[:, -1]
     theta = ths[last].clone()
     t = first_spikes(v, theta)
