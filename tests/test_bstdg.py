@@ -447,3 +447,36 @@ def test_resume_equals_uninterrupted(tmp_path, epochs, finetune):
     with pytest.raises(ValueError, match="settings differ"):
         bstdg.fit(bstdg.config(**dict(settings, bstdg_gamma=2.0)), out=tmp_path / "b.bsnn", resume=True,
                   progress=False)
+
+
+def test_decision_bound_policy():
+    """bench/decision_bound.py's pieces: the arrived input is the latency code cut at step k, and the anytime policy
+    decides each image at its first confident step (the last step otherwise), counting correct answers there."""
+    import importlib.util
+    from pathlib import Path
+    from bsnn_hw.contract import latency_step
+    path = Path(__file__).resolve().parent.parent / "bench" / "decision_bound.py"
+    spec = importlib.util.spec_from_file_location("decision_bound", path)
+    bound = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bound)
+
+    x = np.array([[0, 255, 128, 1]])
+    t = latency_step(x, 8)                                   # [-1, 0, 3, 7]: 0 never spikes
+    np.testing.assert_array_equal(t, [[-1, 0, 3, 7]])
+    np.testing.assert_allclose(bound.arrived(t, 3).numpy(), [[0, 4 / 4, 1 / 4, 0]])
+    np.testing.assert_allclose(bound.arrived(t, 7).numpy(), [[0, 8 / 8, 5 / 8, 1 / 8]])
+
+    steps = [2, 5, 9]
+    conf = np.array([[0.9, 0.2, 0.6, 0.1],                   # (step, image)
+                     [0.5, 0.8, 0.7, 0.3],
+                     [0.6, 0.6, 0.6, 0.6]])
+    correct = np.array([[True, False, False, False],
+                        [False, True, True, False],
+                        [False, False, True, True]])
+    # c = 0.85: image 0 decides at step 2 (right), the others at the last step (1 wrong, 2 and 3 right)
+    assert bound.anytime(conf, correct, steps, 0.85) == (0.75, 9.0)
+    # c = 0.65: 0 at step 2, 1 and 2 at step 5, 3 at the last step: all right
+    assert bound.anytime(conf, correct, steps, 0.65) == (1.0, 5.0)
+    # c = 0.55: image 2 now decides at step 2, where it is wrong; steps 2, 5, 2, 9
+    assert bound.anytime(conf, correct, steps, 0.55) == (0.75, 3.5)
+    assert conf[-1].tolist() == [0.6] * 4                    # the policy did not write into its input
