@@ -7,6 +7,8 @@ output neuron fires (the fallback: argmax of the final membrane) and the median 
     .venv/bin/python bench/bstdg_targets.py --epochs 1                       # time one epoch
     .venv/bin/python bench/bstdg_targets.py --finetune 15                    # then 15 epochs, thresholds frozen
     .venv/bin/python bench/bstdg_targets.py --no-calibrate                   # the thresholds as trained
+    .venv/bin/python bench/bstdg_targets.py --from-checkpoint out/bench_bstdg.bsnn.ckpt --decision-step 10 \
+        --out out/bench_bstdg_d10.bsnn                                       # recalibrate for a decision budget
 
 Targets: integer test accuracy >= 87.5% (BS4NN, 784-600-10: 87.3%); median decision step <= T/3 (a sample with no
 output spike counts as deciding at step T: the hardware runs all T steps for it). The model is written to --out
@@ -62,6 +64,9 @@ def main(argv=None) -> int:
     ap.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=BASE.bstdg_calibrate,
                     help="after the last epoch, calibrate the integer thresholds on the training split "
                          "(--bstdg-calibrate)")
+    ap.add_argument("--decision-step", type=int,
+                    help="a decision budget for the calibration: the median decision step on the training split at "
+                         "most this (--bstdg-decision-step)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="out/bench_bstdg.bsnn", help="the model (.bsnn)")
@@ -77,11 +82,13 @@ def main(argv=None) -> int:
                               bstdg_deadline=args.deadline, bstdg_lead=args.lead, bstdg_backward=args.backward,
                               bstdg_timing=args.timing, bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               bstdg_finetune=args.finetune, bstdg_finetune_lr=args.finetune_lr,
-                              bstdg_calibrate=args.calibrate, seed=args.seed, threads=args.threads, device="cpu"))
+                              bstdg_calibrate=args.calibrate, bstdg_decision_step=args.decision_step,
+                              seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.from_checkpoint:
-        res = bstdg.from_checkpoint(args.from_checkpoint, out=args.out, calibrate_thresholds=args.calibrate)
+        res = bstdg.from_checkpoint(args.from_checkpoint, out=args.out, calibrate_thresholds=args.calibrate,
+                                    decision_step=args.decision_step)
         cfg = bstdg.config(**TrainConfig.own_settings(res.network.metadata["config"]))
     else:
         res = bstdg.fit(cfg, out=args.out, resume=args.resume, progress=False, on_epoch_end=_log_epoch)
@@ -122,7 +129,9 @@ def main(argv=None) -> int:
             print(f"  threshold calibration on the {cal['samples']} training samples: "
                   f"{100 * cal['correct_before'] / cal['samples']:.2f}% -> "
                   f"{100 * cal['correct_after'] / cal['samples']:.2f}% "
-                  f"right (offsets {cal['offsets']}); before it: test {100 * pre['test_accuracy']:.2f}%, median "
+                  f"right, median decision step there {cal['median_step_before']:g} -> {cal['median_step_after']:g}"
+                  f"{'' if cal['max_median_step'] is None else ' (budget ' + str(cal['max_median_step']) + ')'} "
+                  f"(offsets {cal['offsets']}); before it: test {100 * pre['test_accuracy']:.2f}%, median "
                   f"decision step {pre['median_decision_step']:g}, thresholds {pre['thresholds']}")
         print(f"  {row['total_s']:.1f} s in all{' (evaluation and export only)' if args.from_checkpoint else ''}, "
               f"{row['epoch_s_median']} s per epoch (median), "

@@ -287,6 +287,82 @@ def test_calibration_flag_checkpoints_and_bad_inputs(trained, tmp_path):
         bstdg.calibrate(old, xt[:0], yt[:0])
 
 
+def test_median_step_is_numpys():
+    """calibrate's median from a histogram of decision steps is np.median's (decision_metrics'), odd and even counts,
+    one value, ties in the middle."""
+    rng = np.random.default_rng(4)
+    for first in [rng.integers(0, 9, n) for n in (1, 2, 3, 10, 11, 500)] + [np.array([3, 3, 5, 5]), np.array([8])]:
+        hist = torch.bincount(torch.from_numpy(first), minlength=9)
+        assert bstdg._median_step(hist) == np.median(first) == bstdg.decision_metrics(first, 8)["median_decision_step"]
+
+
+@pytest.mark.parametrize("budget", [0, 3, 6, 15])
+def test_calibration_within_a_decision_budget(trained, budget):
+    """With max_median_step L, the calibrated network's median decision step on the training split is <= L and its
+    count is the exact network's, as golden runs it; a budget below the unconstrained calibration's median scores
+    less than it, one at or above it gives the same thresholds."""
+    import copy
+    result, _ = trained
+    x, y = data.load_dataset("digits", "train")
+    model = copy.deepcopy(result.model)
+    for off in model.threshold_offsets:
+        off.zero_()
+    free = result.metrics["calibration"]
+    cal = bstdg.calibrate(model, torch.from_numpy(x), torch.from_numpy(y), max_median_step=budget)
+    g = golden.run(bstdg.to_network(model), x)
+    first = np.where((g.first_step[-1] < 0).all(1), 16, np.where(g.first_step[-1] < 0, 99, g.first_step[-1]).min(1))
+    assert cal["median_step_after"] == np.median(first) <= budget
+    assert cal["correct_after"] == int((g.prediction == y).sum())
+    assert cal["max_median_step"] == budget and cal["median_step_before"] == free["median_step_before"]
+    assert cal["correct_before"] == free["correct_before"]
+    if budget < free["median_step_after"]:
+        assert cal["correct_after"] < free["correct_after"]
+    else:
+        assert cal == {**free, "max_median_step": budget} and bstdg.to_network(model) == result.network
+    assert free["median_step_after"] > 6             # the budgets below bind
+
+
+def test_decision_budget_refusals(trained, tmp_path):
+    """A budget outside 0..T-1, of the wrong type, without the calibration, or that no thresholds reach is refused in
+    one line; --bstdg-decision-step reaches the calibration from the CLI and from_checkpoint."""
+    import copy
+    result, _ = trained
+    model = copy.deepcopy(result.model)
+    x, y = data.load_dataset("digits", "train")
+    xt, yt = torch.from_numpy(x[:64]), torch.from_numpy(y[:64])
+    with pytest.raises(ValueError, match=r"max_median_step must be in 0..15 \(a decision step of T = 16\), not 16"):
+        bstdg.calibrate(model, xt, yt, max_median_step=16)
+    with pytest.raises(ValueError, match=r"not -1"):
+        bstdg.calibrate(model, xt, yt, max_median_step=-1)
+    with pytest.raises(TypeError, match="max_median_step"):
+        bstdg.calibrate(model, xt, yt, max_median_step=2.5)
+    # blank images: no input spike, no output spike, every sample decides at T whatever the thresholds
+    with pytest.raises(ValueError, match=r"no thresholds give a median decision step <= 15 on these 64 samples"):
+        bstdg.calibrate(model, torch.zeros_like(xt), yt, max_median_step=15)
+    with pytest.raises(ValueError, match=r"decision step must be a step in 0..T-1 = 7, not 8"):
+        bstdg.config(**dict(TINY, timesteps=8, bstdg_decision_step=8)).validate()
+    with pytest.raises(ValueError, match=r"it needs --bstdg-calibrate"):
+        bstdg.config(**dict(TINY, bstdg_calibrate=False, bstdg_decision_step=3)).validate()
+    out = tmp_path / "b.bsnn"
+    r = run_cli("--method", "bstdg", "--hidden", "16", "-T", "8", "--epochs", "1", "--threads", "1",
+                "--bstdg-decision-step", "2", "--out", str(out), "--json", "-q")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["config"]["bstdg_decision_step"] == 2 and m["calibration"]["max_median_step"] == 2
+    assert m["calibration"]["median_step_after"] <= 2
+    r = run_cli("--hidden", "16", "-T", "8", "--epochs", "1", "--bstdg-decision-step", "2", "--out", str(out))
+    assert r.exit_code != 0 and "--bstdg-decision-step only apply to --method bstdg" in r.output
+    again = bstdg.from_checkpoint(str(out) + ".ckpt", decision_step=None)
+    assert again.metrics["calibration"]["max_median_step"] is None
+    assert again.network.metadata["config"]["bstdg_decision_step"] is None
+    kept = bstdg.from_checkpoint(str(out) + ".ckpt")
+    assert kept.network == bsnn_hw.load(out)
+    plain = bstdg.from_checkpoint(str(out) + ".ckpt", calibrate_thresholds=False)
+    assert plain.metrics["calibration"] is None and plain.network.metadata["config"]["bstdg_decision_step"] is None
+    with pytest.raises(TypeError, match="decision_step"):
+        bstdg.from_checkpoint(str(out) + ".ckpt", decision_step="2")
+
+
 def test_checkpoints_that_do_not_fit_are_refused_in_one_line(tmp_path):
     """A checkpoint whose weights do not fit its own config (from_checkpoint) or whose optimizer state is broken
     (resume) is refused with one line naming the file, not torch's multi-line RuntimeError / a bare KeyError."""

@@ -32,6 +32,7 @@ Every sum of +-1 over at most 2^24 spikes is exact in float32.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -106,6 +107,10 @@ def check_config(cfg) -> None:
     need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
          f"revive must be >= 0, not {cfg.bstdg_revive}")
     need(0 < cfg.bstdg_min_rate <= 1, f"min rate must be in (0, 1], not {cfg.bstdg_min_rate}")
+    need(cfg.bstdg_decision_step is None or 0 <= cfg.bstdg_decision_step < cfg.timesteps,
+         f"decision step must be a step in 0..T-1 = {cfg.timesteps - 1}, not {cfg.bstdg_decision_step}")
+    need(cfg.bstdg_decision_step is None or cfg.bstdg_calibrate,
+         "decision step is a budget of the threshold calibration: it needs --bstdg-calibrate")
     check_finetune(need, cfg.bstdg_finetune, cfg.bstdg_finetune_lr)
 
 
@@ -470,9 +475,31 @@ def _layer(t_in: torch.Tensor, sign_w: torch.Tensor, theta, steps: int):
     return v, first_spikes(v, theta)
 
 
+def _median_step(hist: torch.Tensor) -> float:
+    """The median decision step (``np.median``'s: the mean of the two middle values for an even count) from a
+    histogram of decision steps 0..T (T: the fallback)."""
+    n = int(hist.sum())
+    cum = hist.cumsum(0)
+    lo = int((cum > (n - 1) // 2).nonzero()[0])
+    hi = int((cum > n // 2).nonzero()[0])
+    return (lo + hi) / 2
+
+
+def _scan_outputs(v: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor, shifts, steps: int):
+    """For each shift u of all output thresholds (``theta + u``): (correct predictions, histogram of decision steps
+    0..T) of the output membranes ``v`` (B, T, n_out). Returns tensors (U,) and (U, T + 1)."""
+    correct = torch.zeros(len(shifts), dtype=torch.int64)
+    hist = torch.zeros(len(shifts), steps + 1, dtype=torch.int64)
+    for k, u in enumerate(shifts):
+        pred, first = readout(first_spikes(v, theta + u), v[:, -1], steps)
+        correct[k] = int((pred == labels).sum())
+        hist[k] = torch.bincount(first.cpu(), minlength=steps + 1)
+    return correct, hist
+
+
 @torch.no_grad()
 def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000,
-              log: Callable[[str], None] | None = None) -> dict:
+              log: Callable[[str], None] | None = None, max_median_step: int | None = None) -> dict:
     """Threshold calibration (``bstdg_calibrate``, on with ``--method bstdg``): integer offsets on the trained
     thresholds, chosen for the number of correct predictions of the exact integer network on ``x`` (uint8 images,
     the training split) and ``y``:
@@ -484,59 +511,108 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
        current threshold, kept when it strictly raises the count, the smallest |d| first), until a round changes
        nothing (at most 4 rounds).
 
+    With a decision budget ``max_median_step`` L (``bstdg_decision_step``): the calibration above when its median
+    decision step on ``x`` is <= L (a sample without an output spike decides at T). Otherwise only thresholds whose
+    median is <= L count: a hidden offset d is scored with the best such shift u of all output thresholds (every u
+    from the lowest legal one to +16), the chosen u is applied with it, and an output move is kept only if the
+    median stays <= L. When no offset tried reaches L, lower hidden offsets are tried while any are left; a budget
+    no thresholds reach is refused (ValueError).
+
     Why: the spike-time loss rewards early spikes (the lead, the margin), not the readout's accuracy, and the threshold
     factors it trains settle lower than the accuracy wants (docs/training.md "Threshold calibration"). The offsets
     live in the model (``threshold_offsets``) and so in its integer thresholds, the artifact's. Returns
-    ``{"samples", "correct_before", "correct_after", "offsets"}`` (offsets: per layer, one int for a hidden layer, a
-    list for the output layer)."""
+    ``{"samples", "correct_before", "correct_after", "median_step_before", "median_step_after", "max_median_step",
+    "offsets"}`` (offsets: per layer, one int for a hidden layer, a list for the output layer; the medians on ``x``)."""
     check_int("batch_size", batch_size)
     check_intensities(x, model.sizes[0])
     if len(x) == 0:
         raise ValueError("calibrate needs at least one sample")
     check_labels(y.cpu().numpy() if torch.is_tensor(y) else y, len(x), model.sizes[-1])
+    steps, hi = model.timesteps, contract.membrane_range(model.membrane_bits)[1]
+    if max_median_step is not None:
+        check_int("max_median_step", max_median_step, 0, steps - 1, f"a decision step of T = {steps}")
     y = torch.as_tensor(y, device=x.device).to(torch.int64)
     log = log or (lambda msg: None)
-    steps, hi = model.timesteps, contract.membrane_range(model.membrane_bits)[1]
+    budget = max_median_step is not None
+    if budget:          # the unconstrained optimum, when it meets the budget: a looser budget never scores less
+        free_model = copy.deepcopy(model)
+        free = calibrate(free_model, x, y, batch_size)
+        if free["median_step_after"] <= max_median_step:
+            for off, f in zip(model.threshold_offsets, free_model.threshold_offsets):
+                off.copy_(f)
+            log(f"threshold calibration on {len(y)} training samples: {100 * free['correct_before'] / len(y):.2f}% "
+                f"-> {100 * free['correct_after'] / len(y):.2f}%, median decision step {free['median_step_after']:g} "
+                f"(budget {max_median_step}: met without it), thresholds {model.threshold_summary()}")
+            return {**free, "max_median_step": max_median_step}
     sign_w = [signs(w.detach()) for w in model.weights]                  # for the layers after a candidate
     chunks = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
     last = len(model.weights) - 1
+    fits = (lambda h: _median_step(h) <= max_median_step) if budget else (lambda h: True)
+    # the output shifts a candidate is scored with: 0 alone without a budget, else every legal one up to +16
+    shifts = lambda th: list(range(1 - int(th.min()), min(OUTPUT_SPAN, hi - int(th.max())) + 1)) if budget else [0]
     before = None
     membrane = lambda xb, ths, layer: model.run_times(input_times(xb, steps), ths)[layer]["v"]
     for li in range(last):
         ths = model.integer_thresholds()
         lo_d, hi_d = 1 - int(ths[li].min()), hi - int(ths[li].max())       # thresholds stay in 1..2^(M-1)-1
-        scored: dict[int, int] = {}
+        us = shifts(ths[last])
+        scored: dict[int, tuple[int, int]] = {}                            # d -> (correct, output shift u); -1: none
         window = [d for d in HIDDEN_OFFSETS if lo_d <= d <= hi_d]
         while window:
-            correct = torch.zeros(len(window), dtype=torch.int64)
+            correct = torch.zeros(len(window), len(us), dtype=torch.int64)
+            hist = torch.zeros(len(window), len(us), steps + 1, dtype=torch.int64)
             for xb, yb in chunks:
                 v = membrane(xb, ths, li)
                 for k, d in enumerate(window):
                     t = first_spikes(v, ths[li] + d)
-                    for lj in range(li + 1, last + 1):
-                        v_out, t = _layer(t, sign_w[lj], ths[lj], steps)
-                    correct[k] += int((readout(t, v_out[:, -1], steps)[0] == yb).sum())
-            scored.update(zip(window, correct.tolist()))
-            best = max(scored, key=lambda d: (scored[d], -abs(d), -d))
+                    for lj in range(li + 1, last):
+                        _, t = _layer(t, sign_w[lj], ths[lj], steps)
+                    v_out = spike_product(t, sign_w[last], steps).cumsum(1)
+                    c, h = _scan_outputs(v_out, yb, ths[last], us, steps)
+                    correct[k] += c
+                    hist[k] += h
+            for k, d in enumerate(window):
+                ok = [i for i in range(len(us)) if fits(hist[k, i])]
+                i = max(ok, key=lambda i: (int(correct[k, i]), -abs(us[i]))) if ok else None
+                scored[d] = (int(correct[k, i]), us[i]) if i is not None else (-1, 0)
+                if d == 0 and before is None:
+                    before, before_hist = int(correct[k, us.index(0)]), hist[k, us.index(0)]
+            best = max(scored, key=lambda d: (scored[d][0], -abs(d), -d))
+            if scored[best][0] < 0:              # nothing tried meets the budget: lower thresholds decide earlier
+                window = list(range(max(min(scored) - len(HIDDEN_OFFSETS), lo_d), min(scored)))
+                if not window:
+                    raise ValueError(f"no thresholds give a median decision step <= {max_median_step} on these "
+                                     f"{len(y)} samples (hidden layer {li}: offsets {min(scored)}.."
+                                     f"{max(scored)}, each with the output thresholds shifted by {us[0]}..{us[-1]})")
             # the best at the edge of what was tried: try the next offsets out that way
-            if best == max(scored) and best < hi_d:
+            elif best == max(scored) and best < hi_d:
                 window = list(range(best + 1, min(best + len(HIDDEN_OFFSETS), hi_d) + 1))
             elif best == min(scored) and best > lo_d:
                 window = list(range(max(best - len(HIDDEN_OFFSETS), lo_d), best))
             else:
                 window = []
-        if before is None:
-            before = scored[0]
         _set_thresholds(model, li, ths[li] + best)
+        if scored[best][1]:
+            _set_thresholds(model, last, ths[last] + scored[best][1])
 
     ths = model.integer_thresholds()
     v = torch.cat([membrane(xb, ths, last).to(torch.int32) for xb, _ in chunks])     # (N, T, n_out): |V| <= n_in
     labels, v_last = torch.cat([yb for _, yb in chunks]), v[:, -1]
     theta = ths[last].clone()
+    if last == 0:                                # no hidden layer: the budget's start is the best output shift
+        us = shifts(theta)
+        correct, hist = _scan_outputs(v, labels, theta, us, steps)
+        before, before_hist = int(correct[us.index(0)]), hist[us.index(0)]
+        ok = [i for i in range(len(us)) if fits(hist[i])]
+        if not ok:
+            raise ValueError(f"no thresholds give a median decision step <= {max_median_step} on these {len(y)} "
+                             f"samples (the output thresholds shifted by {us[0]}..{us[-1]})")
+        theta += us[max(ok, key=lambda i: (int(correct[i]), -abs(us[i])))]
     t = first_spikes(v, theta)
-    count = lambda t_out: int((readout(t_out, v_last, steps)[0] == labels).sum())
-    now = count(t)
-    before = now if before is None else before
+    decided = lambda t_out: readout(t_out, v_last, steps)
+    hist_of = lambda first: torch.bincount(first.cpu(), minlength=steps + 1)
+    pred, first = decided(t)
+    now = int((pred == labels).sum())
     order = sorted((d for d in range(-OUTPUT_SPAN, OUTPUT_SPAN + 1) if d), key=lambda d: (abs(d), d))
     for _ in range(OUTPUT_ROUNDS):
         changed = False
@@ -547,8 +623,9 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
                     continue
                 trial = t.clone()
                 trial[:, j] = first_spikes(v[:, :, j], theta[j] + d)
-                c = count(trial)
-                if c > now:
+                pred, first = decided(trial)
+                c = int((pred == labels).sum())
+                if c > now and fits(hist_of(first)):
                     now, pick = c, (d, trial)
             if pick is not None:
                 theta[j] += pick[0]
@@ -557,10 +634,14 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         if not changed:
             break
     _set_thresholds(model, last, theta)
+    median_after = _median_step(hist_of(decided(t)[1]))
     offsets = [int(o[0]) if li < last else o.tolist() for li, o in enumerate(model.threshold_offsets)]
     log(f"threshold calibration on {len(labels)} training samples: {100 * before / len(labels):.2f}% -> "
-        f"{100 * now / len(labels):.2f}%, thresholds {model.threshold_summary()}")
-    return {"samples": int(len(labels)), "correct_before": before, "correct_after": now, "offsets": offsets}
+        f"{100 * now / len(labels):.2f}%, median decision step {median_after:g}"
+        f"{f' (budget {max_median_step})' if budget else ''}, thresholds {model.threshold_summary()}")
+    return {"samples": int(len(labels)), "correct_before": before, "correct_after": now,
+            "median_step_before": _median_step(before_hist), "median_step_after": median_after,
+            "max_median_step": max_median_step, "offsets": offsets}
 
 
 def first_ties(t_out: torch.Tensor, labels: torch.Tensor, steps: int) -> torch.Tensor:
@@ -680,7 +761,8 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
 
     # The export is calibrated, the checkpoint is not: a resumed finished run, or from_checkpoint, calibrates the same
     # way from the same state.
-    calibration = calibrate(model, xtr_t, ytr_t, log=log) if cfg.bstdg_calibrate else None
+    calibration = calibrate(model, xtr_t, ytr_t, log=log, max_median_step=cfg.bstdg_decision_step) \
+        if cfg.bstdg_calibrate else None
     return _finish(cfg, model, history, sizes, len(ytr), xte_t, yte, device, started, out, checkpoint, log,
                    calibration)
 
@@ -728,11 +810,13 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
     return TrainResult(net, model, metrics, history)
 
 
-def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, calibrate_thresholds=None):
+def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, calibrate_thresholds=None,
+                    decision_step="checkpoint"):
     """Evaluate and export the model of a BSTDG checkpoint (e.g. of a run stopped before its last epoch): the same
     metrics as :func:`fit`, with ``epochs_trained`` saying how many epochs it holds; calibrated first as the run's
     end would be when ``calibrate_thresholds`` is true (None: the checkpoint's ``bstdg_calibrate``; a checkpoint
-    from before the setting existed has it off)."""
+    from before the setting existed has it off), within the decision budget ``decision_step`` (a step, None for
+    none, or "checkpoint": the checkpoint's ``bstdg_decision_step``)."""
     from .trainer import TrainConfig, check_run, load_checkpoint, load_data, load_states, pick_device
     started = time.perf_counter()
     if calibrate_thresholds is not None:
@@ -744,6 +828,13 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
     check_run(cfg, METHOD, out, None, False, log, None)
     if calibrate_thresholds is not None:     # the exported config says what was done
         cfg.bstdg_calibrate = calibrate_thresholds
+    if decision_step != "checkpoint":
+        if decision_step is not None:
+            check_int("decision_step", decision_step, 0)
+        cfg.bstdg_decision_step = decision_step
+    elif not cfg.bstdg_calibrate:            # the checkpoint's budget went with its calibration
+        cfg.bstdg_decision_step = None
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -754,7 +845,7 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
     for off in model.threshold_offsets:      # the thresholds as trained, as at the end of fit's last epoch
         off.zero_()
     log = log or (lambda msg: None)
-    calibration = calibrate(model, torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device), log=log) \
-        if cfg.bstdg_calibrate else None
+    calibration = calibrate(model, torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device), log=log,
+                            max_median_step=cfg.bstdg_decision_step) if cfg.bstdg_calibrate else None
     return _finish(cfg, model, list(state["history"]), sizes, len(ytr), torch.from_numpy(xte).to(device), yte, device,
                    started, out, None, log, calibration)

@@ -28,7 +28,7 @@ _FLAG_FIELDS = {
     "bstdg_lead": "bstdg_lead", "bstdg_timing": "bstdg_timing",
     "bstdg_backward": "bstdg_backward", "bstdg_revive": "bstdg_revive", "bstdg_min_rate": "bstdg_min_rate",
     "bstdg_finetune": "bstdg_finetune", "bstdg_finetune_lr": "bstdg_finetune_lr",
-    "bstdg_calibrate": "bstdg_calibrate",
+    "bstdg_calibrate": "bstdg_calibrate", "bstdg_decision_step": "bstdg_decision_step",
     "members": "bisnn_members", "member_seed": "bisnn_member_seed", "tau": "bisnn_tau", "prior": "bisnn_prior",
     "rho": "bisnn_rho", "mc_samples": "bisnn_mc", "bisnn_lr": "bisnn_lr", "bisnn_update": "bisnn_update",
     "relaxed": "bisnn_relaxed", "bisnn_init": "bisnn_init", "val_samples": "val_samples",
@@ -187,6 +187,9 @@ def _read_config(path) -> dict:
 @click.option("--bstdg-calibrate/--no-bstdg-calibrate", default=None,
               help="bstdg: after training, set the integer thresholds for the best accuracy on the training split "
                    "(hidden layers one offset each, output neurons one each).  [default: on]")
+@click.option("--bstdg-decision-step", type=int,
+              help="bstdg: a decision budget for that calibration: the best accuracy whose median decision step on "
+                   "the training split is at most this (earlier decisions, fewer cycles).  [default: none]")
 @click.option("--epochs", "-e", type=int, help="[default: 30; 5 with --method bstdg]")
 @click.option("--batch-size", "-b", type=int, help="[default: 64; 16 with --method bstdg]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")

@@ -44,7 +44,7 @@ TRAIN_ENCODINGS = ("rate", "latency", "pixel")
 METHODS = ("bsnn", "bstdg", "bisnn", "bntt")
 # Settings that may differ between a checkpoint and the run that resumes it (they do not change the result).
 # settings a resumed run may change: where and how fast it runs, and bstdg's calibration after the last epoch
-RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs", "bstdg_calibrate")
+RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs", "bstdg_calibrate", "bstdg_decision_step")
 
 
 @dataclasses.dataclass
@@ -96,6 +96,7 @@ class TrainConfig:
     bstdg_finetune: int = 0             # bstdg: epochs after the main ones, thresholds frozen (--method bstdg: 15)
     bstdg_finetune_lr: float | None = None   # bstdg: Adam lr of those epochs (None: lr / 5), a fresh cosine decay
     bstdg_calibrate: bool = False       # bstdg: then calibrate the integer thresholds on the training split (on)
+    bstdg_decision_step: int | None = None   # bstdg: the calibration keeps the median decision step <= this
     bisnn_members: int = 8              # bisnn: S, weight sets sampled from the posterior into the artifact
     bisnn_member_seed: int = 0          # bisnn: seed of those samples
     bisnn_tau: float = 1.0              # bisnn: temperature of the concrete relaxation
