@@ -260,7 +260,7 @@ class BSTDGNet(nn.Module):
         rec, t_prev = [], t_in
         for w, th in zip(self.weights, thresholds):
             sign_w = signs(w)
-            v = spike_product(t_prev, sign_w, self.timesteps).cumsum(1)
+            v = membrane_of(t_prev, sign_w, self.timesteps)
             t = first_spikes(v, th)
             rec.append({"t_in": t_prev, "t": t, "v": v})
             t_prev = t
@@ -270,6 +270,12 @@ class BSTDGNet(nn.Module):
         """(class, decision step) from :meth:`run`'s record: the earliest output spike (lowest index among ties),
         or, when no output neuron fires (decision step T), argmax of the final membrane (lowest index)."""
         return readout(rec[-1]["t"], rec[-1]["v"][:, -1], self.timesteps)
+
+
+def membrane_of(t_in: torch.Tensor, sign_w: torch.Tensor, steps: int) -> torch.Tensor:
+    """A non-leaky layer's membrane (B, T, n_out) before any reset: the running sum of its synaptic input from input
+    spike steps ``t_in`` (B, n_in) through +-1 weights ``sign_w`` (n_out, n_in)."""
+    return spike_product(t_in, sign_w, steps).cumsum(1)
 
 
 def first_spikes(v: torch.Tensor, theta) -> torch.Tensor:
@@ -469,10 +475,9 @@ def _set_thresholds(model: BSTDGNet, layer: int, thresholds: torch.Tensor) -> No
     model.threshold_offsets[layer].copy_(thresholds.to(floor) - floor.to(thresholds.device))
 
 
-def _layer(t_in: torch.Tensor, sign_w: torch.Tensor, theta, steps: int):
-    """One fire-once IF layer on input spike steps: (membrane (B, T, n_out), first spike steps (B, n_out))."""
-    v = spike_product(t_in, sign_w, steps).cumsum(1)
-    return v, first_spikes(v, theta)
+def _step_hist(first: torch.Tensor, steps: int) -> torch.Tensor:
+    """Histogram (T + 1,) of decision steps 0..T (T: the fallback)."""
+    return torch.bincount(first.cpu(), minlength=steps + 1)
 
 
 def _median_step(hist: torch.Tensor) -> float:
@@ -493,7 +498,7 @@ def _scan_outputs(v: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor, sh
     for k, u in enumerate(shifts):
         pred, first = readout(first_spikes(v, theta + u), v[:, -1], steps)
         correct[k] = int((pred == labels).sum())
-        hist[k] = torch.bincount(first.cpu(), minlength=steps + 1)
+        hist[k] = _step_hist(first, steps)
     return correct, hist
 
 
@@ -540,10 +545,9 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         if free["median_step_after"] <= max_median_step:
             for off, f in zip(model.threshold_offsets, free_model.threshold_offsets):
                 off.copy_(f)
-            log(f"threshold calibration on {len(y)} training samples: {100 * free['correct_before'] / len(y):.2f}% "
-                f"-> {100 * free['correct_after'] / len(y):.2f}%, median decision step {free['median_step_after']:g} "
-                f"(budget {max_median_step}: met without it), thresholds {model.threshold_summary()}")
-            return {**free, "max_median_step": max_median_step}
+            result = {**free, "max_median_step": max_median_step}
+            log(_calibration_line(result, model, ": met without it"))
+            return result
     sign_w = [signs(w.detach()) for w in model.weights]                  # for the layers after a candidate
     chunks = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
     last = len(model.weights) - 1
@@ -566,8 +570,8 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
                 for k, d in enumerate(window):
                     t = first_spikes(v, ths[li] + d)
                     for lj in range(li + 1, last):
-                        _, t = _layer(t, sign_w[lj], ths[lj], steps)
-                    v_out = spike_product(t, sign_w[last], steps).cumsum(1)
+                        t = first_spikes(membrane_of(t, sign_w[lj], steps), ths[lj])
+                    v_out = membrane_of(t, sign_w[last], steps)
                     c, h = _scan_outputs(v_out, yb, ths[last], us, steps)
                     correct[k] += c
                     hist[k] += h
@@ -610,7 +614,6 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         theta += us[max(ok, key=lambda i: (int(correct[i]), -abs(us[i])))]
     t = first_spikes(v, theta)
     decided = lambda t_out: readout(t_out, v_last, steps)
-    hist_of = lambda first: torch.bincount(first.cpu(), minlength=steps + 1)
     pred, first = decided(t)
     now = int((pred == labels).sum())
     order = sorted((d for d in range(-OUTPUT_SPAN, OUTPUT_SPAN + 1) if d), key=lambda d: (abs(d), d))
@@ -625,7 +628,7 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
                 trial[:, j] = first_spikes(v[:, :, j], theta[j] + d)
                 pred, first = decided(trial)
                 c = int((pred == labels).sum())
-                if c > now and fits(hist_of(first)):
+                if c > now and fits(_step_hist(first, steps)):
                     now, pick = c, (d, trial)
             if pick is not None:
                 theta[j] += pick[0]
@@ -634,14 +637,21 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         if not changed:
             break
     _set_thresholds(model, last, theta)
-    median_after = _median_step(hist_of(decided(t)[1]))
+    median_after = _median_step(_step_hist(decided(t)[1], steps))
     offsets = [int(o[0]) if li < last else o.tolist() for li, o in enumerate(model.threshold_offsets)]
-    log(f"threshold calibration on {len(labels)} training samples: {100 * before / len(labels):.2f}% -> "
-        f"{100 * now / len(labels):.2f}%, median decision step {median_after:g}"
-        f"{f' (budget {max_median_step})' if budget else ''}, thresholds {model.threshold_summary()}")
-    return {"samples": int(len(labels)), "correct_before": before, "correct_after": now,
-            "median_step_before": _median_step(before_hist), "median_step_after": median_after,
-            "max_median_step": max_median_step, "offsets": offsets}
+    result = {"samples": int(len(labels)), "correct_before": before, "correct_after": now,
+              "median_step_before": _median_step(before_hist), "median_step_after": median_after,
+              "max_median_step": max_median_step, "offsets": offsets}
+    log(_calibration_line(result, model))
+    return result
+
+
+def _calibration_line(cal: dict, model: BSTDGNet, note: str = "") -> str:
+    """The log line of a :func:`calibrate` result (``note``: after the budget, why it holds)."""
+    n, budget = cal["samples"], cal["max_median_step"]
+    return (f"threshold calibration on {n} training samples: {100 * cal['correct_before'] / n:.2f}% -> "
+            f"{100 * cal['correct_after'] / n:.2f}%, median decision step {cal['median_step_after']:g}"
+            f"{'' if budget is None else f' (budget {budget}{note})'}, thresholds {model.threshold_summary()}")
 
 
 def first_ties(t_out: torch.Tensor, labels: torch.Tensor, steps: int) -> torch.Tensor:

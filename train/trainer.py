@@ -42,8 +42,8 @@ CHECKPOINT_FORMAT = "bsnn-train-checkpoint"
 CHECKPOINT_VERSION = 1
 TRAIN_ENCODINGS = ("rate", "latency", "pixel")
 METHODS = ("bsnn", "bstdg", "bisnn", "bntt")
-# Settings that may differ between a checkpoint and the run that resumes it (they do not change the result).
-# settings a resumed run may change: where and how fast it runs, and bstdg's calibration after the last epoch
+# Settings that may differ between a checkpoint and the run that resumes it: where and how fast it runs, and bstdg's
+# calibration after the last epoch (it changes the export, never the checkpoint's state).
 RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs", "bstdg_calibrate", "bstdg_decision_step")
 
 
