@@ -35,9 +35,24 @@ def arrived(t: np.ndarray, k: int) -> torch.Tensor:
     return torch.from_numpy(np.where((t >= 0) & (t <= k), k + 1 - t, 0).astype(np.float32) / (k + 1))
 
 
-def train_mlp(x: torch.Tensor, y: torch.Tensor, hidden: int, epochs: int, seed: int) -> torch.nn.Module:
+class BinaryLinear(torch.nn.Linear):
+    """+-1 weights (the sign of a latent real weight, straight-through gradient, latent clipped to [-1, 1] as in
+    BinaryConnect) times one learned scale per layer; the bias stays real."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__(n_in, n_out)
+        self.scale = torch.nn.Parameter(torch.tensor(n_in ** -0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight + (torch.sign(self.weight) - self.weight).detach()
+        return torch.nn.functional.linear(x, w * self.scale, self.bias)
+
+
+def train_mlp(x: torch.Tensor, y: torch.Tensor, hidden: int, epochs: int, seed: int,
+              binary: bool = False) -> torch.nn.Module:
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+    lin = BinaryLinear if binary else torch.nn.Linear
+    net = torch.nn.Sequential(lin(x.shape[1], hidden), torch.nn.ReLU(), lin(hidden, 10))
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     batches = (len(y) + 127) // 128
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * batches)
@@ -50,6 +65,11 @@ def train_mlp(x: torch.Tensor, y: torch.Tensor, hidden: int, epochs: int, seed: 
             loss.backward()
             opt.step()
             sched.step()
+            if binary:
+                with torch.no_grad():
+                    for m in net:
+                        if isinstance(m, BinaryLinear):
+                            m.weight.clamp_(-1, 1)
     return net
 
 

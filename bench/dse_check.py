@@ -92,7 +92,7 @@ def pct(pred, meas):
 # With few ECP5 points, the features the ECP5 points barely vary (memories in logic, read and word multiplexers,
 # counters, spike registers) take the iCE40 coefficient: a LUT4 or a flip-flop costs the same on both families
 # (not the block RAM read multiplexer: ECP5 builds it with its PFUMX/L6MUX cells, from other block shapes).
-SHARED = {"lut": ("logic_rom", "logic_ram", "select", "ctrl"), "ff": ("logic_ram", "spikes", "ctrl")}
+SHARED = {"lut": ("bram_mux", "logic_rom", "logic_ram", "select", "ctrl"), "ff": ("logic_ram", "spikes", "ctrl")}
 
 
 def fit(rows, target, kind, fixed=None):
@@ -175,7 +175,9 @@ def main(argv=None):
                           + (f" (held at iCE40's: {', '.join(fixed)})" if fixed else ""))
                     print(f"    in-sample |error| mean {sum(e_in) / len(e_in):.1f}%, max {max(e_in):.1f}%; "
                           f"leave-one-out mean {sum(e_loo) / len(e_loo):.1f}%, max {max(e_loo):.1f}% "
-                          f"({sum(e <= 15 for e in e_loo)} of {len(e_loo)} within 15%)")
+                          f"({sum(e <= 15 for e in e_loo)} of {len(e_loo)} within 15%"
+                          + "".join(f"; point {r['index']}: {pct(p, r['measured'][kind]):+.1f}%"
+                                    for p, r, e in zip(loo, sel, e_loo) if e > 15) + ")")
     if args.choose:
         from bsnn_hw.hdl import dse
         net = network("784-128-10")

@@ -79,10 +79,10 @@ EVENT_LUT = 5.0
 # ECP5 holds the iCE40 figure for the features its points barely vary (bench/dse_check.py SHARED). A zero: the
 # fit found the feature adds nothing the others do not already explain.
 LUT_COEFFS = {
-    "ice40": {"adder": 0.9127, "wide_adder": 1.3183, "lane": 6.7208, "logic_rom": 0.1129, "logic_ram": 1.1387,
-              "lutram": 0.0, "bram_mux": 0.9446, "select": 1.9758, "ctrl": 0.0, "const": 0.0, "events": EVENT_LUT},
-    "ecp5": {"adder": 1.2125, "wide_adder": 1.4915, "lane": 1.0024, "logic_rom": 0.1129, "logic_ram": 1.1387,
-             "lutram": 0.0, "bram_mux": 2.8632, "select": 1.9758, "ctrl": 0.0, "const": 155.5949,
+    "ice40": {"adder": 0.8998, "wide_adder": 1.317, "lane": 6.5477, "logic_rom": 0.1149, "logic_ram": 1.1476,
+              "lutram": 0.0, "bram_mux": 1.1255, "select": 2.0016, "ctrl": 0.0, "const": 0.0, "events": EVENT_LUT},
+    "ecp5": {"adder": 0.999, "wide_adder": 1.4311, "lane": 0.8152, "logic_rom": 0.1149, "logic_ram": 1.1476,
+             "lutram": 0.1314, "bram_mux": 1.1255, "select": 2.0016, "ctrl": 0.0, "const": 163.2964,
              "events": EVENT_LUT},
 }
 FF_COEFFS = {
@@ -151,12 +151,6 @@ def design_memories(net: Network, config: HwConfig) -> list[dict]:
     for i, lc in enumerate(config.layers):
         mems += layer_memories(net, i, lc, config.logic_rom_bits, config.spram_bits())
     return mems
-
-
-def _best_shape(depth: int, width: int, target: str) -> tuple[int, int]:
-    """The block RAM shape (depth, width) a memory maps to: the fewest blocks (synth.BRAM_SHAPES), first on a tie."""
-    from .synth import BRAM_SHAPES
-    return min(BRAM_SHAPES[target], key=lambda s: ceil_div(depth, s[0]) * ceil_div(width, s[1]))
 
 
 def _tree(n: int, width: int) -> tuple[int, int]:
@@ -364,8 +358,7 @@ def features_of_memories(mems: list[dict], target: str) -> tuple[dict, dict]:
             if row["placement"] == "logic" and row["kind"] == "ram":
                 ff["logic_ram"] = ff.get("logic_ram", 0) + row["bits"]
         elif row["blocks"]:
-            d, _ = _best_shape(row["depth"], row["width"], target)
-            lut["bram_mux"] = lut.get("bram_mux", 0) + row["width"] * (ceil_div(row["depth"], d) - 1)
+            lut["bram_mux"] = lut.get("bram_mux", 0) + row["width"] * (row["deep"] - 1)
     return lut, ff
 
 

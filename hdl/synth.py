@@ -641,64 +641,117 @@ def design_summary(m: dict) -> dict:
 # 9/18/36-bit widths use the parity bits).
 BRAM_SHAPES = {"ice40": [(256, 16), (512, 8), (1024, 4), (2048, 2)],
                "ecp5": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)]}
-# How Yosys' memory_libmap (synth_ice40, synth_ecp5) chooses where a memory without a ram_style goes: the cheapest
-# of its library's options and soft logic, a tie going to logic. Costs from techlibs/ice40/brams.txt (an EBR 64),
-# techlibs/lattice/brams_16kd.txt (a DP16KD 128) and lutrams.txt (a TRELLIS_DPR16X4, 16 x 4 bits, 4; never a ROM:
-# prune_rom), and the pass's defaults for logic: 1/16 per ROM bit, 1 per RAM bit.
-BRAM_COST = {"ice40": 64, "ecp5": 128}
 # Bits one block holds (the ECP5's parity bits included): no mapping can use fewer blocks than bits / this.
 BRAM_BITS = {"ice40": 4096, "ecp5": 18432}
-_DPR16X4_COST = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class _RamDef:
+    """One memory cell of a Yosys memory library (techlibs/ice40/brams.txt, techlibs/lattice/brams_16kd.txt and
+    lutrams_trellis.txt): ``abits`` address bits at the narrowest data width, ``dbits`` its data widths (index i:
+    depth 2**(abits - i)), ``cost`` per cell, ``byte`` the write-enable granularity (0: the whole word), whether a
+    RAM may use it (``ram``), a ROM (``rom``), and a RAM's narrowest data width (``ram_min_width``: PDPW16KD's write
+    port is 36 bits wide; narrower writes are emulated through its 9-bit byte enables, which needs >= 9)."""
+    name: str
+    abits: int
+    dbits: tuple
+    cost: int
+    byte: int = 0
+    ram: bool = True
+    rom: bool = True
+    ram_min_width: int = 0
+
+
+# In the order synth_ice40 / synth_ecp5 hand the libraries to memory_libmap (LUT RAM before block RAM), which picks
+# the first cheapest on a tie.
+_RAM_DEFS = {
+    "ice40": (_RamDef("SB_RAM40_4K", 11, (2, 4, 8, 16), 64, byte=1),),
+    "ecp5": (_RamDef("TRELLIS_DPR16X4", 4, (4,), 4, rom=False),        # prune_rom: never a ROM
+             _RamDef("DP16KD", 14, (1, 2, 4, 9, 18), 128, byte=9),
+             _RamDef("PDPW16KD", 14, (1, 2, 4, 9, 18, 36), 128, byte=9, ram_min_width=9)),
+}
+# memory_libmap's per-bit cost of a memory left to soft logic (its defaults), and its weights on the logic a mapping
+# adds around the cells: a read multiplexer bit and a write-enable decoder output cost 0.5 each, an emulation point 2;
+# each of our read ports has a port of its own (not shared with the write port), one point.
 _LOGIC_COST = {"rom": 1 / 16, "ram": 1.0}
+_FACTOR_MUX = _FACTOR_DEMUX = 0.5
+_UNSHARED_READ = 2
 # LUT4 positions a TRELLIS_DPR16X4 takes (two slices: 4 LUT4; the write logic in a third slice is not counted).
 _ECP5_DPR16X4_LUTS = 4
 
 
-def _bram_blocks(depth: int, width: int, target: str) -> int:
+@dataclasses.dataclass(frozen=True)
+class Mapping:
+    """Where Yosys' memory_libmap puts one memory: ``placement`` ("logic", "lutram" or "block"), ``cell`` (the
+    library cell, None in logic), ``cells`` (how many), ``cell_depth`` and ``cell_width`` (the configuration each
+    cell runs at), ``deep`` (the address ranges: cells read side by side, then a multiplexer picks one) and
+    ``cost`` (memory_libmap's score)."""
+    placement: str
+    cell: str | None
+    cells: int
+    cell_depth: int
+    cell_width: int
+    deep: int
+    cost: float
+
+
+def libmap(depth: int, width: int, kind: str, target: str) -> Mapping:
+    """Yosys' (0.70) memory_libmap choice for one memory of ``depth`` x ``width`` bits with one read port (and, for
+    a RAM, one write port with one enable), written out from passes/memory/memory_libmap.cc: for each library cell
+    (:data:`_RAM_DEFS`) and each of its data widths u (depth d_u), the ``deep`` = ceil(depth / d_u) address ranges
+    share cells bit-wise: cells = ceil(deep x width' / u), where width' is the width padded to whole write bytes (a
+    ROM: no padding); cost = cell cost x cells + 0.5 x (deep - 1) x width (read multiplexer) + 0.5 x deep for a RAM
+    deeper than one range (write decoder) + 2 (the read port's own port). The cheapest wins, the first on a tie; soft
+    logic (``_LOGIC_COST`` per bit, truncated to an integer) before any cell. So a 6,272 x 16 ROM takes 26 EBRs at
+    512 x 8 (cost 1,760), not 25 at 256 x 16 (1,792: a 25-way multiplexer), and a 128 x 16 state RAM on ECP5 a
+    DP16KD (130), not 32 LUT RAM cells (188)."""
     from bsnn_hw.contract import ceil_div
-    return min(ceil_div(depth, d) * ceil_div(width, w) for d, w in BRAM_SHAPES[target])
+    best = Mapping("logic", None, 0, 0, 0, 0, float(int(_LOGIC_COST[kind] * depth * width)))
+    for d in _RAM_DEFS[target]:
+        if not (d.rom if kind == "rom" else d.ram):
+            continue
+        cfg = None
+        for i, unit in enumerate(d.dbits):
+            if kind == "ram" and unit < d.ram_min_width:
+                continue
+            byte = 1 if kind == "rom" else (d.byte if 0 < d.byte <= unit else unit)
+            deep = ceil_div(depth, 1 << (d.abits - i))
+            cells = ceil_div(deep * ceil_div(width, byte) * byte, unit)
+            cost = (d.cost * cells + _FACTOR_MUX * (deep - 1) * width
+                    + (_FACTOR_DEMUX * deep if kind == "ram" and deep > 1 else 0) + _UNSHARED_READ)
+            if cfg is None or cost < cfg.cost:
+                cfg = Mapping("lutram" if d.name == "TRELLIS_DPR16X4" else "block", d.name, cells,
+                              1 << (d.abits - i), unit, deep, cost)
+        if cfg is not None and cfg.cost < best.cost:
+            best = cfg
+    return best
 
 
-def _ecp5_lutram_cells(depth: int, width: int) -> int:
-    from bsnn_hw.contract import ceil_div
-    return ceil_div(depth, 16) * ceil_div(width, 4)
-
-
-def _lands(mem: dict, target: str, small_bits: int) -> str:
-    """Where one manifest memory lands: "logic" where the generator marks it so (ram_style logic), else Yosys'
-    cheapest choice (see BRAM_COST): "block", "logic" or, on ECP5 for a RAM, "lutram"."""
+def _mapping(mem: dict, target: str, small_bits: int) -> Mapping:
+    """Where one manifest memory lands: in logic where the generator marks it so (ram_style logic), in SPRAM where
+    it asks for one (HwConfig.spram: the iCE40 UltraPlus' SB_SPRAM256KA, which fit_report counts), else
+    :func:`libmap`'s choice."""
     depth, width = int(mem["depth"]), int(mem["width"])
     placement = mem.get("placement", "block" if depth * width > small_bits else "logic")
-    if placement == "spram":
-        return "spram"     # HwConfig.spram: the iCE40 UltraPlus' SB_SPRAM256KA (fit_report counts them)
-    if placement != "block":
-        return "logic"
-    kind = "rom" if mem.get("kind") == "rom" else "ram"
-    # in memory_libmap's order: logic first, then the libraries as synth_ecp5 passes them (LUT RAM before DP16KD)
-    options = [("logic", _LOGIC_COST[kind] * depth * width)]
-    if target == "ecp5" and kind == "ram":
-        options.append(("lutram", _DPR16X4_COST * _ecp5_lutram_cells(depth, width)))
-    options.append(("block", BRAM_COST[target] * _bram_blocks(depth, width, target)))
-    best = options[0]
-    for opt in options[1:]:
-        if opt[1] < best[1]:
-            best = opt
-    return best[0]
+    if placement in ("spram", "logic"):
+        return Mapping(placement, None, 0, 0, 0, 0, 0.0)
+    return libmap(depth, width, "rom" if mem.get("kind") == "rom" else "ram", target)
 
 
 def expected_brams(memories: list[dict], target: str, small_bits: int | None = None) -> int | None:
-    """Block RAMs the manifest's memories need if each maps alone onto the target's block RAM at its best aspect
-    ratio (:data:`BRAM_SHAPES`; iCE40 SB_RAM40_4K: 256x16 .. 2048x2; ECP5 DP16KD: 512x36 .. 16384x1). Memories the
-    manifest places in logic (``"placement": "logic"``; without that key: those of at most ``small_bits`` bits,
-    default the generator's ``SMALL_MEMORY_BITS``) are left out, and so are those Yosys' memory_libmap puts in logic
-    or (ECP5 RAMs) LUT RAM because that costs it less (BRAM_COST: a wide, shallow threshold ROM goes to logic). An
-    estimate for checks and reports; None for a target without a block RAM model (xilinx)."""
+    """Block RAMs the manifest's memories take, each mapped alone as Yosys' memory_libmap maps it (:func:`libmap`:
+    iCE40 SB_RAM40_4K 256x16 .. 2048x2; ECP5 DP16KD / PDPW16KD 512x36 .. 16384x1, at the configuration it scores
+    cheapest, which is not always the one with the fewest blocks). Memories the manifest places in logic
+    (``"placement": "logic"``; without that key: those of at most ``small_bits`` bits, default the generator's
+    ``SMALL_MEMORY_BITS``) are left out, and so are those memory_libmap puts in logic or (ECP5 RAMs) LUT RAM because
+    that scores less (a wide, shallow threshold ROM goes to logic). None for a target without a block RAM model
+    (xilinx)."""
     get_target(target)                    # a known target (None below: no model for it)
     if target not in BRAM_SHAPES:
         return None
     small_bits = _small_bits() if small_bits is None else small_bits
-    return sum(_bram_blocks(int(m["depth"]), int(m["width"]), target) for m in memories
-               if _lands(m, target, small_bits) == "block")
+    maps = (_mapping(m, target, small_bits) for m in memories)
+    return sum(m.cells for m in maps if m.placement == "block")
 
 
 def _small_bits() -> int:
@@ -708,18 +761,22 @@ def _small_bits() -> int:
 
 def memory_plan(memories: list[dict], target: str) -> list[dict]:
     """Where each of the manifest's memories lands on ``target``: its placement (block RAM or logic, as the
-    generator marks it; on ECP5 "lutram" for a RAM Yosys puts in LUT RAM) and, for block RAM, the blocks it needs
-    alone at its best aspect ratio (the estimate of :func:`expected_brams`, one memory at a time; None for a target
-    without a block RAM model)."""
+    generator marks it; on ECP5 "lutram" for a RAM Yosys puts in LUT RAM), for block RAM the blocks it takes
+    (:func:`libmap`, one memory at a time; None for a target without a block RAM model), ``cell_shape`` [depth,
+    width] of the cells it uses and ``deep``, the address ranges a read multiplexer picks from (0 in logic)."""
     get_target(target)                    # a known target (None below: no model for it)
     rows = []
     small = _small_bits()
     for mem in memories:
-        lands = _lands(mem, target, small) if target in BRAM_SHAPES else mem.get("placement", "block")
-        blocks = (expected_brams([mem], target) if lands == "block" else 0) if target in BRAM_SHAPES else None
+        if target in BRAM_SHAPES:
+            m = _mapping(mem, target, small)
+            lands, blocks = m.placement, (m.cells if m.placement == "block" else 0)
+            shape, deep = ([m.cell_depth, m.cell_width] if m.cell else None), m.deep
+        else:
+            lands, blocks, shape, deep = mem.get("placement", "block"), None, None, None
         bits = int(mem["depth"]) * int(mem["width"])
         rows.append(dict(name=mem["name"], kind=mem.get("kind"), depth=int(mem["depth"]), width=int(mem["width"]),
-                         bits=bits, placement=lands, blocks=blocks,
+                         bits=bits, placement=lands, blocks=blocks, cell_shape=shape, deep=deep,
                          min_blocks=_min_blocks(bits, int(mem["width"]), target) if blocks
                          else (0 if blocks == 0 else None)))
     return rows
@@ -867,13 +924,14 @@ def estimate_luts(manifest: dict, target: str, device: str | None = None) -> dic
     small = _small_bits()
     logic = lutram = 0
     for mem in manifest.get("memories", []):
-        lands = _lands(mem, target, small) if target in BRAM_SHAPES else mem.get("placement", "block")
+        m = _mapping(mem, target, small) if target in BRAM_SHAPES else None
+        lands = m.placement if m else mem.get("placement", "block")
         if lands == "logic":
             per_lut = ((64 if target == "xilinx" else LOGIC_ROM_BITS_PER_LUT) if mem.get("kind") == "rom"
                        else LOGIC_MEMORY_BITS_PER_LUT)   # a LUT6 holds 64 ROM bits
             logic += int(mem["depth"]) * int(mem["width"]) // per_lut
         elif lands == "lutram":
-            lutram += _ECP5_DPR16X4_LUTS * _ecp5_lutram_cells(int(mem["depth"]), int(mem["width"]))
+            lutram += _ECP5_DPR16X4_LUTS * m.cells
     if logic:
         parts["memories_in_logic"] = logic
     if lutram:
@@ -886,8 +944,8 @@ def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
     ``{"part", "bram": {"need", "estimate", "have", "unit"}, "lut": {"need", "have", "parts"}, "dsp": {"need",
     "have", "unit"}, "fits", "problems": [...]}``. Block RAM: ``need`` is a floor, each memory Yosys puts in block
     RAM (:func:`memory_plan`) taking at least its bits / the bits of a block (BRAM_BITS; Yosys never packs two
-    memories into one block); ``estimate`` is :func:`expected_brams` (each memory at its best shape; Yosys may do
-    better on a deep ECP5 ROM by moving a remainder into logic: 45 DP16KD for a 50,176 x 16 ROM against 49). LUTs:
+    memories into one block); ``estimate`` is :func:`expected_brams` (each memory as memory_libmap maps it, which may
+    use more blocks than the fewest: 26 EBRs for a 6,272 x 16 ROM). LUTs:
     :func:`estimate_luts` (a floor). DSPs: :func:`expected_dsps` (the per-step affine's multipliers, Yosys' split
     rule). A need above the part's count is a problem; a target without a model (xilinx block RAM) or a part without
     a count is not checked (``need`` or ``have`` None)."""
@@ -1047,12 +1105,15 @@ def print_report(res: dict, console=None) -> None:
     console.print(table)
     plan = res.get("memory_plan")
     if plan:
-        mt = Table(title="memories (placement as generated; block RAMs each needs alone, estimated)")
-        for col in ("memory", "kind", "depth x width", "bits", "placement", "block RAMs"):
-            mt.add_column(col, justify="left" if col in ("memory", "kind", "placement") else "right")
+        mt = Table(title="memories (placement as generated; block RAMs each takes, as Yosys' memory_libmap maps it)")
+        for col in ("memory", "kind", "depth x width", "bits", "placement", "block RAMs", "cells at (ranges)"):
+            mt.add_column(col, justify="left" if col in ("memory", "kind", "placement", "cells at (ranges)") else "right")
         for row in plan:
+            shape = row.get("cell_shape")
             mt.add_row(row["name"], row["kind"] or "", f"{row['depth']:,} x {row['width']}", f"{row['bits']:,}",
-                       row["placement"], "-" if row["blocks"] is None else str(row["blocks"]))
+                       row["placement"], "-" if row["blocks"] is None else str(row["blocks"]),
+                       f"{shape[0]}x{shape[1]}" + (f" ({row['deep']})" if row.get("deep", 0) > 1 else "")
+                       if shape else "")
         console.print(mt)
     if res.get("fmax_mhz") is not None:
         line = f"Fmax {res['fmax_mhz']:.2f} MHz (nextpnr, seed {res['seed']}, wrapped design)"
