@@ -68,10 +68,11 @@ DSE_TARGETS = ("ice40", "ecp5")   # targets with a block RAM model and place-and
 
 # An event-driven engine's own logic, per bit of its two priority encoders and their clear (the NW pending-word flags
 # and the W-bit current word, counted twice: encoder and clear): LUT4 per feature unit. Set from the two event-driven
-# points synthesized so far (BSTDG 784-600-10 on the ECP5, bench/event_compare.py and docs/dse.md): 16/56e 5/40e
-# needed 3.6, 40/16e 2/16e 7.6 (a point outside the calibrated P <= 16, where the dense model errs too); 5 leaves both
-# within 16 %. Flip-flops: one per register bit (pending flags, current word, ROM address stage).
-EVENT_LUT = 5.0
+# points synthesized (BSTDG 784-600-10 on the ECP5, docs/dse.md; resynthesized 2026-11-28 after the block-RAM rule
+# and the refit of the dense coefficients): 16/56e 5/40e needs 8.9, 40/16e 2/16e 4.9 (a point outside the calibrated
+# P <= 16, where the dense model errs too); 7 leaves both within 11 %. Flip-flops: one per register bit (pending
+# flags, current word, ROM address stage).
+EVENT_LUT = 7.0
 
 # --- the calibrated coefficients (bench/dse_check.py --fit prints them; docs/dse.md has the points) ----------------
 # LUT4 (FF) per unit of each feature (see features()). Fitted by non-negative least squares, each point weighted by
@@ -762,8 +763,8 @@ def print_front(result: dict, measured: dict, limit: int, console=None) -> None:
     if len(result["front"]) > limit:
         console.print(f"[dim]{len(result['front']) - limit} more points on the front (--limit)[/]")
     console.print("[dim]~ predicted (cost model: docs/dse.md); cycles from the formula (P/We: an event-driven "
-                  "layer, its cycles the mean over the measured inputs); block RAMs from the target's block RAM "
-                  "shapes; * the chosen point[/]")
+                  "layer, its cycles the mean over the measured inputs); block RAMs as Yosys' memory_libmap maps "
+                  "them; * the chosen point[/]")
 
 
 @click.command("dse")
