@@ -941,11 +941,12 @@ def estimate_luts(manifest: dict, target: str, device: str | None = None) -> dic
 
 def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
     """What ``manifest``'s design needs against what ``target``/``device`` has, before any tool runs:
-    ``{"part", "bram": {"need", "estimate", "have", "unit"}, "lut": {"need", "have", "parts"}, "dsp": {"need",
-    "have", "unit"}, "fits", "problems": [...]}``. Block RAM: ``need`` is a floor, each memory Yosys puts in block
-    RAM (:func:`memory_plan`) taking at least its bits / the bits of a block (BRAM_BITS; Yosys never packs two
-    memories into one block); ``estimate`` is :func:`expected_brams` (each memory as memory_libmap maps it, which may
-    use more blocks than the fewest: 26 EBRs for a 6,272 x 16 ROM). LUTs:
+    ``{"part", "bram": {"need", "estimate", "floor", "have", "unit"}, "lut": {"need", "have", "parts"}, "dsp":
+    {"need", "have", "unit"}, "fits", "problems": [...]}``. Block RAM: ``need`` (and ``estimate``, the same figure)
+    is :func:`expected_brams`, each memory as Yosys' memory_libmap maps it (:func:`libmap`, which matched Yosys on
+    every design and memory checked, docs/synthesis.md); ``floor`` is what no mapping can go below, each memory in
+    block RAM taking at least its bits / the bits of a block (BRAM_BITS; Yosys never packs two memories into one
+    block). LUTs:
     :func:`estimate_luts` (a floor). DSPs: :func:`expected_dsps` (the per-step affine's multipliers, Yosys' split
     rule). A need above the part's count is a problem; a target without a model (xilinx block RAM) or a part without
     a count is not checked (``need`` or ``have`` None)."""
@@ -954,16 +955,15 @@ def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
     problems = []
     estimate = expected_brams(memories, target)
     plan = memory_plan(memories, target)
-    need_b = sum(r["min_blocks"] for r in plan) if estimate is not None else None
+    floor = sum(r["min_blocks"] for r in plan) if estimate is not None else None
     unit = t.bram_unit.split(" ")[0]
-    if need_b is not None and dev.brams and need_b > dev.brams:
-        rows = sorted(plan, key=lambda r: -(r["min_blocks"] or 0))
-        top = ", ".join(f"{r['name']} {r['depth']}x{r['width']} = {r['min_blocks']}" for r in rows[:3]
-                        if r["min_blocks"])
+    if estimate is not None and dev.brams and estimate > dev.brams:
+        rows = sorted(plan, key=lambda r: -(r["blocks"] or 0))
+        top = ", ".join(f"{r['name']} {r['depth']}x{r['width']} = {r['blocks']}" for r in rows[:3] if r["blocks"])
         spram = (" (--spram puts large state RAMs into the UP5K's 4 SPRAMs)" if dev.sprams and
                  not any(r["placement"] == "spram" for r in plan) else "")
-        problems.append(f"the design needs at least {need_b} {unit} block RAMs but the {dev.part} has "
-                        f"{dev.brams}{spram}; largest: {top}")
+        problems.append(f"the design needs {estimate} {unit} block RAMs as Yosys maps them (at least {floor} at "
+                        f"any mapping) but the {dev.part} has {dev.brams}{spram}; largest: {top}")
     need_s = sum(spram_blocks(r["depth"], r["width"]) for r in plan if r["placement"] == "spram")
     if need_s > dev.sprams:
         big = ", ".join(f"{r['name']} {r['depth']}x{r['width']} = {spram_blocks(r['depth'], r['width'])}"
@@ -982,7 +982,8 @@ def fit_report(manifest: dict, target: str, device: str | None = None) -> dict:
         mults = ", ".join(f"layer {i}: {n} x {a}x{b}-bit" for i, n, a, b in affine_multipliers(manifest))
         problems.append(f"the design needs {need_d} {dsp_unit} for its per-step affine multipliers ({mults}) but the "
                         f"{dev.part} has {dev.dsps}")
-    return {"part": dev.part, "bram": {"need": need_b, "estimate": estimate, "have": dev.brams, "unit": unit},
+    return {"part": dev.part, "bram": {"need": estimate, "estimate": estimate, "floor": floor, "have": dev.brams,
+                                       "unit": unit},
             "spram": {"need": need_s, "have": dev.sprams},
             "lut": {"need": luts and luts["luts"], "have": dev.luts, "parts": luts and luts["parts"]},
             "dsp": {"need": need_d, "have": dev.dsps, "unit": dsp_unit},
