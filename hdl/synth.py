@@ -637,10 +637,6 @@ def design_summary(m: dict) -> dict:
 
 # --- capacity: what a design needs against what the part has, before any tool runs --------------------------------
 
-# Block RAM shapes (depth, width) per target: iCE40 SB_RAM40_4K (4 kbit); ECP5 DP16KD / PDPW16KD (18 kbit, the
-# 9/18/36-bit widths use the parity bits).
-BRAM_SHAPES = {"ice40": [(256, 16), (512, 8), (1024, 4), (2048, 2)],
-               "ecp5": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)]}
 # Bits one block holds (the ECP5's parity bits included): no mapping can use fewer blocks than bits / this.
 BRAM_BITS = {"ice40": 4096, "ecp5": 18432}
 
@@ -670,6 +666,10 @@ _RAM_DEFS = {
              _RamDef("DP16KD", 14, (1, 2, 4, 9, 18), 128, byte=9),
              _RamDef("PDPW16KD", 14, (1, 2, 4, 9, 18, 36), 128, byte=9, ram_min_width=9)),
 }
+# Block RAM shapes (depth, width) per target, from the library: iCE40 SB_RAM40_4K (4 kbit) 2048x2 .. 256x16; ECP5
+# DP16KD / PDPW16KD (18 kbit, the 9/18/36-bit widths use the parity bits) 16384x1 .. 512x36.
+BRAM_SHAPES = {t: sorted({(1 << (d.abits - i), u) for d in defs if d.name != "TRELLIS_DPR16X4"
+                          for i, u in enumerate(d.dbits)}, key=lambda s: s[1]) for t, defs in _RAM_DEFS.items()}
 # memory_libmap's per-bit cost of a memory left to soft logic (its defaults), and its weights on the logic a mapping
 # adds around the cells: a read multiplexer bit and a write-enable decoder output cost 0.5 each, an emulation point 2;
 # each of our read ports has a port of its own (not shared with the write port), one point.
@@ -704,8 +704,15 @@ def libmap(depth: int, width: int, kind: str, target: str) -> Mapping:
     deeper than one range (write decoder) + 2 (the read port's own port). The cheapest wins, the first on a tie; soft
     logic (``_LOGIC_COST`` per bit, truncated to an integer) before any cell. So a 6,272 x 16 ROM takes 26 EBRs at
     512 x 8 (cost 1,760), not 25 at 256 x 16 (1,792: a 25-way multiplexer), and a 128 x 16 state RAM on ECP5 a
-    DP16KD (130), not 32 LUT RAM cells (188)."""
+    DP16KD (130), not 32 LUT RAM cells (190)."""
+    from bsnn_hw.checks import check_int
     from bsnn_hw.contract import ceil_div
+    check_int("depth", depth, lo=1)
+    check_int("width", width, lo=1)
+    if kind not in _LOGIC_COST:
+        raise ValueError(f"kind must be 'rom' or 'ram', not {kind!r}")
+    if target not in _RAM_DEFS:
+        raise ValueError(f"target must be one with a block RAM model ({', '.join(_RAM_DEFS)}), not {target!r}")
     best = Mapping("logic", None, 0, 0, 0, 0, float(int(_LOGIC_COST[kind] * depth * width)))
     for d in _RAM_DEFS[target]:
         if not (d.rom if kind == "rom" else d.ram):

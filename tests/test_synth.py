@@ -438,6 +438,18 @@ def test_libmap_scores_as_memory_libmap():
     assert (lut.placement, lut.cells, lut.cost) == ("lutram", 32, 4 * 32 + 2)
 
 
+@pytest.mark.parametrize("args, err, msg", [
+    ((0, 16, "rom", "ice40"), ValueError, "depth must be at least 1, not 0"),
+    ((16, True, "rom", "ice40"), TypeError, "width must be an int, not True"),
+    ((16, 16, "rw", "ice40"), ValueError, "kind must be 'rom' or 'ram', not 'rw'"),
+    ((16, 16, "rom", "xilinx"), ValueError, "target must be one with a block RAM model (ice40, ecp5), not 'xilinx'"),
+])
+def test_libmap_refuses_what_it_cannot_map(args, err, msg):
+    with pytest.raises(err) as e:
+        synth.libmap(*args)
+    assert str(e.value) == msg
+
+
 def _libmap_bench():
     import importlib.util
     from pathlib import Path
