@@ -14,6 +14,10 @@ policy is the ceiling, not a prediction.
 
     .venv/bin/python bench/decision_bound.py                      # T=32, 784-600-10 MLPs, 15 epochs (~7 min, 2 threads)
     .venv/bin/python bench/decision_bound.py --epochs 2 --steps 4,10,31   # a quick look
+    .venv/bin/python bench/decision_bound.py --weights binary     # the same with +-1 weights (BinaryLinear)
+
+``--weights binary`` asks how much of the bound survives binary weights alone: each MLP's two layers have +-1 weights
+times one learned scale (activations, biases and the softmax stay real), trained as BinaryConnect.
 """
 from __future__ import annotations
 
@@ -90,6 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", help="steps k to train an MLP for, comma separated (default: every step 0..T-1)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", choices=("float", "binary"), default="float",
+                    help="the MLPs' weights: real, or +-1 times a learned scale per layer")
     args = ap.parse_args(argv)
     if args.timesteps < 1 or args.hidden < 1 or args.epochs < 1 or args.threads < 1:
         ap.error("-T, --hidden, --epochs and --threads must be >= 1")
@@ -108,7 +114,8 @@ def main(argv=None) -> int:
     perm = np.random.default_rng(args.seed).permutation(len(ytr))
     fit, val = perm[HELD_OUT:], perm[:HELD_OUT]
     y_fit = torch.from_numpy(ytr[fit].astype(np.int64))
-    print(f"# latency code, T={T}; a float 784-{args.hidden}-10 MLP per step on the input arrived by then, "
+    print(f"# latency code, T={T}; a {args.weights}-weight 784-{args.hidden}-10 MLP per step on the input arrived by "
+          f"then, "
           f"{args.epochs} epochs on {len(fit):,} training images; {HELD_OUT:,} held out", flush=True)
     print("| step k | pixels arrived / image | test accuracy deciding every image at k | s |")
     print("|---:|---:|---:|---:|")
@@ -117,7 +124,7 @@ def main(argv=None) -> int:
     for k in steps:
         t0 = time.perf_counter()
         x = arrived(ttr, k)
-        net = train_mlp(x[fit], y_fit, args.hidden, args.epochs, args.seed)
+        net = train_mlp(x[fit], y_fit, args.hidden, args.epochs, args.seed, binary=args.weights == "binary")
         with torch.no_grad():
             for split, xs, ys in (("val", x[val], ytr[val]), ("test", arrived(tte, k), yte)):
                 p = torch.softmax(net(xs), 1).numpy()

