@@ -322,6 +322,36 @@ def test_calibration_within_a_decision_budget(trained, budget):
     assert free["median_step_after"] > 6             # the budgets below bind
 
 
+@pytest.mark.parametrize("budget, dim", [(3, 1), (6, 1), (8, 2), (10, 2)])
+def test_decision_budget_on_held_out_images(trained, budget, dim):
+    """With ``budget_x`` (the held-out images of --val-samples) the budget and the medians count there, as golden runs
+    the calibrated network on them, and the correct predictions still count on x alone. ``dim``: the held-out images
+    divided by it (dimmer pixels spike later), so that their median differs from the training images'."""
+    import copy
+    result, _ = trained
+    x, y = data.load_dataset("digits", "train")
+    xa, ya, xb = x[:-300], y[:-300], x[-300:] // dim
+    model = copy.deepcopy(result.model)
+    for off in model.threshold_offsets:
+        off.zero_()
+    cal = bstdg.calibrate(model, torch.from_numpy(xa), torch.from_numpy(ya), max_median_step=budget,
+                          budget_x=torch.from_numpy(xb))
+    net = bstdg.to_network(model)
+
+    def first_steps(images):
+        g = golden.run(net, images)
+        return g, np.where((g.first_step[-1] < 0).all(1), 16,
+                           np.where(g.first_step[-1] < 0, 99, g.first_step[-1]).min(1))
+    g_b, first_b = first_steps(xb)
+    assert cal["median_step_after"] == np.median(first_b) <= budget
+    assert (cal["median_samples"], cal["median_on"], cal["samples"]) == (300, "held-out", len(ya))
+    g_a, _ = first_steps(xa)
+    assert cal["correct_after"] == int((g_a.prediction == ya).sum())
+    with pytest.raises(ValueError, match=r"budget_x needs at least one sample"):
+        bstdg.calibrate(copy.deepcopy(model), torch.from_numpy(xa), torch.from_numpy(ya), max_median_step=budget,
+                        budget_x=torch.from_numpy(xb[:0]))
+
+
 def test_decision_budget_refusals(trained, tmp_path):
     """A budget outside 0..T-1, of the wrong type, without the calibration, or that no thresholds reach is refused in
     one line; --bstdg-decision-step reaches the calibration from the CLI and from_checkpoint."""

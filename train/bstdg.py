@@ -475,9 +475,9 @@ def _set_thresholds(model: BSTDGNet, layer: int, thresholds: torch.Tensor) -> No
     model.threshold_offsets[layer].copy_(thresholds.to(floor) - floor.to(thresholds.device))
 
 
-def _step_hist(first: torch.Tensor, steps: int) -> torch.Tensor:
-    """Histogram (T + 1,) of decision steps 0..T (T: the fallback)."""
-    return torch.bincount(first.cpu(), minlength=steps + 1)
+def _step_hist(first: torch.Tensor, steps: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Histogram (T + 1,) of decision steps 0..T (T: the fallback), of the samples in ``mask`` (all: None)."""
+    return torch.bincount((first if mask is None else first[mask]).cpu(), minlength=steps + 1)
 
 
 def _median_step(hist: torch.Tensor) -> float:
@@ -490,21 +490,24 @@ def _median_step(hist: torch.Tensor) -> float:
     return (lo + hi) / 2
 
 
-def _scan_outputs(v: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor, shifts, steps: int):
+def _scan_outputs(v: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor, shifts, steps: int,
+                  mask: torch.Tensor | None = None):
     """For each shift u of all output thresholds (``theta + u``): (correct predictions, histogram of decision steps
-    0..T) of the output membranes ``v`` (B, T, n_out). Returns tensors (U,) and (U, T + 1)."""
+    0..T of the samples in ``mask``) of the output membranes ``v`` (B, T, n_out). Returns tensors (U,) and
+    (U, T + 1)."""
     correct = torch.zeros(len(shifts), dtype=torch.int64)
     hist = torch.zeros(len(shifts), steps + 1, dtype=torch.int64)
     for k, u in enumerate(shifts):
         pred, first = readout(first_spikes(v, theta + u), v[:, -1], steps)
         correct[k] = int((pred == labels).sum())
-        hist[k] = _step_hist(first, steps)
+        hist[k] = _step_hist(first, steps, mask)
     return correct, hist
 
 
 @torch.no_grad()
 def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000,
-              log: Callable[[str], None] | None = None, max_median_step: int | None = None) -> dict:
+              log: Callable[[str], None] | None = None, max_median_step: int | None = None,
+              budget_x: torch.Tensor | None = None) -> dict:
     """Threshold calibration (``bstdg_calibrate``, on with ``--method bstdg``): integer offsets on the trained
     thresholds, chosen for the number of correct predictions of the exact integer network on ``x`` (uint8 images,
     the training split) and ``y``:
@@ -521,13 +524,17 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
     median is <= L count: a hidden offset d is scored with the best such shift u of all output thresholds (every u
     from the lowest legal one to +16), the chosen u is applied with it, and an output move is kept only if the
     median stays <= L. When no offset tried reaches L, lower hidden offsets are tried while any are left; a budget
-    no thresholds reach is refused (ValueError).
+    no thresholds reach is refused (ValueError). ``budget_x`` (uint8 images, e.g. the held-out ``--val-samples``):
+    the budget and the reported medians are on these images instead of ``x`` (the network decides later on images
+    it was not trained on: about a step at the median); the count of correct predictions stays on ``x``.
 
     Why: the spike-time loss rewards early spikes (the lead, the margin), not the readout's accuracy, and the threshold
     factors it trains settle lower than the accuracy wants (docs/training.md "Threshold calibration"). The offsets
     live in the model (``threshold_offsets``) and so in its integer thresholds, the artifact's. Returns
     ``{"samples", "correct_before", "correct_after", "median_step_before", "median_step_after", "max_median_step",
-    "offsets"}`` (offsets: per layer, one int for a hidden layer, a list for the output layer; the medians on ``x``)."""
+    "median_samples", "median_on", "offsets"}`` (offsets: per layer, one int for a hidden layer, a list for the output
+    layer; the medians on ``budget_x`` ("held-out"), else on ``x`` ("training"); ``median_samples``: how many images
+    they are on)."""
     check_int("batch_size", batch_size)
     check_intensities(x, model.sizes[0])
     if len(x) == 0:
@@ -537,11 +544,24 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
     if max_median_step is not None:
         check_int("max_median_step", max_median_step, 0, steps - 1, f"a decision step of T = {steps}")
     y = torch.as_tensor(y, device=x.device).to(torch.int64)
+    n_scored = len(y)
+    if budget_x is not None:    # appended with label -1 (never correct), their decision steps alone in the medians
+        check_intensities(budget_x, model.sizes[0])
+        if len(budget_x) == 0:
+            raise ValueError("budget_x needs at least one sample (or None: the budget on x)")
+        free_x = budget_x
+        budget_x = torch.as_tensor(budget_x, device=x.device)
+        x = torch.cat([x, budget_x.to(x.dtype)])
+        y = torch.cat([y, torch.full((len(budget_x),), -1, dtype=torch.int64, device=x.device)])
+        in_budget = torch.arange(len(y), device=x.device) >= n_scored
+    else:
+        free_x, in_budget = None, None
+    n_median = len(y) - n_scored if in_budget is not None else n_scored
     log = log or (lambda msg: None)
     budget = max_median_step is not None
     if budget:          # the unconstrained optimum, when it meets the budget: a looser budget never scores less
         free_model = copy.deepcopy(model)
-        free = calibrate(free_model, x, y, batch_size)
+        free = calibrate(free_model, x[:n_scored], y[:n_scored], batch_size, budget_x=free_x)
         if free["median_step_after"] <= max_median_step:
             for off, f in zip(model.threshold_offsets, free_model.threshold_offsets):
                 off.copy_(f)
@@ -549,7 +569,8 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
             log(_calibration_line(result, model, ": met without it"))
             return result
     sign_w = [signs(w.detach()) for w in model.weights]                  # for the layers after a candidate
-    chunks = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
+    chunks = [(x[i:i + batch_size], y[i:i + batch_size], None if in_budget is None else in_budget[i:i + batch_size])
+              for i in range(0, len(y), batch_size)]
     last = len(model.weights) - 1
     fits = (lambda h: _median_step(h) <= max_median_step) if budget else (lambda h: True)
     # the output shifts a candidate is scored with: 0 alone without a budget, else every legal one up to +16
@@ -565,14 +586,14 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         while window:
             correct = torch.zeros(len(window), len(us), dtype=torch.int64)
             hist = torch.zeros(len(window), len(us), steps + 1, dtype=torch.int64)
-            for xb, yb in chunks:
+            for xb, yb, mb in chunks:
                 v = membrane(xb, ths, li)
                 for k, d in enumerate(window):
                     t = first_spikes(v, ths[li] + d)
                     for lj in range(li + 1, last):
                         t = first_spikes(membrane_of(t, sign_w[lj], steps), ths[lj])
                     v_out = membrane_of(t, sign_w[last], steps)
-                    c, h = _scan_outputs(v_out, yb, ths[last], us, steps)
+                    c, h = _scan_outputs(v_out, yb, ths[last], us, steps, mb)
                     correct[k] += c
                     hist[k] += h
             for k, d in enumerate(window):
@@ -586,7 +607,7 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
                 window = list(range(max(min(scored) - len(HIDDEN_OFFSETS), lo_d), min(scored)))
                 if not window:
                     raise ValueError(f"no thresholds give a median decision step <= {max_median_step} on these "
-                                     f"{len(y)} samples (hidden layer {li}: offsets {min(scored)}.."
+                                     f"{n_median} samples (hidden layer {li}: offsets {min(scored)}.."
                                      f"{max(scored)}, each with the output thresholds shifted by {us[0]}..{us[-1]})")
             # the best at the edge of what was tried: try the next offsets out that way
             elif best == max(scored) and best < hi_d:
@@ -600,16 +621,16 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
             _set_thresholds(model, last, ths[last] + scored[best][1])
 
     ths = model.integer_thresholds()
-    v = torch.cat([membrane(xb, ths, last).to(torch.int32) for xb, _ in chunks])     # (N, T, n_out): |V| <= n_in
-    labels, v_last = torch.cat([yb for _, yb in chunks]), v[:, -1]
+    v = torch.cat([membrane(xb, ths, last).to(torch.int32) for xb, _, _ in chunks])  # (N, T, n_out): |V| <= n_in
+    labels, v_last = y, v[:, -1]
     theta = ths[last].clone()
     if last == 0:                                # no hidden layer: the budget's start is the best output shift
         us = shifts(theta)
-        correct, hist = _scan_outputs(v, labels, theta, us, steps)
+        correct, hist = _scan_outputs(v, labels, theta, us, steps, in_budget)
         before, before_hist = int(correct[us.index(0)]), hist[us.index(0)]
         ok = [i for i in range(len(us)) if fits(hist[i])]
         if not ok:
-            raise ValueError(f"no thresholds give a median decision step <= {max_median_step} on these {len(y)} "
+            raise ValueError(f"no thresholds give a median decision step <= {max_median_step} on these {n_median} "
                              f"samples (the output thresholds shifted by {us[0]}..{us[-1]})")
         theta += us[max(ok, key=lambda i: (int(correct[i]), -abs(us[i])))]
     t = first_spikes(v, theta)
@@ -628,7 +649,7 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
                 trial[:, j] = first_spikes(v[:, :, j], theta[j] + d)
                 pred, first = decided(trial)
                 c = int((pred == labels).sum())
-                if c > now and fits(_step_hist(first, steps)):
+                if c > now and fits(_step_hist(first, steps, in_budget)):
                     now, pick = c, (d, trial)
             if pick is not None:
                 theta[j] += pick[0]
@@ -637,11 +658,12 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         if not changed:
             break
     _set_thresholds(model, last, theta)
-    median_after = _median_step(_step_hist(decided(t)[1], steps))
+    median_after = _median_step(_step_hist(decided(t)[1], steps, in_budget))
     offsets = [int(o[0]) if li < last else o.tolist() for li, o in enumerate(model.threshold_offsets)]
-    result = {"samples": int(len(labels)), "correct_before": before, "correct_after": now,
+    result = {"samples": n_scored, "correct_before": before, "correct_after": now,
               "median_step_before": _median_step(before_hist), "median_step_after": median_after,
-              "max_median_step": max_median_step, "offsets": offsets}
+              "max_median_step": max_median_step, "median_samples": n_median,
+              "median_on": "training" if in_budget is None else "held-out", "offsets": offsets}
     log(_calibration_line(result, model))
     return result
 
@@ -649,8 +671,9 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def _calibration_line(cal: dict, model: BSTDGNet, note: str = "") -> str:
     """The log line of a :func:`calibrate` result (``note``: after the budget, why it holds)."""
     n, budget = cal["samples"], cal["max_median_step"]
+    where = f" on {cal['median_samples']} held-out samples" if cal.get("median_on") == "held-out" else ""
     return (f"threshold calibration on {n} training samples: {100 * cal['correct_before'] / n:.2f}% -> "
-            f"{100 * cal['correct_after'] / n:.2f}%, median decision step {cal['median_step_after']:g}"
+            f"{100 * cal['correct_after'] / n:.2f}%, median decision step {cal['median_step_after']:g}{where}"
             f"{'' if budget is None else f' (budget {budget}{note})'}, thresholds {model.threshold_summary()}")
 
 
@@ -771,10 +794,19 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
 
     # The export is calibrated, the checkpoint is not: a resumed finished run, or from_checkpoint, calibrates the same
     # way from the same state.
-    calibration = calibrate(model, xtr_t, ytr_t, log=log, max_median_step=cfg.bstdg_decision_step) \
-        if cfg.bstdg_calibrate else None
+    calibration = calibrate(model, xtr_t, ytr_t, log=log, max_median_step=cfg.bstdg_decision_step,
+                            budget_x=_held_out(cfg, device)) if cfg.bstdg_calibrate else None
     return _finish(cfg, model, history, sizes, len(ytr), xte_t, yte, device, started, out, checkpoint, log,
                    calibration)
+
+
+def _held_out(cfg, device) -> torch.Tensor | None:
+    """The held-out images (``--val-samples``, never trained on), on which the calibration's decision budget and
+    medians count; None without them."""
+    if not cfg.val_samples:
+        return None
+    from .trainer import validation_split
+    return torch.from_numpy(validation_split(cfg)[2]).to(device)
 
 
 def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, out, checkpoint, log,
@@ -856,6 +888,7 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
         off.zero_()
     log = log or (lambda msg: None)
     calibration = calibrate(model, torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device), log=log,
-                            max_median_step=cfg.bstdg_decision_step) if cfg.bstdg_calibrate else None
+                            max_median_step=cfg.bstdg_decision_step,
+                            budget_x=_held_out(cfg, device)) if cfg.bstdg_calibrate else None
     return _finish(cfg, model, list(state["history"]), sizes, len(ytr), torch.from_numpy(xte).to(device), yte, device,
                    started, out, None, log, calibration)

@@ -189,7 +189,8 @@ def _read_config(path) -> dict:
                    "(hidden layers one offset each, output neurons one each).  [default: on]")
 @click.option("--bstdg-decision-step", type=int,
               help="bstdg: a decision budget for that calibration: the best accuracy whose median decision step on "
-                   "the training split is at most this (earlier decisions, fewer cycles).  [default: none]")
+                   "the training split (on the held-out images with --val-samples) is at most this (earlier "
+                   "decisions, fewer cycles).  [default: none]")
 @click.option("--epochs", "-e", type=int, help="[default: 30; 5 with --method bstdg]")
 @click.option("--batch-size", "-b", type=int, help="[default: 64; 16 with --method bstdg]")
 @click.option("--lr", type=float, help="Adam learning rate, cosine decay.  [default: 0.005]")

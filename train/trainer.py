@@ -97,6 +97,7 @@ class TrainConfig:
     bstdg_finetune_lr: float | None = None   # bstdg: Adam lr of those epochs (None: lr / 5), a fresh cosine decay
     bstdg_calibrate: bool = False       # bstdg: then calibrate the integer thresholds on the training split (on)
     bstdg_decision_step: int | None = None   # bstdg: the calibration keeps the median decision step <= this
+                                             # (on the held-out images with val_samples, else the training split)
     bisnn_members: int = 8              # bisnn: S, weight sets sampled from the posterior into the artifact
     bisnn_member_seed: int = 0          # bisnn: seed of those samples
     bisnn_tau: float = 1.0              # bisnn: temperature of the concrete relaxation
