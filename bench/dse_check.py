@@ -13,6 +13,7 @@ measured LUT4, FF and block RAMs with the error. Targets of the issue: LUT4 with
     .venv/bin/python bench/dse_check.py --no-check --choose --pnr --max-width 256 --logic-rom-bits 1024 --targets ice40
                                                          # the UP5K's block-RAM-bandwidth point (issue 11)
     .venv/bin/python bench/dse_check.py --only 0,3,8    # some points (indices of POINTS)
+    .venv/bin/python bench/dse_check.py --holdout       # 6 points the coefficients were not fitted on
 
 The coefficients in hdl/dse.py were fitted on these points, so the table's error is in-sample; ``--fit`` prints the
 leave-one-out error too (each point predicted by coefficients fitted without it), the honest figure for a network
@@ -29,7 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-NETS = {"784-128-10": ([784, 128, 10], 16), "64-128-10": ([64, 128, 10], 16), "32-64-10": ([32, 64, 10], 8)}
+NETS = {"784-128-10": ([784, 128, 10], 16), "64-128-10": ([64, 128, 10], 16), "32-64-10": ([32, 64, 10], 8),
+        "128-64-10": ([128, 64, 10], 16), "256-32-10": ([256, 32, 10], 16), "196-100-10": ([196, 100, 10], 8),
+        "400-200-10": ([400, 200, 10], 16)}
 # (network, target, device, P per layer, W per layer[, HwConfig options]); every point is in the coefficients' fit
 # (docs/dse.md: the in-sample and the leave-one-out error)
 POINTS = [
@@ -62,6 +65,15 @@ POINTS = [
     # the DSE's own choices for 784-128-10 (2026-11-28, --choose): placed, they were 6.4 % and 18.2 % off
     ("784-128-10", "ice40", "up5k", [1, 1], [56, 64]),
     ("784-128-10", "ecp5", "25k", [16, 10], [61, 32]),
+]
+# Points the coefficients were not fitted on (--holdout): other networks and foldings, the model's out-of-sample error
+HOLDOUT = [
+    ("128-64-10", "ice40", "up5k", [2, 1], [32, 16]),
+    ("256-32-10", "ecp5", "25k", [8, 1], [16, 16]),
+    ("784-128-10", "ice40", "up5k", [1, 1], [49, 32]),
+    ("64-128-10", "ecp5", "25k", [2, 2], [32, 32]),
+    ("196-100-10", "ice40", "up5k", [4, 2], [28, 20]),
+    ("400-200-10", "ecp5", "25k", [8, 2], [50, 40]),
 ]
 CHOICE_TARGETS = (("ice40", "up5k"), ("ecp5", "25k"))
 
@@ -129,7 +141,8 @@ def fit(rows, target, kind, fixed=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default=None, help="comma-separated indices of POINTS")
+    ap.add_argument("--only", default=None, help="comma-separated indices of POINTS (of HOLDOUT with --holdout)")
+    ap.add_argument("--holdout", action="store_true", help="the points the coefficients were not fitted on")
     ap.add_argument("--fit", action="store_true", help="refit the coefficients; print them and the LOO error")
     ap.add_argument("--choose", action="store_true", help="the DSE's choice for 784-128-10 T=16 on UP5K / ECP5-25F")
     ap.add_argument("--pnr", action="store_true", help="with --choose: place-and-route the chosen points")
@@ -140,13 +153,16 @@ def main(argv=None):
     ap.add_argument("--targets", default=",".join(t for t, _ in CHOICE_TARGETS), help="with --choose: ice40,ecp5")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
+    if args.holdout and args.fit:
+        ap.error("--fit fits POINTS; --holdout checks the coefficients on points they were not fitted on")
+    points = HOLDOUT if args.holdout else POINTS
     say = (lambda s: print(s, file=sys.stderr, flush=True))
     out = {}
     if not args.no_check:
-        idx = range(len(POINTS)) if args.only is None else [int(x) for x in args.only.split(",")]
+        idx = range(len(points)) if args.only is None else [int(x) for x in args.only.split(",")]
         rows = []
         for i in idx:
-            rows.append(dict(run_point(POINTS[i], say), index=i))
+            rows.append(dict(run_point(points[i], say), index=i))
         print(f"{'#':>2} {'network':<11} {'target':<6} {'P':<8} {'W':<8} {'LUT4 pred':>9} {'meas':>6} {'err':>7} "
               f"{'FF pred':>8} {'meas':>6} {'err':>7} {'BRAM pred':>9} {'meas':>5}")
         for r in rows:
