@@ -79,7 +79,7 @@ def draw(count: int, seed: int) -> list[tuple[int, int, str, str]]:
         w = int(np.exp(rng.uniform(0, np.log(1024))))
         if d * w <= MAX_BITS:
             out.append((d, w, str(rng.choice(["rom", "ram"])), str(rng.choice(TARGETS))))
-    return out[:count] if count < len(out) else out
+    return out[:count]
 
 
 def measure(depth: int, width: int, kind: str, target: str, seed: int = 0) -> dict:

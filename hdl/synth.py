@@ -646,8 +646,9 @@ class _RamDef:
     """One memory cell of a Yosys memory library (techlibs/ice40/brams.txt, techlibs/lattice/brams_16kd.txt and
     lutrams_trellis.txt): ``abits`` address bits at the narrowest data width, ``dbits`` its data widths (index i:
     depth 2**(abits - i)), ``cost`` per cell, ``byte`` the write-enable granularity (0: the whole word), whether a
-    RAM may use it (``ram``), a ROM (``rom``), and a RAM's narrowest data width (``ram_min_width``: PDPW16KD's write
-    port is 36 bits wide; narrower writes are emulated through its 9-bit byte enables, which needs >= 9)."""
+    RAM may use it (``ram``), a ROM (``rom``), a RAM's narrowest data width (``ram_min_width``: PDPW16KD's write
+    port is 36 bits wide; narrower writes are emulated through its 9-bit byte enables, which needs >= 9), and where a
+    memory mapped to it lands (``placement``: "block" RAM or "lutram")."""
     name: str
     abits: int
     dbits: tuple
@@ -656,19 +657,20 @@ class _RamDef:
     ram: bool = True
     rom: bool = True
     ram_min_width: int = 0
+    placement: str = "block"
 
 
 # In the order synth_ice40 / synth_ecp5 hand the libraries to memory_libmap (LUT RAM before block RAM), which picks
 # the first cheapest on a tie.
 _RAM_DEFS = {
     "ice40": (_RamDef("SB_RAM40_4K", 11, (2, 4, 8, 16), 64, byte=1),),
-    "ecp5": (_RamDef("TRELLIS_DPR16X4", 4, (4,), 4, rom=False),        # prune_rom: never a ROM
+    "ecp5": (_RamDef("TRELLIS_DPR16X4", 4, (4,), 4, rom=False, placement="lutram"),   # prune_rom: never a ROM
              _RamDef("DP16KD", 14, (1, 2, 4, 9, 18), 128, byte=9),
              _RamDef("PDPW16KD", 14, (1, 2, 4, 9, 18, 36), 128, byte=9, ram_min_width=9)),
 }
 # Block RAM shapes (depth, width) per target, from the library: iCE40 SB_RAM40_4K (4 kbit) 2048x2 .. 256x16; ECP5
 # DP16KD / PDPW16KD (18 kbit, the 9/18/36-bit widths use the parity bits) 16384x1 .. 512x36.
-BRAM_SHAPES = {t: sorted({(1 << (d.abits - i), u) for d in defs if d.name != "TRELLIS_DPR16X4"
+BRAM_SHAPES = {t: sorted({(1 << (d.abits - i), u) for d in defs if d.placement == "block"
                           for i, u in enumerate(d.dbits)}, key=lambda s: s[1]) for t, defs in _RAM_DEFS.items()}
 # memory_libmap's per-bit cost of a memory left to soft logic (its defaults), and its weights on the logic a mapping
 # adds around the cells: a read multiplexer bit and a write-enable decoder output cost 0.5 each, an emulation point 2;
@@ -727,8 +729,7 @@ def libmap(depth: int, width: int, kind: str, target: str) -> Mapping:
             cost = (d.cost * cells + _FACTOR_MUX * (deep - 1) * width
                     + (_FACTOR_DEMUX * deep if kind == "ram" and deep > 1 else 0) + _UNSHARED_READ)
             if cfg is None or cost < cfg.cost:
-                cfg = Mapping("lutram" if d.name == "TRELLIS_DPR16X4" else "block", d.name, cells,
-                              1 << (d.abits - i), unit, deep, cost)
+                cfg = Mapping(d.placement, d.name, cells, 1 << (d.abits - i), unit, deep, cost)
         if cfg is not None and cfg.cost < best.cost:
             best = cfg
     return best
@@ -1114,8 +1115,9 @@ def print_report(res: dict, console=None) -> None:
     plan = res.get("memory_plan")
     if plan:
         mt = Table(title="memories (placement as generated; block RAMs each takes, as Yosys' memory_libmap maps it)")
+        left = ("memory", "kind", "placement", "cells at (ranges)")
         for col in ("memory", "kind", "depth x width", "bits", "placement", "block RAMs", "cells at (ranges)"):
-            mt.add_column(col, justify="left" if col in ("memory", "kind", "placement", "cells at (ranges)") else "right")
+            mt.add_column(col, justify="left" if col in left else "right")
         for row in plan:
             shape = row.get("cell_shape")
             mt.add_row(row["name"], row["kind"] or "", f"{row['depth']:,} x {row['width']}", f"{row['bits']:,}",

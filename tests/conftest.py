@@ -5,6 +5,9 @@
 --waves                       write an FST wave file for every cocotb bench run (path printed in the test output)
 """
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 
@@ -73,3 +76,15 @@ def in_forked_child():
             if child.is_alive():
                 child.kill()
     return run
+
+
+@pytest.fixture
+def load_bench():
+    """A script of bench/ as a module (bench/ is not a package): ``load_bench("decision_bound")``."""
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

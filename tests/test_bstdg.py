@@ -555,16 +555,11 @@ def test_resume_equals_uninterrupted(tmp_path, epochs, finetune):
                   progress=False)
 
 
-def test_decision_bound_policy():
+def test_decision_bound_policy(load_bench):
     """bench/decision_bound.py's pieces: the arrived input is the latency code cut at step k, and the anytime policy
     decides each image at its first confident step (the last step otherwise), counting correct answers there."""
-    import importlib.util
-    from pathlib import Path
     from bsnn_hw.contract import latency_step
-    path = Path(__file__).resolve().parent.parent / "bench" / "decision_bound.py"
-    spec = importlib.util.spec_from_file_location("decision_bound", path)
-    bound = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bound)
+    bound = load_bench("decision_bound")
 
     x = np.array([[0, 255, 128, 1]])
     t = latency_step(x, 8)                                   # [-1, 0, 3, 7]: 0 never spikes

@@ -450,16 +450,6 @@ def test_libmap_refuses_what_it_cannot_map(args, err, msg):
     assert str(e.value) == msg
 
 
-def _libmap_bench():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "bench" / "libmap_check.py"
-    spec = importlib.util.spec_from_file_location("libmap_check", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 @needs_yosys
 @pytest.mark.parametrize("depth, width, kind, target", [
     (128, 16, "ram", "ecp5"),     # a DP16KD, not 32 LUT RAM cells (the old rule's tie)
@@ -467,10 +457,10 @@ def _libmap_bench():
     (16385, 1, "rom", "ecp5"),    # 9 ranges of 2,048 x 9 packed into one cell
     (1025, 18, "rom", "ice40"),   # 5 ranges of 256 x 16 in 6 EBRs
 ])
-def test_libmap_agrees_with_yosys(depth, width, kind, target):
+def test_libmap_agrees_with_yosys(depth, width, kind, target, load_bench):
     """Yosys on one memory alone (bench/libmap_check.py's probe) uses the block RAMs and LUT RAM cells the rule says;
     the bench draws 128 such memories over the whole range (docs/synthesis.md)."""
-    bench = _libmap_bench()
+    bench = load_bench("libmap_check")
     got = bench.measure(depth, width, kind, target)
     want = bench.predicted(depth, width, kind, target)
     assert (got["bram"], got["lutram"]) == (want["bram"], want["lutram"])
@@ -478,9 +468,9 @@ def test_libmap_agrees_with_yosys(depth, width, kind, target):
 
 @needs_yosys
 @pytest.mark.slow
-def test_libmap_agrees_with_yosys_over_the_range(capsys):
+def test_libmap_agrees_with_yosys_over_the_range(capsys, load_bench):
     """bench/libmap_check.py's full draw: every corner on both targets and kinds, then log-uniform draws."""
-    assert _libmap_bench().main(["--count", "128"]) == 0, capsys.readouterr().out[-3000:]
+    assert load_bench("libmap_check").main(["--count", "128"]) == 0, capsys.readouterr().out[-3000:]
 
 
 @needs_yosys

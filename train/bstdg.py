@@ -545,23 +545,20 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
         check_int("max_median_step", max_median_step, 0, steps - 1, f"a decision step of T = {steps}")
     y = torch.as_tensor(y, device=x.device).to(torch.int64)
     n_scored = len(y)
+    in_budget = None            # all samples count in the medians
     if budget_x is not None:    # appended with label -1 (never correct), their decision steps alone in the medians
         check_intensities(budget_x, model.sizes[0])
         if len(budget_x) == 0:
             raise ValueError("budget_x needs at least one sample (or None: the budget on x)")
-        free_x = budget_x
-        budget_x = torch.as_tensor(budget_x, device=x.device)
-        x = torch.cat([x, budget_x.to(x.dtype)])
+        x = torch.cat([x, torch.as_tensor(budget_x, device=x.device).to(x.dtype)])
         y = torch.cat([y, torch.full((len(budget_x),), -1, dtype=torch.int64, device=x.device)])
         in_budget = torch.arange(len(y), device=x.device) >= n_scored
-    else:
-        free_x, in_budget = None, None
     n_median = len(y) - n_scored if in_budget is not None else n_scored
     log = log or (lambda msg: None)
     budget = max_median_step is not None
     if budget:          # the unconstrained optimum, when it meets the budget: a looser budget never scores less
         free_model = copy.deepcopy(model)
-        free = calibrate(free_model, x[:n_scored], y[:n_scored], batch_size, budget_x=free_x)
+        free = calibrate(free_model, x[:n_scored], y[:n_scored], batch_size, budget_x=budget_x)
         if free["median_step_after"] <= max_median_step:
             for off, f in zip(model.threshold_offsets, free_model.threshold_offsets):
                 off.copy_(f)
@@ -671,7 +668,7 @@ def calibrate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def _calibration_line(cal: dict, model: BSTDGNet, note: str = "") -> str:
     """The log line of a :func:`calibrate` result (``note``: after the budget, why it holds)."""
     n, budget = cal["samples"], cal["max_median_step"]
-    where = f" on {cal['median_samples']} held-out samples" if cal.get("median_on") == "held-out" else ""
+    where = f" on {cal['median_samples']} held-out samples" if cal["median_on"] == "held-out" else ""
     return (f"threshold calibration on {n} training samples: {100 * cal['correct_before'] / n:.2f}% -> "
             f"{100 * cal['correct_after'] / n:.2f}%, median decision step {cal['median_step_after']:g}{where}"
             f"{'' if budget is None else f' (budget {budget}{note})'}, thresholds {model.threshold_summary()}")
