@@ -58,6 +58,8 @@ def main(argv=None) -> int:
                     help="error pushing quiet hidden neurons to fire (0: none, as before)")
     ap.add_argument("--min-rate", type=float, default=BASE.bstdg_min_rate,
                     help="firing rate below which a hidden neuron is quiet")
+    ap.add_argument("--pull", type=float, default=BASE.bstdg_pull,
+                    help="fine-tune weight of a one-step-earlier target on the samples right by gamma (--bstdg-pull)")
     ap.add_argument("--finetune", type=int, default=BASE.bstdg_finetune,
                     help="epochs after --epochs with the thresholds frozen (--bstdg-finetune)")
     ap.add_argument("--finetune-lr", type=float, help="Adam lr of those epochs (default: --lr / 5)")
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
                               bstdg_deadline=args.deadline, bstdg_lead=args.lead, bstdg_backward=args.backward,
                               bstdg_timing=args.timing, bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               bstdg_finetune=args.finetune, bstdg_finetune_lr=args.finetune_lr,
+                              bstdg_pull=args.pull,
                               bstdg_calibrate=args.calibrate, bstdg_decision_step=args.decision_step,
                               seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,65 @@ def test_lead_moves_the_correct_target_ahead_of_every_other_class():
     assert bstdg.targets(t, y, 16, gamma=1.0, deadline=1, lead=2.0)[:, 0].tolist() == [1, 16, 0, 3, 0, 1]
 
 
+def test_pull_asks_sure_samples_for_an_earlier_correct_spike():
+    """A sample is sure when its correct class fires and every other class fires >= margin steps later (or never):
+    its correct target becomes t_c - 1 (not below 0); every other entry keeps the target it was given."""
+    t = torch.tensor([[5., 8., 16., 16.], [5., 7., 16., 16.], [16., 3., 16., 16.], [0., 16., 16., 16.],
+                      [2.5, 16., 16., 5.5], [9., 16., 4., 16.]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 0, 0, 2])
+    base = bstdg.targets(t, y, 16, gamma=3.0, deadline=None, lead=2.0)
+    got, sure = bstdg.pull_targets(t, y, base, 16, margin=3.0)
+    assert sure.tolist() == [True, False, False, True, True, True]
+    assert got[torch.arange(6), y].tolist() == [4.0, base[1, 0].item(), base[2, 0].item(), 0.0, 1.5, 3.0]
+    others = torch.ones_like(t, dtype=torch.bool)
+    others[torch.arange(6), y] = False
+    assert torch.equal(got[others], base[others])
+
+
+def test_pull_weights_the_sure_samples_errors():
+    """With pull = 0 the relative targets give a sure sample no error at all; with pull > 0 its gradient (every layer,
+    weights and threshold factors) is the pull times that of its one-step-earlier target, and a sample that is not
+    sure keeps its own gradient."""
+    torch.manual_seed(5)
+    model = bstdg.BSTDGNet([64, 30, 10], timesteps=12, threshold_init=0.3)
+    x, y = data.load_dataset("digits", "train")
+    rec = model.run_times(bstdg.input_times(torch.from_numpy(x[:300]), 12))
+    t = rec[-1]["t"].double()
+    labels = torch.from_numpy(y[:300])
+    # relabel each sample as the class that fired first, so that some are sure and some are not
+    first = torch.argmin(rec[-1]["t"], 1)
+    _, sure = bstdg.pull_targets(t, first, t, 12, margin=2.0)
+    assert bool(sure.any()) and bool((~sure).any())
+    only_sure = [{k: v[sure] for k, v in r.items()} for r in rec]
+    _, g0, f0, _ = bstdg.gradients(model, only_sure, first[sure], 2.0, None, lead=0.0, pull=0.0)
+    assert all(bool((g == 0).all()) for g in g0) and bool((f0 == 0).all())
+    _, g_half, f_half, _ = bstdg.gradients(model, only_sure, first[sure], 2.0, None, lead=0.0, pull=0.5)
+    _, g_quarter, f_quarter, _ = bstdg.gradients(model, only_sure, first[sure], 2.0, None, lead=0.0, pull=0.25)
+    assert all(bool((g != 0).any()) for g in g_half)
+    for a, b in zip(g_half, g_quarter):
+        torch.testing.assert_close(a, 2 * b)
+    torch.testing.assert_close(f_half, 2 * f_quarter)
+    # the others: their gradient with any pull is the one without (their targets and weights are untouched)
+    rest = [{k: v[~sure] for k, v in r.items()} for r in rec]
+    _, g_rest0, _, _ = bstdg.gradients(model, rest, labels[~sure], 2.0, None, pull=0.0)
+    _, g_rest, _, _ = bstdg.gradients(model, rest, labels[~sure], 2.0, None, pull=0.5)
+    for a, b in zip(g_rest0, g_rest):
+        torch.testing.assert_close(a, b)
+
+
+def test_pull_acts_in_the_finetune_only(monkeypatch):
+    pulls = []
+    real = bstdg.gradients
+
+    def spy(*a, **k):
+        pulls.append(a[10] if len(a) > 10 else k.get("pull", 0.0))
+        return real(*a, **k)
+    monkeypatch.setattr(bstdg, "gradients", spy)
+    bstdg.fit(bstdg.config(**dict(TINY, epochs=1, bstdg_finetune=1, bstdg_pull=0.3)), progress=False)
+    n = len(pulls) // 2
+    assert pulls == [0.0] * n + [0.3] * n
+
+
 def test_crossing_times_interpolate_within_the_firing_step():
     """t_j - 1 + (theta - V[t_j - 1]) / (V[t_j] - V[t_j - 1]), V[-1] = 0; a silent neuron: T."""
     v = torch.tensor([[[0., 3., 0., 9.], [4., 5., 0., 9.], [10., 9., 0., 9.], [12., 13., 0., 9.]]])   # (1, T=4, 4)
@@ -462,6 +521,9 @@ def test_cli_method_bstdg(tmp_path):
     (["--bstdg-timing", "late"], "Invalid value for '--bstdg-timing'"),
     (["--bstdg-finetune", "-1"], "finetune must be a number of epochs >= 0, not -1"),
     (["--bstdg-finetune-lr", "0"], "finetune lr must be positive, not 0.0"),
+    (["--bstdg-pull", "-0.1"], "pull must be a weight in [0, 1] (0: none), not -0.1"),
+    (["--bstdg-pull", "1.5"], "pull must be a weight in [0, 1] (0: none), not 1.5"),
+    (["--bstdg-pull", "0.1", "--bstdg-finetune", "0"], "pull acts in the fine-tune epochs"),
 ])
 def test_cli_bad_combinations(tmp_path, args, message):
     out = tmp_path / "m.bsnn"

@@ -21,7 +21,10 @@ alone, following BS4NN (Kheradpisheh et al., the documented rule closest to seed
   ``d(log f) = sum_j delta_j V_j(t_j) / theta``. These are gradients (of 0.5 * sum_j (t_j - t_target_j)^2 / T^2,
   with dt_j / dV_j = -1) handed to Adam.
 - fine-tune (``bstdg_finetune`` epochs after the main ones): the threshold factors frozen, the latent weights on a
-  fresh Adam and cosine decay from ``bstdg_finetune_lr``; left free over long schedules the thresholds drift.
+  fresh Adam and cosine decay from ``bstdg_finetune_lr``; left free over long schedules the thresholds drift. With
+  ``bstdg_pull`` > 0 the fine-tune also asks the samples the network gets right by ``gamma`` steps or more for a
+  correct spike one step earlier, weighted by the pull (:func:`pull_targets`): earlier decisions, bought with the
+  weights while the thresholds stay where they are.
 - threshold calibration (``bstdg_calibrate``, :func:`calibrate`) after the last epoch, for the export: integer
   offsets on the trained thresholds (one per hidden layer, one per output neuron), chosen for the training split's
   accuracy under the exact integer forward pass; the loss rewards early spikes and its thresholds settle too low.
@@ -104,6 +107,10 @@ def check_config(cfg) -> None:
     need(cfg.bstdg_backward in BACKWARD, f"backward must be one of {', '.join(BACKWARD)}, not "
          f"{cfg.bstdg_backward!r}")
     need(cfg.bstdg_timing in TIMING, f"timing must be one of {', '.join(TIMING)}, not {cfg.bstdg_timing!r}")
+    need(0 <= cfg.bstdg_pull <= 1 and math.isfinite(cfg.bstdg_pull),
+         f"pull must be a weight in [0, 1] (0: none), not {cfg.bstdg_pull}")
+    need(cfg.bstdg_pull == 0 or cfg.bstdg_finetune > 0,
+         "pull acts in the fine-tune epochs (thresholds frozen): it needs --bstdg-finetune > 0")
     need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
          f"revive must be >= 0, not {cfg.bstdg_revive}")
     need(0 < cfg.bstdg_min_rate <= 1, f"min rate must be in (0, 1], not {cfg.bstdg_min_rate}")
@@ -345,6 +352,21 @@ def targets(t_out: torch.Tensor, labels: torch.Tensor, steps: int, gamma: float,
     return torch.where(correct, goal[:, None], target)
 
 
+def pull_targets(t_out: torch.Tensor, labels: torch.Tensor, target: torch.Tensor, steps: int,
+                 margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pull toward earlier decisions (``bstdg_pull``): on a *sure* sample - the correct class fires and every
+    other class fires at least ``margin`` steps after it (or not at all) - the correct class's target becomes one step
+    before its spike time (not below 0). Returns (the targets, ``target`` with those entries moved; the sure mask (B,)).
+    The relative targets alone never ask a sure sample for an earlier spike: its error is 0 whatever its time."""
+    t = t_out.double()
+    correct = F.one_hot(labels, t.shape[1]).bool()
+    t_c = t.gather(1, labels[:, None])[:, 0]
+    t_other = torch.where(correct, float(steps), t).min(1).values
+    sure = (t_c < steps) & (t_other - t_c >= margin)
+    goal = torch.where(sure, torch.clamp(t_c - 1, min=0), target.gather(1, labels[:, None])[:, 0].double())
+    return torch.where(correct, goal[:, None], target), sure
+
+
 def crossing_times(r: dict, theta, steps: int) -> torch.Tensor:
     """Output spike times for the error (``bstdg_timing = "interpolated"``): a neuron that first fires at step t
     (V[t] > theta >= V[t-1], V[-1] = 0) crossed theta at ``t - 1 + (theta - V[t-1]) / (V[t] - V[t-1])``, in [t - 1, t),
@@ -365,21 +387,29 @@ def _normalise(d: torch.Tensor) -> torch.Tensor:
 
 
 def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, backward: str = "latent",
-              revive: float = 0.0, min_rate: float = 0.05, lead: float = 0.0, timing: str = "step"):
+              revive: float = 0.0, min_rate: float = 0.05, lead: float = 0.0, timing: str = "step",
+              pull: float = 0.0):
     """Spike-time gradients of every latent weight matrix and of the log threshold factors: (loss, [dW per layer],
     d log f per layer, [d log f per neuron, per layer] (empty without per-neuron factors)). With ``revive`` > 0, a
     hidden neuron whose running firing fraction (:meth:`BSTDGNet.track_rates`) is below ``min_rate`` also gets the
     error -revive on each sample where it stays silent, through every input that spiked: its incoming weights from
     them rise and it fires again. ``timing`` "interpolated": the output errors on :func:`crossing_times` instead of
-    the spike steps."""
+    the spike steps. With ``pull`` > 0, the sure samples (:func:`pull_targets`, margin ``gamma``) ask their correct
+    class for a spike one step earlier, their errors (normalised per sample in every layer, as all) weighted by
+    ``pull``, every other sample's by 1."""
     steps = model.timesteps
     t_out = rec[-1]["t"]
     t_err = crossing_times(rec[-1], model.integer_thresholds()[-1], steps) if timing == "interpolated" \
         else t_out.double()
     target = targets(t_err, labels, steps, gamma, deadline, lead)
+    weight = None
+    if pull > 0:
+        target, sure = pull_targets(t_err, labels, target, steps, gamma)
+        weight = torch.where(sure, pull, 1.0).float()[:, None]
+    normalise = _normalise if weight is None else (lambda d: _normalise(d) * weight)
     delta = ((target - t_err) / steps).float()
     loss = 0.5 * float((delta ** 2).sum(1).mean())
-    delta = _normalise(delta)
+    delta = normalise(delta)
     batch = t_out.shape[0]
     dev = t_out.device
     ar = torch.arange(steps, device=dev)
@@ -415,7 +445,7 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
             bi, ii = (t_in < steps).nonzero(as_tuple=True)
             d_in = torch.zeros(batch, n_in, device=dev)
             d_in[bi, ii] = (causal[bi * steps + t_in[bi, ii]] * w.t()[ii]).sum(1)
-            delta = _normalise(d_in)
+            delta = normalise(d_in)
     if revive > 0:
         for li in range(len(model.weights) - 1):
             r = rec[li]
@@ -755,7 +785,8 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
                 model.track_rates(rec)
                 loss, grads, g_factor, g_neuron = gradients(model, rec, labels, cfg.bstdg_gamma, cfg.bstdg_deadline,
                                                             cfg.bstdg_backward, cfg.bstdg_revive, cfg.bstdg_min_rate,
-                                                            cfg.bstdg_lead, cfg.bstdg_timing)
+                                                            cfg.bstdg_lead, cfg.bstdg_timing,
+                                                            cfg.bstdg_pull if finetune else 0.0)
                 for w, g in zip(model.weights, grads):
                     w.grad = g
                 model.log_factor.grad = g_factor

@@ -25,7 +25,7 @@ _FLAG_FIELDS = {
     "label_smoothing": "label_smoothing", "init_from": "init_from",
     "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
-    "bstdg_lead": "bstdg_lead", "bstdg_timing": "bstdg_timing",
+    "bstdg_lead": "bstdg_lead", "bstdg_timing": "bstdg_timing", "bstdg_pull": "bstdg_pull",
     "bstdg_backward": "bstdg_backward", "bstdg_revive": "bstdg_revive", "bstdg_min_rate": "bstdg_min_rate",
     "bstdg_finetune": "bstdg_finetune", "bstdg_finetune_lr": "bstdg_finetune_lr",
     "bstdg_calibrate": "bstdg_calibrate", "bstdg_decision_step": "bstdg_decision_step",
@@ -176,6 +176,9 @@ def _read_config(path) -> dict:
 @click.option("--bstdg-timing", type=click.Choice(["interpolated", "step"]),
               help="bstdg: output errors on the threshold crossing interpolated within its step, or on the step "
                    "(BS4NN).  [default: interpolated]")
+@click.option("--bstdg-pull", type=float,
+              help="bstdg: in the fine-tune, ask the samples already right by --bstdg-gamma steps for a spike one "
+                   "step earlier, with this weight in [0, 1] (earlier decisions).  [default: 0]")
 @click.option("--bstdg-revive", type=float,
               help="bstdg: error that pushes quiet hidden neurons to fire (0: none).  [default: 0.02]")
 @click.option("--bstdg-min-rate", type=float,

@@ -91,6 +91,7 @@ class TrainConfig:
     bstdg_lead: float = 0.0             # bstdg: steps by which the correct class's target leads every other class
     bstdg_backward: str = "latent"      # bstdg: errors propagate through the latent W ("latent", BS4NN) or sign(W)
     bstdg_timing: str = "step"          # bstdg: output errors on spike steps, or on crossings "interpolated"
+    bstdg_pull: float = 0.0             # bstdg: fine-tune weight of a one-step-earlier target on sure samples
     bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (--method bstdg: 0.02)
     bstdg_min_rate: float = 0.05        # bstdg: hidden neurons firing on fewer samples (running mean) are quiet
     bstdg_finetune: int = 0             # bstdg: epochs after the main ones, thresholds frozen (--method bstdg: 15)
