@@ -356,7 +356,7 @@ def pull_targets(t_out: torch.Tensor, labels: torch.Tensor, target: torch.Tensor
                  margin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The pull toward earlier decisions (``bstdg_pull``): on a *sure* sample - the correct class fires and every
     other class fires at least ``margin`` steps after it (or not at all) - the correct class's target becomes one step
-    before its spike time (not below 0). Returns (the targets, ``target`` with those entries moved; the sure mask (B,)).
+    before its spike time ``t_out`` (not below 0). Returns (``target`` with those entries moved, the sure mask (B,)).
     The relative targets alone never ask a sure sample for an earlier spike: its error is 0 whatever its time."""
     t = t_out.double()
     correct = F.one_hot(labels, t.shape[1]).bool()
