@@ -9,6 +9,8 @@ output neuron fires (the fallback: argmax of the final membrane) and the median 
     .venv/bin/python bench/bstdg_targets.py --no-calibrate                   # the thresholds as trained
     .venv/bin/python bench/bstdg_targets.py --from-checkpoint out/bench_bstdg.bsnn.ckpt --decision-step 10 \
         --out out/bench_bstdg_d10.bsnn                                       # recalibrate for a decision budget
+    .venv/bin/python bench/bstdg_targets.py --from-checkpoint out/bench_bstdg.bsnn.ckpt --readout-epochs 8 \
+        --decision-step 9 --out out/bench_bstdg_t3.bsnn                      # the anytime readout, then the budget
 
 Targets: integer test accuracy >= 87.5% (BS4NN, 784-600-10: 87.3%); median decision step <= T/3 (a sample with no
 output spike counts as deciding at step T: the hardware runs all T steps for it). The model is written to --out
@@ -60,6 +62,10 @@ def main(argv=None) -> int:
                     help="firing rate below which a hidden neuron is quiet")
     ap.add_argument("--pull", type=float, default=BASE.bstdg_pull,
                     help="fine-tune weight of a one-step-earlier target on the samples right by gamma (--bstdg-pull)")
+    ap.add_argument("--readout-epochs", type=int, default=BASE.bstdg_readout_epochs,
+                    help="epochs of the anytime readout fit after training (--bstdg-readout-epochs; 0: none)")
+    ap.add_argument("--readout-scale", type=float, default=BASE.bstdg_readout_scale,
+                    help="its membrane steps per unit of log odds (--bstdg-readout-scale)")
     ap.add_argument("--finetune", type=int, default=BASE.bstdg_finetune,
                     help="epochs after --epochs with the thresholds frozen (--bstdg-finetune)")
     ap.add_argument("--finetune-lr", type=float, help="Adam lr of those epochs (default: --lr / 5)")
@@ -84,14 +90,16 @@ def main(argv=None) -> int:
                               bstdg_deadline=args.deadline, bstdg_lead=args.lead, bstdg_backward=args.backward,
                               bstdg_timing=args.timing, bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               bstdg_finetune=args.finetune, bstdg_finetune_lr=args.finetune_lr,
-                              bstdg_pull=args.pull,
+                              bstdg_pull=args.pull, bstdg_readout_epochs=args.readout_epochs,
+                              bstdg_readout_scale=args.readout_scale,
                               bstdg_calibrate=args.calibrate, bstdg_decision_step=args.decision_step,
                               seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.from_checkpoint:
         res = bstdg.from_checkpoint(args.from_checkpoint, out=args.out, calibrate_thresholds=args.calibrate,
-                                    decision_step=args.decision_step)
+                                    decision_step=args.decision_step, readout_epochs=args.readout_epochs,
+                                    readout_scale=args.readout_scale)
         cfg = bstdg.config(**TrainConfig.own_settings(res.network.metadata["config"]))
     else:
         res = bstdg.fit(cfg, out=args.out, resume=args.resume, progress=False, on_epoch_end=_log_epoch)
@@ -109,7 +117,7 @@ def main(argv=None) -> int:
            "tie_oracle_accuracy": round(100 * m["tie_oracle_accuracy"], 2),
            "total_s": round(total, 1), "epoch_s_median": round(epoch_s[len(epoch_s) // 2], 1) if epoch_s else None,
            "threads": args.threads, "model": args.out,
-           "calibration": m.get("calibration"),
+           "calibration": m.get("calibration"), "readout": m.get("readout"),
            # the last epoch's test evaluation ran on the thresholds as trained, before the calibration
            "before_calibration": {k: res.history[-1][k] for k in ("test_accuracy", "median_decision_step",
                                                                    "thresholds")} if res.history else None,
@@ -136,6 +144,10 @@ def main(argv=None) -> int:
                   f"{'' if cal['max_median_step'] is None else ' (budget ' + str(cal['max_median_step']) + ')'} "
                   f"(offsets {cal['offsets']}); before it: test {100 * pre['test_accuracy']:.2f}%, median "
                   f"decision step {pre['median_decision_step']:g}, thresholds {pre['thresholds']}")
+        if row["readout"]:
+            r = row["readout"]
+            print(f"  anytime readout fit ({r['epochs']} epochs, scale {r['scale']:g}) before the calibration: loss "
+                  f"{r['loss_before']:.4f} -> {r['loss_after']:.4f} on the training split")
         print(f"  {row['total_s']:.1f} s in all{' (evaluation and export only)' if args.from_checkpoint else ''}, "
               f"{row['epoch_s_median']} s per epoch (median), "
               f"{args.threads} thread(s); model {args.out}")

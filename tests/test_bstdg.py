@@ -123,6 +123,70 @@ def test_pull_acts_in_the_finetune_only(monkeypatch):
     assert pulls == [0.0] * n + [0.3] * n
 
 
+def test_readout_loss_is_the_per_step_logistic_loss():
+    """mean over samples, steps and output neurons of log(1 + exp(-z)) for the correct class and log(1 + exp(z)) for
+    the others, z = (V_c(t) - theta_c) / scale, V_c(t) the sum of the weights of the inputs spiked by step t."""
+    t_in = torch.tensor([[0, 2, 3], [1, 1, 0]])                     # T = 3: input 2 of sample 0 never spikes
+    w = torch.tensor([[1., -1., 1.], [-1., 1., 1.]])
+    theta = torch.tensor([0.5, 1.0])
+    y = torch.tensor([0, 1])
+    v = np.array([[[1, -1], [1, -1], [0, 0]],                        # sample 0: input 0 at step 0, input 1 at step 2
+                  [[1, 1], [1, 1], [1, 1]]], dtype=float)            # sample 1: input 2 at 0, inputs 0 and 1 at 1
+    v[1, 1:] = [1 + 1 - 1, 1 - 1 + 1]
+    z = (v - np.array([0.5, 1.0])) / 2.0
+    target = np.zeros_like(z)
+    target[0, :, 0] = 1
+    target[1, :, 1] = 1
+    want = np.mean(np.where(target == 1, np.log1p(np.exp(-z)), np.log1p(np.exp(z))))
+    got = bstdg.readout_loss(t_in, w, theta, y, 3, 2.0)
+    assert abs(float(got) - want) < 1e-6
+
+
+def test_readout_fit_changes_the_output_layer_only_and_lowers_its_loss(trained):
+    """The anytime readout fit: the hidden layer (weights, thresholds) untouched, the output layer's signs and integer
+    thresholds refitted, its loss on the training images lower than before; the thresholds it reports are the ones the
+    integer network uses; bad arguments are refused."""
+    import copy
+    result, _ = trained
+    model = copy.deepcopy(result.model)
+    x, y = data.load_dataset("digits", "train")
+    x, y = torch.from_numpy(x), torch.from_numpy(y).long()
+    hidden_w, hidden_th = model.weights[0].detach().clone(), model.integer_thresholds()[0].clone()
+    out_w, out_th = bstdg.signs(model.weights[1]).clone(), model.integer_thresholds()[1].clone()
+    got = bstdg.fit_readout(model, x, y, epochs=3, scale=4.0, lr=5e-3, seed=1)
+    assert torch.equal(model.weights[0].detach(), hidden_w) and torch.equal(model.integer_thresholds()[0], hidden_th)
+    assert not torch.equal(bstdg.signs(model.weights[1]), out_w)
+    assert not torch.equal(model.integer_thresholds()[1], out_th)
+    assert got["loss_after"] < got["loss_before"]
+    t_in = bstdg.output_inputs(model, x)
+    again = bstdg.readout_loss(t_in, bstdg.signs(model.weights[1]), model.integer_thresholds()[1].float(), y,
+                               model.timesteps, 4.0)
+    assert abs(float(again) - got["loss_after"]) < 1e-5
+    hi = bsnn_hw.contract.membrane_range(model.membrane_bits)[1]
+    assert int(model.integer_thresholds()[1].min()) >= 1 and int(model.integer_thresholds()[1].max()) <= hi
+    for kw, message in [(dict(epochs=0), "epochs must be"), (dict(scale=0.0), "scale must be a positive number"),
+                        (dict(lr=-1.0), "lr must be a positive learning rate")]:
+        with pytest.raises(ValueError, match=message):
+            bstdg.fit_readout(model, x, y, **{**dict(epochs=1, scale=4.0, lr=1e-3), **kw})
+
+
+def test_readout_fit_goes_into_the_export_before_the_calibration(tmp_path):
+    """--bstdg-readout-epochs: after the last epoch, before the calibration, into the export and not the checkpoint,
+    so from_checkpoint refits the same way; the export is the integer network the trainer scored (golden agrees)."""
+    settings = dict(TINY, hidden=[16], timesteps=8, epochs=1, bstdg_finetune=1, bstdg_readout_epochs=2)
+    res = bstdg.fit(bstdg.config(**settings), out=tmp_path / "r.bsnn", progress=False)
+    assert res.metrics["readout"]["epochs"] == 2 and res.metrics["calibration"] is not None
+    assert res.metrics["readout"]["loss_after"] < res.metrics["readout"]["loss_before"]
+    again = bstdg.from_checkpoint(str(tmp_path / "r.bsnn") + ".ckpt")
+    assert again.network == res.network and again.metrics["readout"] == res.metrics["readout"]
+    plain = bstdg.from_checkpoint(str(tmp_path / "r.bsnn") + ".ckpt", readout_epochs=0)
+    assert plain.metrics["readout"] is None and plain.network.layers[1] != res.network.layers[1]
+    assert plain.network.layers[0].weights.tolist() == res.network.layers[0].weights.tolist()
+    x, y = data.load_dataset("digits", "test")
+    g = golden.run(bsnn_hw.artifact.load(tmp_path / "r.bsnn"), x)
+    assert abs(float((g.prediction == y).mean()) - res.metrics["integer_accuracy"]) < 1e-12
+
+
 def test_crossing_times_interpolate_within_the_firing_step():
     """t_j - 1 + (theta - V[t_j - 1]) / (V[t_j] - V[t_j - 1]), V[-1] = 0; a silent neuron: T."""
     v = torch.tensor([[[0., 3., 0., 9.], [4., 5., 0., 9.], [10., 9., 0., 9.], [12., 13., 0., 9.]]])   # (1, T=4, 4)
@@ -524,6 +588,9 @@ def test_cli_method_bstdg(tmp_path):
     (["--bstdg-pull", "-0.1"], "pull must be a weight in [0, 1] (0: none), not -0.1"),
     (["--bstdg-pull", "1.5"], "pull must be a weight in [0, 1] (0: none), not 1.5"),
     (["--bstdg-pull", "0.1", "--bstdg-finetune", "0"], "pull acts in the fine-tune epochs"),
+    (["--bstdg-readout-epochs", "-1"], "readout epochs must be a whole number >= 0 (0: no readout fit), not -1"),
+    (["--bstdg-readout-scale", "0"], "readout scale must be a positive number of membrane steps, not 0.0"),
+    (["--bstdg-readout-scale", "nan"], "bstdg_readout_scale must be a finite number, not nan"),
 ])
 def test_cli_bad_combinations(tmp_path, args, message):
     out = tmp_path / "m.bsnn"
@@ -643,3 +710,19 @@ def test_decision_bound_policy(load_bench):
     # c = 0.55: image 2 now decides at step 2, where it is wrong; steps 2, 5, 2, 9
     assert bound.anytime(conf, correct, steps, 0.55) == (0.75, 3.5)
     assert conf[-1].tolist() == [0.6] * 4                    # the policy did not write into its input
+
+
+def test_readout_bound_features_are_the_hidden_spikes(load_bench):
+    """bench/readout_bound.py reads the exported network's last hidden layer: its spike steps are golden's; a network
+    that is not a BSTDG one is refused."""
+    bound = load_bench("readout_bound")
+    torch.manual_seed(5)
+    model = bstdg.BSTDGNet([64, 24, 10], timesteps=12, threshold_init=0.4)
+    net = bstdg.to_network(model)
+    x, _ = data.load_dataset("digits", "test")
+    got = bound.hidden_times(net, x[:80], batch=30).numpy()
+    g = golden.run(net, x[:80])
+    np.testing.assert_array_equal(np.where(got >= 12, -1, got), g.first_step[0])
+    bound.check_network(net, "m.bsnn")
+    with pytest.raises(SystemExit, match="is not a BSTDG network"):
+        bound.check_network(bsnn_hw.network.random_network([64, 10], timesteps=4), "r.bsnn")

@@ -25,6 +25,9 @@ alone, following BS4NN (Kheradpisheh et al., the documented rule closest to seed
   ``bstdg_pull`` > 0 the fine-tune also asks the samples the network gets right by ``gamma`` steps or more for a
   correct spike one step earlier, weighted by the pull (:func:`pull_targets`): earlier decisions, bought with the
   weights while the thresholds stay where they are.
+- the anytime readout fit (``bstdg_readout_epochs``, :func:`fit_readout`) after the last epoch, for the export: the
+  output layer alone fitted again to a per-step logistic loss on its membranes (:func:`readout_loss`), so that an
+  output spike means a confident class whenever it comes; for a decision budget.
 - threshold calibration (``bstdg_calibrate``, :func:`calibrate`) after the last epoch, for the export: integer
   offsets on the trained thresholds (one per hidden layer, one per output neuron), chosen for the training split's
   accuracy under the exact integer forward pass; the loss rewards early spikes and its thresholds settle too low.
@@ -111,6 +114,11 @@ def check_config(cfg) -> None:
          f"pull must be a weight in [0, 1] (0: none), not {cfg.bstdg_pull}")
     need(cfg.bstdg_pull == 0 or cfg.bstdg_finetune > 0,
          "pull acts in the fine-tune epochs (thresholds frozen): it needs --bstdg-finetune > 0")
+    need(isinstance(cfg.bstdg_readout_epochs, int) and not isinstance(cfg.bstdg_readout_epochs, bool)
+         and cfg.bstdg_readout_epochs >= 0,
+         f"readout epochs must be a whole number >= 0 (0: no readout fit), not {cfg.bstdg_readout_epochs!r}")
+    need(cfg.bstdg_readout_scale > 0 and math.isfinite(cfg.bstdg_readout_scale),
+         f"readout scale must be a positive number of membrane steps, not {cfg.bstdg_readout_scale}")
     need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
          f"revive must be >= 0, not {cfg.bstdg_revive}")
     need(0 < cfg.bstdg_min_rate <= 1, f"min rate must be in (0, 1], not {cfg.bstdg_min_rate}")
@@ -492,6 +500,92 @@ def evaluate(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, real: bool = Fal
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The anytime readout fit
+
+READOUT_BATCH = 128          # samples per step of the readout fit
+READOUT_THRESHOLD_LR = 0.1   # Adam lr of the output thresholds there, in membrane units (V is an integer)
+
+
+def output_inputs(model: BSTDGNet, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """The output layer's input spike steps (N, n_in) (T: none) on images ``x`` (uint8): the last hidden layer's
+    spikes, or the latency code for a network without a hidden layer. int16, or int32 when T does not fit."""
+    dtype = torch.int16 if model.timesteps < 2 ** 15 else torch.int32
+    return torch.cat([model.run_times(input_times(x[i:i + batch_size], model.timesteps))[-1]["t_in"].to(dtype)
+                      for i in range(0, len(x), batch_size)])
+
+
+def readout_loss(t_in: torch.Tensor, sign_w: torch.Tensor, theta: torch.Tensor, labels: torch.Tensor, steps: int,
+                 scale: float) -> torch.Tensor:
+    """The anytime readout's loss: the mean over samples b, steps t and output neurons c of the logistic loss of
+    ``(V_c(t) - theta_c) / scale`` against ``[c == y_b]``, where ``V_c(t) = sum_{i: t_i <= t} w_ci`` is the output
+    membrane (before any reset) from input spike steps ``t_in`` (B, n_in) through ``sign_w`` (n_out, n_in). Its
+    minimum asks V_c > theta_c (the spike, the decision) exactly where the evidence by step t says "class c" with
+    confidence, whichever the step; ``scale``: membrane steps per unit of log odds."""
+    fired = (t_in.long()[:, None, :] <= torch.arange(steps, device=t_in.device)[None, :, None]).float()
+    z = (fired @ sign_w.t() - theta) / scale                                            # (B, T, n_out)
+    y = F.one_hot(labels, sign_w.shape[0]).float()[:, None, :].expand_as(z)
+    return F.binary_cross_entropy_with_logits(z, y)
+
+
+def fit_readout(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, epochs: int, scale: float, lr: float,
+                seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
+    """The anytime readout fit (``bstdg_readout_epochs``; docs/training.md "The anytime readout"): the output
+    layer's latent weights and integer thresholds are fitted again, every other layer frozen, to :func:`readout_loss`
+    on the images ``x`` (uint8) and labels ``y``. The BS4NN targets ask for an early correct spike relative to the
+    other classes; this loss asks each output neuron to cross its threshold when, and only when, the evidence that
+    has arrived names its class, so that a decision budget keeps the confident samples early and leaves the
+    doubtful ones to later steps or to the fallback. Sign weights in the forward pass, the straight-through gradient
+    to the latent weights (clipped to [-1, 1], Adam at ``lr``, cosine decay, batches of ``READOUT_BATCH`` in an order
+    drawn from ``seed``); the thresholds real (Adam at ``READOUT_THRESHOLD_LR``) from the integer ones, rounded into
+    the layer's offsets at the end and kept in 1..2^(M-1)-1. Returns ``{"epochs", "scale", "loss_before",
+    "loss_after"}`` (the loss on all of ``x``, with the integer thresholds)."""
+    check_int("epochs", epochs, 1)
+    check_positive("scale", scale, "a positive number of membrane steps")
+    check_positive("lr", lr, "a positive learning rate")
+    check_intensities(x, model.sizes[0])
+    check_labels(y.cpu().numpy() if torch.is_tensor(y) else y, len(x), model.sizes[-1])
+    log = log or (lambda msg: None)
+    steps, last = model.timesteps, len(model.weights) - 1
+    y = torch.as_tensor(y, device=x.device).to(torch.int64)
+    t_in = output_inputs(model, x)
+    hi = contract.membrane_range(model.membrane_bits)[1]
+
+    @torch.no_grad()
+    def full_loss() -> float:
+        sign_w, theta = signs(model.weights[last]), model.integer_thresholds()[last].float()
+        total = sum(float(readout_loss(t_in[i:i + 1000], sign_w, theta, y[i:i + 1000], steps, scale)) * len(y[i:i + 1000])
+                    for i in range(0, len(y), 1000))
+        return total / len(y)
+
+    before = full_loss()
+    w = nn.Parameter(model.weights[last].detach().clone())
+    theta = nn.Parameter(model.integer_thresholds()[last].float().clone())
+    optimizer = torch.optim.Adam([{"params": [w], "lr": lr}, {"params": [theta], "lr": READOUT_THRESHOLD_LR}])
+    per_epoch = math.ceil(len(y) / READOUT_BATCH)
+    total = epochs * per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
+    for epoch in range(epochs):
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(_mix(seed, epoch, 7))).to(x.device)
+        for b in range(per_epoch):
+            idx = order[b * READOUT_BATCH:(b + 1) * READOUT_BATCH]
+            sign_w = w + (signs(w) - w).detach()             # the forward pass's sign(W), the gradient to W
+            loss = readout_loss(t_in[idx], sign_w, theta, y[idx], steps, scale)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                w.clamp_(-1, 1)
+    with torch.no_grad():
+        model.weights[last].copy_(w)
+        _set_thresholds(model, last, theta.detach().round().clamp(1, hi).to(torch.int64))
+    result = {"epochs": epochs, "scale": scale, "loss_before": before, "loss_after": full_loss()}
+    log(f"anytime readout fit ({epochs} epochs, scale {scale:g}): loss {before:.4f} -> {result['loss_after']:.4f}, "
+        f"output thresholds {model.threshold_summary()[-1]}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Threshold calibration
 
 HIDDEN_OFFSETS = range(-4, 9)       # the offsets calibrate tries on a hidden layer's thresholds (whole steps of V)
@@ -820,12 +914,21 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, history[-1])
 
-    # The export is calibrated, the checkpoint is not: a resumed finished run, or from_checkpoint, calibrates the same
-    # way from the same state.
-    calibration = calibrate(model, xtr_t, ytr_t, log=log, max_median_step=cfg.bstdg_decision_step,
-                            budget_x=_held_out(cfg, device)) if cfg.bstdg_calibrate else None
+    # The export is refitted and calibrated, the checkpoint is not: a resumed finished run, or from_checkpoint, does
+    # both the same way from the same state.
+    readout, calibration = _after_training(cfg, model, xtr_t, ytr_t, device, log)
     return _finish(cfg, model, history, sizes, len(ytr), xte_t, yte, device, started, out, checkpoint, log,
-                   calibration)
+                   calibration, readout)
+
+
+def _after_training(cfg, model, x, y, device, log) -> tuple[dict | None, dict | None]:
+    """The anytime readout fit (``bstdg_readout_epochs``), then the threshold calibration (``bstdg_calibrate``),
+    on the training split: (readout result, calibration result), None for a step not asked for."""
+    readout = fit_readout(model, x, y, cfg.bstdg_readout_epochs, cfg.bstdg_readout_scale, cfg.lr, cfg.seed,
+                          log) if cfg.bstdg_readout_epochs else None
+    calibration = calibrate(model, x, y, log=log, max_median_step=cfg.bstdg_decision_step,
+                            budget_x=_held_out(cfg, device)) if cfg.bstdg_calibrate else None
+    return readout, calibration
 
 
 def _held_out(cfg, device) -> torch.Tensor | None:
@@ -838,7 +941,7 @@ def _held_out(cfg, device) -> torch.Tensor | None:
 
 
 def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, out, checkpoint, log,
-            calibration=None):
+            calibration=None, readout=None):
     """Hardware-exact evaluation of the trained model, metrics, export (and, with ``out``, the artifact and curves)."""
     from .model import integer_simulate
     from .trainer import TrainResult, dataset_title, save_outputs
@@ -867,7 +970,7 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
                "threshold_real": [float(t[0]) if not model.per_neuron else [float(t.min()), float(t.median()),
                                                                               float(t.max())] for t in model.theta()],
                "thresholds_clamped": model.clamped(), "hidden_spikes_per_sample": fast["hidden_spikes"],
-               "calibration": calibration,
+               "calibration": calibration, "readout": readout,
                **decision_metrics(firsts, cfg.timesteps),
                **tie_metrics(fast["pred"], yte, fast["tied"], fast["correct_tied"])}
     if any(metrics["thresholds_clamped"]):
@@ -881,12 +984,13 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
 
 
 def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, calibrate_thresholds=None,
-                    decision_step="checkpoint"):
+                    decision_step="checkpoint", readout_epochs="checkpoint", readout_scale="checkpoint"):
     """Evaluate and export the model of a BSTDG checkpoint (e.g. of a run stopped before its last epoch): the same
     metrics as :func:`fit`, with ``epochs_trained`` saying how many epochs it holds; calibrated first as the run's
     end would be when ``calibrate_thresholds`` is true (None: the checkpoint's ``bstdg_calibrate``; a checkpoint
     from before the setting existed has it off), within the decision budget ``decision_step`` (a step, None for
-    none, or "checkpoint": the checkpoint's ``bstdg_decision_step``)."""
+    none, or "checkpoint": the checkpoint's ``bstdg_decision_step``); before that, the anytime readout fit of
+    ``readout_epochs`` epochs at ``readout_scale`` (each "checkpoint": the checkpoint's ``bstdg_readout_*``)."""
     from .trainer import TrainConfig, check_run, load_checkpoint, load_data, load_states, pick_device
     started = time.perf_counter()
     if calibrate_thresholds is not None:
@@ -904,6 +1008,10 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
         cfg.bstdg_decision_step = decision_step
     elif not cfg.bstdg_calibrate:            # the checkpoint's budget went with its calibration
         cfg.bstdg_decision_step = None
+    if readout_epochs != "checkpoint":
+        cfg.bstdg_readout_epochs = readout_epochs
+    if readout_scale != "checkpoint":
+        cfg.bstdg_readout_scale = readout_scale
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -915,8 +1023,7 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
     for off in model.threshold_offsets:      # the thresholds as trained, as at the end of fit's last epoch
         off.zero_()
     log = log or (lambda msg: None)
-    calibration = calibrate(model, torch.from_numpy(xtr).to(device), torch.from_numpy(ytr).to(device), log=log,
-                            max_median_step=cfg.bstdg_decision_step,
-                            budget_x=_held_out(cfg, device)) if cfg.bstdg_calibrate else None
+    readout, calibration = _after_training(cfg, model, torch.from_numpy(xtr).to(device),
+                                           torch.from_numpy(ytr).to(device), device, log)
     return _finish(cfg, model, list(state["history"]), sizes, len(ytr), torch.from_numpy(xte).to(device), yte, device,
-                   started, out, None, log, calibration)
+                   started, out, None, log, calibration, readout)

@@ -26,6 +26,7 @@ _FLAG_FIELDS = {
     "augment_shift": "augment_shift", "augment_flip": "augment_flip", "arch": "arch", "method": "method",
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
     "bstdg_lead": "bstdg_lead", "bstdg_timing": "bstdg_timing", "bstdg_pull": "bstdg_pull",
+    "bstdg_readout_epochs": "bstdg_readout_epochs", "bstdg_readout_scale": "bstdg_readout_scale",
     "bstdg_backward": "bstdg_backward", "bstdg_revive": "bstdg_revive", "bstdg_min_rate": "bstdg_min_rate",
     "bstdg_finetune": "bstdg_finetune", "bstdg_finetune_lr": "bstdg_finetune_lr",
     "bstdg_calibrate": "bstdg_calibrate", "bstdg_decision_step": "bstdg_decision_step",
@@ -179,6 +180,12 @@ def _read_config(path) -> dict:
 @click.option("--bstdg-pull", type=float,
               help="bstdg: in the fine-tune, ask the samples already right by --bstdg-gamma steps for a spike one "
                    "step earlier, with this weight in [0, 1] (earlier decisions).  [default: 0]")
+@click.option("--bstdg-readout-epochs", type=int,
+              help="bstdg: after training, fit the output layer again (the rest frozen) for this many epochs to a "
+                   "per-step loss that makes an output spike mean a confident class; use it with "
+                   "--bstdg-decision-step (0: none).  [default: 0]")
+@click.option("--bstdg-readout-scale", type=float,
+              help="bstdg: membrane steps per unit of log odds in that fit.  [default: 4]")
 @click.option("--bstdg-revive", type=float,
               help="bstdg: error that pushes quiet hidden neurons to fire (0: none).  [default: 0.02]")
 @click.option("--bstdg-min-rate", type=float,

@@ -44,7 +44,8 @@ TRAIN_ENCODINGS = ("rate", "latency", "pixel")
 METHODS = ("bsnn", "bstdg", "bisnn", "bntt")
 # Settings that may differ between a checkpoint and the run that resumes it: where and how fast it runs, and bstdg's
 # calibration after the last epoch (it changes the export, never the checkpoint's state).
-RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs", "bstdg_calibrate", "bstdg_decision_step")
+RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs", "bstdg_calibrate", "bstdg_decision_step",
+               "bstdg_readout_epochs", "bstdg_readout_scale")
 
 
 @dataclasses.dataclass
@@ -92,6 +93,8 @@ class TrainConfig:
     bstdg_backward: str = "latent"      # bstdg: errors propagate through the latent W ("latent", BS4NN) or sign(W)
     bstdg_timing: str = "step"          # bstdg: output errors on spike steps, or on crossings "interpolated"
     bstdg_pull: float = 0.0             # bstdg: fine-tune weight of a one-step-earlier target on sure samples
+    bstdg_readout_epochs: int = 0       # bstdg: epochs of the anytime readout fit after training (0: none)
+    bstdg_readout_scale: float = 4.0    # bstdg: its membrane steps per unit of log odds
     bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (--method bstdg: 0.02)
     bstdg_min_rate: float = 0.05        # bstdg: hidden neurons firing on fewer samples (running mean) are quiet
     bstdg_finetune: int = 0             # bstdg: epochs after the main ones, thresholds frozen (--method bstdg: 15)
