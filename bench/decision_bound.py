@@ -86,6 +86,21 @@ def anytime(conf: np.ndarray, correct: np.ndarray, steps: list, c: float) -> tup
     return float(correct[first, np.arange(conf.shape[1])].mean()), float(np.median(np.asarray(steps)[first]))
 
 
+# the confidence levels c tried: a coarse grid, and finely near 1
+CANDIDATES = np.unique(np.concatenate([np.linspace(0.1, 1.0, 91), 1 - np.logspace(-6, -1, 60)]))
+
+
+def best_confidence(conf: np.ndarray, correct: np.ndarray, steps: list, limit: float):
+    """(accuracy, c) of the level c in :data:`CANDIDATES` with the best :func:`anytime` accuracy whose median decision
+    step is <= ``limit`` (the first such c among equals); None when no c reaches the limit."""
+    best = None
+    for c in CANDIDATES:
+        acc, med = anytime(conf, correct, steps, c)
+        if med <= limit and (best is None or acc > best[0]):
+            best = (acc, c)
+    return best
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-T", "--timesteps", type=int, default=32)
@@ -135,17 +150,12 @@ def main(argv=None) -> int:
               f"{time.perf_counter() - t0:.0f} |", flush=True)
     cv, kv = np.stack(conf["val"]), np.stack(correct["val"])
     ct, kt = np.stack(conf["test"]), np.stack(correct["test"])
-    cands = np.unique(np.concatenate([np.linspace(0.1, 1.0, 91), 1 - np.logspace(-6, -1, 60)]))
     print("\n| median decision step <= | c (held out) | held-out accuracy | test accuracy | test median step | "
           "test images deciding at the last step |")
     print("|---:|---:|---:|---:|---:|---:|")
     limits = sorted({max(0, T // 8), T // 4, T // 3, T // 2, T - 1})
     for lim in limits:
-        best = None
-        for c in cands:
-            acc, med = anytime(cv, kv, steps, c)
-            if med <= lim and (best is None or acc > best[0]):
-                best = (acc, c)
+        best = best_confidence(cv, kv, steps, lim)
         if best is None:
             print(f"| {lim} | - | no threshold reaches it | | | |")
             continue

@@ -29,7 +29,7 @@ from bsnn_hw.data import load_dataset
 from bsnn_hw.train import bstdg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/ is not a package
-from decision_bound import HELD_OUT, anytime  # noqa: E402
+from decision_bound import HELD_OUT, anytime, best_confidence  # noqa: E402
 
 
 def hidden_times(net, x: np.ndarray, batch: int = 2000) -> torch.Tensor:
@@ -115,16 +115,11 @@ def main(argv=None) -> int:
     print("|---|" + "---:|" * len([k for k in (4, 8, 10, 12, 16, 20, 24, T - 1) if k < T]))
     print("| test accuracy deciding every image at t | " + " | ".join(
         f"{100 * kt[k].mean():.2f}%" for k in (4, 8, 10, 12, 16, 20, 24, T - 1) if k < T) + " |")
-    cands = np.unique(np.concatenate([np.linspace(0.1, 1.0, 91), 1 - np.logspace(-6, -1, 60)]))
     print("\n| median decision step <= (held out) | c | held-out accuracy | test accuracy | test median step | "
           "test images deciding at the last step |")
     print("|---:|---:|---:|---:|---:|---:|")
     for lim in sorted({T // 4, T // 3 - 1, T // 3, T // 2, T - 1}):
-        best = None
-        for c in cands:
-            acc, med = anytime(cv, kv, list(range(T)), c)
-            if med <= lim and (best is None or acc > best[0]):
-                best = (acc, c)
+        best = best_confidence(cv, kv, list(range(T)), lim)
         if best is None:
             print(f"| {lim} | - | no threshold reaches it | | | |")
             continue

@@ -709,6 +709,12 @@ def test_decision_bound_policy(load_bench):
     assert bound.anytime(conf, correct, steps, 0.65) == (1.0, 5.0)
     # c = 0.55: image 2 now decides at step 2, where it is wrong; steps 2, 5, 2, 9
     assert bound.anytime(conf, correct, steps, 0.55) == (0.75, 3.5)
+    # the best level within a median limit: the lowest c of the best accuracy; None when no c reaches the limit
+    acc, c = bound.best_confidence(conf, correct, steps, 9)
+    assert acc == 1.0 and 0.6 < c <= 0.7              # only (0.6, 0.7] decides all four right (above)
+    acc, c = bound.best_confidence(conf, correct, steps, 4)
+    assert acc == 0.75 and 0.3 < c <= 0.6              # median 3.5; at c <= 0.3 image 3 decides wrong at step 5
+    assert bound.best_confidence(conf, correct, steps, 1) is None
     assert conf[-1].tolist() == [0.6] * 4                    # the policy did not write into its input
 
 
