@@ -553,8 +553,8 @@ def fit_readout(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, epochs: int, 
     @torch.no_grad()
     def full_loss() -> float:
         sign_w, theta = signs(model.weights[last]), model.integer_thresholds()[last].float()
-        total = sum(float(readout_loss(t_in[i:i + 1000], sign_w, theta, y[i:i + 1000], steps, scale)) * len(y[i:i + 1000])
-                    for i in range(0, len(y), 1000))
+        total = sum(float(readout_loss(t_in[i:i + 1000], sign_w, theta, y[i:i + 1000], steps, scale))
+                    * len(y[i:i + 1000]) for i in range(0, len(y), 1000))
         return total / len(y)
 
     before = full_loss()
