@@ -518,11 +518,10 @@ def readout_loss(t_in: torch.Tensor, sign_w: torch.Tensor, theta: torch.Tensor, 
                  scale: float) -> torch.Tensor:
     """The anytime readout's loss: the mean over samples b, steps t and output neurons c of the logistic loss of
     ``(V_c(t) - theta_c) / scale`` against ``[c == y_b]``, where ``V_c(t) = sum_{i: t_i <= t} w_ci`` is the output
-    membrane (before any reset) from input spike steps ``t_in`` (B, n_in) through ``sign_w`` (n_out, n_in). Its
-    minimum asks V_c > theta_c (the spike, the decision) exactly where the evidence by step t says "class c" with
-    confidence, whichever the step; ``scale``: membrane steps per unit of log odds."""
-    fired = (t_in.long()[:, None, :] <= torch.arange(steps, device=t_in.device)[None, :, None]).float()
-    z = (fired @ sign_w.t() - theta) / scale                                            # (B, T, n_out)
+    membrane (:func:`membrane_of`, before any reset) from input spike steps ``t_in`` (B, n_in) through ``sign_w``
+    (n_out, n_in). Its minimum asks V_c > theta_c (the spike, the decision) exactly where the evidence by step t
+    says "class c" with confidence, whichever the step; ``scale``: membrane steps per unit of log odds."""
+    z = (membrane_of(t_in.long(), sign_w, steps) - theta) / scale                      # (B, T, n_out)
     y = F.one_hot(labels, sign_w.shape[0]).float()[:, None, :].expand_as(z)
     return F.binary_cross_entropy_with_logits(z, y)
 
