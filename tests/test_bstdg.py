@@ -187,6 +187,23 @@ def test_readout_fit_goes_into_the_export_before_the_calibration(tmp_path):
     assert abs(float((g.prediction == y).mean()) - res.metrics["integer_accuracy"]) < 1e-12
 
 
+def test_scan_outputs_is_first_spikes_and_readout_per_shift():
+    """calibrate's one-pass scan over output shifts gives, for every shift u, the readout of first_spikes(v, theta + u)
+    (ties to the lowest index, the fallback argmax of the final membrane), on random membranes with ties and silence."""
+    g = torch.Generator().manual_seed(4)
+    v = torch.randint(-6, 7, (300, 7, 5), generator=g).cumsum(1).float()
+    theta = torch.randint(1, 9, (5,), generator=g)
+    labels = torch.randint(0, 5, (300,), generator=g)
+    mask = torch.rand(300, generator=g) < 0.5
+    shifts = list(range(-12, 30))
+    correct, hist = bstdg._scan_outputs(v, labels, theta, shifts, 7, mask)
+    for k, u in enumerate(shifts):
+        pred, first = bstdg.readout(bstdg.first_spikes(v, theta + u), v[:, -1], 7)
+        assert int(correct[k]) == int((pred == labels).sum())
+        assert torch.equal(hist[k], torch.bincount(first[mask], minlength=8))
+    assert int(hist[0, 0]) > 0 and int(hist[-1, 7]) > 0          # shifts that fire at once and that stay silent
+
+
 def test_crossing_times_interpolate_within_the_firing_step():
     """t_j - 1 + (theta - V[t_j - 1]) / (V[t_j] - V[t_j - 1]), V[-1] = 0; a silent neuron: T."""
     v = torch.tensor([[[0., 3., 0., 9.], [4., 5., 0., 9.], [10., 9., 0., 9.], [12., 13., 0., 9.]]])   # (1, T=4, 4)

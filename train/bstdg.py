@@ -617,11 +617,20 @@ def _scan_outputs(v: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor, sh
                   mask: torch.Tensor | None = None):
     """For each shift u of all output thresholds (``theta + u``): (correct predictions, histogram of decision steps
     0..T of the samples in ``mask``) of the output membranes ``v`` (B, T, n_out). Returns tensors (U,) and
-    (U, T + 1)."""
+    (U, T + 1).
+
+    All shifts from one pass: with m_c(t) = max_{t' <= t} (V_c(t') - theta_c), neuron c has fired by step t under
+    shift u iff m_c(t) > u, so the decision step is the number of steps with max_c m_c(t) <= u, and the class the
+    lowest c with m_c > u there: :func:`readout` of :func:`first_spikes`, without a pass over (B, T, n_out) per u."""
     correct = torch.zeros(len(shifts), dtype=torch.int64)
     hist = torch.zeros(len(shifts), steps + 1, dtype=torch.int64)
+    m = torch.cummax(v - torch.as_tensor(theta).to(v), 1).values            # (B, T, n_out)
+    peak = m.amax(2)                                                         # (B, T), nondecreasing in t
+    fallback = torch.argmax(v[:, -1], 1)
     for k, u in enumerate(shifts):
-        pred, first = readout(first_spikes(v, theta + u), v[:, -1], steps)
+        first = (peak <= u).sum(1)                                           # (B,): T when nothing fires
+        at = m.gather(1, first.clamp(max=steps - 1)[:, None, None].expand(-1, 1, m.shape[2]))[:, 0]
+        pred = torch.where(first < steps, torch.argmax((at > u).to(torch.uint8), 1), fallback)
         correct[k] = int((pred == labels).sum())
         hist[k] = _step_hist(first, steps, mask)
     return correct, hist
