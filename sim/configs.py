@@ -217,8 +217,10 @@ def _affine(layer) -> bool:
 def _affine_tally():
     """What the units' per-step affines reach (contract v3), read from the units. No unit of its own is aimed at
     these lines: the units aimed at AFFINE_AIMS' corners also get an affine on their first layer (a scale table with
-    F = 16, or a bias alone with F = 0, table entries at their range ends), so any set of len(CORNERS) units or more
-    reaches every line; other units get affines at random (AFFINE_P)."""
+    F = 16, or a bias alone with F = 0, table entries at their range ends) or, aimed at the early exit, a small bias
+    alone on their output layer (BSTDG's step thresholds), so any set of len(CORNERS) units or more reaches every
+    line; other units get affines at random (AFFINE_P)."""
+    from bsnn_hw.hdl.config import skips_zero
     def aff(u):
         return [l for l in u.net.layers if _affine(l)]
 
@@ -234,6 +236,10 @@ def _affine_tally():
         "affine bias at a 32-bit end": lambda u: any(np.isin(l.step_bias, b_ends).any() for l in aff(u)),
         "affine negative scale": lambda u: any(l.step_scale is not None and (l.step_scale < 0).any()
                                                for l in aff(u)),
+        # BSTDG's step thresholds: a bias on the output layer that decides the early exit, read word-skipped
+        "affine on the output, early exit": lambda u: u.config.early_exit and _affine(u.net.layers[-1]),
+        "affine on a skip-zero layer": lambda u: any(_affine(l) and skips_zero(u.net, u.config, i)
+                                                     for i, l in enumerate(u.net.layers)),
     }
 
 
@@ -243,7 +249,7 @@ EVENT_TALLY = _event_tally()
 AFFINE_P = 0.15          # a unit not aimed at an affine gets per-step affines with this probability
 # the full-range corners whose units also carry an aimed per-step affine on layer 0 (P not dividing n_out: several
 # groups per step, so the ROM's t*G + g addressing; theta = 1: neurons that fire)
-AFFINE_AIMS = {"P∤n_out": "scale", "theta=1": "bias"}
+AFFINE_AIMS = {"P∤n_out": "scale", "theta=1": "bias", "early exit": "output bias", "skip zero words": "output bias"}
 
 
 def coverage(units) -> dict[str, int]:
@@ -261,12 +267,13 @@ _A_LO, _A_HI = -(1 << (contract.STEP_SCALE_BITS - 1)), (1 << (contract.STEP_SCAL
 _B_LO, _B_HI = -(1 << (contract.STEP_BIAS_BITS - 1)), (1 << (contract.STEP_BIAS_BITS - 1)) - 1
 
 
-def _affine_tables(rng, T: int, n: int, scale: bool, frac: int, ends: bool):
+def _affine_tables(rng, T: int, n: int, scale: bool, frac: int, ends: bool, near: bool = False):
     """(step_scale or None, step_bias), (T, n): "near" tables (a within +-4 * 2^F, signs mixed, b within +-8 * 2^F:
-    the membranes still move) or tables anywhere in the legal range; ``ends``: about a fifth of the entries at their
-    range ends, the first and the last entry always (the 18-bit scale's and the 32-bit bias's two ends)."""
+    the membranes still move; always with ``near``) or tables anywhere in the legal range; ``ends``: about a fifth of
+    the entries at their range ends, the first and the last entry always (the 18-bit scale's and the 32-bit bias's
+    two ends)."""
     one = 1 << frac
-    if rng.random() < 0.6:
+    if rng.random() < 0.6 or near:
         a = rng.integers(max(_A_LO, -4 * one), min(_A_HI, 4 * one) + 1, (T, n))
         b = rng.integers(-8 * one, 8 * one + 1, (T, n))
     else:
@@ -298,8 +305,9 @@ def _with_affine_layer(layer, scale, bias, frac: int):
 def _with_affine(u: Unit, rng, aim: str | None = None, p: float = AFFINE_P, conv: bool = False) -> Unit:
     """``u`` with per-step affines on some of its layers with neurons (with probability ``p``; always when aimed):
     scale table or not, F in 0..16 (0 and 16 on purpose), near-identity or full-range tables, range ends on purpose.
-    ``aim`` "scale" puts F = 16 and every range end on the first such layer, "bias" F = 0 and the bias's ends;
-    ``conv`` restricts it to conv layers (per output channel)."""
+    ``aim`` "scale" puts F = 16 and every range end on the first such layer, "bias" F = 0 and the bias's ends,
+    "output bias" a near bias alone (F = 0) on the last such layer; ``conv`` restricts it to conv layers (per output
+    channel)."""
     if aim is None and rng.random() >= p:
         return u
     import dataclasses
@@ -308,16 +316,21 @@ def _with_affine(u: Unit, rng, aim: str | None = None, p: float = AFFINE_P, conv
     if not cand:
         return u
     chosen = [i for i in cand if rng.random() < 0.5] or [int(rng.choice(cand))]
-    if aim is not None and chosen[0] != cand[0]:
-        chosen.insert(0, cand[0])                 # the aimed affine goes on the first layer with neurons
+    aimed = cand[-1] if aim == "output bias" else cand[0]
+    if aim is not None:                           # the aimed affine first: on the first (last) layer with neurons
+        chosen = [aimed] + [i for i in chosen if i != aimed]
     layers = list(net.layers)
     for n, i in enumerate(chosen):
         units = layers[i].out_channels if layers[i].kind == "conv2d" else layers[i].n_out
-        if aim is not None and n == 0:
+        near = False
+        if aim == "output bias" and n == 0:
+            scale, frac, ends, near = False, 0, False, True
+        elif aim is not None and n == 0:
             scale, frac, ends = aim != "bias", 0 if aim == "bias" else contract.STEP_FRAC_MAX, True
         else:
             scale, frac, ends = rng.random() < 0.6, _pick(rng, 0, contract.STEP_FRAC_MAX), rng.random() < 0.3
-        layers[i] = _with_affine_layer(layers[i], *_affine_tables(rng, net.timesteps, units, scale, frac, ends), frac)
+        layers[i] = _with_affine_layer(layers[i], *_affine_tables(rng, net.timesteps, units, scale, frac, ends, near),
+                                       frac)
     new = Network(layers, net.timesteps, net.readout, net.encoding, net.seed, metadata=dict(net.metadata),
                   ensemble=net.ensemble or None)
     return dataclasses.replace(u, net=new)
