@@ -217,9 +217,9 @@ def _affine(layer) -> bool:
 def _affine_tally():
     """What the units' per-step affines reach (contract v3), read from the units. No unit of its own is aimed at
     these lines: the units aimed at AFFINE_AIMS' corners also get an affine on their first layer (a scale table with
-    F = 16, or a bias alone with F = 0, table entries at their range ends) or, aimed at the early exit, a small bias
-    alone on their output layer (BSTDG's step thresholds), so any set of len(CORNERS) units or more reaches every
-    line; other units get affines at random (AFFINE_P)."""
+    F = 16, or a bias alone with F = 0, table entries at their range ends) or, aimed at the early exit and at
+    zero-word skipping, a small bias alone on their output layer (it moves the first output spike), so any set of
+    len(CORNERS) units or more reaches every line; other units get affines at random (AFFINE_P)."""
     from bsnn_hw.hdl.config import skips_zero
     def aff(u):
         return [l for l in u.net.layers if _affine(l)]
@@ -236,7 +236,7 @@ def _affine_tally():
         "affine bias at a 32-bit end": lambda u: any(np.isin(l.step_bias, b_ends).any() for l in aff(u)),
         "affine negative scale": lambda u: any(l.step_scale is not None and (l.step_scale < 0).any()
                                                for l in aff(u)),
-        # BSTDG's step thresholds: a bias on the output layer that decides the early exit, read word-skipped
+        # a per-step bias on the layer whose first spike is the early decision, and on a layer that skips zero words
         "affine on the output, early exit": lambda u: u.config.early_exit and _affine(u.net.layers[-1]),
         "affine on a skip-zero layer": lambda u: any(_affine(l) and skips_zero(u.net, u.config, i)
                                                      for i, l in enumerate(u.net.layers)),
@@ -248,7 +248,9 @@ AFFINE_TALLY = _affine_tally()
 EVENT_TALLY = _event_tally()
 AFFINE_P = 0.15          # a unit not aimed at an affine gets per-step affines with this probability
 # the full-range corners whose units also carry an aimed per-step affine on layer 0 (P not dividing n_out: several
-# groups per step, so the ROM's t*G + g addressing; theta = 1: neurons that fire)
+# groups per step, so the ROM's t*G + g addressing; theta = 1: neurons that fire) or, "output bias", a small bias on
+# the output layer (the early exit: the bias moves the decision step; zero-word skipping: a step with no input word
+# still integrates the bias)
 AFFINE_AIMS = {"P∤n_out": "scale", "theta=1": "bias", "early exit": "output bias", "skip zero words": "output bias"}
 
 
