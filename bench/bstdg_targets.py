@@ -11,6 +11,8 @@ output neuron fires (the fallback: argmax of the final membrane) and the median 
         --out out/bench_bstdg_d10.bsnn                                       # recalibrate for a decision budget
     .venv/bin/python bench/bstdg_targets.py --from-checkpoint out/bench_bstdg.bsnn.ckpt --readout-epochs 8 \
         --decision-step 9 --out out/bench_bstdg_t3.bsnn                      # the anytime readout, then the budget
+    .venv/bin/python bench/bstdg_targets.py --readout-epochs 8 --search-sweeps 4 --decision-step 9
+                                                                             # and the local search between them
 
 Targets: integer test accuracy >= 87.5% (BS4NN, 784-600-10: 87.3%); median decision step <= T/3 (a sample with no
 output spike counts as deciding at step T: the hardware runs all T steps for it). The model is written to --out
@@ -66,6 +68,11 @@ def main(argv=None) -> int:
                     help="epochs of the anytime readout fit after training (--bstdg-readout-epochs; 0: none)")
     ap.add_argument("--readout-scale", type=float, default=BASE.bstdg_readout_scale,
                     help="its membrane steps per unit of log odds (--bstdg-readout-scale)")
+    ap.add_argument("--search-sweeps", type=int, default=BASE.bstdg_search_sweeps,
+                    help="sweeps of the local search on the hidden layer after the readout fit "
+                         "(--bstdg-search-sweeps; 0: none)")
+    ap.add_argument("--search-samples", type=int, default=BASE.bstdg_search_samples,
+                    help="training samples it scores (--bstdg-search-samples)")
     ap.add_argument("--finetune", type=int, default=BASE.bstdg_finetune,
                     help="epochs after --epochs with the thresholds frozen (--bstdg-finetune)")
     ap.add_argument("--finetune-lr", type=float, help="Adam lr of those epochs (default: --lr / 5)")
@@ -91,7 +98,8 @@ def main(argv=None) -> int:
                               bstdg_timing=args.timing, bstdg_revive=args.revive, bstdg_min_rate=args.min_rate,
                               bstdg_finetune=args.finetune, bstdg_finetune_lr=args.finetune_lr,
                               bstdg_pull=args.pull, bstdg_readout_epochs=args.readout_epochs,
-                              bstdg_readout_scale=args.readout_scale,
+                              bstdg_readout_scale=args.readout_scale, bstdg_search_sweeps=args.search_sweeps,
+                              bstdg_search_samples=args.search_samples,
                               bstdg_calibrate=args.calibrate, bstdg_decision_step=args.decision_step,
                               seed=args.seed, threads=args.threads, device="cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +107,8 @@ def main(argv=None) -> int:
     if args.from_checkpoint:
         res = bstdg.from_checkpoint(args.from_checkpoint, out=args.out, calibrate_thresholds=args.calibrate,
                                     decision_step=args.decision_step, readout_epochs=args.readout_epochs,
-                                    readout_scale=args.readout_scale)
+                                    readout_scale=args.readout_scale, search_sweeps=args.search_sweeps,
+                                    search_samples=args.search_samples)
         cfg = bstdg.config(**TrainConfig.own_settings(res.network.metadata["config"]))
     else:
         res = bstdg.fit(cfg, out=args.out, resume=args.resume, progress=False, on_epoch_end=_log_epoch)
@@ -117,7 +126,7 @@ def main(argv=None) -> int:
            "tie_oracle_accuracy": round(100 * m["tie_oracle_accuracy"], 2),
            "total_s": round(total, 1), "epoch_s_median": round(epoch_s[len(epoch_s) // 2], 1) if epoch_s else None,
            "threads": args.threads, "model": args.out,
-           "calibration": m.get("calibration"), "readout": m.get("readout"),
+           "calibration": m.get("calibration"), "readout": m.get("readout"), "search": m.get("search"),
            # the last epoch's test evaluation ran on the thresholds as trained, before the calibration
            "before_calibration": {k: res.history[-1][k] for k in ("test_accuracy", "median_decision_step",
                                                                    "thresholds")} if res.history else None,
@@ -148,6 +157,11 @@ def main(argv=None) -> int:
             r = row["readout"]
             print(f"  anytime readout fit ({r['epochs']} epochs, scale {r['scale']:g}) before the calibration: loss "
                   f"{r['loss_before']:.4f} -> {r['loss_after']:.4f} on the training split")
+        if row["search"]:
+            r = row["search"]
+            print(f"  local search ({r['sweeps']} sweeps on {r['samples']} training samples): loss "
+                  f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}, {r['threshold_moves']} threshold moves, "
+                  f"{r['flips']} weight flips")
         print(f"  {row['total_s']:.1f} s in all{' (evaluation and export only)' if args.from_checkpoint else ''}, "
               f"{row['epoch_s_median']} s per epoch (median), "
               f"{args.threads} thread(s); model {args.out}")

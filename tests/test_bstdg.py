@@ -187,6 +187,65 @@ def test_readout_fit_goes_into_the_export_before_the_calibration(tmp_path):
     assert abs(float((g.prediction == y).mean()) - res.metrics["integer_accuracy"]) < 1e-12
 
 
+def test_local_search_moves_the_last_hidden_layer_and_never_raises_its_loss(trained):
+    """The local search: only the last hidden layer's signs and thresholds change (the output layer and the layer
+    before it are untouched), its bookkeeping equals a fresh forward pass (the loss it reports is readout_loss of the
+    network it leaves, recomputed from the images), the loss does not rise, the latent weights' signs are the flips it
+    counts at most, and the thresholds stay legal; bad arguments are refused."""
+    import copy
+    result, _ = trained
+    x, y = data.load_dataset("digits", "train")
+    x, y = torch.from_numpy(x[:600]), torch.from_numpy(y[:600]).long()
+    for sizes in ([64, 12, 10], [64, 10, 8, 10]):
+        model = bstdg.BSTDGNet(sizes, 16, threshold_init=0.3) if len(sizes) == 4 else copy.deepcopy(result.model)
+        if len(sizes) == 4:
+            torch.manual_seed(3)
+            for w in model.weights:
+                w.data.uniform_(-1, 1)
+        last = len(model.weights) - 1
+        before_w = [bstdg.signs(w).clone() for w in model.weights]
+        before_th = [t.clone() for t in model.integer_thresholds()]
+        got = bstdg.search_hidden(model, x, y, sweeps=2, scale=2.0, seed=5)
+        assert got["loss_after"] <= got["loss_before"] and got["samples"] == 600 and got["sweeps"] == 2
+        t_in = bstdg.output_inputs(model, x)
+        fresh = bstdg.readout_loss(t_in, bstdg.signs(model.weights[last]), model.integer_thresholds()[last].float(), y,
+                                   16, 2.0)
+        assert abs(float(fresh) - got["loss_after"]) < 1e-5
+        for li in range(last + 1):
+            if li != last - 1:
+                assert torch.equal(bstdg.signs(model.weights[li]), before_w[li])
+                assert torch.equal(model.integer_thresholds()[li], before_th[li])
+        flipped = int((bstdg.signs(model.weights[last - 1]) != before_w[last - 1]).sum())
+        assert 0 < flipped <= got["flips"]
+        assert got["threshold_moves"] > 0 and not torch.equal(model.integer_thresholds()[last - 1], before_th[last - 1])
+        hi = bsnn_hw.contract.membrane_range(model.membrane_bits)[1]
+        assert 1 <= int(model.integer_thresholds()[last - 1].min()) <= int(model.integer_thresholds()[last - 1].max()) <= hi
+    for kw, message in [(dict(sweeps=0), "sweeps must be"), (dict(scale=0.0), "scale must be a positive number")]:
+        with pytest.raises(ValueError, match=message):
+            bstdg.search_hidden(model, x, y, **{**dict(sweeps=1, scale=4.0), **kw})
+    with pytest.raises(ValueError, match="this network has no hidden layer"):
+        bstdg.search_hidden(bstdg.BSTDGNet([64, 10], 16), x, y, sweeps=1, scale=4.0)
+
+
+def test_local_search_goes_into_the_export_between_readout_fit_and_calibration(tmp_path):
+    """--bstdg-search-sweeps: after the readout fit, before the calibration, on a seeded draw of
+    --bstdg-search-samples training samples; into the export, not the checkpoint (from_checkpoint repeats it); the
+    export is the integer network the trainer scored (golden agrees)."""
+    settings = dict(TINY, hidden=[16], timesteps=8, epochs=1, bstdg_finetune=1, bstdg_readout_epochs=1,
+                    bstdg_search_sweeps=1, bstdg_search_samples=500)
+    res = bstdg.fit(bstdg.config(**settings), out=tmp_path / "s.bsnn", progress=False)
+    s = res.metrics["search"]
+    assert s["samples"] == 500 and s["sweeps"] == 1 and s["loss_after"] <= s["loss_before"]
+    assert res.metrics["calibration"] is not None
+    again = bstdg.from_checkpoint(str(tmp_path / "s.bsnn") + ".ckpt")
+    assert again.network == res.network and again.metrics["search"] == s
+    plain = bstdg.from_checkpoint(str(tmp_path / "s.bsnn") + ".ckpt", search_sweeps=0)
+    assert plain.metrics["search"] is None and plain.network.layers[0] != res.network.layers[0]
+    x, y = data.load_dataset("digits", "test")
+    g = golden.run(bsnn_hw.artifact.load(tmp_path / "s.bsnn"), x)
+    assert abs(float((g.prediction == y).mean()) - res.metrics["integer_accuracy"]) < 1e-12
+
+
 def test_scan_outputs_is_first_spikes_and_readout_per_shift():
     """calibrate's one-pass scan over output shifts gives, for every shift u, the readout of first_spikes(v, theta + u)
     (ties to the lowest index, the fallback argmax of the final membrane), on random membranes with ties and silence."""
@@ -608,6 +667,8 @@ def test_cli_method_bstdg(tmp_path):
     (["--bstdg-readout-epochs", "-1"], "readout epochs must be a whole number >= 0 (0: no readout fit), not -1"),
     (["--bstdg-readout-scale", "0"], "readout scale must be a positive number of membrane steps, not 0.0"),
     (["--bstdg-readout-scale", "nan"], "bstdg_readout_scale must be a finite number, not nan"),
+    (["--bstdg-search-sweeps", "-1"], "search sweeps must be a whole number >= 0 (0: no local search), not -1"),
+    (["--bstdg-search-samples", "0"], "search samples must be a whole number >= 1, not 0"),
 ])
 def test_cli_bad_combinations(tmp_path, args, message):
     out = tmp_path / "m.bsnn"

@@ -119,6 +119,14 @@ def check_config(cfg) -> None:
          f"readout epochs must be a whole number >= 0 (0: no readout fit), not {cfg.bstdg_readout_epochs!r}")
     need(cfg.bstdg_readout_scale > 0 and math.isfinite(cfg.bstdg_readout_scale),
          f"readout scale must be a positive number of membrane steps, not {cfg.bstdg_readout_scale}")
+    need(isinstance(cfg.bstdg_search_sweeps, int) and not isinstance(cfg.bstdg_search_sweeps, bool)
+         and cfg.bstdg_search_sweeps >= 0,
+         f"search sweeps must be a whole number >= 0 (0: no local search), not {cfg.bstdg_search_sweeps!r}")
+    need(isinstance(cfg.bstdg_search_samples, int) and not isinstance(cfg.bstdg_search_samples, bool)
+         and cfg.bstdg_search_samples >= 1,
+         f"search samples must be a whole number >= 1, not {cfg.bstdg_search_samples!r}")
+    need(cfg.bstdg_search_sweeps == 0 or cfg.hidden,
+         "the local search (--bstdg-search-sweeps) moves the last hidden layer: it needs --hidden")
     need(cfg.bstdg_revive >= 0 and math.isfinite(cfg.bstdg_revive),
          f"revive must be >= 0, not {cfg.bstdg_revive}")
     need(0 < cfg.bstdg_min_rate <= 1, f"min rate must be in (0, 1], not {cfg.bstdg_min_rate}")
@@ -585,6 +593,164 @@ def fit_readout(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, epochs: int, 
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The local search on the last hidden layer
+
+SEARCH_OFFSETS = (-3, -2, -1, 1, 2, 3)   # the threshold moves a sweep tries on each hidden neuron (steps of V)
+SEARCH_CANDIDATES = 16                   # the weight flips it tries on each hidden neuron: the gradient's best
+SEARCH_CHUNK = 2000                      # samples per chunk of the membranes and the gradient
+
+
+class _Search:
+    """The exact state of :func:`search_hidden`: the last hidden layer's membranes ``v`` (N, T, n) int16, its spike
+    steps ``t`` (N, n), the output membranes ``v_out`` (N, T, n_out) and each sample's summed readout loss ``per``
+    (N,), kept equal to a fresh forward pass through every accepted move."""
+
+    def __init__(self, model: BSTDGNet, t_in: torch.Tensor, labels: torch.Tensor, scale: float):
+        self.steps, self.scale = model.timesteps, scale
+        layer = len(model.weights) - 2
+        self.t_in = t_in.long()
+        self.sign = signs(model.weights[layer])
+        self.theta = model.integer_thresholds()[layer].clone()
+        self.sign_out = signs(model.weights[layer + 1])
+        self.theta_out = model.integer_thresholds()[layer + 1].float()
+        self.target = F.one_hot(labels, self.sign_out.shape[0]).float()[:, None, :]
+        # |V| <= n_in <= 2^(M-1)-1 <= 32767 (BSTDGNet checks it): int16 holds it exactly
+        self.v = torch.cat([membrane_of(self.t_in[i:i + SEARCH_CHUNK], self.sign, self.steps).to(torch.int16)
+                            for i in range(0, len(labels), SEARCH_CHUNK)])
+        self.t = first_spikes(self.v, self.theta)
+        self.v_out = membrane_of(self.t, self.sign_out, self.steps)
+        self.per = self.losses(self.v_out, self.target)
+        self.ar = torch.arange(self.steps, device=t_in.device)
+
+    def losses(self, v_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per sample, the readout loss summed over steps and output neurons (:func:`readout_loss` x T x n_out)."""
+        z = (v_out - self.theta_out) / self.scale
+        return F.binary_cross_entropy_with_logits(z, target.expand_as(z), reduction="none").sum((1, 2))
+
+    def mean_loss(self) -> float:
+        return float(self.per.sum()) / self.per.numel() / self.steps / self.v_out.shape[2]
+
+    def trial(self, j: int, t_new: torch.Tensor):
+        """Hidden neuron j spiking at ``t_new`` (N,) instead: (change of the summed loss, the rows that change, their
+        output membranes and losses)."""
+        rows = (t_new != self.t[:, j]).nonzero()[:, 0]
+        if len(rows) == 0:
+            return 0.0, rows, None, None
+        moved = (self.ar >= t_new[rows, None]).float() - (self.ar >= self.t[rows, j, None]).float()    # (r, T)
+        v_out = self.v_out[rows] + moved[:, :, None] * self.sign_out[:, j]
+        per = self.losses(v_out, self.target[rows])
+        return float((per - self.per[rows]).sum()), rows, v_out, per
+
+    def accept(self, j: int, t_new: torch.Tensor, rows, v_out, per) -> None:
+        self.t[:, j] = t_new
+        self.v_out[rows] = v_out
+        self.per[rows] = per
+
+    def flip_scores(self) -> torch.Tensor:
+        """(n, n_in): the first-order fall of the loss from flipping each weight, from the spike-time gradient of
+        the loss (the BSTDG rule, :func:`gradients`, with the readout loss's error on each hidden spike: a spike one
+        step later takes sign_out[c, j] from V_c at its step, so delta_j = sum_c dL/dV_c(t_j) sign_out[c, j]);
+        > 0: the flip is predicted to lower it."""
+        steps, n = self.steps, self.sign.shape[0]
+        grad = torch.zeros_like(self.sign)
+        for i in range(0, len(self.per), SEARCH_CHUNK):
+            sl = slice(i, i + SEARCH_CHUNK)
+            z = (self.v_out[sl] - self.theta_out) / self.scale
+            g = (torch.sigmoid(z) - self.target[sl]) @ self.sign_out                      # (B, T, n)
+            tc = self.t[sl].clamp(max=steps - 1)
+            delta = g.gather(1, tc[:, None, :])[:, 0]                                    # (B, n)
+            b = len(delta)
+            causal = (delta[:, None, :] * (self.ar[None, :, None] <= tc[:, None, :])).reshape(b * steps, n)
+            tt = self.t_in[sl].t()
+            keep = tt < steps
+            rows = (torch.arange(b, device=tt.device)[None, :] * steps + tt)[keep]
+            counts = keep.sum(1)
+            grad += F.embedding_bag(rows, causal, torch.cumsum(counts, 0) - counts, mode="sum").t()
+        return grad * self.sign
+
+
+@torch.no_grad()
+def search_hidden(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, sweeps: int, scale: float, seed: int = 0,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """The local search (``bstdg_search_sweeps``; docs/training.md "The local search"): the last hidden layer's
+    integer thresholds and sign weights moved, one hidden neuron at a time, to lower :func:`readout_loss` (at
+    ``scale``) of the exact integer network on the images ``x`` (uint8) and labels ``y``, every other layer fixed.
+    Each sweep visits the hidden neurons in an order drawn from ``seed``, twice: once trying every threshold move in
+    ``SEARCH_OFFSETS`` (kept in 1..2^(M-1)-1), once trying the ``SEARCH_CANDIDATES`` weight flips that the
+    spike-time gradient ranks best (:meth:`_Search.flip_scores`, taken afresh each sweep). Each try is scored exactly
+    (the neuron's new spike steps, the output membranes they change, their loss) and the best of a neuron's tries is
+    kept only when it lowers the loss, so the loss on ``x`` never rises.
+
+    Why not gradient steps: a step on the latent weights flips hundreds of signs that the gradient moves together,
+    and at the readout fit's optimum the loss rises along the gradient as well as against it; one exactly scored move
+    at a time does not. A flipped weight's latent value changes sign (0 becomes +1e-3). Memory: N x T x n int16
+    membranes. Returns ``{"sweeps", "samples", "loss_before", "loss_after", "threshold_moves", "flips"}``."""
+    check_int("sweeps", sweeps, 1)
+    check_positive("scale", scale, "a positive number of membrane steps")
+    check_intensities(x, model.sizes[0])
+    check_labels(y.cpu().numpy() if torch.is_tensor(y) else y, len(x), model.sizes[-1])
+    if len(model.weights) < 2:
+        raise ValueError("the local search moves the last hidden layer: this network has no hidden layer")
+    log = log or (lambda msg: None)
+    layer, steps = len(model.weights) - 2, model.timesteps
+    hi = contract.membrane_range(model.membrane_bits)[1]
+    y = torch.as_tensor(y, device=x.device).to(torch.int64)
+    t_in = torch.cat([model.run_times(input_times(x[i:i + SEARCH_CHUNK], steps))[layer]["t_in"]
+                      for i in range(0, len(x), SEARCH_CHUNK)])
+    st = _Search(model, t_in, y, scale)
+    before = st.mean_loss()
+    order = torch.Generator().manual_seed(_mix(seed, 11))
+    moves, flips = 0, 0
+    for sweep in range(sweeps):
+        for j in torch.randperm(len(st.theta), generator=order).tolist():
+            best = (0.0, None)
+            for d in SEARCH_OFFSETS:
+                if 1 <= int(st.theta[j]) + d <= hi:
+                    t_new = first_spikes(st.v[:, :, j:j + 1], st.theta[j] + d)[:, 0]
+                    gain, *rest = st.trial(j, t_new)
+                    if gain < best[0]:
+                        best = (gain, (d, t_new, *rest))
+            if best[1] is not None:
+                d, t_new, *rest = best[1]
+                st.theta[j] += d
+                st.accept(j, t_new, *rest)
+                moves += 1
+        score = st.flip_scores()
+        for j in torch.randperm(len(st.theta), generator=order).tolist():
+            cand = torch.topk(score[j], min(SEARCH_CANDIDATES, score.shape[1])).indices
+            cand = cand[score[j, cand] > 0]
+            if len(cand) == 0:
+                continue
+            # a flip of w_ji moves V_j(t) by -2 sign_ji from the input's spike step t_i on
+            change = (st.ar >= st.t_in[:, cand].t()[:, :, None]).to(torch.int16) * (-2 * st.sign[j, cand]).to(
+                torch.int16)[:, None, None]                                           # (k, N, T)
+            v_new = st.v[None, :, :, j] + change
+            t_new = first_spikes(v_new.permute(1, 2, 0), st.theta[j]).t()            # (k, N)
+            best = (0.0, None)
+            for q in range(len(cand)):
+                gain, *rest = st.trial(j, t_new[q])
+                if gain < best[0]:
+                    best = (gain, (q, *rest))
+            if best[1] is not None:
+                q, *rest = best[1]
+                i = int(cand[q])
+                st.sign[j, i] = -st.sign[j, i]
+                st.v[:, :, j] = v_new[q]
+                st.accept(j, t_new[q], *rest)
+                flips += 1
+                w = model.weights[layer]
+                w[j, i] = -w[j, i] if w[j, i] != 0 else 1e-3
+        log(f"local search sweep {sweep + 1}/{sweeps}: loss {st.mean_loss():.4f}, {moves} threshold moves and "
+            f"{flips} weight flips so far")
+    _set_thresholds(model, layer, st.theta)
+    result = {"sweeps": sweeps, "samples": len(y), "loss_before": before, "loss_after": st.mean_loss(),
+              "threshold_moves": moves, "flips": flips}
+    log(f"local search ({sweeps} sweeps on {len(y)} samples): loss {before:.4f} -> {result['loss_after']:.4f}, "
+        f"{moves} threshold moves, {flips} weight flips, hidden thresholds {model.threshold_summary()[layer]}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Threshold calibration
 
 HIDDEN_OFFSETS = range(-4, 9)       # the offsets calibrate tries on a hidden layer's thresholds (whole steps of V)
@@ -924,19 +1090,26 @@ def fit(cfg, out=None, checkpoint=None, resume: bool = False, progress: bool = T
 
     # The export is refitted and calibrated, the checkpoint is not: a resumed finished run, or from_checkpoint, does
     # both the same way from the same state.
-    readout, calibration = _after_training(cfg, model, xtr_t, ytr_t, device, log)
+    readout, search, calibration = _after_training(cfg, model, xtr_t, ytr_t, device, log)
     return _finish(cfg, model, history, sizes, len(ytr), xte_t, yte, device, started, out, checkpoint, log,
-                   calibration, readout)
+                   calibration, readout, search)
 
 
-def _after_training(cfg, model, x, y, device, log) -> tuple[dict | None, dict | None]:
-    """The anytime readout fit (``bstdg_readout_epochs``), then the threshold calibration (``bstdg_calibrate``),
-    on the training split: (readout result, calibration result), None for a step not asked for."""
+def _after_training(cfg, model, x, y, device, log) -> tuple[dict | None, dict | None, dict | None]:
+    """The anytime readout fit (``bstdg_readout_epochs``), the local search (``bstdg_search_sweeps``, on a seeded
+    draw of ``bstdg_search_samples`` training samples), then the threshold calibration (``bstdg_calibrate``), on
+    the training split: (readout result, search result, calibration result), None for a step not asked for."""
     readout = fit_readout(model, x, y, cfg.bstdg_readout_epochs, cfg.bstdg_readout_scale, cfg.lr, cfg.seed,
                           log) if cfg.bstdg_readout_epochs else None
+    search = None
+    if cfg.bstdg_search_sweeps:
+        pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(_mix(cfg.seed, 13)))
+        pick = pick[:cfg.bstdg_search_samples].to(x.device)
+        search = search_hidden(model, x[pick], y[pick], cfg.bstdg_search_sweeps, cfg.bstdg_readout_scale, cfg.seed,
+                               log)
     calibration = calibrate(model, x, y, log=log, max_median_step=cfg.bstdg_decision_step,
                             budget_x=_held_out(cfg, device)) if cfg.bstdg_calibrate else None
-    return readout, calibration
+    return readout, search, calibration
 
 
 def _held_out(cfg, device) -> torch.Tensor | None:
@@ -949,7 +1122,7 @@ def _held_out(cfg, device) -> torch.Tensor | None:
 
 
 def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, out, checkpoint, log,
-            calibration=None, readout=None):
+            calibration=None, readout=None, search=None):
     """Hardware-exact evaluation of the trained model, metrics, export (and, with ``out``, the artifact and curves)."""
     from .model import integer_simulate
     from .trainer import TrainResult, dataset_title, save_outputs
@@ -978,7 +1151,7 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
                "threshold_real": [float(t[0]) if not model.per_neuron else [float(t.min()), float(t.median()),
                                                                               float(t.max())] for t in model.theta()],
                "thresholds_clamped": model.clamped(), "hidden_spikes_per_sample": fast["hidden_spikes"],
-               "calibration": calibration, "readout": readout,
+               "calibration": calibration, "readout": readout, "search": search,
                **decision_metrics(firsts, cfg.timesteps),
                **tie_metrics(fast["pred"], yte, fast["tied"], fast["correct_tied"])}
     if any(metrics["thresholds_clamped"]):
@@ -992,13 +1165,15 @@ def _finish(cfg, model, history, sizes, n_train, xte_t, yte, device, started, ou
 
 
 def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, calibrate_thresholds=None,
-                    decision_step="checkpoint", readout_epochs="checkpoint", readout_scale="checkpoint"):
+                    decision_step="checkpoint", readout_epochs="checkpoint", readout_scale="checkpoint",
+                    search_sweeps="checkpoint", search_samples="checkpoint"):
     """Evaluate and export the model of a BSTDG checkpoint (e.g. of a run stopped before its last epoch): the same
     metrics as :func:`fit`, with ``epochs_trained`` saying how many epochs it holds; calibrated first as the run's
     end would be when ``calibrate_thresholds`` is true (None: the checkpoint's ``bstdg_calibrate``; a checkpoint
     from before the setting existed has it off), within the decision budget ``decision_step`` (a step, None for
     none, or "checkpoint": the checkpoint's ``bstdg_decision_step``); before that, the anytime readout fit of
-    ``readout_epochs`` epochs at ``readout_scale`` (each "checkpoint": the checkpoint's ``bstdg_readout_*``)."""
+    ``readout_epochs`` epochs at ``readout_scale``, then the local search of ``search_sweeps`` sweeps on
+    ``search_samples`` samples (each "checkpoint": the checkpoint's ``bstdg_readout_*`` / ``bstdg_search_*``)."""
     from .trainer import TrainConfig, check_run, load_checkpoint, load_data, load_states, pick_device
     started = time.perf_counter()
     if calibrate_thresholds is not None:
@@ -1020,6 +1195,10 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
         cfg.bstdg_readout_epochs = readout_epochs
     if readout_scale != "checkpoint":
         cfg.bstdg_readout_scale = readout_scale
+    if search_sweeps != "checkpoint":
+        cfg.bstdg_search_sweeps = search_sweeps
+    if search_samples != "checkpoint":
+        cfg.bstdg_search_samples = search_samples
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -1031,7 +1210,7 @@ def from_checkpoint(path, out=None, log: Callable[[str], None] | None = None, ca
     for off in model.threshold_offsets:      # the thresholds as trained, as at the end of fit's last epoch
         off.zero_()
     log = log or (lambda msg: None)
-    readout, calibration = _after_training(cfg, model, torch.from_numpy(xtr).to(device),
-                                           torch.from_numpy(ytr).to(device), device, log)
+    readout, search, calibration = _after_training(cfg, model, torch.from_numpy(xtr).to(device),
+                                                   torch.from_numpy(ytr).to(device), device, log)
     return _finish(cfg, model, list(state["history"]), sizes, len(ytr), torch.from_numpy(xte).to(device), yte, device,
-                   started, out, None, log, calibration, readout)
+                   started, out, None, log, calibration, readout, search)

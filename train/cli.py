@@ -27,6 +27,7 @@ _FLAG_FIELDS = {
     "bstdg_gamma": "bstdg_gamma", "bstdg_threshold_lr": "bstdg_threshold_lr", "bstdg_deadline": "bstdg_deadline",
     "bstdg_lead": "bstdg_lead", "bstdg_timing": "bstdg_timing", "bstdg_pull": "bstdg_pull",
     "bstdg_readout_epochs": "bstdg_readout_epochs", "bstdg_readout_scale": "bstdg_readout_scale",
+    "bstdg_search_sweeps": "bstdg_search_sweeps", "bstdg_search_samples": "bstdg_search_samples",
     "bstdg_backward": "bstdg_backward", "bstdg_revive": "bstdg_revive", "bstdg_min_rate": "bstdg_min_rate",
     "bstdg_finetune": "bstdg_finetune", "bstdg_finetune_lr": "bstdg_finetune_lr",
     "bstdg_calibrate": "bstdg_calibrate", "bstdg_decision_step": "bstdg_decision_step",
@@ -186,6 +187,13 @@ def _read_config(path) -> dict:
                    "--bstdg-decision-step (0: none).  [default: 0]")
 @click.option("--bstdg-readout-scale", type=float,
               help="bstdg: membrane steps per unit of log odds in that fit.  [default: 4]")
+@click.option("--bstdg-search-sweeps", type=int,
+              help="bstdg: then this many sweeps of a local search on the last hidden layer (per-neuron threshold "
+                   "moves and weight flips, each kept only when it lowers that fit's loss exactly; 0: none).  "
+                   "[default: 0]")
+@click.option("--bstdg-search-samples", type=int,
+              help="bstdg: training samples the local search scores (a seeded draw; memory N x T x hidden x 2 "
+                   "bytes).  [default: 20000]")
 @click.option("--bstdg-revive", type=float,
               help="bstdg: error that pushes quiet hidden neurons to fire (0: none).  [default: 0.02]")
 @click.option("--bstdg-min-rate", type=float,

@@ -45,7 +45,7 @@ METHODS = ("bsnn", "bstdg", "bisnn", "bntt")
 # Settings that may differ between a checkpoint and the run that resumes it: where and how fast it runs, and bstdg's
 # readout fit and calibration after the last epoch (they change the export, never the checkpoint's state).
 RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs", "bstdg_calibrate", "bstdg_decision_step",
-               "bstdg_readout_epochs", "bstdg_readout_scale")
+               "bstdg_readout_epochs", "bstdg_readout_scale", "bstdg_search_sweeps", "bstdg_search_samples")
 
 
 @dataclasses.dataclass
@@ -95,6 +95,8 @@ class TrainConfig:
     bstdg_pull: float = 0.0             # bstdg: fine-tune weight of a one-step-earlier target on sure samples
     bstdg_readout_epochs: int = 0       # bstdg: epochs of the anytime readout fit after training (0: none)
     bstdg_readout_scale: float = 4.0    # bstdg: its membrane steps per unit of log odds
+    bstdg_search_sweeps: int = 0        # bstdg: sweeps of the local search on the last hidden layer after it (0: none)
+    bstdg_search_samples: int = 20000   # bstdg: training samples the local search scores (a seeded draw)
     bstdg_revive: float = 0.0           # bstdg: error pushing quiet hidden neurons to fire (--method bstdg: 0.02)
     bstdg_min_rate: float = 0.05        # bstdg: hidden neurons firing on fewer samples (running mean) are quiet
     bstdg_finetune: int = 0             # bstdg: epochs after the main ones, thresholds frozen (--method bstdg: 15)
