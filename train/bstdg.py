@@ -28,6 +28,9 @@ alone, following BS4NN (Kheradpisheh et al., the documented rule closest to seed
 - the anytime readout fit (``bstdg_readout_epochs``, :func:`fit_readout`) after the last epoch, for the export: the
   output layer alone fitted again to a per-step logistic loss on its membranes (:func:`readout_loss`), so that an
   output spike means a confident class whenever it comes; for a decision budget.
+- the local search (``bstdg_search_sweeps``, :func:`search_hidden`) after the readout fit, for the export: the last
+  hidden layer's thresholds and weight signs moved one neuron at a time, each move scored exactly on the readout's
+  loss and kept only when it lowers it; the moves tried are ranked by the same loss's spike-time gradient.
 - threshold calibration (``bstdg_calibrate``, :func:`calibrate`) after the last epoch, for the export: integer
   offsets on the trained thresholds (one per hidden layer, one per output neuron), chosen for the training split's
   accuracy under the exact integer forward pass; the loss rewards early spikes and its thresholds settle too low.
