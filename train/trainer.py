@@ -43,7 +43,7 @@ CHECKPOINT_VERSION = 1
 TRAIN_ENCODINGS = ("rate", "latency", "pixel")
 METHODS = ("bsnn", "bstdg", "bisnn", "bntt")
 # Settings that may differ between a checkpoint and the run that resumes it: where and how fast it runs, and bstdg's
-# readout fit and calibration after the last epoch (they change the export, never the checkpoint's state).
+# readout fit, local search and calibration after the last epoch (they change the export, never the checkpoint's state).
 RESUME_FREE = ("device", "threads", "data_root", "cuda_graphs", "bstdg_calibrate", "bstdg_decision_step",
                "bstdg_readout_epochs", "bstdg_readout_scale", "bstdg_search_sweeps", "bstdg_search_samples")
 
