@@ -219,7 +219,8 @@ def test_local_search_moves_the_last_hidden_layer_and_never_raises_its_loss(trai
         assert 0 < flipped <= got["flips"]
         assert got["threshold_moves"] > 0 and not torch.equal(model.integer_thresholds()[last - 1], before_th[last - 1])
         hi = bsnn_hw.contract.membrane_range(model.membrane_bits)[1]
-        assert 1 <= int(model.integer_thresholds()[last - 1].min()) <= int(model.integer_thresholds()[last - 1].max()) <= hi
+        th = model.integer_thresholds()[last - 1]
+        assert 1 <= int(th.min()) <= int(th.max()) <= hi
     for kw, message in [(dict(sweeps=0), "sweeps must be"), (dict(scale=0.0), "scale must be a positive number")]:
         with pytest.raises(ValueError, match=message):
             bstdg.search_hidden(model, x, y, **{**dict(sweeps=1, scale=4.0), **kw})

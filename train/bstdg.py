@@ -689,7 +689,8 @@ def search_hidden(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, sweeps: int
     Why not gradient steps: a step on the latent weights flips hundreds of signs that the gradient moves together,
     and at the readout fit's optimum the loss rises along the gradient as well as against it; one exactly scored move
     at a time does not. A flipped weight's latent value changes sign (0 becomes +1e-3). Memory: N x T x n int16
-    membranes, about 2.3 GB for 60,000 images, T = 32 and 600 hidden neurons. Returns ``{"sweeps", "samples", "loss_before", "loss_after", "threshold_moves", "flips"}``."""
+    membranes, about 2.3 GB for 60,000 images, T = 32 and 600 hidden neurons. Returns ``{"sweeps", "samples",
+    "loss_before", "loss_after", "threshold_moves", "flips"}``."""
     check_int("sweeps", sweeps, 1)
     check_positive("scale", scale, "a positive number of membrane steps")
     check_intensities(x, model.sizes[0])
