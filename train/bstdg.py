@@ -117,16 +117,14 @@ def check_config(cfg) -> None:
          f"pull must be a weight in [0, 1] (0: none), not {cfg.bstdg_pull}")
     need(cfg.bstdg_pull == 0 or cfg.bstdg_finetune > 0,
          "pull acts in the fine-tune epochs (thresholds frozen): it needs --bstdg-finetune > 0")
-    need(isinstance(cfg.bstdg_readout_epochs, int) and not isinstance(cfg.bstdg_readout_epochs, bool)
-         and cfg.bstdg_readout_epochs >= 0,
+    whole = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo     # noqa: E731
+    need(whole(cfg.bstdg_readout_epochs, 0),
          f"readout epochs must be a whole number >= 0 (0: no readout fit), not {cfg.bstdg_readout_epochs!r}")
     need(cfg.bstdg_readout_scale > 0 and math.isfinite(cfg.bstdg_readout_scale),
          f"readout scale must be a positive number of membrane steps, not {cfg.bstdg_readout_scale}")
-    need(isinstance(cfg.bstdg_search_sweeps, int) and not isinstance(cfg.bstdg_search_sweeps, bool)
-         and cfg.bstdg_search_sweeps >= 0,
+    need(whole(cfg.bstdg_search_sweeps, 0),
          f"search sweeps must be a whole number >= 0 (0: no local search), not {cfg.bstdg_search_sweeps!r}")
-    need(isinstance(cfg.bstdg_search_samples, int) and not isinstance(cfg.bstdg_search_samples, bool)
-         and cfg.bstdg_search_samples >= 1,
+    need(whole(cfg.bstdg_search_samples, 1),
          f"search samples must be a whole number >= 1, not {cfg.bstdg_search_samples!r}")
     need(cfg.bstdg_search_sweeps == 0 or cfg.hidden,
          "the local search (--bstdg-search-sweeps) moves the last hidden layer: it needs --hidden")
@@ -400,6 +398,22 @@ def crossing_times(r: dict, theta, steps: int) -> torch.Tensor:
     return torch.where(t < steps, t.double() - 1 + share, float(steps))
 
 
+def causal_grad(delta: torch.Tensor, t_out: torch.Tensor, t_in: torch.Tensor, steps: int) -> tuple:
+    """The BSTDG weight gradient of one layer, summed over the batch: ``dW_ji = sum_b delta_bj [t_bi <= t_bj]`` from
+    errors ``delta`` (B, n_out), the layer's spike steps ``t_out`` (B, n_out) (a silent neuron: all inputs causal) and
+    its input spike steps ``t_in`` (B, n_in) (T: none). Returns (dW (n_out, n_in), causal (B*T, n_out): row b*T + t
+    holds delta_bj [t <= t_bj]), one embedding bag per input over its spikes."""
+    batch = delta.shape[0]
+    ar = torch.arange(steps, device=delta.device)
+    tc = t_out.clamp(max=steps - 1)
+    causal = (delta[:, None, :] * (ar[None, :, None] <= tc[:, None, :])).reshape(batch * steps, -1)
+    tt = t_in.t()
+    keep = tt < steps
+    rows = (torch.arange(batch, device=delta.device)[None, :] * steps + tt)[keep]
+    counts = keep.sum(1)
+    return F.embedding_bag(rows, causal, torch.cumsum(counts, 0) - counts, mode="sum").t(), causal
+
+
 def _normalise(d: torch.Tensor) -> torch.Tensor:
     n = d.norm(dim=1, keepdim=True)
     return torch.where(n > 0, d / n.clamp_min(1e-30), d)
@@ -431,7 +445,6 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
     delta = normalise(delta)
     batch = t_out.shape[0]
     dev = t_out.device
-    ar = torch.arange(steps, device=dev)
     theta = [t.float().to(dev) for t in model.theta()]
     grads = [None] * len(model.weights)
     g_factor = torch.zeros(len(model.weights), device=dev)
@@ -439,17 +452,11 @@ def gradients(model: BSTDGNet, rec, labels, gamma: float, deadline: int | None, 
     for li in range(len(model.weights) - 1, -1, -1):
         r = rec[li]
         tc = r["t"].clamp(max=steps - 1)                                   # a silent neuron: all inputs causal
-        # causal[b, t, j] = delta_bj [t <= t_j]: an input spike at step t is causal for j iff t <= t_j.
-        causal = (delta[:, None, :] * (ar[None, :, None] <= tc[:, None, :])).reshape(batch * steps, -1)
         t_in = r["t_in"]
         n_in = t_in.shape[1]
-        # dW_ji = sum_b causal[b, t_bi, j], one embedding bag per input i over its spikes
-        tt = t_in.t()
-        keep = tt < steps
-        rows = (torch.arange(batch, device=dev)[None, :] * steps + tt)[keep]
-        counts = keep.sum(1)
-        offsets = torch.cumsum(counts, 0) - counts
-        grads[li] = F.embedding_bag(rows, causal, offsets, mode="sum").t() / batch      # (n_out, n_in)
+        # causal[b*T + t, j] = delta_bj [t <= t_j]: an input spike at step t is causal for j iff t <= t_j
+        dw, causal = causal_grad(delta, r["t"], t_in, steps)
+        grads[li] = dw / batch                                             # (n_out, n_in)
         v_at = r["v"].gather(1, tc[:, None, :])[:, 0]                        # V_j(t_j) before reset
         if model.per_neuron:
             g_j = (delta * v_at / theta[li]).mean(0)                          # d log f_lj, per neuron
@@ -656,21 +663,13 @@ class _Search:
         the loss (the BSTDG rule, :func:`gradients`, with the readout loss's error on each hidden spike: a spike one
         step later takes sign_out[c, j] from V_c at its step, so delta_j = sum_c dL/dV_c(t_j) sign_out[c, j]);
         > 0: the flip is predicted to lower it."""
-        steps, n = self.steps, self.sign.shape[0]
         grad = torch.zeros_like(self.sign)
         for i in range(0, len(self.per), SEARCH_CHUNK):
             sl = slice(i, i + SEARCH_CHUNK)
             z = (self.v_out[sl] - self.theta_out) / self.scale
             g = (torch.sigmoid(z) - self.target[sl]) @ self.sign_out                      # (B, T, n)
-            tc = self.t[sl].clamp(max=steps - 1)
-            delta = g.gather(1, tc[:, None, :])[:, 0]                                    # (B, n)
-            b = len(delta)
-            causal = (delta[:, None, :] * (self.ar[None, :, None] <= tc[:, None, :])).reshape(b * steps, n)
-            tt = self.t_in[sl].t()
-            keep = tt < steps
-            rows = (torch.arange(b, device=tt.device)[None, :] * steps + tt)[keep]
-            counts = keep.sum(1)
-            grad += F.embedding_bag(rows, causal, torch.cumsum(counts, 0) - counts, mode="sum").t()
+            delta = g.gather(1, self.t[sl].clamp(max=self.steps - 1)[:, None, :])[:, 0]  # (B, n)
+            grad += causal_grad(delta, self.t[sl], self.t_in[sl], self.steps)[0]
         return grad * self.sign
 
 
