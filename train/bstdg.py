@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bsnn_hw import contract
-from bsnn_hw.checks import check_flag, check_int, check_positive, check_sizes
+from bsnn_hw.checks import check_flag, check_int, check_positive, check_sizes, is_int
 from bsnn_hw.data import check_labels
 from bsnn_hw.io import encode_predictions
 from bsnn_hw.network import Layer, Network
@@ -117,7 +117,7 @@ def check_config(cfg) -> None:
          f"pull must be a weight in [0, 1] (0: none), not {cfg.bstdg_pull}")
     need(cfg.bstdg_pull == 0 or cfg.bstdg_finetune > 0,
          "pull acts in the fine-tune epochs (thresholds frozen): it needs --bstdg-finetune > 0")
-    whole = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo     # noqa: E731
+    whole = lambda v, lo: is_int(v) and v >= lo     # noqa: E731
     need(whole(cfg.bstdg_readout_epochs, 0),
          f"readout epochs must be a whole number >= 0 (0: no readout fit), not {cfg.bstdg_readout_epochs!r}")
     need(cfg.bstdg_readout_scale > 0 and math.isfinite(cfg.bstdg_readout_scale),
