@@ -811,3 +811,44 @@ def test_readout_bound_features_are_the_hidden_spikes(load_bench):
     bound.check_network(net, "m.bsnn")
     with pytest.raises(SystemExit, match="is not a BSTDG network"):
         bound.check_network(bsnn_hw.network.random_network([64, 10], timesteps=4), "r.bsnn")
+
+
+def test_frontier_scores_each_budget_s_export(trained, load_bench, monkeypatch, capsys):
+    """bench/bstdg_frontier.py: each row is the export from_checkpoint gives within that budget, scored as golden
+    scores it (accuracy; median decision step with a silent output counted at T); a budget met keeps the test
+    median near it on this tiny network; a budget the calibration refuses is a row, any other error is not; bad
+    --budgets are refused."""
+    frontier = load_bench("bstdg_frontier")
+    _, out = trained
+    ckpt = str(out) + ".ckpt"
+    assert frontier.parse_budgets("6, none,0") == [6, None, 0]
+    for bad in ("x", "6,6", "-1", "", "3,"):
+        with pytest.raises(ValueError, match="--budgets"):
+            frontier.parse_budgets(bad)
+    x, y = data.load_dataset("digits", "test")
+    rows = [frontier.point(ckpt, b, 0) for b in (None, 4, 1)]
+    for row in rows:
+        net = bstdg.from_checkpoint(ckpt, calibrate_thresholds=True, decision_step=row["budget"], readout_epochs=0,
+                                    search_sweeps=0).network
+        g = golden.run(net, x)
+        first = np.where(g.first_step[-1] >= 0, g.first_step[-1], net.timesteps).min(axis=1)
+        assert row["integer_accuracy"] == round(100 * float((g.prediction == y).mean()), 2)
+        assert row["median_decision_step"] == float(np.median(first))
+        assert row["fallback_rate_pct"] == round(100 * float((first == net.timesteps).mean()), 2)
+        assert row["both_met"] == (row["integer_accuracy"] >= 87.5 and row["median_decision_step"] <= 16 / 3)
+    assert rows[2]["median_decision_step"] < rows[0]["median_decision_step"]    # the budget moved the decision
+    assert rows[2]["median_decision_step"] <= 2                                   # test median near training's 1
+    assert "| 4 |" in frontier.table(rows) and "| none |" in frontier.table(rows)
+
+    def refuse(*args, **kw):
+        raise ValueError("no thresholds give a median decision step <= 0 on these 1797 samples")
+    monkeypatch.setattr(frontier.bstdg, "from_checkpoint", refuse)
+    row = frontier.point(ckpt, 0, 0)
+    assert row == {"budget": 0, "refused": "no thresholds give a median decision step <= 0 on these 1797 samples"}
+    assert "refused: no thresholds" in frontier.table([row])
+    monkeypatch.setattr(frontier.bstdg, "from_checkpoint", lambda *a, **k: (_ for _ in ()).throw(
+        ValueError("m.bsnn.ckpt: a checkpoint of method 'bsnn', not 'bstdg'")))
+    assert frontier.main(["--checkpoint", ckpt, "--budgets", "3"]) == 2
+    assert "not 'bstdg'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        frontier.main(["--checkpoint", ckpt, "--budgets", "3,x"])
