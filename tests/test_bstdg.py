@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import bsnn_hw
-from bsnn_hw import data, golden
+from bsnn_hw import contract, data, golden
 from bsnn_hw.cli import main
 from bsnn_hw.train import bstdg, integer_simulate, latency
 
@@ -811,6 +811,42 @@ def test_readout_bound_features_are_the_hidden_spikes(load_bench):
     bound.check_network(net, "m.bsnn")
     with pytest.raises(SystemExit, match="is not a BSTDG network"):
         bound.check_network(bsnn_hw.network.random_network([64, 10], timesteps=4), "r.bsnn")
+
+
+def test_output_width_scores_the_k_bit_network_golden_runs(load_bench):
+    """bench/output_width.py: its k-bit output layer (one scale, rounded) is a contract network whose golden run
+    gives the accuracy, median decision step (silent = T) and fallback the bench scores from the hidden spikes; the
+    membrane width holds n_in * (2^(k-1) - 1); a threshold below 1 is refused; the budget's shift keeps the median."""
+    width = load_bench("output_width")
+    torch.manual_seed(7)
+    model = bstdg.BSTDGNet([64, 24, 10], timesteps=12, threshold_init=0.4)
+    net = bstdg.to_network(model)
+    x, y = data.load_dataset("digits", "test")
+    h = width.hidden_times(net, x)
+    w_real = torch.randn(10, 24) * 0.7
+    w_real[3, 5] = 2.5                                                   # the largest |w|: it maps to 2^(k-1) - 1
+    th_real = torch.rand(10) * 2 + 0.5
+    for k in (2, 4, 8):
+        wq, thq, m = width.quantise(w_real, th_real, k)
+        top = 2 ** (k - 1) - 1
+        assert int(wq[3, 5]) == top and int(wq.abs().max()) == top
+        assert contract.membrane_range(m)[1] >= 24 * top and m >= 16
+        thq = thq.clamp(min=1)
+        knet = width.k_bit_network(net, wq, thq, k, m)
+        assert knet.layers[-1].weight_bits == k and knet.layers[:-1] == net.layers[:-1]
+        g = golden.run(knet, x)
+        first = np.where(g.first_step[-1] >= 0, g.first_step[-1], 12).min(axis=1)
+        got = width.score(width.membranes(h, wq, 12), torch.from_numpy(y.astype(np.int64)), thq, 12)
+        assert got["accuracy"] == float((g.prediction == y).mean())
+        assert got["median"] == float(np.median(first))
+        assert got["fallback"] == float((first == 12).mean())
+    with pytest.raises(ValueError, match="outside 1"):
+        width.k_bit_network(net, wq, thq - 50, 8, m)
+    v, yt = width.membranes(h, wq, 12), torch.from_numpy(y.astype(np.int64))
+    shifts = list(range(1 - int(thq.min()), 200))
+    u = width.best_shift(v, yt, thq, shifts, 12, 3)
+    assert u is not None and width.score(v, yt, thq + u, 12)["median"] <= 3
+    assert width.best_shift(v, yt, thq, [10 ** 6], 12, 3) is None       # nothing fires: every sample at T
 
 
 def test_frontier_scores_each_budget_s_export(trained, load_bench, monkeypatch, capsys):
