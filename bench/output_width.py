@@ -27,13 +27,12 @@ import numpy as np
 import torch
 
 from bsnn_hw import artifact, contract
-from bsnn_hw.data import load_dataset
 from bsnn_hw.network import Layer, Network
 from bsnn_hw.train import bstdg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/ is not a package
 from bstdg_targets import targets_met  # noqa: E402
-from readout_bound import check_network, hidden_times  # noqa: E402
+from readout_bound import hidden_times, load_network_and_data  # noqa: E402
 
 SCALE = 4.0          # the readout loss's membrane steps per unit of log odds (the package's default)
 BATCH = 128
@@ -127,21 +126,13 @@ def main(argv=None) -> int:
         ap.error("--epochs and --threads must be >= 1 and --lr > 0")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    try:
-        net = artifact.load(args.model)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
-    check_network(net, args.model)
+    net, xtr, ytr, xte, yte = load_network_and_data(args.model)
     T = net.timesteps
     budget = T // 3 if args.budget is None else args.budget
     if not 0 <= budget < T:
         ap.error(f"--budget must be a step in 0..{T - 1}, not {budget}")
-    xtr, ytr = load_dataset("fashion-mnist", "train")
-    xte, yte = load_dataset("fashion-mnist", "test")
-    if xtr.reshape(len(xtr), -1).shape[1] != net.layers[0].n_in:
-        raise SystemExit(f"error: {args.model} takes {net.layers[0].n_in} inputs, Fashion-MNIST has 784")
     t0 = time.perf_counter()
-    htr, hte = hidden_times(net, xtr.reshape(len(xtr), -1)), hidden_times(net, xte.reshape(len(xte), -1))
+    htr, hte = hidden_times(net, xtr), hidden_times(net, xte)
     ytr_t, yte_t = torch.from_numpy(ytr.astype(np.int64)), torch.from_numpy(yte.astype(np.int64))
     out = net.layers[-1]
     w_sign = torch.from_numpy(contract.bit_to_weight(out.weights).astype(np.float32))

@@ -55,6 +55,22 @@ def check_network(net, path: str) -> None:
                          f"dense layers, at least one hidden layer)")
 
 
+def load_network_and_data(path: str):
+    """The BSTDG network at ``path`` and Fashion-MNIST: (net, x_train, y_train, x_test, y_test), images flattened;
+    SystemExit (one line) for a model that does not load, is not a BSTDG network or does not take 784 inputs."""
+    try:
+        net = artifact.load(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    check_network(net, path)
+    xtr, ytr = load_dataset("fashion-mnist", "train")
+    xte, yte = load_dataset("fashion-mnist", "test")
+    xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
+    if xtr.shape[1] != net.layers[0].n_in:
+        raise SystemExit(f"error: {path} takes {net.layers[0].n_in} inputs, Fashion-MNIST has {xtr.shape[1]}")
+    return net, xtr, ytr, xte, yte
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="a BSTDG model (.bsnn) trained on fashion-mnist")
@@ -66,19 +82,10 @@ def main(argv=None) -> int:
         ap.error("--epochs and --threads must be >= 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    try:
-        net = artifact.load(args.model)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
-    check_network(net, args.model)
+    net, xtr, ytr, xte, yte = load_network_and_data(args.model)
     T = net.timesteps
-    xtr, ytr = load_dataset("fashion-mnist", "train")
-    xte, yte = load_dataset("fashion-mnist", "test")
-    if xtr.reshape(len(xtr), -1).shape[1] != net.layers[0].n_in:
-        raise SystemExit(f"error: {args.model} takes {net.layers[0].n_in} inputs, Fashion-MNIST has 784")
     t0 = time.perf_counter()
-    htr = hidden_times(net, xtr.reshape(len(xtr), -1))
-    hte = hidden_times(net, xte.reshape(len(xte), -1))
+    htr, hte = hidden_times(net, xtr), hidden_times(net, xte)
     n = htr.shape[1]
     perm = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(ytr)))
     fit, val = perm[HELD_OUT:], perm[:HELD_OUT]
