@@ -1,8 +1,8 @@
 """How much do wider output weights buy a BSTDG network at a decision budget? A reference for issue 12's targets.
 
 The package's BSTDG output layer is +-1. This bench keeps a trained network's hidden layers (the exported integer
-ones) and refits its output layer to the package's anytime readout loss (`bstdg.readout_loss`, scale 4, Adam, from
-the exported +-1 weights and thresholds) with **real-valued** weights and thresholds; then quantises that fit after
+ones) and refits its output layer by the package's anytime readout fit (`bstdg.fit_output`: `bstdg.readout_loss`,
+scale 4, Adam, from the exported +-1 weights and thresholds) with **real-valued** weights and thresholds; then quantises that fit after
 training to k-bit integers: weights and thresholds times one layer scale s = (2^(k-1) - 1) / max|w|, rounded (a
 first crossing does not change under a common scale). Each output layer is calibrated the same way: the one common
 shift of its thresholds with the most training images right at a training median decision step <= L (a silent
@@ -18,7 +18,6 @@ differ from the export's own figure by a few tenths.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,6 @@ from bstdg_targets import targets_met  # noqa: E402
 from readout_bound import hidden_times, load_network_and_data  # noqa: E402
 
 SCALE = 4.0          # the readout loss's membrane steps per unit of log odds (the package's default)
-BATCH = 128
 REAL_SHIFTS = 801    # shifts tried for the real-valued layer, evenly over +-max|V - theta|
 
 
@@ -60,27 +58,6 @@ def score(v: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, steps: int) -> 
     right, hist = bstdg._scan_outputs(v, y, theta, [0], steps)
     return {"accuracy": int(right[0]) / len(y), "median": bstdg._median_step(hist[0]),
             "fallback": int(hist[0][-1]) / len(y)}
-
-
-def fit_real(t_in: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, theta0: torch.Tensor, steps: int, epochs: int,
-             lr: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The readout loss's fit with real-valued weights (Adam at ``lr``) and thresholds (Adam at the package's
-    threshold rate), cosine decay, from ``w0`` / ``theta0``."""
-    w, th = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(theta0.clone())
-    opt = torch.optim.Adam([{"params": [w], "lr": lr}, {"params": [th], "lr": bstdg.READOUT_THRESHOLD_LR}])
-    per = math.ceil(len(y) / BATCH)
-    total = epochs * per
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
-    for epoch in range(epochs):
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-        for b in range(per):
-            idx = order[b * BATCH:(b + 1) * BATCH]
-            loss = bstdg.readout_loss(t_in[idx], w, th, y[idx], steps, SCALE)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return w.detach(), th.detach()
 
 
 def quantise(w: torch.Tensor, theta: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -156,7 +133,8 @@ def main(argv=None) -> int:
         return list(range(1 - int(theta.min()), top - int(theta.min()) + 1))
 
     row("+-1", w_sign, th_sign, integer_shifts(w_sign, th_sign))
-    w_real, th_real = fit_real(htr, ytr_t, w_sign, th_sign, T, args.epochs, args.lr, args.seed)
+    w_real, th_real = bstdg.fit_output(htr, ytr_t, w_sign, th_sign, T, args.epochs, SCALE, args.lr,
+                                       lambda epoch: args.seed * 1000 + epoch, binary=False)
     s = float((membranes(htr, w_real, T) - th_real).abs().max())
     row("real-valued", w_real, th_real, torch.linspace(-s, s, REAL_SHIFTS).tolist())
     for k in bits:

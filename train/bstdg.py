@@ -544,6 +544,36 @@ def readout_loss(t_in: torch.Tensor, sign_w: torch.Tensor, theta: torch.Tensor, 
     return F.binary_cross_entropy_with_logits(z, y)
 
 
+def fit_output(t_in: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, theta0: torch.Tensor, steps: int, epochs: int,
+               scale: float, lr: float, epoch_seed: Callable[[int], int], binary: bool = True):
+    """The optimisation of :func:`fit_readout`: an output layer's weights (n_out, n_in) and thresholds (n_out,), from
+    ``w0`` / ``theta0``, fitted to :func:`readout_loss` on input spike steps ``t_in`` and labels ``y``: Adam (the
+    weights at ``lr``, the thresholds at ``READOUT_THRESHOLD_LR``), cosine decay, batches of ``READOUT_BATCH`` in an
+    order drawn per epoch from ``epoch_seed(epoch)``. ``binary``: the forward pass uses sign(W) with the
+    straight-through gradient to latent weights clipped to [-1, 1]; else the weights are real-valued
+    (``bench/output_width.py``). Returns the weights and thresholds (real), detached."""
+    w, theta = nn.Parameter(w0.detach().clone()), nn.Parameter(theta0.detach().clone())
+    optimizer = torch.optim.Adam([{"params": [w], "lr": lr}, {"params": [theta], "lr": READOUT_THRESHOLD_LR}])
+    per_epoch = math.ceil(len(y) / READOUT_BATCH)
+    total = epochs * per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
+    for epoch in range(epochs):
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed(epoch))).to(t_in.device)
+        for b in range(per_epoch):
+            idx = order[b * READOUT_BATCH:(b + 1) * READOUT_BATCH]
+            # binary: the forward pass's sign(W), the gradient to W
+            w_used = w + (signs(w) - w).detach() if binary else w
+            loss = readout_loss(t_in[idx], w_used, theta, y[idx], steps, scale)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if binary:
+                with torch.no_grad():
+                    w.clamp_(-1, 1)
+    return w.detach(), theta.detach()
+
+
 def fit_readout(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, epochs: int, scale: float, lr: float,
                 seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
     """The anytime readout fit (``bstdg_readout_epochs``; docs/training.md "The anytime readout"): the output
@@ -575,27 +605,11 @@ def fit_readout(model: BSTDGNet, x: torch.Tensor, y: torch.Tensor, epochs: int, 
         return total / len(y)
 
     before = full_loss()
-    w = nn.Parameter(model.weights[last].detach().clone())
-    theta = nn.Parameter(model.integer_thresholds()[last].float().clone())
-    optimizer = torch.optim.Adam([{"params": [w], "lr": lr}, {"params": [theta], "lr": READOUT_THRESHOLD_LR}])
-    per_epoch = math.ceil(len(y) / READOUT_BATCH)
-    total = epochs * per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
-    for epoch in range(epochs):
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(_mix(seed, epoch, 7))).to(x.device)
-        for b in range(per_epoch):
-            idx = order[b * READOUT_BATCH:(b + 1) * READOUT_BATCH]
-            sign_w = w + (signs(w) - w).detach()             # the forward pass's sign(W), the gradient to W
-            loss = readout_loss(t_in[idx], sign_w, theta, y[idx], steps, scale)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                w.clamp_(-1, 1)
+    w, theta = fit_output(t_in, y, model.weights[last].detach(), model.integer_thresholds()[last].float(), steps,
+                          epochs, scale, lr, lambda epoch: _mix(seed, epoch, 7))
     with torch.no_grad():
         model.weights[last].copy_(w)
-        _set_thresholds(model, last, theta.detach().round().clamp(1, hi).to(torch.int64))
+        _set_thresholds(model, last, theta.round().clamp(1, hi).to(torch.int64))
     result = {"epochs": epochs, "scale": scale, "loss_before": before, "loss_after": full_loss()}
     log(f"anytime readout fit ({epochs} epochs, scale {scale:g}): loss {before:.4f} -> {result['loss_after']:.4f}, "
         f"output thresholds {model.threshold_summary()[-1]}")
